@@ -1,0 +1,687 @@
+//! The node config: what one collector ships, and where to.
+//!
+//! The operator renders one of these per node (into a Secret, because drains may carry credential
+//! material); on a plain Docker host a person writes the same YAML by hand and passes it with
+//! `sluice-collector --config FILE`. The schema is versioned: [`NodeConfig::version`] must be
+//! [`CURRENT_VERSION`], so an old collector refuses a config it does not understand instead of
+//! silently ignoring fields (unknown fields are rejected for the same reason).
+//!
+//! Invariants established by [`NodeConfig::from_yaml`] (and [`NodeConfig::validate`]):
+//! * drain names are unique, non-empty DNS labels, and every drain URL parses to a [`DrainKind`];
+//! * every drain a container or selector names exists;
+//! * TLS and HTTP options appear only on drains whose scheme uses them, and options that need each
+//!   other (a client certificate and its key) come together.
+//!
+//! Errors name the offending field as a path (`drains[1].url`), so a person fixing a hand-written
+//! file is pointed at the line to change.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::PathBuf,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The node-config schema version this crate reads and writes.
+pub const CURRENT_VERSION: u32 = 1;
+
+/// A node config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not YAML of the right shape (the message carries the field path and position).
+    #[error("invalid node config: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    /// The YAML has the right shape but a value is not acceptable.
+    #[error("invalid node config: {field}: {message}")]
+    Invalid {
+        /// Path of the offending field, e.g. `drains[1].url`.
+        field: String,
+        /// What is wrong with it, in words a person can act on.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// Everything one collector needs: its drains, and which containers feed which drain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Schema version; must be [`CURRENT_VERSION`].
+    pub version: u32,
+    /// The node this config is for (informational; used as the default syslog HOSTNAME).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Where the container runtimes keep their logs.
+    #[serde(default)]
+    pub sources: Sources,
+    /// Limits that protect the collector from bad input.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The destinations, by name.
+    #[serde(default)]
+    pub drains: Vec<DrainConfig>,
+    /// Containers bound to drains, by runtime id (what the operator renders). A container may
+    /// appear more than once; its routes are the union of its entries.
+    #[serde(default)]
+    pub containers: Vec<ContainerConfig>,
+    /// Containers bound to drains by name glob and labels (for plain Docker hosts, written by
+    /// hand). Resolved against Docker's own `config.v2.json` next to each container's log.
+    #[serde(default)]
+    pub selectors: Vec<SelectorConfig>,
+}
+
+/// Where container logs live on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sources {
+    /// Docker's data root; json-file logs are under `<dockerRoot>/containers/<id>/<id>-json.log`.
+    #[serde(default = "Sources::default_docker_root")]
+    pub docker_root: PathBuf,
+    /// The kubelet's pod log directory: `<podsRoot>/<ns>_<pod>_<uid>/<container>/<n>.log`.
+    #[serde(default = "Sources::default_pods_root")]
+    pub pods_root: PathBuf,
+}
+
+impl Sources {
+    fn default_docker_root() -> PathBuf {
+        PathBuf::from("/var/lib/docker")
+    }
+    fn default_pods_root() -> PathBuf {
+        PathBuf::from("/var/log/pods")
+    }
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self { docker_root: Self::default_docker_root(), pods_root: Self::default_pods_root() }
+    }
+}
+
+/// Limits applied to every source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// The longest line (after re-joining runtime splits) delivered whole; longer lines are cut to
+    /// this many bytes and counted as `truncated`. Default 1 MiB.
+    #[serde(default = "Limits::default_max_line_bytes")]
+    pub max_line_bytes: u32,
+}
+
+impl Limits {
+    /// The default [`Limits::max_line_bytes`]: 1 MiB.
+    pub const DEFAULT_MAX_LINE_BYTES: u32 = 1024 * 1024;
+    fn default_max_line_bytes() -> u32 {
+        Self::DEFAULT_MAX_LINE_BYTES
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES }
+    }
+}
+
+/// A destination for lines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Unique name (a DNS label); containers and selectors refer to drains by it.
+    pub name: String,
+    /// `syslog://host:port` (RFC5424 over TCP, octet counting), `syslog-tls://host:port`
+    /// (RFC5425), `syslog-udp://host:port` (RFC5426), or `http(s)://host[:port]/path` (batched
+    /// JSON lines).
+    pub url: String,
+    /// TLS settings for `syslog-tls://` and `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Message format for syslog drains.
+    #[serde(default)]
+    pub syslog: SyslogFormat,
+    /// Options for HTTP drains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpOptions>,
+    /// Delivery tuning: batching, timeouts, retries, rate limit.
+    #[serde(default)]
+    pub delivery: DeliveryOptions,
+}
+
+impl DrainConfig {
+    /// The drain's kind and address, parsed from [`DrainConfig::url`].
+    pub fn kind(&self) -> Result<DrainKind, String> {
+        DrainKind::parse(&self.url)
+    }
+}
+
+/// A string that must not be printed: credentials and private keys. `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Redacted {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// TLS settings. Verification is on unless `insecureSkipVerify` is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of CAs to trust instead of the built-in web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// A file with such a bundle (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain for mutual TLS (needs a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    /// PEM private key of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<Redacted>,
+    /// Client certificate chain file (standalone mode; needs `keyFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Client key file (standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against (default: the URL's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Turn certificate verification off. Never the default; counted and logged at start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// How syslog messages are rendered. Templates may use `{namespace}`, `{pod}`, `{podUid}`,
+/// `{container}`, `{containerId}`, `{node}`, `{stream}` and `{label:KEY}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyslogFormat {
+    /// APP-NAME template (at most 48 printable ASCII characters after rendering).
+    #[serde(default = "SyslogFormat::default_app_name")]
+    pub app_name: String,
+    /// HOSTNAME template (at most 255 characters after rendering).
+    #[serde(default = "SyslogFormat::default_hostname")]
+    pub hostname: String,
+    /// PROCID template (at most 128 characters after rendering).
+    #[serde(default = "SyslogFormat::default_procid")]
+    pub procid: String,
+    /// Put Kubernetes metadata into STRUCTURED-DATA (`[k8s@53595 namespace=… pod=… …]`).
+    #[serde(default = "yes")]
+    pub structured_data: bool,
+    /// Largest datagram a `syslog-udp://` drain sends (RFC5426 advises ≤ 1472 on Ethernet IPv4).
+    #[serde(default = "SyslogFormat::default_max_datagram")]
+    pub max_datagram_bytes: u32,
+    /// What a `syslog-udp://` drain does with a longer message: split it into several datagrams
+    /// or truncate it. Either way it is counted.
+    #[serde(default)]
+    pub udp_oversize: UdpOversize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SyslogFormat {
+    fn default_app_name() -> String {
+        "{namespace}/{pod}".into()
+    }
+    fn default_hostname() -> String {
+        "{node}".into()
+    }
+    fn default_procid() -> String {
+        "{container}".into()
+    }
+    fn default_max_datagram() -> u32 {
+        1472
+    }
+}
+
+impl Default for SyslogFormat {
+    fn default() -> Self {
+        Self {
+            app_name: Self::default_app_name(),
+            hostname: Self::default_hostname(),
+            procid: Self::default_procid(),
+            structured_data: true,
+            max_datagram_bytes: Self::default_max_datagram(),
+            udp_oversize: UdpOversize::default(),
+        }
+    }
+}
+
+/// What to do with a syslog message too long for one UDP datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UdpOversize {
+    /// Send the message as several datagrams, each a full RFC5424 message.
+    #[default]
+    Split,
+    /// Send the first part only.
+    Truncate,
+}
+
+/// Options for `http://` and `https://` drains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpOptions {
+    /// Compress request bodies with gzip.
+    #[serde(default)]
+    pub gzip: bool,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `Authorization: Bearer …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Redacted>,
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// HTTP basic authentication credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Redacted,
+}
+
+/// How a drain batches, retries and paces its deliveries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryOptions {
+    /// Most lines in one batch.
+    #[serde(default = "DeliveryOptions::default_batch_lines")]
+    pub batch_max_lines: u32,
+    /// Most encoded bytes in one batch.
+    #[serde(default = "DeliveryOptions::default_batch_bytes")]
+    pub batch_max_bytes: u32,
+    /// Timeout of one delivery attempt, in milliseconds.
+    #[serde(default = "DeliveryOptions::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// First retry delay, in milliseconds (doubled per attempt, jittered).
+    #[serde(default = "DeliveryOptions::default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(default = "DeliveryOptions::default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Optional rate limit: at most this many lines per second (excess waits; nothing is dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lines_per_second: Option<u32>,
+}
+
+impl DeliveryOptions {
+    fn default_batch_lines() -> u32 {
+        2048
+    }
+    fn default_batch_bytes() -> u32 {
+        1024 * 1024
+    }
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+    fn default_retry_initial_ms() -> u64 {
+        100
+    }
+    fn default_retry_max_ms() -> u64 {
+        30_000
+    }
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        Self {
+            batch_max_lines: Self::default_batch_lines(),
+            batch_max_bytes: Self::default_batch_bytes(),
+            timeout_ms: Self::default_timeout_ms(),
+            retry_initial_ms: Self::default_retry_initial_ms(),
+            retry_max_ms: Self::default_retry_max_ms(),
+            max_lines_per_second: None,
+        }
+    }
+}
+
+/// The output streams of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Stream {
+    /// Standard output (syslog severity info).
+    Stdout,
+    /// Standard error (syslog severity error).
+    Stderr,
+}
+
+impl Stream {
+    /// Both streams, the default.
+    pub fn all() -> Vec<Stream> {
+        vec![Stream::Stdout, Stream::Stderr]
+    }
+    /// The name used in logs and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One bound container, as the operator renders it from a pod's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerConfig {
+    /// Runtime id as in pod status: `docker://<id>` (json-file log under the Docker root) or
+    /// `containerd://<id>` / `cri-o://<id>` (CRI log under the pods root). A bare id means Docker.
+    pub id: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Pod UID (part of the CRI log directory name).
+    pub pod_uid: String,
+    /// Container name within the pod.
+    pub container: String,
+    /// Pod labels, available to templates and structured data.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Which streams to ship (default both).
+    #[serde(default = "Stream::all")]
+    pub streams: Vec<Stream>,
+    /// Names of the drains this container's lines go to.
+    pub drains: Vec<String>,
+}
+
+/// Which runtime wrote a container's log, and so where and in which format it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuntimeId {
+    /// Docker json-file: `<dockerRoot>/containers/<id>/<id>-json.log`.
+    Docker(String),
+    /// A CRI runtime (containerd, CRI-O): `<podsRoot>/<ns>_<pod>_<uid>/<container>/<n>.log`.
+    Cri(String),
+}
+
+impl ContainerConfig {
+    /// The runtime and bare id of [`ContainerConfig::id`].
+    pub fn runtime_id(&self) -> Result<RuntimeId, String> {
+        let (scheme, id) = match self.id.split_once("://") {
+            Some((scheme, id)) => (scheme, id),
+            None => ("docker", self.id.as_str()),
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!("container id {:?} is not a runtime id", self.id));
+        }
+        match scheme {
+            "docker" => Ok(RuntimeId::Docker(id.to_owned())),
+            "containerd" | "cri-o" | "cri" => Ok(RuntimeId::Cri(id.to_owned())),
+            other => Err(format!("unknown container runtime {other:?} (expected docker, containerd or cri-o)")),
+        }
+    }
+}
+
+/// Containers picked by name and labels on a plain Docker host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelectorConfig {
+    /// Glob over the Docker container name (without the leading `/`): `*` and `?`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Labels the container must all carry, with these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Which streams to ship (default both).
+    #[serde(default = "Stream::all")]
+    pub streams: Vec<Stream>,
+    /// Names of the drains the selected containers' lines go to.
+    pub drains: Vec<String>,
+}
+
+impl SelectorConfig {
+    /// Whether a Docker container with this name and these labels is selected.
+    pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        let name = name.trim_start_matches('/');
+        self.name.as_deref().is_none_or(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// `*` matches any run of characters, `?` exactly one; everything else matches itself.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative matcher with one backtrack point (the last `*`): linear in practice, no recursion.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// What a drain URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DrainKind {
+    /// RFC5424 over TCP with octet counting (`syslog://`).
+    SyslogTcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// RFC5425: RFC5424 over TLS with octet counting (`syslog-tls://`).
+    SyslogTls {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// RFC5426: RFC5424 over UDP (`syslog-udp://`).
+    SyslogUdp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Batched JSON lines over HTTP(S) POST (`http://`, `https://`).
+    Http {
+        /// The full URL.
+        url: String,
+        /// Whether it is `https://`.
+        tls: bool,
+    },
+}
+
+impl DrainKind {
+    /// Parse a drain URL, saying precisely what is wrong when it does not parse.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| format!("{url:?} is not a URL (expected scheme://host:port)"))?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err("credentials do not belong in the URL; use the drain's credential settings".into());
+        }
+        let host_port = |default: Option<u16>| -> Result<(String, u16), String> {
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                    (h, Some(p.parse::<u16>().map_err(|_| format!("port {p:?} is not a number 1-65535"))?))
+                }
+                _ => (authority, None),
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(format!("{url:?} has no host"));
+            }
+            let port = port.or(default).ok_or_else(|| format!("{url:?} has no port (syslog drains need one)"))?;
+            if port == 0 {
+                return Err("port 0 is not a valid drain port".into());
+            }
+            Ok((host.to_owned(), port))
+        };
+        match scheme {
+            "syslog" | "syslog-tls" | "syslog-udp" => {
+                if rest.len() != authority.len() && rest[authority.len()..] != *"/" {
+                    return Err(format!("syslog URLs take no path: {url:?}"));
+                }
+                let (host, port) = host_port(None)?;
+                Ok(match scheme {
+                    "syslog" => DrainKind::SyslogTcp { host, port },
+                    "syslog-tls" => DrainKind::SyslogTls { host, port },
+                    _ => DrainKind::SyslogUdp { host, port },
+                })
+            }
+            "http" | "https" => {
+                host_port(Some(if scheme == "https" { 443 } else { 80 }))?;
+                Ok(DrainKind::Http { url: url.to_owned(), tls: scheme == "https" })
+            }
+            other => Err(format!(
+                "unsupported scheme {other:?} (expected syslog, syslog-tls, syslog-udp, http or https)"
+            )),
+        }
+    }
+
+    /// Whether the transport is TLS (so `tls` options apply).
+    pub fn uses_tls(&self) -> bool {
+        matches!(self, DrainKind::SyslogTls { .. } | DrainKind::Http { tls: true, .. })
+    }
+}
+
+impl NodeConfig {
+    /// Parse and validate a node config.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: NodeConfig = serde_yaml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Render as YAML (the operator's output; stable field order).
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        Ok(serde_yaml::to_string(self)?)
+    }
+
+    /// Check the invariants listed in the module documentation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.version != CURRENT_VERSION {
+            return Err(ConfigError::invalid(
+                "version",
+                format!("version {} is not supported (this collector reads version {CURRENT_VERSION})", self.version),
+            ));
+        }
+        if self.limits.max_line_bytes < 1024 {
+            return Err(ConfigError::invalid("limits.maxLineBytes", "must be at least 1024"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, drain) in self.drains.iter().enumerate() {
+            validate_drain(drain).map_err(|(field, message)| {
+                ConfigError::invalid(format!("drains[{i}]{}", field.map(|f| format!(".{f}")).unwrap_or_default()), message)
+            })?;
+            if !names.insert(drain.name.as_str()) {
+                return Err(ConfigError::invalid(format!("drains[{i}].name"), format!("duplicate drain name {:?}", drain.name)));
+            }
+        }
+        let check_refs = |field: String, drains: &[String], streams: &[Stream]| -> Result<(), ConfigError> {
+            if drains.is_empty() {
+                return Err(ConfigError::invalid(format!("{field}.drains"), "names no drain"));
+            }
+            if streams.is_empty() {
+                return Err(ConfigError::invalid(format!("{field}.streams"), "names no stream"));
+            }
+            match drains.iter().find(|d| !names.contains(d.as_str())) {
+                Some(unknown) => Err(ConfigError::invalid(format!("{field}.drains"), format!("unknown drain {unknown:?}"))),
+                None => Ok(()),
+            }
+        };
+        for (i, c) in self.containers.iter().enumerate() {
+            c.runtime_id().map_err(|m| ConfigError::invalid(format!("containers[{i}].id"), m))?;
+            check_refs(format!("containers[{i}]"), &c.drains, &c.streams)?;
+        }
+        for (i, s) in self.selectors.iter().enumerate() {
+            if s.name.is_none() && s.labels.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("selectors[{i}]"),
+                    "selects every container; give a name glob (\"*\" if you mean it) or labels",
+                ));
+            }
+            check_refs(format!("selectors[{i}]"), &s.drains, &s.streams)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, String)> {
+    let name_ok = !drain.name.is_empty()
+        && drain.name.len() <= 63
+        && drain.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !drain.name.starts_with('-')
+        && !drain.name.ends_with('-');
+    if !name_ok {
+        return Err((Some("name"), format!("{:?} is not a DNS label (a-z, 0-9, '-', at most 63)", drain.name)));
+    }
+    let kind = drain.kind().map_err(|m| (Some("url"), m))?;
+    if let Some(tls) = &drain.tls {
+        if !kind.uses_tls() {
+            return Err((Some("tls"), "TLS options need a syslog-tls:// or https:// URL".into()));
+        }
+        if tls.cert_pem.is_some() != tls.key_pem.is_some() {
+            return Err((Some("tls"), "certPem and keyPem go together".into()));
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err((Some("tls"), "certFile and keyFile go together".into()));
+        }
+        if tls.ca_pem.is_some() && tls.ca_file.is_some() {
+            return Err((Some("tls"), "give caPem or caFile, not both".into()));
+        }
+        if tls.insecure_skip_verify && (tls.ca_pem.is_some() || tls.ca_file.is_some()) {
+            return Err((Some("tls.insecureSkipVerify"), "a CA is pointless when verification is off".into()));
+        }
+    }
+    if drain.http.is_some() && !matches!(kind, DrainKind::Http { .. }) {
+        return Err((Some("http"), "HTTP options need an http:// or https:// URL".into()));
+    }
+    let d = &drain.delivery;
+    if d.batch_max_lines == 0 || d.batch_max_bytes < 1024 {
+        return Err((Some("delivery"), "batchMaxLines must be ≥ 1 and batchMaxBytes ≥ 1024".into()));
+    }
+    if d.timeout_ms == 0 || d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
+        return Err((Some("delivery"), "timeoutMs and retryInitialMs must be > 0, retryMaxMs ≥ retryInitialMs".into()));
+    }
+    if d.max_lines_per_second == Some(0) {
+        return Err((Some("delivery.maxLinesPerSecond"), "must be > 0 (omit it for no limit)".into()));
+    }
+    if matches!(kind, DrainKind::SyslogUdp { .. }) && drain.syslog.max_datagram_bytes < 480 {
+        return Err((Some("syslog.maxDatagramBytes"), "must be at least 480 (RFC5426)".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
