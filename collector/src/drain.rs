@@ -1,0 +1,1 @@
+//! Drains: encoders and transports.

@@ -1,0 +1,97 @@
+//! The collector's Prometheus metrics, in one registry.
+//!
+//! Names follow `sluice_collector_<thing>_<unit>`; labels are bounded (`drain`, `cause`, `stream`),
+//! never a path or a pod. The tail engine reports through the [`crate::engine::Emitter`] trait
+//! (implemented here), so the engine itself never imports `prometheus`.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every metric the collector exports.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Lines read from log files (before routing), by stream.
+    pub lines_read: IntCounterVec,
+    /// Bytes read from log files.
+    pub bytes_read: IntCounter,
+    /// Lines acknowledged by a drain.
+    pub lines_delivered: IntCounterVec,
+    /// Encoded bytes acknowledged by a drain.
+    pub bytes_delivered: IntCounterVec,
+    /// Delivery attempts that failed (and will be retried), by drain and cause.
+    pub delivery_failures: IntCounterVec,
+    /// Lines given up, by drain and cause (`rotated_away`, `oversize`, …).
+    pub lines_dropped: IntCounterVec,
+    /// Input problems that were skipped or repaired, by cause (`malformed_json`, `invalid_utf8`,
+    /// `truncated`, `unreadable_file`, …).
+    pub input_errors: IntCounterVec,
+    /// Bytes a drain is behind the end of the files it reads.
+    pub lag_bytes: IntGaugeVec,
+    /// Seconds since the checkpoint file was last written.
+    pub checkpoint_age_seconds: IntGauge,
+    /// Log files held open.
+    pub open_files: IntGauge,
+    /// Config reloads, by result (`applied`, `rejected`).
+    pub config_reloads: IntCounterVec,
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(format!("sluice_collector_{name}"), help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let lines_read = counter("lines_read_total", "Lines read from container log files.", &["stream"])?;
+        let lines_delivered =
+            counter("lines_delivered_total", "Lines acknowledged by the drain.", &["drain"])?;
+        let bytes_delivered =
+            counter("bytes_delivered_total", "Encoded bytes acknowledged by the drain.", &["drain"])?;
+        let delivery_failures = counter(
+            "delivery_failures_total",
+            "Delivery attempts that failed and were retried.",
+            &["drain", "cause"],
+        )?;
+        let lines_dropped =
+            counter("lines_dropped_total", "Lines given up, by drain and cause.", &["drain", "cause"])?;
+        let input_errors =
+            counter("input_errors_total", "Bad input that was skipped or repaired, by cause.", &["cause"])?;
+        let config_reloads = counter("config_reloads_total", "Config reloads, by result.", &["result"])?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(format!("sluice_collector_{name}"), help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let bytes_read = IntCounter::new("sluice_collector_bytes_read_total", "Bytes read from container log files.")?;
+        registry.register(Box::new(bytes_read.clone()))?;
+        let checkpoint_age_seconds =
+            gauge("checkpoint_age_seconds", "Seconds since the checkpoint file was last written.")?;
+        let open_files = gauge("open_files", "Log files held open.")?;
+        let lag_bytes = IntGaugeVec::new(
+            Opts::new("sluice_collector_lag_bytes", "Bytes the drain is behind the ends of its files."),
+            &["drain"],
+        )?;
+        registry.register(Box::new(lag_bytes.clone()))?;
+        Ok(Self {
+            registry,
+            lines_read,
+            bytes_read,
+            lines_delivered,
+            bytes_delivered,
+            delivery_failures,
+            lines_dropped,
+            input_errors,
+            lag_bytes,
+            checkpoint_age_seconds,
+            open_files,
+            config_reloads,
+        })
+    }
+
+    /// The registry, for the `/metrics` endpoint.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
