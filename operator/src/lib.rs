@@ -1,0 +1,1 @@
+//! sluice operator (under construction).

@@ -1,0 +1,1 @@
+//! Driver for the kube-apiserver test harness (under construction).

@@ -1,0 +1,1 @@
+//! Test support for sluice end-to-end tests (under construction).
