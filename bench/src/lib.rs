@@ -1,0 +1,1 @@
+//! Benchmark tools (under construction).
