@@ -2,15 +2,17 @@
 //! its container is bound to, at least once, with a cursor per (file, drain).
 //!
 //! Modules, in the direction data flows (acknowledgements flow back through [`pipeline`]):
-//! * `config`: loads and watches the node config, keeps the last good one.
+//! * [`config`]: loads and watches the node config, keeps the last good one.
 //! * [`engine`]: the kube-free tail engine: discovery of log files, fingerprints, parsing
 //!   (Docker json-file, CRI), reading with per-(file, drain) cursors, checkpoints.
 //! * [`pipeline`]: the contract between the engine and the drains (batches, acks, cursors).
 //! * [`drain`]: encoders (RFC5424, JSON) and transports (syslog TCP/TLS/UDP, HTTP) behind a tower
 //!   stack per drain.
-//! * [`metrics`]: the Prometheus registry.
+//! * [`metrics`]: the Prometheus registry; [`server`]: `/metrics`, `/healthz`, `/readyz`.
 
+pub mod config;
 pub mod drain;
 pub mod engine;
 pub mod metrics;
 pub mod pipeline;
+pub mod server;
