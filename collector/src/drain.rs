@@ -1,1 +1,6 @@
 //! Drains: encoders and transports.
+
+pub mod json;
+pub mod syslog;
+pub mod template;
+pub mod text;
