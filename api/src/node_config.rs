@@ -44,7 +44,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -99,7 +102,10 @@ impl Sources {
 
 impl Default for Sources {
     fn default() -> Self {
-        Self { docker_root: Self::default_docker_root(), pods_root: Self::default_pods_root() }
+        Self {
+            docker_root: Self::default_docker_root(),
+            pods_root: Self::default_pods_root(),
+        }
     }
 }
 
@@ -123,7 +129,9 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES }
+        Self {
+            max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES,
+        }
     }
 }
 
@@ -429,7 +437,9 @@ impl ContainerConfig {
         match scheme {
             "docker" => Ok(RuntimeId::Docker(id.to_owned())),
             "containerd" | "cri-o" | "cri" => Ok(RuntimeId::Cri(id.to_owned())),
-            other => Err(format!("unknown container runtime {other:?} (expected docker, containerd or cri-o)")),
+            other => Err(format!(
+                "unknown container runtime {other:?} (expected docker, containerd or cri-o)"
+            )),
         }
     }
 }
@@ -455,7 +465,9 @@ impl SelectorConfig {
     /// Whether a Docker container with this name and these labels is selected.
     pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
         let name = name.trim_start_matches('/');
-        self.name.as_deref().is_none_or(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
+        self.name
+            .as_deref()
+            .is_none_or(|pattern| glob_match(pattern.as_bytes(), name.as_bytes()))
             && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 }
@@ -524,24 +536,31 @@ pub enum DrainKind {
 impl DrainKind {
     /// Parse a drain URL, saying precisely what is wrong when it does not parse.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) =
-            url.split_once("://").ok_or_else(|| format!("{url:?} is not a URL (expected scheme://host:port)"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("{url:?} is not a URL (expected scheme://host:port)"))?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.contains('@') {
             return Err("credentials do not belong in the URL; use the drain's credential settings".into());
         }
         let host_port = |default: Option<u16>| -> Result<(String, u16), String> {
             let (host, port) = match authority.rsplit_once(':') {
-                Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                    (h, Some(p.parse::<u16>().map_err(|_| format!("port {p:?} is not a number 1-65535"))?))
-                }
+                Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+                    h,
+                    Some(
+                        p.parse::<u16>()
+                            .map_err(|_| format!("port {p:?} is not a number 1-65535"))?,
+                    ),
+                ),
                 _ => (authority, None),
             };
             let host = host.trim_start_matches('[').trim_end_matches(']');
             if host.is_empty() {
                 return Err(format!("{url:?} has no host"));
             }
-            let port = port.or(default).ok_or_else(|| format!("{url:?} has no port (syslog drains need one)"))?;
+            let port = port
+                .or(default)
+                .ok_or_else(|| format!("{url:?} has no port (syslog drains need one)"))?;
             if port == 0 {
                 return Err("port 0 is not a valid drain port".into());
             }
@@ -561,7 +580,10 @@ impl DrainKind {
             }
             "http" | "https" => {
                 host_port(Some(if scheme == "https" { 443 } else { 80 }))?;
-                Ok(DrainKind::Http { url: url.to_owned(), tls: scheme == "https" })
+                Ok(DrainKind::Http {
+                    url: url.to_owned(),
+                    tls: scheme == "https",
+                })
             }
             other => Err(format!(
                 "unsupported scheme {other:?} (expected syslog, syslog-tls, syslog-udp, http or https)"
@@ -571,7 +593,10 @@ impl DrainKind {
 
     /// Whether the transport is TLS (so `tls` options apply).
     pub fn uses_tls(&self) -> bool {
-        matches!(self, DrainKind::SyslogTls { .. } | DrainKind::Http { tls: true, .. })
+        matches!(
+            self,
+            DrainKind::SyslogTls { .. } | DrainKind::Http { tls: true, .. }
+        )
     }
 }
 
@@ -593,19 +618,34 @@ impl NodeConfig {
         if self.version != CURRENT_VERSION {
             return Err(ConfigError::invalid(
                 "version",
-                format!("version {} is not supported (this collector reads version {CURRENT_VERSION})", self.version),
+                format!(
+                    "version {} is not supported (this collector reads version {CURRENT_VERSION})",
+                    self.version
+                ),
             ));
         }
         if self.limits.max_line_bytes < 1024 {
-            return Err(ConfigError::invalid("limits.maxLineBytes", "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "limits.maxLineBytes",
+                "must be at least 1024",
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, drain) in self.drains.iter().enumerate() {
             validate_drain(drain).map_err(|(field, message)| {
-                ConfigError::invalid(format!("drains[{i}]{}", field.map(|f| format!(".{f}")).unwrap_or_default()), message)
+                ConfigError::invalid(
+                    format!(
+                        "drains[{i}]{}",
+                        field.map(|f| format!(".{f}")).unwrap_or_default()
+                    ),
+                    message,
+                )
             })?;
             if !names.insert(drain.name.as_str()) {
-                return Err(ConfigError::invalid(format!("drains[{i}].name"), format!("duplicate drain name {:?}", drain.name)));
+                return Err(ConfigError::invalid(
+                    format!("drains[{i}].name"),
+                    format!("duplicate drain name {:?}", drain.name),
+                ));
             }
         }
         let check_refs = |field: String, drains: &[String], streams: &[Stream]| -> Result<(), ConfigError> {
@@ -613,15 +653,22 @@ impl NodeConfig {
                 return Err(ConfigError::invalid(format!("{field}.drains"), "names no drain"));
             }
             if streams.is_empty() {
-                return Err(ConfigError::invalid(format!("{field}.streams"), "names no stream"));
+                return Err(ConfigError::invalid(
+                    format!("{field}.streams"),
+                    "names no stream",
+                ));
             }
             match drains.iter().find(|d| !names.contains(d.as_str())) {
-                Some(unknown) => Err(ConfigError::invalid(format!("{field}.drains"), format!("unknown drain {unknown:?}"))),
+                Some(unknown) => Err(ConfigError::invalid(
+                    format!("{field}.drains"),
+                    format!("unknown drain {unknown:?}"),
+                )),
                 None => Ok(()),
             }
         };
         for (i, c) in self.containers.iter().enumerate() {
-            c.runtime_id().map_err(|m| ConfigError::invalid(format!("containers[{i}].id"), m))?;
+            c.runtime_id()
+                .map_err(|m| ConfigError::invalid(format!("containers[{i}].id"), m))?;
             check_refs(format!("containers[{i}]"), &c.drains, &c.streams)?;
         }
         for (i, s) in self.selectors.iter().enumerate() {
@@ -640,16 +687,25 @@ impl NodeConfig {
 fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, String)> {
     let name_ok = !drain.name.is_empty()
         && drain.name.len() <= 63
-        && drain.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && drain
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !drain.name.starts_with('-')
         && !drain.name.ends_with('-');
     if !name_ok {
-        return Err((Some("name"), format!("{:?} is not a DNS label (a-z, 0-9, '-', at most 63)", drain.name)));
+        return Err((
+            Some("name"),
+            format!("{:?} is not a DNS label (a-z, 0-9, '-', at most 63)", drain.name),
+        ));
     }
     let kind = drain.kind().map_err(|m| (Some("url"), m))?;
     if let Some(tls) = &drain.tls {
         if !kind.uses_tls() {
-            return Err((Some("tls"), "TLS options need a syslog-tls:// or https:// URL".into()));
+            return Err((
+                Some("tls"),
+                "TLS options need a syslog-tls:// or https:// URL".into(),
+            ));
         }
         if tls.cert_pem.is_some() != tls.key_pem.is_some() {
             return Err((Some("tls"), "certPem and keyPem go together".into()));
@@ -661,24 +717,42 @@ fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, Stri
             return Err((Some("tls"), "give caPem or caFile, not both".into()));
         }
         if tls.insecure_skip_verify && (tls.ca_pem.is_some() || tls.ca_file.is_some()) {
-            return Err((Some("tls.insecureSkipVerify"), "a CA is pointless when verification is off".into()));
+            return Err((
+                Some("tls.insecureSkipVerify"),
+                "a CA is pointless when verification is off".into(),
+            ));
         }
     }
     if drain.http.is_some() && !matches!(kind, DrainKind::Http { .. }) {
-        return Err((Some("http"), "HTTP options need an http:// or https:// URL".into()));
+        return Err((
+            Some("http"),
+            "HTTP options need an http:// or https:// URL".into(),
+        ));
     }
     let d = &drain.delivery;
     if d.batch_max_lines == 0 || d.batch_max_bytes < 1024 {
-        return Err((Some("delivery"), "batchMaxLines must be ≥ 1 and batchMaxBytes ≥ 1024".into()));
+        return Err((
+            Some("delivery"),
+            "batchMaxLines must be ≥ 1 and batchMaxBytes ≥ 1024".into(),
+        ));
     }
     if d.timeout_ms == 0 || d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
-        return Err((Some("delivery"), "timeoutMs and retryInitialMs must be > 0, retryMaxMs ≥ retryInitialMs".into()));
+        return Err((
+            Some("delivery"),
+            "timeoutMs and retryInitialMs must be > 0, retryMaxMs ≥ retryInitialMs".into(),
+        ));
     }
     if d.max_lines_per_second == Some(0) {
-        return Err((Some("delivery.maxLinesPerSecond"), "must be > 0 (omit it for no limit)".into()));
+        return Err((
+            Some("delivery.maxLinesPerSecond"),
+            "must be > 0 (omit it for no limit)".into(),
+        ));
     }
     if matches!(kind, DrainKind::SyslogUdp { .. }) && drain.syslog.max_datagram_bytes < 480 {
-        return Err((Some("syslog.maxDatagramBytes"), "must be at least 480 (RFC5426)".into()));
+        return Err((
+            Some("syslog.maxDatagramBytes"),
+            "must be at least 480 (RFC5426)".into(),
+        ));
     }
     Ok(())
 }

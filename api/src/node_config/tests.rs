@@ -36,7 +36,10 @@ fn good_config_round_trips() {
     let config = NodeConfig::from_yaml(GOOD).expect("valid");
     assert_eq!(config.drains.len(), 2);
     assert_eq!(config.containers[0].streams, Stream::all());
-    assert_eq!(config.containers[0].runtime_id(), Ok(RuntimeId::Docker("0123abcd".into())));
+    assert_eq!(
+        config.containers[0].runtime_id(),
+        Ok(RuntimeId::Docker("0123abcd".into()))
+    );
     let again = NodeConfig::from_yaml(&config.to_yaml().expect("render")).expect("re-parse");
     assert_eq!(again, config);
 }
@@ -45,14 +48,35 @@ fn good_config_round_trips() {
 fn bad_configs_name_the_field() {
     let cases = [
         (GOOD.replace("version: 1", "version: 2"), "version"),
-        (GOOD.replace("syslog-tls://logs.example.com:6514", "syslog://logs.example.com"), "drains[0].url"),
-        (GOOD.replace("syslog-tls://logs.example.com:6514", "syslog://logs.example.com:6514"), "drains[0].tls"),
-        (GOOD.replace("syslog-tls://logs.example.com:6514", "ftp://x:1"), "drains[0].url"),
+        (
+            GOOD.replace("syslog-tls://logs.example.com:6514", "syslog://logs.example.com"),
+            "drains[0].url",
+        ),
+        (
+            GOOD.replace(
+                "syslog-tls://logs.example.com:6514",
+                "syslog://logs.example.com:6514",
+            ),
+            "drains[0].tls",
+        ),
+        (
+            GOOD.replace("syslog-tls://logs.example.com:6514", "ftp://x:1"),
+            "drains[0].url",
+        ),
         (GOOD.replace("name: web-http", "name: central"), "drains[1].name"),
         (GOOD.replace("name: web-http", "name: Web_Http"), "drains[1].name"),
-        (GOOD.replace("drains: [central]", "drains: [nowhere]"), "containers[0].drains"),
-        (GOOD.replace("docker://0123abcd", "rkt://0123abcd"), "containers[0].id"),
-        (GOOD.replace("name: \"web-*\"\n    labels: { tier: front }\n", ""), "selectors[0]"),
+        (
+            GOOD.replace("drains: [central]", "drains: [nowhere]"),
+            "containers[0].drains",
+        ),
+        (
+            GOOD.replace("docker://0123abcd", "rkt://0123abcd"),
+            "containers[0].id",
+        ),
+        (
+            GOOD.replace("name: \"web-*\"\n    labels: { tier: front }\n", ""),
+            "selectors[0]",
+        ),
     ];
     for (text, field) in cases {
         assert_eq!(error_field(&text), field, "for config:\n{text}");
@@ -62,19 +86,39 @@ fn bad_configs_name_the_field() {
 #[test]
 fn unknown_fields_are_rejected_with_their_path() {
     let text = GOOD.replace("gzip: true", "gzip: true, gzipp: true");
-    let message = NodeConfig::from_yaml(&text).expect_err("unknown field").to_string();
+    let message = NodeConfig::from_yaml(&text)
+        .expect_err("unknown field")
+        .to_string();
     assert!(message.contains("gzipp"), "{message}");
     assert!(message.contains("drains[1]"), "{message}");
 }
 
 #[test]
 fn drain_urls() {
-    assert_eq!(DrainKind::parse("syslog://[::1]:514"), Ok(DrainKind::SyslogTcp { host: "::1".into(), port: 514 }));
-    assert_eq!(DrainKind::parse("syslog-udp://10.0.0.1:514/"), Ok(DrainKind::SyslogUdp { host: "10.0.0.1".into(), port: 514 }));
+    assert_eq!(
+        DrainKind::parse("syslog://[::1]:514"),
+        Ok(DrainKind::SyslogTcp {
+            host: "::1".into(),
+            port: 514
+        })
+    );
+    assert_eq!(
+        DrainKind::parse("syslog-udp://10.0.0.1:514/"),
+        Ok(DrainKind::SyslogUdp {
+            host: "10.0.0.1".into(),
+            port: 514
+        })
+    );
     assert!(DrainKind::parse("syslog://h:70000").is_err());
     assert!(DrainKind::parse("syslog://user:pw@h:514").is_err());
     assert!(DrainKind::parse("syslog://h:514/path").is_err());
-    assert_eq!(DrainKind::parse("https://h/x"), Ok(DrainKind::Http { url: "https://h/x".into(), tls: true }));
+    assert_eq!(
+        DrainKind::parse("https://h/x"),
+        Ok(DrainKind::Http {
+            url: "https://h/x".into(),
+            tls: true
+        })
+    );
 }
 
 #[test]
@@ -96,6 +140,9 @@ fn selector_globs_and_labels() {
 
 #[test]
 fn secrets_are_redacted_in_debug() {
-    let tls = TlsConfig { key_pem: Some(Redacted("PRIVATE".into())), ..Default::default() };
+    let tls = TlsConfig {
+        key_pem: Some(Redacted("PRIVATE".into())),
+        ..Default::default()
+    };
     assert!(!format!("{tls:?}").contains("PRIVATE"));
 }
