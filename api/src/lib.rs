@@ -3,8 +3,12 @@
 //! * [`node_config`]: the per-node configuration the operator renders and the collector reads (or a
 //!   person writes by hand for a plain Docker host). It is deliberately free of any Kubernetes
 //!   dependency so the collector can use it standalone.
+//! * [`crd`] (feature `crd`): the `LogDrain` and `LogBinding` custom resources users write, with the
+//!   schema and CEL rules the API server enforces.
 #![deny(missing_docs)]
 
+#[cfg(feature = "crd")]
+pub mod crd;
 pub mod node_config;
 
 pub use node_config::NodeConfig;
