@@ -1,0 +1,254 @@
+//! The on-disk layouts of container logs; the only code that knows them.
+//!
+//! * Docker json-file: `<dockerRoot>/containers/<id>/<id>-json.log`, rotated by renaming to
+//!   `<id>-json.log.1 … .N` (`.1` is the newest rotated file), with `config.v2.json` beside it.
+//! * CRI: `<podsRoot>/<ns>_<pod>_<uid>/<container>/<n>.log` (`n` is the restart count), rotated by
+//!   the kubelet to `<n>.log.<timestamp>` and later compressed to `….gz` (not tailed).
+//!
+//! Invariants: file lists are ordered oldest first; a container is named by a stable key
+//! (`docker/<id>` or `cri/<ns>_<pod>_<uid>/<container>`) that the checkpoint uses.
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use sluice_api::node_config::Sources;
+
+use super::parse::Format;
+
+/// The checkpoint key of a Docker container.
+pub fn docker_key(id: &str) -> String {
+    format!("docker/{id}")
+}
+
+/// The checkpoint key of a CRI container (its log directory, relative to the pods root).
+pub fn cri_key(namespace: &str, pod: &str, uid: &str, container: &str) -> String {
+    format!("cri/{namespace}_{pod}_{uid}/{container}")
+}
+
+/// The log directory and format of a container key.
+pub fn locate(key: &str, sources: &Sources) -> Option<(PathBuf, Format)> {
+    if let Some(id) = key.strip_prefix("docker/") {
+        return Some((sources.docker_root.join("containers").join(id), Format::Docker));
+    }
+    let rel = key.strip_prefix("cri/")?;
+    Some((sources.pods_root.join(rel), Format::Cri))
+}
+
+/// The log files of one container, oldest first, and the compressed ones (never tailed).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Files to tail, oldest first.
+    pub files: Vec<PathBuf>,
+    /// Compressed rotated files (CRI `.gz`).
+    pub compressed: Vec<PathBuf>,
+}
+
+/// List the log files in a container's directory. A missing directory lists nothing.
+pub fn list(dir: &Path, format: Format) -> io::Result<Listing> {
+    let names = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect::<Vec<_>>(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listing::default()),
+        Err(e) => return Err(e),
+    };
+    Ok(match format {
+        Format::Docker => {
+            let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            docker_listing(dir, id, names)
+        }
+        Format::Cri => cri_listing(dir, names),
+    })
+}
+
+/// `<id>-json.log.N` (highest N is oldest), then `<id>-json.log`.
+fn docker_listing(dir: &Path, id: &str, names: Vec<String>) -> Listing {
+    let current = format!("{id}-json.log");
+    let mut rotated: Vec<(u64, String)> = Vec::new();
+    let mut has_current = false;
+    for name in names {
+        if name == current {
+            has_current = true;
+        } else if let Some(n) = name.strip_prefix(&current).and_then(|s| s.strip_prefix('.')) {
+            if let Ok(n) = n.parse::<u64>() {
+                rotated.push((n, name));
+            }
+        }
+    }
+    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, name)| dir.join(name)).collect();
+    if has_current {
+        files.push(dir.join(current));
+    }
+    Listing {
+        files,
+        compressed: Vec::new(),
+    }
+}
+
+/// Ordered by restart count; within one, rotated files by their suffix, then the current file.
+fn cri_listing(dir: &Path, names: Vec<String>) -> Listing {
+    let mut files: Vec<((u64, u8, String), PathBuf)> = Vec::new();
+    let mut compressed = Vec::new();
+    for name in names {
+        let Some((n, rest)) = name.split_once(".log") else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        if rest.is_empty() {
+            files.push(((n, 1, String::new()), dir.join(&name)));
+        } else if let Some(suffix) = rest.strip_prefix('.') {
+            if suffix.ends_with(".gz") {
+                compressed.push(dir.join(&name));
+            } else {
+                files.push(((n, 0, suffix.to_owned()), dir.join(&name)));
+            }
+        }
+    }
+    files.sort();
+    Listing {
+        files: files.into_iter().map(|(_, p)| p).collect(),
+        compressed,
+    }
+}
+
+/// What Docker's `config.v2.json` says about a container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DockerInfo {
+    /// The container name without the leading `/`.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is running.
+    pub running: bool,
+}
+
+#[derive(Deserialize)]
+struct ConfigV2 {
+    #[serde(rename = "Name", default)]
+    name: String,
+    #[serde(rename = "Config", default)]
+    config: ConfigSection,
+    #[serde(rename = "State", default)]
+    state: StateSection,
+}
+
+#[derive(Deserialize, Default)]
+struct ConfigSection {
+    #[serde(rename = "Labels", default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+struct StateSection {
+    #[serde(rename = "Running", default)]
+    running: bool,
+}
+
+/// Read `config.v2.json` of the Docker container in `dir`; `None` when absent or unreadable.
+pub fn docker_info(dir: &Path) -> Option<DockerInfo> {
+    let text = fs::read(dir.join("config.v2.json")).ok()?;
+    let config: ConfigV2 = serde_json::from_slice(&text).ok()?;
+    Some(DockerInfo {
+        name: config.name.trim_start_matches('/').to_owned(),
+        labels: config.config.labels.unwrap_or_default(),
+        running: config.state.running,
+    })
+}
+
+/// The ids of every Docker container directory under `<dockerRoot>/containers`.
+pub fn docker_ids(docker_root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(docker_root.join("containers")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_and_cri_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("abc");
+        fs::create_dir(&d).unwrap();
+        for name in [
+            "abc-json.log",
+            "abc-json.log.1",
+            "abc-json.log.10",
+            "abc-json.log.2",
+            "config.v2.json",
+            "x",
+        ] {
+            fs::write(d.join(name), b"").unwrap();
+        }
+        let names: Vec<_> = list(&d, Format::Docker)
+            .unwrap()
+            .files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "abc-json.log.10",
+                "abc-json.log.2",
+                "abc-json.log.1",
+                "abc-json.log"
+            ]
+        );
+        let c = dir.path().join("ns_pod_uid/app");
+        fs::create_dir_all(&c).unwrap();
+        for name in [
+            "1.log",
+            "0.log",
+            "1.log.20261121-101010",
+            "0.log.20261120-000000.gz",
+            "1.log.20261121-090000",
+        ] {
+            fs::write(c.join(name), b"").unwrap();
+        }
+        let listing = list(&c, Format::Cri).unwrap();
+        let names: Vec<_> = listing
+            .files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["0.log", "1.log.20261121-090000", "1.log.20261121-101010", "1.log"]
+        );
+        assert_eq!(listing.compressed.len(), 1);
+        assert_eq!(
+            list(&dir.path().join("missing"), Format::Cri).unwrap(),
+            Listing::default()
+        );
+    }
+
+    #[test]
+    fn docker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("config.v2.json"),
+            br#"{"Name":"/web-1","Config":{"Labels":{"app":"web"},"Image":"x"},"State":{"Running":true,"Pid":4}}"#,
+        )
+        .unwrap();
+        let info = docker_info(dir.path()).unwrap();
+        assert_eq!(info.name, "web-1");
+        assert_eq!(info.labels["app"], "web");
+        assert!(info.running);
+    }
+}

@@ -1,0 +1,254 @@
+//! The log files of one container, as the engine knows them.
+//!
+//! Every file gets a sequence number when it is first seen, increasing with age order (oldest
+//! first), so positions in different files compare by `(seq, offset)`. Invariants:
+//! * a file keeps the [`FileId`] it had when first seen, and positions always name that id, even
+//!   after copy-truncate moved its content into a copy (then the entry reads from the copy);
+//! * a file is *sealed* once a newer file exists: it will not grow any more, so a reader at its
+//!   end moves on to the next file;
+//! * a file deleted from disk stays readable through its open descriptor until no stream needs
+//!   it; files on disk that no stream needs keep their entry (so a rescan does not take them for
+//!   new files) but not their descriptor.
+
+use std::{
+    fs::File,
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::identity;
+use crate::pipeline::FileId;
+
+/// One known log file.
+#[derive(Debug)]
+pub struct Tracked {
+    /// Identity when first seen; positions name it.
+    pub id: FileId,
+    /// `id.digest()`, for message ids.
+    pub digest: u64,
+    /// Age order within the container.
+    pub seq: u64,
+    /// Where it is on disk now (`None`: deleted).
+    pub path: Option<PathBuf>,
+    /// The open descriptor, if held.
+    pub fd: Option<File>,
+    /// Device and inode behind `fd`/`path` (the copy's after copy-truncate).
+    pub dev_ino: (u64, u64),
+    /// Size at the last look.
+    pub size: u64,
+    /// A newer file exists: this one will not grow.
+    pub sealed: bool,
+}
+
+/// What a refresh noticed that the streams must react to.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Files truncated in place whose old content could not be found in a copy: `(seq, old size)`.
+    pub truncated_lost: Vec<(u64, u64)>,
+    /// Paths that could not be opened or are not regular files, with the reason.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// The files of one container, by `seq`.
+#[derive(Debug, Default)]
+pub struct FileSet {
+    /// Oldest first.
+    pub files: Vec<Tracked>,
+    next_seq: u64,
+}
+
+fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok((file, meta))
+}
+
+impl FileSet {
+    /// The entry with `seq`.
+    pub fn get(&self, seq: u64) -> Option<&Tracked> {
+        self.files
+            .binary_search_by_key(&seq, |f| f.seq)
+            .ok()
+            .map(|i| &self.files[i])
+    }
+
+    /// The entry with `seq`, mutably.
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Tracked> {
+        self.files
+            .binary_search_by_key(&seq, |f| f.seq)
+            .ok()
+            .map(|i| &mut self.files[i])
+    }
+
+    /// The first entry after `seq`.
+    pub fn next_after(&self, seq: u64) -> Option<&Tracked> {
+        self.files.iter().find(|f| f.seq > seq)
+    }
+
+    /// The oldest entry still on disk, else the oldest one.
+    pub fn oldest(&self) -> Option<&Tracked> {
+        self.files
+            .iter()
+            .find(|f| f.path.is_some())
+            .or(self.files.first())
+    }
+
+    /// The newest `seq` (0 when empty).
+    pub fn newest_seq(&self) -> u64 {
+        self.files.last().map_or(0, |f| f.seq)
+    }
+
+    /// Find the entry for a checkpointed file: by identity, else (a copy-truncated file whose
+    /// content moved) by head among the files on disk.
+    pub fn find(&mut self, id: &FileId) -> Option<u64> {
+        if let Some(f) = self.files.iter().find(|f| f.id == *id) {
+            return Some(f.seq);
+        }
+        self.files.iter_mut().find_map(|f| {
+            let fd = f.fd.as_ref()?;
+            identity::same_head(fd, id).ok()?.then_some(f.seq)
+        })
+    }
+
+    /// Make sure the entry `seq` has an open descriptor (re-opening it by path, checking that it
+    /// is still the same file). `false` if the file cannot be read any more.
+    pub fn ensure_open(&mut self, seq: u64) -> bool {
+        let Some(f) = self.get_mut(seq) else { return false };
+        if f.fd.is_some() {
+            return true;
+        }
+        let Some(path) = &f.path else { return false };
+        match open_regular(path) {
+            Ok((fd, meta)) if (meta.dev(), meta.ino()) == f.dev_ino => {
+                f.fd = Some(fd);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bring the set up to date with `paths` (the container's files on disk, oldest first).
+    pub fn refresh(&mut self, paths: &[PathBuf]) -> Changes {
+        let mut changes = Changes::default();
+        self.detect_truncation(paths, &mut changes);
+        let mut seen = vec![false; self.files.len()];
+        for path in paths {
+            let meta = match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() => meta,
+                Ok(_) => {
+                    changes
+                        .unreadable
+                        .push((path.clone(), "not a regular file".into()));
+                    continue;
+                }
+                Err(e) => {
+                    changes.unreadable.push((path.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            match self
+                .files
+                .iter()
+                .position(|f| f.dev_ino == (meta.dev(), meta.ino()))
+            {
+                Some(i) => {
+                    seen[i] = true;
+                    let f = &mut self.files[i];
+                    f.path = Some(path.clone());
+                    f.size = f.size.max(meta.len());
+                }
+                None if meta.len() == 0 => {}
+                None => match self.add(path) {
+                    Ok(()) => seen.push(true),
+                    Err(e) => changes.unreadable.push((path.clone(), e.to_string())),
+                },
+            }
+        }
+        for (f, seen) in self.files.iter_mut().zip(seen) {
+            if !seen {
+                f.path = None;
+            }
+        }
+        let newest = self.newest_seq();
+        for f in &mut self.files {
+            f.sealed = f.seq != newest;
+        }
+        changes
+    }
+
+    fn add(&mut self, path: &Path) -> io::Result<()> {
+        let (fd, meta) = open_regular(path)?;
+        let id = identity::identify(&fd)?;
+        self.next_seq += 1;
+        self.files.push(Tracked {
+            id,
+            digest: id.digest(),
+            seq: self.next_seq,
+            path: Some(path.to_owned()),
+            fd: Some(fd),
+            dev_ino: (meta.dev(), meta.ino()),
+            size: meta.len(),
+            sealed: false,
+        });
+        Ok(())
+    }
+
+    /// A file that shrank or whose head changed was truncated in place (copy-truncate). Its old
+    /// content is looked for among the files on disk by head; if found, the entry reads the copy
+    /// from now on, and the truncated file becomes a new entry on the next pass.
+    fn detect_truncation(&mut self, paths: &[PathBuf], changes: &mut Changes) {
+        for i in 0..self.files.len() {
+            let f = &self.files[i];
+            let Some(fd) = &f.fd else { continue };
+            let now = fd.metadata().map(|m| m.len()).unwrap_or(0);
+            let intact = now >= f.size && identity::same_head(fd, &f.id).unwrap_or(false);
+            if intact || f.path.is_none() {
+                continue;
+            }
+            let known: Vec<(u64, u64)> = self.files.iter().map(|f| f.dev_ino).collect();
+            let id = f.id;
+            let copy = paths.iter().find_map(|p| {
+                let (fd, meta) = open_regular(p).ok()?;
+                let dev_ino = (meta.dev(), meta.ino());
+                (!known.contains(&dev_ino) && identity::same_head(&fd, &id).ok()?)
+                    .then(|| (p.clone(), fd, meta))
+            });
+            let f = &mut self.files[i];
+            match copy {
+                Some((path, fd, meta)) => {
+                    f.path = Some(path);
+                    f.dev_ino = (meta.dev(), meta.ino());
+                    f.size = meta.len();
+                    f.fd = Some(fd);
+                }
+                None => {
+                    changes.truncated_lost.push((f.seq, f.size));
+                    f.path = None;
+                    f.fd = None;
+                    f.dev_ino = (0, 0);
+                }
+            }
+        }
+    }
+
+    /// Close descriptors of files no stream needs (those before `needed_from`), and forget
+    /// entries of such files that are gone from disk.
+    pub fn release(&mut self, needed_from: u64) {
+        self.files.retain_mut(|f| {
+            if f.seq >= needed_from {
+                return true;
+            }
+            f.fd = None;
+            f.path.is_some()
+        });
+    }
+
+    /// How many descriptors are open.
+    pub fn open_count(&self) -> usize {
+        self.files.iter().filter(|f| f.fd.is_some()).count()
+    }
+}

@@ -1,0 +1,357 @@
+//! The hot path: read a stream's file into the shared buffer, split it into lines, parse and
+//! re-join them, and encode each complete line into the drain's batch.
+//!
+//! Invariants:
+//! * one buffer (at least 256 KiB) serves every file; no allocation per line in the common case
+//!   (the message borrows from the buffer, or from the pending line it was joined into);
+//! * only whole physical lines are consumed; a line without its newline yet is read again later,
+//!   unless its file is sealed (then it never completes: counted and skipped);
+//! * a physical line longer than the buffer is discarded up to its newline and counted;
+//! * the stream's position moves past every consumed line, delivered or skipped, and the batch
+//!   mark after each delivered line says where a restart resumes.
+
+use std::{os::unix::fs::FileExt, path::Path};
+
+use sluice_api::node_config::Stream;
+
+use super::{
+    files::FileSet,
+    outlet::Outlet,
+    parse::{self, Format, Scratch},
+    report::Reporter,
+    route::stream_index,
+    stream::{Loc, StreamState},
+};
+use crate::pipeline::{ContainerMeta, LogLine, MsgId, Position};
+
+/// Size of the shared read buffer.
+pub const BUFFER_BYTES: usize = 256 * 1024;
+
+/// The container a stream belongs to, as the reader needs it.
+pub struct Ctx<'a> {
+    /// Its files.
+    pub files: &'a mut FileSet,
+    /// Its metadata.
+    pub meta: &'a ContainerMeta,
+    /// Its log format.
+    pub format: Format,
+    /// The furthest line end any of its streams read (lines are counted once, there).
+    pub hw: &'a mut Loc,
+    /// Where problems are reported.
+    pub rep: &'a mut Reporter,
+}
+
+/// How a read went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Read this many bytes and stopped at the budget or the end of the data.
+    Read(u64),
+    /// Read this many bytes, then the drain's channel was full.
+    Blocked(u64),
+}
+
+/// The per-file facts the line loop needs.
+struct FileCtx<'a> {
+    digest: u64,
+    path: &'a Path,
+}
+
+/// The reusable buffers of the tail thread.
+pub struct Reader {
+    buf: Vec<u8>,
+    scratch: Scratch,
+    text: String,
+    max_line: usize,
+    counts: [(u64, u64); 2],
+}
+
+impl Reader {
+    /// A reader delivering lines of at most `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            buf: vec![0; BUFFER_BYTES],
+            scratch: Scratch::default(),
+            text: String::new(),
+            max_line,
+            counts: [(0, 0); 2],
+        }
+    }
+
+    /// Read for stream `s` until `budget` bytes were consumed, the data ends, or the drain is full.
+    pub fn read(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState, d: &mut Outlet, budget: u64) -> Outcome {
+        let mut total = 0u64;
+        // Each pass reads one buffer from the current file, or moves on to the next file.
+        while total < budget {
+            if !self.position(ctx, s) {
+                s.at_end = true;
+                break;
+            }
+            let f = ctx
+                .files
+                .get(s.at.seq)
+                .expect("invariant: position() found the file");
+            let fd = f.fd.as_ref().expect("invariant: position() opened the file");
+            let n = match fd.read_at(&mut self.buf, s.at.offset) {
+                Ok(n) => n,
+                Err(e) => {
+                    let path = f.path.clone().unwrap_or_default();
+                    ctx.rep.input(&path, "unreadable_file", 1, &e);
+                    0
+                }
+            };
+            let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+            if n == 0 {
+                match next {
+                    Some((seq, file)) if sealed => s.at = Loc { seq, file, offset: 0 },
+                    _ => {
+                        s.at_end = true;
+                        break;
+                    }
+                }
+                continue;
+            }
+            s.at_end = false;
+            let path = f.path.clone().unwrap_or_default();
+            let file = FileCtx {
+                digest: f.digest,
+                path: &path,
+            };
+            let (consumed, blocked) = self.lines(ctx, &file, s, d, n);
+            total += consumed;
+            if blocked {
+                self.emit(ctx);
+                return Outcome::Blocked(total);
+            }
+            if consumed == 0 {
+                if n < self.buf.len() && !sealed {
+                    break; // the rest of the line is not written yet
+                }
+                // A physical line longer than the buffer, or an unterminated end of a finished file.
+                let cause = if n == self.buf.len() {
+                    "garbage"
+                } else {
+                    "unterminated_line"
+                };
+                ctx.rep.input(
+                    &path,
+                    cause,
+                    1,
+                    &format_args!("{n} bytes without a newline at offset {}", s.at.offset),
+                );
+                s.discarding = n == self.buf.len();
+                s.at.offset += n as u64;
+                total += n as u64;
+            }
+        }
+        self.emit(ctx);
+        Outcome::Read(total)
+    }
+
+    fn emit(&mut self, ctx: &mut Ctx<'_>) {
+        let counts = std::mem::take(&mut self.counts);
+        for (stream, (lines, bytes)) in [Stream::Stdout, Stream::Stderr].into_iter().zip(counts) {
+            if lines > 0 {
+                ctx.rep.emitter.lines_read(stream, lines, bytes);
+            }
+        }
+    }
+
+    /// Point `s.at` at a readable file: skip files that vanished, open the descriptor. `false`
+    /// when there is no file to read.
+    fn position(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState) -> bool {
+        loop {
+            if s.at.seq != 0 && ctx.files.ensure_open(s.at.seq) {
+                return true;
+            }
+            // Not readable (never started, or the file is gone): go on with the next one.
+            match ctx.files.next_after(s.at.seq) {
+                Some(next) => {
+                    s.at = Loc {
+                        seq: next.seq,
+                        file: next.id,
+                        offset: 0,
+                    }
+                }
+                None => return false,
+            }
+        }
+    }
+
+    /// Consume the complete lines among the first `n` bytes of the buffer. Returns the bytes
+    /// consumed and whether the drain became full.
+    fn lines(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        file: &FileCtx<'_>,
+        s: &mut StreamState,
+        d: &mut Outlet,
+        n: usize,
+    ) -> (u64, bool) {
+        let Self {
+            buf,
+            scratch,
+            text,
+            max_line,
+            counts,
+        } = self;
+        let data = &buf[..n];
+        let mut pos = 0;
+        while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
+            let line = &data[pos..pos + i];
+            let start = s.at;
+            pos += i + 1;
+            s.at.offset += i as u64 + 1;
+            if s.discarding {
+                s.discarding = false;
+                continue;
+            }
+            let mut one = Line {
+                scratch,
+                text,
+                max_line: *max_line,
+                counts,
+            };
+            if !one.handle(ctx, file, s, d, line, start) {
+                return (pos as u64, true);
+            }
+        }
+        (pos as u64, false)
+    }
+}
+
+/// What handling one physical line borrows from the reader.
+struct Line<'r> {
+    scratch: &'r mut Scratch,
+    text: &'r mut String,
+    max_line: usize,
+    counts: &'r mut [(u64, u64); 2],
+}
+
+impl Line<'_> {
+    /// Parse, re-join and deliver one physical line; `false` when the drain is now full.
+    fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        file: &FileCtx<'_>,
+        s: &mut StreamState,
+        d: &mut Outlet,
+        line: &[u8],
+        start: Loc,
+    ) -> bool {
+        let frag = match parse::parse(ctx.format, line, self.scratch) {
+            Ok(frag) => frag,
+            Err(bad) => {
+                ctx.rep.input(
+                    file.path,
+                    bad.cause(),
+                    1,
+                    &format_args!("line at offset {}", start.offset),
+                );
+                return true;
+            }
+        };
+        let idx = stream_index(frag.stream);
+        if !s.wanted[idx] {
+            return true;
+        }
+        let end = s.at;
+        if frag.partial {
+            let p = &mut s.pending[idx];
+            if p.start.is_none() {
+                p.begin(start, file.digest, frag.time);
+            }
+            p.append(frag.log, self.max_line);
+            return true;
+        }
+        if !end.le(ctx.hw) {
+            *ctx.hw = end;
+            self.counts[idx].0 += 1;
+            self.counts[idx].1 += line.len() as u64 + 1;
+        }
+        if let Some(skip) = s.skip_until {
+            if end.le(&skip) {
+                s.pending[idx].clear();
+                return true;
+            }
+            s.skip_until = None;
+        }
+        let p = &mut s.pending[idx];
+        let (bytes, time, id, truncated) = match p.id() {
+            Some(id) => {
+                p.append(frag.log, self.max_line);
+                (&p.buf[..], &p.time[..], id, p.truncated)
+            }
+            None => {
+                let cut = frag.log.len().min(self.max_line);
+                (
+                    &frag.log[..cut],
+                    frag.time,
+                    MsgId {
+                        file: file.digest,
+                        offset: start.offset,
+                    },
+                    cut < frag.log.len(),
+                )
+            }
+        };
+        let (message, invalid) = text(bytes, truncated, self.max_line, self.text);
+        if invalid || frag.replaced {
+            ctx.rep.input(
+                file.path,
+                "invalid_utf8",
+                1,
+                &format_args!("line at offset {}", id.offset),
+            );
+        }
+        if truncated {
+            ctx.rep.input(
+                file.path,
+                "truncated",
+                1,
+                &format_args!("line at offset {} cut to {} bytes", id.offset, self.max_line),
+            );
+        }
+        let stream = frag.stream;
+        let line = LogLine {
+            meta: ctx.meta,
+            stream,
+            timestamp: time,
+            message,
+            id,
+            truncated,
+        };
+        d.encoder.encode(&line, &mut d.batch);
+        d.batch.lines += 1;
+        s.pending[idx].clear();
+        let position = Position {
+            resume: s.resume_from(end).pos(),
+            acked_end: end.pos(),
+        };
+        d.batch.mark(&s.cursor, position);
+        !d.full() || d.flush()
+    }
+}
+
+/// The message as UTF-8: borrowed when valid; a cut line loses an incomplete last character;
+/// otherwise invalid sequences are replaced (and reported by the caller).
+fn text<'a>(bytes: &'a [u8], truncated: bool, max: usize, out: &'a mut String) -> (&'a str, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s, false),
+        Err(e) if truncated && e.error_len().is_none() => (
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("invariant: valid up to here"),
+            false,
+        ),
+        Err(_) => {
+            out.clear();
+            out.push_str(&String::from_utf8_lossy(bytes));
+            if out.len() > max {
+                let mut cut = max;
+                while !out.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.truncate(cut);
+            }
+            (out, true)
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The tail loop: one thread, round-robin over containers, a byte budget per container per round.
+//!
+//! Invariants:
+//! * the loop never blocks on a drain: a stream is read only when its drain has a reserved slot,
+//!   so a full channel leaves that drain's streams lagging on their files while others go on;
+//! * when a round read nothing, the loop sleeps until woken (a file event, a drain taking a
+//!   batch, a command) or until the next rescan, checkpoint or lag report is due;
+//! * the checkpoint is written from the cursors (what drains acknowledged), never from read
+//!   positions, every `checkpoint_interval` when it changed, and on request.
+
+mod rescan;
+mod watch;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{
+    Command, EngineSettings, Error, Result, Routes, Waker,
+    checkpoint::{Store, StreamKey},
+    files::FileSet,
+    outlet::Outlet,
+    parse::Format,
+    read::{Ctx, Outcome, Reader},
+    report::Reporter,
+    stream::{Loc, StreamState},
+};
+use crate::{
+    engine::Emitter,
+    pipeline::{ContainerMeta, Cursor, Position},
+};
+
+/// One container being tailed.
+pub(crate) struct Container {
+    key: String,
+    dir: PathBuf,
+    format: Format,
+    meta: ContainerMeta,
+    files: FileSet,
+    streams: Vec<StreamState>,
+    hw: Loc,
+    /// Not running or no longer routed: read to the end, then forget.
+    finishing: bool,
+}
+
+/// The state of the tail thread.
+pub(crate) struct Tail {
+    settings: EngineSettings,
+    waker: Waker,
+    rep: Reporter,
+    commands: mpsc::Receiver<Command>,
+    store: Store,
+    routes: Routes,
+    outlets: BTreeMap<String, Outlet>,
+    containers: Vec<Container>,
+    /// Cursors of streams not being read (loaded, or of forgotten containers), kept in the
+    /// checkpoint while their container's directory exists.
+    dormant: BTreeMap<StreamKey, Arc<Cursor>>,
+    /// Containers read to their end and forgotten while not running.
+    finished: BTreeSet<String>,
+    reader: Reader,
+    rr: usize,
+    written: Option<BTreeMap<StreamKey, Position>>,
+    rescan_flag: Arc<AtomicBool>,
+    next_rescan: Instant,
+    next_checkpoint: Instant,
+    next_lag: Instant,
+    stopped: bool,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Tail {
+    /// Load the checkpoint and set everything up (on the caller's thread).
+    pub fn new(
+        settings: EngineSettings,
+        routes: Routes,
+        waker: Waker,
+        emitter: Arc<dyn Emitter>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Result<Self> {
+        let store = Store::open(&settings.state_dir)?;
+        let loaded = store.load()?;
+        for corrupt in &loaded.corrupt {
+            emitter.input_error("checkpoint_corrupt");
+            tracing::error!(error = %corrupt, "checkpoint set aside; using the previous one (some lines may be sent again)");
+        }
+        let dormant = loaded
+            .positions
+            .into_iter()
+            .map(|(k, p)| (k, Arc::new(Cursor::new(Some(p)))))
+            .collect();
+        let rescan_flag = Arc::new(AtomicBool::new(true));
+        let watcher = watch::start(&settings.sources, waker.clone(), Arc::clone(&rescan_flag));
+        let now = Instant::now();
+        let mut tail = Self {
+            reader: Reader::new(settings.max_line_bytes as usize),
+            settings,
+            waker,
+            rep: Reporter::new(emitter),
+            commands,
+            store,
+            routes: Routes::default(),
+            outlets: BTreeMap::new(),
+            containers: Vec::new(),
+            dormant,
+            finished: BTreeSet::new(),
+            rr: 0,
+            written: None,
+            rescan_flag,
+            next_rescan: now,
+            next_checkpoint: now,
+            next_lag: now,
+            stopped: false,
+            _watcher: watcher,
+        };
+        tail.apply(routes);
+        Ok(tail)
+    }
+
+    /// The loop; returns on [`Command::Shutdown`] or when the handle is gone.
+    pub fn run(mut self) {
+        loop {
+            if !self.commands_done() {
+                return;
+            }
+            if self.stopped {
+                self.waker.wait(Duration::from_secs(1));
+                continue;
+            }
+            let now = Instant::now();
+            if now >= self.next_rescan || self.rescan_flag.swap(false, Ordering::AcqRel) {
+                self.rescan();
+                self.next_rescan = now + self.settings.rescan_interval;
+            }
+            let progress = self.round();
+            if now >= self.next_checkpoint {
+                // A failure is logged inside and retried at the next interval.
+                let _ = self.checkpoint(false);
+                self.next_checkpoint = now + self.settings.checkpoint_interval;
+            }
+            if now >= self.next_lag {
+                self.report_lag();
+                self.next_lag = now + LAG_INTERVAL;
+            }
+            if !progress {
+                let due = self.next_rescan.min(self.next_checkpoint).min(self.next_lag);
+                self.waker.wait(
+                    due.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                );
+            }
+        }
+    }
+
+    /// Handle queued commands; `false` to exit.
+    fn commands_done(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Apply(routes)) => self.apply(routes),
+                Ok(Command::StopReading { deadline, done }) => {
+                    self.stop(deadline);
+                    let _ = done.send(());
+                }
+                Ok(Command::WriteCheckpoint { done }) => {
+                    let _ = done.send(self.checkpoint(true));
+                }
+                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    /// One round over every container, starting one further each round; then hand every
+    /// partly built batch over. `true` if anything was read.
+    fn round(&mut self) -> bool {
+        let mut progress = false;
+        let n = self.containers.len();
+        for k in 0..n {
+            progress |= self.read_container((self.rr + k) % n);
+        }
+        self.rr = if n == 0 { 0 } else { (self.rr + 1) % n };
+        for outlet in self.outlets.values_mut() {
+            outlet.flush();
+        }
+        progress
+    }
+
+    fn read_container(&mut self, i: usize) -> bool {
+        let c = &mut self.containers[i];
+        let budget = (self.settings.read_budget_bytes / c.streams.len().max(1)).max(1) as u64;
+        let mut ctx = Ctx {
+            files: &mut c.files,
+            meta: &c.meta,
+            format: c.format,
+            hw: &mut c.hw,
+            rep: &mut self.rep,
+        };
+        let mut progress = false;
+        for s in &mut c.streams {
+            let Some(outlet) = self.outlets.get_mut(&s.drain) else {
+                continue;
+            };
+            if !outlet.ready() {
+                continue;
+            }
+            match self.reader.read(&mut ctx, s, outlet, budget) {
+                Outcome::Read(n) | Outcome::Blocked(n) => progress |= n > 0,
+            }
+        }
+        progress
+    }
+
+    /// Stop reading and hand every partly built batch over (each holds a reserved slot, so this
+    /// does not wait).
+    fn stop(&mut self, deadline: Instant) {
+        self.stopped = true;
+        for (name, outlet) in &mut self.outlets {
+            if Instant::now() > deadline {
+                tracing::warn!(drain = %name, "stop deadline passed before every batch was handed over");
+                break;
+            }
+            outlet.flush();
+        }
+    }
+
+    /// Every stream's acknowledged position, live and dormant.
+    fn positions(&self) -> BTreeMap<StreamKey, Position> {
+        let mut out: BTreeMap<StreamKey, Position> = self
+            .dormant
+            .iter()
+            .filter_map(|(k, c)| Some((k.clone(), c.get()?)))
+            .collect();
+        for c in &self.containers {
+            for s in &c.streams {
+                if let Some(p) = s.cursor.get() {
+                    out.insert((c.key.clone(), s.drain.clone()), p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Write the checkpoint if it changed (or always, when `force`).
+    fn checkpoint(&mut self, force: bool) -> Result<()> {
+        let positions = self.positions();
+        if !force && self.written.as_ref() == Some(&positions) {
+            return Ok(());
+        }
+        match self.store.write(&positions) {
+            Ok(()) => {
+                self.written = Some(positions);
+                self.rep.emitter.checkpoint_written();
+                Ok(())
+            }
+            Err(e) => {
+                if self.written.is_some() || force {
+                    tracing::error!(error = %e, "cannot write the checkpoint; will retry");
+                }
+                self.written = None;
+                Err(Error::Checkpoint(e))
+            }
+        }
+    }
+
+    /// Bytes between each drain's read positions and the ends of its files.
+    fn report_lag(&self) {
+        let mut lag: BTreeMap<&str, u64> = self.outlets.keys().map(|k| (k.as_str(), 0)).collect();
+        for c in &self.containers {
+            for s in &c.streams {
+                let behind: u64 = c
+                    .files
+                    .files
+                    .iter()
+                    .filter(|f| f.seq >= s.at.seq)
+                    .map(|f| {
+                        if f.seq == s.at.seq {
+                            f.size.saturating_sub(s.at.offset)
+                        } else {
+                            f.size
+                        }
+                    })
+                    .sum();
+                if let Some(total) = lag.get_mut(s.drain.as_str()) {
+                    *total += behind;
+                }
+            }
+        }
+        for (drain, bytes) in lag {
+            self.rep.emitter.lag_bytes(drain, bytes);
+        }
+    }
+
+    /// Swap the routing table: unchanged drains keep everything; a drain with a new generation
+    /// gets a fresh outlet and its streams rewind to their acknowledged cursors.
+    fn apply(&mut self, routes: Routes) {
+        for (name, endpoint) in &routes.drains {
+            match self.outlets.get_mut(name) {
+                Some(o) if o.endpoint.generation == endpoint.generation => {
+                    o.endpoint.batch_max_lines = endpoint.batch_max_lines;
+                    o.endpoint.batch_max_bytes = endpoint.batch_max_bytes;
+                }
+                Some(o) => {
+                    *o = Outlet::new(endpoint.clone());
+                    self.rewind(name);
+                }
+                None => {
+                    self.outlets.insert(name.clone(), Outlet::new(endpoint.clone()));
+                }
+            }
+        }
+        self.outlets.retain(|name, _| routes.drains.contains_key(name));
+        self.routes = routes;
+        self.rescan_flag.store(true, Ordering::Release);
+    }
+}

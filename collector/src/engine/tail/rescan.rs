@@ -1,0 +1,276 @@
+//! The rescan: bring containers, their files and their streams up to date with the routes and
+//! the disk.
+//!
+//! Invariants:
+//! * a new stream resumes from its checkpointed cursor when there is one, else starts at the
+//!   beginning of its container's oldest file;
+//! * a checkpointed file that is gone is a loss that is counted (one event: its lines are
+//!   unknown) and logged with the drain's name;
+//! * a deleted file stays open while a stream still needs it, up to [`MAX_DELETED_OPEN`] per
+//!   container; closing one a stream had not finished counts the lines that stream loses;
+//! * a finishing container is forgotten once every stream read it to the end; its cursors stay
+//!   in the checkpoint (dormant) as long as its directory exists.
+
+use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, sync::Arc};
+
+use super::{Container, Tail};
+use crate::{
+    engine::{
+        discover,
+        files::FileSet,
+        report::Reporter,
+        route::{self, Desired},
+        stream::{Loc, StreamState},
+    },
+    pipeline::Position,
+};
+
+/// Deleted files kept open per container for streams that still need them.
+pub const MAX_DELETED_OPEN: usize = 8;
+
+impl Tail {
+    /// Resolve the routes, update every container's files and streams, forget finished ones.
+    pub(super) fn rescan(&mut self) {
+        let desired = route::resolve(&self.routes, &self.settings.sources, &self.settings.node_name);
+        for c in &mut self.containers {
+            match desired.get(&c.key) {
+                Some(d) => {
+                    c.finishing = !d.running;
+                    if c.meta != d.meta {
+                        c.meta = d.meta.clone();
+                    }
+                }
+                None => c.finishing = true,
+            }
+        }
+        for (key, d) in &desired {
+            let i = match self.containers.iter().position(|c| c.key == *key) {
+                Some(i) => i,
+                None if !d.running && self.finished.contains(key) => continue,
+                None => {
+                    self.finished.remove(key);
+                    self.containers.push(new_container(key, d));
+                    let i = self.containers.len() - 1;
+                    refresh_files(&mut self.containers[i], &mut self.rep);
+                    i
+                }
+            };
+            self.sync_streams(i, d);
+        }
+        for c in &mut self.containers {
+            refresh_files(c, &mut self.rep);
+        }
+        self.forget_done();
+        let sources = &self.settings.sources;
+        let exists = |key: &str| discover::locate(key, sources).is_some_and(|(dir, _)| dir.exists());
+        self.dormant.retain(|(key, _), _| exists(key));
+        self.finished.retain(|key| exists(key));
+        let open: usize = self.containers.iter().map(|c| c.files.open_count()).sum();
+        self.rep.emitter.open_files(open as u64);
+    }
+
+    /// Make the container's streams match its drains: new pairs start from their dormant cursor
+    /// or the oldest file; pairs no longer routed become dormant.
+    fn sync_streams(&mut self, i: usize, d: &Desired) {
+        let c = &mut self.containers[i];
+        let (keep, gone): (Vec<_>, Vec<_>) =
+            c.streams.drain(..).partition(|s| d.drains.contains_key(&s.drain));
+        c.streams = keep;
+        for s in gone {
+            self.dormant.insert((c.key.clone(), s.drain), s.cursor);
+        }
+        for (drain, wanted) in &d.drains {
+            if let Some(s) = c.streams.iter_mut().find(|s| s.drain == *drain) {
+                s.wanted = *wanted;
+                continue;
+            }
+            let cursor = self
+                .dormant
+                .remove(&(c.key.clone(), drain.clone()))
+                .unwrap_or_default();
+            let mut s = StreamState::new(drain.clone(), *wanted, Arc::clone(&cursor), Loc::START);
+            match cursor.get() {
+                Some(position) => seek_to(&mut c.files, &mut s, position, &mut self.rep),
+                None => s.seek(oldest(&c.files), None),
+            }
+            c.streams.push(s);
+        }
+    }
+
+    /// Rewind every stream of `drain` to its acknowledged cursor (its drain was re-created).
+    pub(super) fn rewind(&mut self, drain: &str) {
+        for c in &mut self.containers {
+            for s in c.streams.iter_mut().filter(|s| s.drain == drain) {
+                match s.cursor.get() {
+                    Some(position) => seek_to(&mut c.files, s, position, &mut self.rep),
+                    None => s.seek(oldest(&c.files), None),
+                }
+            }
+        }
+    }
+
+    /// Forget finishing containers whose streams all read to the end.
+    fn forget_done(&mut self) {
+        let mut i = 0;
+        while i < self.containers.len() {
+            let c = &self.containers[i];
+            let done = c.finishing
+                && c.streams
+                    .iter()
+                    .all(|s| s.at_end && s.pending.iter().all(|p| p.start.is_none()));
+            if !done {
+                i += 1;
+                continue;
+            }
+            let c = self.containers.swap_remove(i);
+            tracing::info!(container = %c.key, "container finished and read to its end; forgetting it");
+            for s in c.streams {
+                self.dormant.insert((c.key.clone(), s.drain), s.cursor);
+            }
+            self.finished.insert(c.key);
+        }
+    }
+}
+
+fn new_container(key: &str, d: &Desired) -> Container {
+    Container {
+        key: key.to_owned(),
+        dir: d.dir.clone(),
+        format: d.format,
+        meta: d.meta.clone(),
+        files: FileSet::default(),
+        streams: Vec::new(),
+        hw: Loc::START,
+        finishing: !d.running,
+    }
+}
+
+/// The start of the oldest file (or before any file, when there is none yet).
+fn oldest(files: &FileSet) -> Loc {
+    files.oldest().map_or(Loc::START, |f| Loc {
+        seq: f.seq,
+        file: f.id,
+        offset: 0,
+    })
+}
+
+/// Position `s` at a checkpointed position.
+fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Reporter) {
+    let mut locate = |pos: crate::pipeline::FilePos| {
+        let seq = files.find(&pos.file)?;
+        let file = files.get(seq)?.id;
+        Some(Loc {
+            seq,
+            file,
+            offset: pos.offset,
+        })
+    };
+    let resume = locate(p.resume);
+    let acked = locate(p.acked_end);
+    match (resume, acked) {
+        (Some(r), a) => s.seek(r, a),
+        (None, Some(a)) => s.seek(a, None),
+        (None, None) => {
+            s.seek(oldest(files), None);
+            let detail = "the file its checkpoint points into is gone; continuing with the oldest file";
+            rep.dropped(&s.drain, "rotated_away", 1, &detail);
+        }
+    }
+}
+
+/// List the container's directory and update its files; react to truncation and deletion.
+fn refresh_files(c: &mut Container, rep: &mut Reporter) {
+    let listing = match discover::list(&c.dir, c.format) {
+        Ok(listing) => listing,
+        Err(e) => {
+            rep.input_once(&c.dir, "unreadable_file", &e);
+            return;
+        }
+    };
+    for path in &listing.compressed {
+        rep.input_once(path, "compressed_file", &"compressed rotated logs are not tailed");
+    }
+    let changes = c.files.refresh(&listing.files);
+    for (path, why) in &changes.unreadable {
+        rep.input_once(path, "unreadable_file", why);
+    }
+    for &(seq, size) in &changes.truncated_lost {
+        for s in c
+            .streams
+            .iter()
+            .filter(|s| s.at.seq < seq || (s.at.seq == seq && s.at.offset < size))
+        {
+            rep.dropped(
+                &s.drain,
+                "rotated_away",
+                1,
+                &"file truncated in place before it was read and no copy was found",
+            );
+        }
+    }
+    let needed_from = c
+        .streams
+        .iter()
+        .map(|s| {
+            let acked = s.cursor.get().and_then(|p| {
+                c.files
+                    .files
+                    .iter()
+                    .find(|f| f.id == p.resume.file)
+                    .map(|f| f.seq)
+            });
+            acked.map_or(s.at.seq, |a| a.min(s.at.seq))
+        })
+        .min()
+        .unwrap_or(u64::MAX);
+    c.files.release(needed_from);
+    enforce_cap(c, rep);
+}
+
+/// Close the oldest deleted files beyond the cap, counting what lagging streams lose.
+fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
+    loop {
+        let deleted: Vec<u64> = c
+            .files
+            .files
+            .iter()
+            .filter(|f| f.path.is_none() && f.fd.is_some())
+            .map(|f| f.seq)
+            .collect();
+        if deleted.len() <= MAX_DELETED_OPEN {
+            return;
+        }
+        let seq = deleted[0];
+        let Some(f) = c.files.get(seq) else { return };
+        let fd = f.fd.as_ref().expect("invariant: filtered on an open descriptor");
+        let mut lost: BTreeMap<String, u64> = BTreeMap::new();
+        for s in c.streams.iter().filter(|s| s.at.seq <= seq) {
+            let from = if s.at.seq == seq { s.at.offset } else { 0 };
+            let n = count_lines(fd, from).unwrap_or(1).max(1);
+            *lost.entry(s.drain.clone()).or_default() += n;
+        }
+        for (drain, n) in lost {
+            rep.dropped(
+                &drain,
+                "rotated_away",
+                n,
+                &"a deleted file was closed before this drain read it (too many deleted files held open)",
+            );
+        }
+        c.files.files.retain(|f| f.seq != seq);
+    }
+}
+
+/// Newlines in `fd` from `from` to its end.
+fn count_lines(fd: &File, from: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut at, mut n) = (from, 0u64);
+    loop {
+        let got = fd.read_at(&mut buf, at)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += memchr::memchr_iter(b'\n', &buf[..got]).count() as u64;
+        at += got as u64;
+    }
+}
