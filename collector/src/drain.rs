@@ -1,6 +1,280 @@
-//! Drains: encoders and transports.
+//! Drains: encoders and transports, one task and one tower stack per drain.
+//!
+//! The tail engine encodes lines with the drain's encoder ([`syslog`] RFC5424 for syslog drains,
+//! [`json`] lines for HTTP drains) into batches and sends them on the drain's bounded channel
+//! ([`crate::pipeline::DrainEndpoint`]). The drain's task ([`task`]) sends each batch through the
+//! stack ([`stack`]: rate limit → concurrency limit → retry → timeout → transport) and acknowledges
+//! batches in order once delivered, which moves the engine's cursors.
+//!
+//! Delivery semantics per transport:
+//! * `syslog://`, `syslog-tls://` ([`stream`]): acknowledged when the peer's TCP stack acknowledged
+//!   the bytes (at least once; a repeat is possible only for batches not yet acknowledged when a
+//!   connection broke, and carries the same MSGID).
+//! * `http(s)://` ([`http`]): acknowledged on a 2xx response (at least once).
+//! * `syslog-udp://` ([`udp`]): acknowledged when handed to the kernel (at most once on the wire).
+//!
+//! Invariants: [`spawn`] validates everything (URL, templates, TLS material, headers) and fails
+//! with an error naming the drain, but never connects; connecting happens in the drain's task, with
+//! backoff, so a destination that is down does not stop the collector from starting.
 
+pub mod backoff;
+pub mod http;
 pub mod json;
+pub mod retry;
+pub mod stack;
+pub mod stream;
 pub mod syslog;
+pub mod task;
 pub mod template;
 pub mod text;
+pub mod tls;
+pub mod udp;
+
+use std::{sync::Arc, time::Duration};
+
+use sluice_api::node_config::{DrainConfig, DrainKind};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+use tokio_rustls::TlsConnector;
+use tower::util::BoxCloneService;
+
+use self::{
+    backoff::Backoff,
+    retry::Health,
+    stack::Transport,
+    syslog::{Framing, SyslogEncoder, SyslogSpec},
+};
+use crate::{
+    metrics::Metrics,
+    pipeline::{DrainEndpoint, Encoder, EncoderFactory, Wake},
+};
+
+/// How many batches the channel from the engine holds.
+pub const CHANNEL_BATCHES: usize = 4;
+
+/// A drain cannot be started with its config.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL does not parse.
+    #[error("drain {drain:?}: url: {message}")]
+    Url {
+        /// The drain.
+        drain: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A syslog template does not parse.
+    #[error("drain {drain:?}: invalid syslog format")]
+    Template {
+        /// The drain.
+        drain: String,
+        /// What is wrong.
+        #[source]
+        source: template::Error,
+    },
+    /// The TLS settings cannot be used.
+    #[error("drain {drain:?}: invalid TLS settings")]
+    Tls {
+        /// The drain.
+        drain: String,
+        /// What is wrong.
+        #[source]
+        source: tls::Error,
+    },
+    /// The HTTP settings cannot be used.
+    #[error("drain {drain:?}: {message}")]
+    Http {
+        /// The drain.
+        drain: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What a drain needs from the collector around it.
+#[derive(Clone)]
+pub struct DrainContext {
+    /// This node's name (the default syslog HOSTNAME comes from the container metadata's `node`).
+    pub node_name: String,
+    /// The collector's metrics.
+    pub metrics: Metrics,
+    /// Called when the drain took a batch off its channel.
+    pub wake: Wake,
+    /// The drain's generation (see [`DrainEndpoint::generation`]).
+    pub generation: u64,
+}
+
+/// A running drain: its endpoint for the engine, and the handle of its task.
+pub struct RunningDrain {
+    /// What the engine feeds.
+    pub endpoint: DrainEndpoint,
+    task: JoinHandle<()>,
+    finish: watch::Sender<Option<Instant>>,
+}
+
+impl RunningDrain {
+    /// The engine stopped sending: deliver what is queued or in flight until `deadline`, then give
+    /// up (batches not acknowledged by then stay unacknowledged; their lines are read again later).
+    pub async fn finish(self, deadline: Instant) {
+        let Self {
+            endpoint,
+            mut task,
+            finish,
+        } = self;
+        drop(endpoint);
+        let _ = finish.send(Some(deadline));
+        // The task returns by the deadline by itself; the margin only covers scheduling.
+        if tokio::time::timeout_at(deadline + Duration::from_millis(100), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+
+    /// Stop now (the drain's config changed or it was removed); acknowledge nothing more.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Validate `config` and start the drain's task. Must be called inside a tokio runtime.
+pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Error> {
+    let drain = config.name.clone();
+    let kind = config.kind().map_err(|message| Error::Url {
+        drain: drain.clone(),
+        message,
+    })?;
+    let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
+    let (new_encoder, transport, in_flight) = match &kind {
+        DrainKind::SyslogTcp { host, port } | DrainKind::SyslogTls { host, port } => {
+            let encoder = syslog_encoder(config, Framing::OctetCounting)?;
+            let tls = match kind {
+                DrainKind::SyslogTls { .. } => Some(tls_connector(config, host)?),
+                _ => None,
+            };
+            let target = stream::Target {
+                host: host.clone(),
+                port: *port,
+                tls,
+                connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
+            };
+            let backoff =
+                Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
+            let transport: Transport = BoxCloneService::new(stream::StreamService::spawn(target, backoff));
+            (encoder, transport, 8)
+        }
+        DrainKind::SyslogUdp { host, port } => {
+            let oversize = ctx.metrics.udp_oversize.clone();
+            let framing = Framing::Datagram {
+                max: config.syslog.max_datagram_bytes as usize,
+                oversize: config.syslog.udp_oversize,
+                split: oversize.with_label_values(&[drain.as_str(), "split"]),
+                truncated: oversize.with_label_values(&[drain.as_str(), "truncate"]),
+            };
+            let transport: Transport = BoxCloneService::new(udp::UdpService::new(host.clone(), *port));
+            (syslog_encoder(config, framing)?, transport, 1)
+        }
+        DrainKind::Http { url, tls } => {
+            let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
+            (factory, http_transport(config, url, *tls)?, 4)
+        }
+    };
+    let service = stack::build(transport, &config.delivery, in_flight, Arc::clone(&health));
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (finish, finish_rx) = watch::channel(None);
+    let task = tokio::spawn(
+        task::DrainTask {
+            rx,
+            service,
+            health,
+            wake: ctx.wake,
+            finish: finish_rx,
+        }
+        .run(),
+    );
+    let endpoint = DrainEndpoint {
+        name: drain,
+        generation: ctx.generation,
+        batches: tx,
+        new_encoder,
+        batch_max_lines: config.delivery.batch_max_lines,
+        batch_max_bytes: config.delivery.batch_max_bytes,
+    };
+    Ok(RunningDrain {
+        endpoint,
+        task,
+        finish,
+    })
+}
+
+fn syslog_encoder(config: &DrainConfig, framing: Framing) -> Result<EncoderFactory, Error> {
+    let spec = SyslogSpec::new(&config.syslog, framing).map_err(|source| Error::Template {
+        drain: config.name.clone(),
+        source,
+    })?;
+    Ok(Arc::new(move || {
+        Box::new(SyslogEncoder::new(spec.clone())) as Box<dyn Encoder>
+    }))
+}
+
+fn warn_if_insecure(config: &DrainConfig) {
+    if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+        tracing::warn!(drain = %config.name, "TLS certificate verification is OFF for this drain (insecureSkipVerify)");
+    }
+}
+
+fn tls_connector(
+    config: &DrainConfig,
+    host: &str,
+) -> Result<(TlsConnector, rustls_pki_types::ServerName<'static>), Error> {
+    let err = |source| Error::Tls {
+        drain: config.name.clone(),
+        source,
+    };
+    let client = tls::client_config(config.tls.as_ref()).map_err(err)?;
+    let name = tls::server_name(config.tls.as_ref(), host).map_err(err)?;
+    warn_if_insecure(config);
+    Ok((TlsConnector::from(Arc::new(client)), name))
+}
+
+fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transport, Error> {
+    let err = |message: String| Error::Http {
+        drain: config.name.clone(),
+        message,
+    };
+    let uri: ::http::Uri = url.parse().map_err(|e| err(format!("url: {e}")))?;
+    let headers = http::headers(config.http.as_ref()).map_err(err)?;
+    let client = tls::client_config(config.tls.as_ref()).map_err(|source| Error::Tls {
+        drain: config.name.clone(),
+        source,
+    })?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client)
+        .https_or_http();
+    let builder = match config.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+        Some(name) if https => {
+            let name = tls::server_name(config.tls.as_ref(), name).map_err(|source| Error::Tls {
+                drain: config.name.clone(),
+                source,
+            })?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        _ => builder,
+    };
+    if https {
+        warn_if_insecure(config);
+    }
+    let connector = builder.enable_http1().build();
+    let gzip = config.http.as_ref().is_some_and(|h| h.gzip);
+    Ok(BoxCloneService::new(http::HttpService::new(
+        url.to_owned(),
+        uri,
+        headers,
+        gzip,
+        connector,
+    )))
+}

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub open_files: IntGauge,
     /// Config reloads, by result (`applied`, `rejected`).
     pub config_reloads: IntCounterVec,
+    /// Syslog messages longer than a `syslog-udp://` drain's datagram limit, by drain and action
+    /// (`split` into several datagrams, or `truncate`d).
+    pub udp_oversize: IntCounterVec,
 }
 
 impl Metrics {
@@ -44,33 +47,62 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let lines_read = counter("lines_read_total", "Lines read from container log files.", &["stream"])?;
-        let lines_delivered =
-            counter("lines_delivered_total", "Lines acknowledged by the drain.", &["drain"])?;
-        let bytes_delivered =
-            counter("bytes_delivered_total", "Encoded bytes acknowledged by the drain.", &["drain"])?;
+        let lines_read = counter(
+            "lines_read_total",
+            "Lines read from container log files.",
+            &["stream"],
+        )?;
+        let lines_delivered = counter(
+            "lines_delivered_total",
+            "Lines acknowledged by the drain.",
+            &["drain"],
+        )?;
+        let bytes_delivered = counter(
+            "bytes_delivered_total",
+            "Encoded bytes acknowledged by the drain.",
+            &["drain"],
+        )?;
         let delivery_failures = counter(
             "delivery_failures_total",
             "Delivery attempts that failed and were retried.",
             &["drain", "cause"],
         )?;
-        let lines_dropped =
-            counter("lines_dropped_total", "Lines given up, by drain and cause.", &["drain", "cause"])?;
-        let input_errors =
-            counter("input_errors_total", "Bad input that was skipped or repaired, by cause.", &["cause"])?;
+        let lines_dropped = counter(
+            "lines_dropped_total",
+            "Lines given up, by drain and cause.",
+            &["drain", "cause"],
+        )?;
+        let input_errors = counter(
+            "input_errors_total",
+            "Bad input that was skipped or repaired, by cause.",
+            &["cause"],
+        )?;
         let config_reloads = counter("config_reloads_total", "Config reloads, by result.", &["result"])?;
+        let udp_oversize = counter(
+            "udp_oversize_total",
+            "Syslog messages over a UDP drain's datagram limit, split or truncated.",
+            &["drain", "action"],
+        )?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(format!("sluice_collector_{name}"), help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let bytes_read = IntCounter::new("sluice_collector_bytes_read_total", "Bytes read from container log files.")?;
+        let bytes_read = IntCounter::new(
+            "sluice_collector_bytes_read_total",
+            "Bytes read from container log files.",
+        )?;
         registry.register(Box::new(bytes_read.clone()))?;
-        let checkpoint_age_seconds =
-            gauge("checkpoint_age_seconds", "Seconds since the checkpoint file was last written.")?;
+        let checkpoint_age_seconds = gauge(
+            "checkpoint_age_seconds",
+            "Seconds since the checkpoint file was last written.",
+        )?;
         let open_files = gauge("open_files", "Log files held open.")?;
         let lag_bytes = IntGaugeVec::new(
-            Opts::new("sluice_collector_lag_bytes", "Bytes the drain is behind the ends of its files."),
+            Opts::new(
+                "sluice_collector_lag_bytes",
+                "Bytes the drain is behind the ends of its files.",
+            ),
             &["drain"],
         )?;
         registry.register(Box::new(lag_bytes.clone()))?;
@@ -87,6 +119,7 @@ impl Metrics {
             checkpoint_age_seconds,
             open_files,
             config_reloads,
+            udp_oversize,
         })
     }
 

@@ -1,0 +1,186 @@
+//! Typed retry decisions, the retry policy, and the drain's health reporting.
+//!
+//! Invariants:
+//! * Errors are classified by type (walking the `source()` chain and downcasting), never by their
+//!   text. Every delivery error is retried forever with jittered exponential backoff (the log file
+//!   is the buffer, so waiting costs no memory), except an HTTP response that says the request
+//!   itself is wrong (4xx other than 408 and 429): that batch is rejected, its lines are counted
+//!   dropped with cause `rejected`, and the drain goes on.
+//! * Causes are a small fixed set of label values (`connect`, `write`, `timeout`, `tls`, `http_5xx`,
+//!   `http_4xx`, `http`, `other`), so metric cardinality stays bounded.
+//! * A failing drain logs once when it starts failing or its cause changes, and once when it
+//!   delivers again, not once per attempt.
+
+use std::{
+    error::Error as StdError,
+    fmt,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use tower::{BoxError, retry::Policy};
+
+use super::{backoff::Backoff, http, stream, udp};
+use crate::{metrics::Metrics, pipeline::Batch};
+
+/// What to do after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Try again after a backoff; the failure is counted with this cause.
+    Retry {
+        /// The `cause` label.
+        cause: &'static str,
+    },
+    /// Give the batch up (the destination refused it as invalid).
+    Reject,
+}
+
+/// Classify a delivery error by its type.
+pub fn classify(err: &(dyn StdError + 'static)) -> Decision {
+    let mut next = Some(err);
+    // Walk the cause chain: layers (timeout, retry) wrap transport errors.
+    while let Some(e) = next {
+        if e.is::<tower::timeout::error::Elapsed>() {
+            return Decision::Retry { cause: "timeout" };
+        }
+        if let Some(e) = e.downcast_ref::<stream::Error>() {
+            return Decision::Retry { cause: e.cause() };
+        }
+        if let Some(e) = e.downcast_ref::<udp::Error>() {
+            return Decision::Retry { cause: e.cause() };
+        }
+        if let Some(e) = e.downcast_ref::<http::Error>() {
+            return if e.is_rejected() {
+                Decision::Reject
+            } else {
+                Decision::Retry { cause: e.cause() }
+            };
+        }
+        if e.is::<rustls::Error>() {
+            return Decision::Retry { cause: "tls" };
+        }
+        next = e.source();
+    }
+    Decision::Retry { cause: "other" }
+}
+
+/// Renders an error with its whole `source()` chain: `a: b: c`.
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// A drain's delivery health: counts failures and logs state changes.
+#[derive(Debug)]
+pub struct Health {
+    drain: String,
+    metrics: Metrics,
+    failing: Mutex<Option<&'static str>>,
+}
+
+impl Health {
+    /// Health of drain `drain`.
+    pub fn new(drain: &str, metrics: Metrics) -> Self {
+        Self {
+            drain: drain.to_owned(),
+            metrics,
+            failing: Mutex::new(None),
+        }
+    }
+
+    /// The drain's name.
+    pub fn drain(&self) -> &str {
+        &self.drain
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+        // The state is a plain copy value; a panic elsewhere cannot leave it inconsistent.
+        self.failing.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// An attempt failed with `cause`; it will be retried.
+    pub fn failure(&self, cause: &'static str, err: &(dyn StdError + 'static)) {
+        self.metrics
+            .delivery_failures
+            .with_label_values(&[self.drain.as_str(), cause])
+            .inc();
+        let mut state = self.state();
+        if *state != Some(cause) {
+            *state = Some(cause);
+            tracing::warn!(drain = %self.drain, cause, error = %Chain(err), "drain delivery failing; retrying with backoff");
+        }
+    }
+
+    /// A batch was delivered.
+    pub fn success(&self, lines: u32, bytes: usize) {
+        self.metrics
+            .lines_delivered
+            .with_label_values(&[self.drain.as_str()])
+            .inc_by(u64::from(lines));
+        self.metrics
+            .bytes_delivered
+            .with_label_values(&[self.drain.as_str()])
+            .inc_by(bytes as u64);
+        if self.state().take().is_some() {
+            tracing::info!(drain = %self.drain, "drain delivering again");
+        }
+    }
+
+    /// The destination rejected a batch: its lines are given up (and counted).
+    pub fn rejected(&self, lines: u32, err: &(dyn StdError + 'static)) {
+        self.metrics
+            .lines_dropped
+            .with_label_values(&[self.drain.as_str(), "rejected"])
+            .inc_by(u64::from(lines));
+        tracing::error!(drain = %self.drain, lines, error = %Chain(err), "drain rejected a batch; its lines are dropped");
+    }
+}
+
+/// The retry policy: typed decisions, jittered exponential backoff, no attempt limit.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    backoff: Backoff,
+    attempt: u32,
+    health: Arc<Health>,
+}
+
+impl RetryPolicy {
+    /// A policy reporting to `health`.
+    pub fn new(backoff: Backoff, health: Arc<Health>) -> Self {
+        Self {
+            backoff,
+            attempt: 0,
+            health,
+        }
+    }
+}
+
+impl<Res> Policy<Arc<Batch>, Res, BoxError> for RetryPolicy {
+    type Future = Pin<Box<tokio::time::Sleep>>;
+
+    fn retry(&mut self, _req: &mut Arc<Batch>, result: &mut Result<Res, BoxError>) -> Option<Self::Future> {
+        let err = result.as_ref().err()?;
+        match classify(&**err) {
+            Decision::Reject => None,
+            Decision::Retry { cause } => {
+                self.health.failure(cause, &**err);
+                let delay = self.backoff.delay(self.attempt);
+                self.attempt = self.attempt.saturating_add(1);
+                Some(Box::pin(tokio::time::sleep(delay)))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Arc<Batch>) -> Option<Arc<Batch>> {
+        Some(Arc::clone(req))
+    }
+}

@@ -1,0 +1,397 @@
+//! The `syslog://` and `syslog-tls://` transport: octet-counted frames over one TCP (or TLS)
+//! connection, acknowledged by the peer's TCP stack.
+//!
+//! What "delivered" means here, the core of at-least-once for stream drains:
+//! * A batch is acknowledged only when the peer's TCP stack has acknowledged every byte of it. After
+//!   each write the task knows the cumulative number of bytes written to the socket (for TLS, TLS
+//!   bytes counted under the TLS layer) and asks the kernel how many are still unsent or
+//!   unacknowledged (`ioctl(SIOCOUTQ)`); a batch whose end offset is ≤ written − queued is done.
+//! * Several batches are written ahead (the concurrency limit of the stack decides how many), so
+//!   throughput does not fall to one round trip per batch; while batches wait, the kernel is asked
+//!   again every millisecond.
+//! * If the connection breaks, or a written batch times out (its response future is dropped), the
+//!   connection is closed and every batch not yet acknowledged fails; the retry layer sends them
+//!   again on a new connection. A receiver may therefore see a batch twice, but only one that was
+//!   not acknowledged; it can drop repeats by MSGID.
+//! * A collector crash after `write()` still delivers: the kernel owns the bytes and sends them.
+//!   Only a receiver crash can lose lines: what its kernel acknowledged but the receiver had not yet
+//!   read. No TCP syslog protocol can close that gap (RFC 5425/6587 have no application acks).
+//!
+//! Invariants: one connection task per drain owns the socket; batches are written whole and in the
+//! order they arrive; a connection attempt is made only when there is something to send, and
+//! failed attempts back off (jittered, exponential) before the next.
+
+mod conn;
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+pub use conn::Target;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf},
+    sync::{mpsc, oneshot},
+    time::MissedTickBehavior,
+};
+use tower::{BoxError, Service};
+
+use super::backoff::Backoff;
+use crate::pipeline::Batch;
+
+/// A stream delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// TCP connect (or name resolution) failed.
+    #[error("cannot connect to {address}")]
+    Connect {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting took longer than the drain's timeout.
+    #[error("connecting to {address} took longer than {after:?}")]
+    ConnectTimeout {
+        /// `host:port`.
+        address: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed (certificate not trusted, wrong name, client certificate refused…).
+    #[error("TLS handshake with {address} failed")]
+    Handshake {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection broke while sending (the error comes from the socket or the TLS layer).
+    #[error("connection to {address} failed")]
+    Io {
+        /// `host:port`.
+        address: String,
+        /// Whether the failure came from TLS (an alert from the peer, a bad record).
+        tls: bool,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer closed the connection before acknowledging everything.
+    #[error("{address} closed the connection")]
+    Closed {
+        /// `host:port`.
+        address: String,
+    },
+    /// A batch on this connection timed out; the connection was closed so its unacknowledged bytes
+    /// are sent again on a new one.
+    #[error("connection to {address} reset because a batch timed out")]
+    Stalled {
+        /// `host:port`.
+        address: String,
+    },
+    /// The connection task is gone (the drain is shutting down).
+    #[error("the drain's connection task has stopped")]
+    Gone,
+}
+
+impl Error {
+    /// The `cause` metric label.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Error::Connect { .. } => "connect",
+            Error::ConnectTimeout { .. } | Error::Stalled { .. } => "timeout",
+            Error::Handshake { .. } | Error::Io { tls: true, .. } => "tls",
+            Error::Io { .. } | Error::Closed { .. } | Error::Gone => "write",
+        }
+    }
+
+    fn io(address: &str, source: io::Error) -> Self {
+        let tls = source.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+        Error::Io {
+            address: address.to_owned(),
+            tls,
+            source,
+        }
+    }
+}
+
+/// One batch handed to the connection task, and where to report its fate.
+struct Job {
+    batch: Arc<Batch>,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// The transport [`Service`]: hands batches to the drain's connection task.
+#[derive(Clone, Debug)]
+pub struct StreamService {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl StreamService {
+    /// Start the connection task for `target` (it connects when the first batch arrives).
+    pub fn spawn(target: Target, backoff: Backoff) -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(target, backoff, rx));
+        Self { jobs }
+    }
+}
+
+impl Service<Arc<Batch>> for StreamService {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, batch: Arc<Batch>) -> Self::Future {
+        let (done, result) = oneshot::channel();
+        let sent = self.jobs.send(Job { batch, done }).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(Error::Gone.into());
+            }
+            result.await.map_err(|_| Error::Gone)?.map_err(Into::into)
+        })
+    }
+}
+
+/// The connection task: connect when there is work, run the connection until it breaks, repeat.
+async fn run(target: Target, backoff: Backoff, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut failures = 0u32;
+    loop {
+        queue.retain(|job| !job.done.is_closed());
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(job) => queue.push_back(job),
+                None => return,
+            }
+            continue;
+        }
+        let (io, meter) = match conn::connect(&target).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                fail_all(&mut queue, &err, &target);
+                let delay = backoff.delay(failures);
+                failures = failures.saturating_add(1);
+                // Back off before the next attempt, still taking new batches (and noticing shutdown).
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        job = rx.recv() => match job {
+                            Some(job) => queue.push_back(job),
+                            None => return,
+                        },
+                    }
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        match Connection::new(io, meter, target.address())
+            .run(&mut queue, &mut rx)
+            .await
+        {
+            Ok(()) => return,
+            Err(err) => fail_all(&mut queue, &err, &target),
+        }
+    }
+}
+
+/// Fail every queued job with a copy of `err` (the retry layer sends them again).
+fn fail_all(queue: &mut VecDeque<Job>, err: &Error, target: &Target) {
+    for job in queue.drain(..) {
+        let copy = match err {
+            Error::Connect { source, .. } => Error::Connect {
+                address: target.address(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Handshake { source, .. } => Error::Handshake {
+                address: target.address(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Io { source, tls, .. } => Error::Io {
+                address: target.address(),
+                tls: *tls,
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::ConnectTimeout { after, .. } => Error::ConnectTimeout {
+                address: target.address(),
+                after: *after,
+            },
+            Error::Closed { .. } => Error::Closed {
+                address: target.address(),
+            },
+            Error::Stalled { .. } => Error::Stalled {
+                address: target.address(),
+            },
+            Error::Gone => Error::Gone,
+        };
+        let _ = job.done.send(Err(copy));
+    }
+}
+
+/// One live connection and the batches written on it but not yet acknowledged.
+struct Connection {
+    reader: ReadHalf<Box<dyn conn::Io>>,
+    writer: WriteHalf<Box<dyn conn::Io>>,
+    meter: conn::Meter,
+    address: String,
+    /// Written batches and the socket byte offset at which each ends.
+    written: VecDeque<(Job, u64)>,
+}
+
+impl Connection {
+    fn new(io: Box<dyn conn::Io>, meter: conn::Meter, address: String) -> Self {
+        let (reader, writer) = tokio::io::split(io);
+        Self {
+            reader,
+            writer,
+            meter,
+            address,
+            written: VecDeque::new(),
+        }
+    }
+
+    /// Resolve every written job the peer acknowledged.
+    fn settle(&mut self) -> Result<(), Error> {
+        if self.written.is_empty() {
+            return Ok(());
+        }
+        let acked = self.meter.acked().map_err(|e| Error::io(&self.address, e))?;
+        while self.written.front().is_some_and(|(_, end)| *end <= acked) {
+            if let Some((job, _)) = self.written.pop_front() {
+                let _ = job.done.send(Ok(()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Write queued batches and settle acknowledgements until the connection breaks (`Err`, with
+    /// every unacknowledged job moved back to the front of `queue`) or the drain stops (`Ok`).
+    async fn run(
+        mut self,
+        queue: &mut VecDeque<Job>,
+        rx: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Result<(), Error> {
+        let result = self.pump(queue, rx).await;
+        if result.is_err() {
+            // The peer may have acknowledged more before the connection broke: SIOCOUTQ counts
+            // sequence numbers, so it stays right after a reset.
+            let _ = self.settle();
+        }
+        // Whatever was written but not acknowledged goes back first, in order, to fail with the rest.
+        while let Some((job, _)) = self.written.pop_back() {
+            queue.push_front(job);
+        }
+        result
+    }
+
+    async fn pump(
+        &mut self,
+        queue: &mut VecDeque<Job>,
+        rx: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Result<(), Error> {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut offset = 0usize; // bytes of the front job already written
+        let mut flushing = false;
+        let mut scratch = [0u8; 512];
+        // Each round: settle acks, check for timed-out jobs, then wait for whichever comes first of
+        // a new job, write progress, a flush, data or EOF from the peer, or the next tick.
+        loop {
+            self.settle()?;
+            if self.written.iter().any(|(job, _)| job.done.is_closed())
+                || (offset > 0 && queue.front().is_some_and(|job| job.done.is_closed()))
+            {
+                return Err(Error::Stalled {
+                    address: self.address.clone(),
+                });
+            }
+            if offset == 0 && !flushing {
+                queue.retain(|job| !job.done.is_closed());
+            }
+            let mut current = if flushing {
+                None
+            } else {
+                queue.front().map(|job| Arc::clone(&job.batch))
+            };
+            if current.as_ref().is_some_and(|batch| batch.bytes.is_empty()) {
+                // Nothing to write (a batch of marks only): it is acknowledged with what precedes it.
+                current = None;
+                flushing = true;
+            }
+            let waiting = !self.written.is_empty() || current.is_some() || flushing;
+            tokio::select! {
+                biased;
+                job = rx.recv() => match job {
+                    Some(job) => queue.push_back(job),
+                    None => return Ok(()),
+                },
+                progress = advance(&mut self.writer, current.as_deref(), offset, flushing) => {
+                    match progress.map_err(|e| Error::io(&self.address, e))? {
+                        Progress::Wrote(n) => {
+                            offset += n;
+                            flushing = current.is_some_and(|batch| offset >= batch.bytes.len());
+                        }
+                        Progress::Flushed => {
+                            flushing = false;
+                            offset = 0;
+                            if let Some(job) = queue.pop_front() {
+                                self.written.push_back((job, self.meter.written()));
+                            }
+                        }
+                    }
+                }
+                r = self.reader.read(&mut scratch) => match r {
+                    Ok(0) => return Err(Error::Closed { address: self.address.clone() }),
+                    Ok(_) => {} // syslog receivers send nothing; ignore whatever they do send
+                    Err(e) => return Err(Error::io(&self.address, e)),
+                },
+                _ = tick.tick(), if waiting => {}
+            }
+        }
+    }
+}
+
+enum Progress {
+    Wrote(usize),
+    Flushed,
+}
+
+/// Flush (when `flushing`), or write some of `batch` from `offset`; pending forever when there is
+/// nothing to do. Each call does one step, so dropping it mid-way loses no knowledge of what was
+/// written.
+async fn advance(
+    writer: &mut WriteHalf<Box<dyn conn::Io>>,
+    batch: Option<&Batch>,
+    offset: usize,
+    flushing: bool,
+) -> io::Result<Progress> {
+    if flushing {
+        writer.flush().await?;
+        return Ok(Progress::Flushed);
+    }
+    let Some(batch) = batch.filter(|b| offset < b.bytes.len()) else {
+        return std::future::pending().await;
+    };
+    match writer.write(&batch.bytes[offset..]).await? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "the socket accepted no bytes",
+        )),
+        n => Ok(Progress::Wrote(n)),
+    }
+}

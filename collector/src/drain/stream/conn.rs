@@ -1,0 +1,167 @@
+//! Opening one TCP or TLS connection, and asking the kernel how much of it the peer acknowledged.
+//!
+//! Invariants: [`Meter::written`] counts every byte handed to the TCP socket (for TLS: TLS record
+//! bytes, counted under the TLS layer), and [`Meter::acked`] is `written − SIOCOUTQ`, the bytes the
+//! peer's TCP stack acknowledged. Both only grow while the connection lives.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use rustls_pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
+
+use super::Error;
+
+/// Where a stream drain connects.
+#[derive(Clone)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS: the connector and the name to verify.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Limit for resolving, connecting and the TLS handshake together.
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Anything a connection can be.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Measures an open connection: bytes written and bytes acknowledged.
+pub struct Meter {
+    fd: RawFd,
+    written: Arc<AtomicU64>,
+}
+
+impl Meter {
+    /// Bytes written to the TCP socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of those the peer's TCP stack has acknowledged.
+    pub fn acked(&self) -> io::Result<u64> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) stores one c_int through the pointer, which points
+        // to a live local; `fd` is the connection's socket, open for as long as the connection's stream
+        // lives, and the stream is dropped together with its meter.
+        let rc = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(self.written().saturating_sub(u64::try_from(queued).unwrap_or(0)))
+    }
+}
+
+/// Resolve, connect (TCP_NODELAY, keepalive) and, for TLS, handshake, within the target's timeout.
+pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
+    let address = target.address();
+    let attempt = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|source| Error::Connect {
+                address: address.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10));
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        let fd = tcp.as_raw_fd();
+        let written = Arc::new(AtomicU64::new(0));
+        let counting = Counting {
+            inner: tcp,
+            written: Arc::clone(&written),
+        };
+        let io: Box<dyn Io> = match &target.tls {
+            None => Box::new(counting),
+            Some((connector, name)) => Box::new(connector.connect(name.clone(), counting).await.map_err(
+                |source| Error::Handshake {
+                    address: address.clone(),
+                    source,
+                },
+            )?),
+        };
+        Ok((io, Meter { fd, written }))
+    };
+    match tokio::time::timeout(target.connect_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ConnectTimeout {
+            address,
+            after: target.connect_timeout,
+        }),
+    }
+}
+
+/// A TCP stream that counts the bytes written to it.
+struct Counting {
+    inner: TcpStream,
+    written: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
