@@ -1,0 +1,196 @@
+//! `bench-run`: run one shipper on one workload against an in-process counting receiver and
+//! append one result row.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use sluice_bench::{
+    procstat::{self, Usage},
+    receiver::{self, Tally},
+    results::{self, Row},
+};
+use tokio::{net::TcpListener, time::Instant};
+
+/// Run a log shipper until every workload line reached the counting receiver (or it stalls),
+/// measure its CPU seconds and peak RSS from /proc while it is still running, stop it, and append
+/// a row to the results file.
+///
+/// Before the shipper starts, every --render TEMPLATE=OUT is copied with `@PORT@` replaced by the
+/// receiver's port and `@DOWN_PORT@` by a port nothing listens on (for a drain that is down).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Shipper name for the results (`sluice`, `rsyslog`, `syslog-ng`, ...).
+    #[arg(long)]
+    shipper: String,
+    /// Workload name for the results.
+    #[arg(long)]
+    workload: String,
+    /// Number of distinct lines the workload has.
+    #[arg(long)]
+    expect: u64,
+    /// Results file (tab-separated) to append to.
+    #[arg(long)]
+    results: PathBuf,
+    /// TEMPLATE=OUT: render a config template before starting the shipper (repeatable).
+    #[arg(long, value_parser = parse_render)]
+    render: Vec<(PathBuf, PathBuf)>,
+    /// File for the shipper's stdout and stderr.
+    #[arg(long)]
+    log: PathBuf,
+    /// Give up when no line arrived for this many seconds (after the first one).
+    #[arg(long, default_value_t = 20)]
+    idle_timeout: u64,
+    /// Give up when no line arrived this many seconds after the start.
+    #[arg(long, default_value_t = 120)]
+    start_timeout: u64,
+    /// The shipper's command line.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn parse_render(s: &str) -> Result<(PathBuf, PathBuf), String> {
+    s.split_once('=')
+        .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+        .ok_or_else(|| format!("{s:?} is not TEMPLATE=OUT"))
+}
+
+/// Stops the shipper (SIGTERM, then SIGKILL after 10 s) however `main` ends.
+struct Shipper(Child);
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let pid = self.0.id() as libc::pid_t;
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the receiver")?;
+    let port = listener.local_addr()?.port();
+    let down_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    for (template, out) in &a.render {
+        let text =
+            std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
+        let text = text
+            .replace("@PORT@", &port.to_string())
+            .replace("@DOWN_PORT@", &down_port.to_string());
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let tally = Arc::new(Tally::new(a.expect));
+    tokio::spawn(receiver::serve(listener, Arc::clone(&tally)));
+
+    let log = std::fs::File::create(&a.log).with_context(|| format!("creating {}", a.log.display()))?;
+    let child = Command::new(&a.command[0])
+        .args(&a.command[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {:?}", a.command))?;
+    let mut shipper = Shipper(child);
+    let pid = shipper.0.id();
+    eprintln!(
+        "bench-run: {} on {} (pid {pid}), receiver on port {port}",
+        a.shipper, a.workload
+    );
+
+    let (end, usage) = watch(&a, &mut shipper, &tally).await?;
+    drop(shipper);
+    let Some(usage) = usage else {
+        bail!(
+            "{} exited before it could be measured; see {}",
+            a.shipper,
+            a.log.display()
+        )
+    };
+    let row = Row {
+        workload: a.workload.clone(),
+        shipper: a.shipper.clone(),
+        expected: a.expect,
+        unique: tally.unique.load(Relaxed),
+        duplicates: tally.duplicates.load(Relaxed),
+        seconds: tally
+            .span()
+            .map_or(0.0, |(first, last)| (last - first).as_secs_f64()),
+        cpu_seconds: usage.cpu_seconds,
+        peak_rss_kib: usage.peak_rss_kib,
+        end: end.to_owned(),
+    };
+    results::append(&a.results, &row)?;
+    let mark = if row.pass() { "PASS" } else { "FAIL" };
+    eprintln!(
+        "bench-run: {mark} {} {}: {}/{} lines ({} dup, {} foreign) in {:.2}s, {:.2} CPU s, peak {:.1} MiB, end={end}",
+        a.shipper,
+        a.workload,
+        row.unique,
+        row.expected,
+        row.duplicates,
+        tally.foreign.load(Relaxed),
+        row.seconds,
+        row.cpu_seconds,
+        row.peak_rss_mib()
+    );
+    Ok(())
+}
+
+/// Poll until the run ends; returns why, and the measurement taken as it ended (or, if the
+/// shipper exited by itself, the last one taken while it ran).
+async fn watch(
+    a: &Args,
+    shipper: &mut Shipper,
+    tally: &Tally,
+) -> anyhow::Result<(&'static str, Option<Usage>)> {
+    let started = Instant::now();
+    let pid = shipper.0.id();
+    let mut last_usage = None;
+    // Check the receiver often (the CPU figure is read the moment the last line arrived), but
+    // scan /proc only about once a second while waiting, to leave the CPU to the shipper.
+    let mut tick = 0u64;
+    loop {
+        tick += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if shipper.0.try_wait()?.is_some() {
+            return Ok(("exited", last_usage));
+        }
+        let now = Instant::now();
+        let end = if tally.unique.load(Relaxed) >= a.expect {
+            Some("complete")
+        } else {
+            match tally.span() {
+                Some((_, last)) if now - last > Duration::from_secs(a.idle_timeout) => Some("idle"),
+                None if now - started > Duration::from_secs(a.start_timeout) => Some("timeout"),
+                _ => None,
+            }
+        };
+        if end.is_some() || tick % 20 == 0 {
+            if let Ok(u) = procstat::usage(pid) {
+                last_usage = Some(u);
+            }
+        }
+        if let Some(end) = end {
+            return Ok((end, last_usage));
+        }
+    }
+}
