@@ -22,7 +22,9 @@ use tokio::{net::TcpListener, time::Instant};
 /// a row to the results file.
 ///
 /// Before the shipper starts, every --render TEMPLATE=OUT is copied with `@PORT@` replaced by the
-/// receiver's port and `@DOWN_PORT@` by a port nothing listens on (for a drain that is down).
+/// receiver's port, `@DOWN_PORT@` by a port nothing listens on (for a drain that is down), and
+/// `@FREE_PORT@` by another free port (e.g. for a metrics listener), and `@NAME@` by VALUE for
+/// every --var NAME=VALUE. The same placeholders are replaced in the command line.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -41,6 +43,9 @@ struct Args {
     /// TEMPLATE=OUT: render a config template before starting the shipper (repeatable).
     #[arg(long, value_parser = parse_render)]
     render: Vec<(PathBuf, PathBuf)>,
+    /// NAME=VALUE: replace `@NAME@` in the templates (repeatable).
+    #[arg(long = "var", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
     /// File for the shipper's stdout and stderr.
     #[arg(long)]
     log: PathBuf,
@@ -58,7 +63,37 @@ struct Args {
 fn parse_render(s: &str) -> Result<(PathBuf, PathBuf), String> {
     s.split_once('=')
         .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-        .ok_or_else(|| format!("{s:?} is not TEMPLATE=OUT"))
+        .ok_or_else(|| format!("{s:?} is not A=B"))
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+}
+
+/// Replace every `@NAME@` of `vars`; fail on a placeholder left over (a forgotten --var).
+fn render(text: &str, vars: &[(String, String)]) -> anyhow::Result<String> {
+    let mut text = text.to_owned();
+    for (name, value) in vars {
+        text = text.replace(&format!("@{name}@"), value);
+    }
+    // A leftover is `@` + upper-case letters/underscores + `@`.
+    for (i, _) in text.match_indices('@') {
+        let rest = &text[i + 1..];
+        let len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_uppercase() || *b == b'_')
+            .count();
+        if len > 0 && rest.as_bytes().get(len) == Some(&b'@') {
+            bail!(
+                "placeholder @{}@ has no value (pass --var {}=...)",
+                &rest[..len],
+                &rest[..len]
+            );
+        }
+    }
+    Ok(text)
 }
 
 /// Stops the shipper (SIGTERM, then SIGKILL after 10 s) however `main` ends.
@@ -89,26 +124,34 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("binding the receiver")?;
     let port = listener.local_addr()?.port();
-    let down_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let free_port =
+        || -> anyhow::Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+    let mut vars = a.vars.clone();
+    vars.push(("PORT".into(), port.to_string()));
+    vars.push(("DOWN_PORT".into(), free_port()?.to_string()));
+    vars.push(("FREE_PORT".into(), free_port()?.to_string()));
     for (template, out) in &a.render {
         let text =
             std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
-        let text = text
-            .replace("@PORT@", &port.to_string())
-            .replace("@DOWN_PORT@", &down_port.to_string());
+        let text = render(&text, &vars).with_context(|| format!("rendering {}", template.display()))?;
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     }
+    let command = a
+        .command
+        .iter()
+        .map(|arg| render(arg, &vars))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tally = Arc::new(Tally::new(a.expect));
     tokio::spawn(receiver::serve(listener, Arc::clone(&tally)));
 
     let log = std::fs::File::create(&a.log).with_context(|| format!("creating {}", a.log.display()))?;
-    let child = Command::new(&a.command[0])
-        .args(&a.command[1..])
+    let child = Command::new(&command[0])
+        .args(&command[1..])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting {:?}", a.command))?;
+        .with_context(|| format!("starting {command:?}"))?;
     let mut shipper = Shipper(child);
     let pid = shipper.0.id();
     eprintln!(
@@ -118,13 +161,14 @@ async fn main() -> anyhow::Result<()> {
 
     let (end, usage) = watch(&a, &mut shipper, &tally).await?;
     drop(shipper);
-    let Some(usage) = usage else {
-        bail!(
-            "{} exited before it could be measured; see {}",
+    if usage.is_none() {
+        eprintln!(
+            "bench-run: {} exited before it could be measured; see {}",
             a.shipper,
             a.log.display()
-        )
-    };
+        );
+    }
+    let usage = usage.unwrap_or_default();
     let row = Row {
         workload: a.workload.clone(),
         shipper: a.shipper.clone(),

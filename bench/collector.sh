@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The collector benchmark: sluice-collector against rsyslog and syslog-ng on the same Docker
+# json-file workloads, each shipping to a counting TCP syslog receiver. See bench/README.md.
+#
+#   bench/collector.sh                 # full run (2,000,000 lines single file; 200 x 10,000 lines)
+#   bench/collector.sh --quick         # the same at 1/10 scale (harness check, ~1 minute)
+#   SHIPPERS="rsyslog syslog-ng" bench/collector.sh      # a subset
+#   SHIPPERS="standin rsyslog" bench/collector.sh        # the naive stand-in instead of sluice
+#
+# Environment:
+#   BENCH_DIR        work directory (workloads ~1 GiB, configs, logs, results); default /var/tmp/sluice-bench
+#   SHIPPERS         which shippers, in order; default "rsyslog syslog-ng sluice"
+#   WORKLOADS        which workloads; default "single many many-drain-down"
+#   SLUICE_COLLECTOR path of sluice-collector; else $SLUICE_BIN_DIR/sluice-collector, else
+#                    target/x86_64-unknown-linux-gnu/release/sluice-collector, else built here
+#   SINGLE_LINES, MANY_CONTAINERS, MANY_LINES   workload sizes (defaults 2000000, 200, 10000)
+#   PERF=1           also record a perf profile (cpu-clock) of sluice on the single-file workload
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="${BENCH_DIR:-/var/tmp/sluice-bench}"
+SHIPPERS="${SHIPPERS:-rsyslog syslog-ng sluice}"
+WORKLOADS="${WORKLOADS:-single many many-drain-down}"
+SINGLE_LINES="${SINGLE_LINES:-2000000}"
+MANY_CONTAINERS="${MANY_CONTAINERS:-200}"
+MANY_LINES="${MANY_LINES:-10000}"
+SEED=20261121
+
+if [[ "${1:-}" == "--quick" ]]; then
+    SINGLE_LINES=$((SINGLE_LINES / 10))
+    MANY_LINES=$((MANY_LINES / 10))
+    BENCH_DIR="$BENCH_DIR-quick"
+elif [[ $# -gt 0 ]]; then
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+
+say() { echo "bench: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------------
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+say "building the benchmark tools (cargo build --release -p sluice-bench)"
+(cd "$REPO" && cargo build --release -q -p sluice-bench)
+TOOLS="$TARGET_DIR/release"
+
+find_sluice() {
+    local c
+    for c in "${SLUICE_COLLECTOR:-}" "${SLUICE_BIN_DIR:+$SLUICE_BIN_DIR/sluice-collector}" \
+        "$TARGET_DIR/x86_64-unknown-linux-gnu/release/sluice-collector"; do
+        if [[ -n "$c" && -x "$c" ]]; then
+            echo "$c"
+            return
+        fi
+    done
+    say "no sluice-collector binary found; building it (cargo build --release -p sluice-collector)"
+    (cd "$REPO" && cargo build --release -q -p sluice-collector)
+    echo "$TARGET_DIR/release/sluice-collector"
+}
+
+for s in $SHIPPERS; do
+    case "$s" in
+    sluice) SLUICE="$(find_sluice)"; say "sluice-collector: $SLUICE" ;;
+    rsyslog) command -v rsyslogd >/dev/null || { say "rsyslogd is missing: run scripts/setup.sh (or apt-get install rsyslog)"; exit 1; } ;;
+    syslog-ng)
+        # shellcheck source=lib/syslog-ng.sh
+        source "$REPO/bench/lib/syslog-ng.sh"
+        syslog_ng_ensure
+        ;;
+    standin) ;;
+    *) say "unknown shipper $s (known: sluice rsyslog syslog-ng standin)"; exit 2 ;;
+    esac
+done
+
+# --- workloads ---------------------------------------------------------------------------------
+mkdir -p "$BENCH_DIR"
+SINGLE_ROOT="$BENCH_DIR/workload-single"
+MANY_ROOT="$BENCH_DIR/workload-many"
+"$TOOLS/gen-workload" --root "$SINGLE_ROOT" --containers 1 --lines-per-container "$SINGLE_LINES" --seed "$SEED"
+"$TOOLS/gen-workload" --root "$MANY_ROOT" --containers "$MANY_CONTAINERS" --lines-per-container "$MANY_LINES" --seed "$SEED"
+MANY_TOTAL=$((MANY_CONTAINERS * MANY_LINES))
+
+RUN_DIR="$BENCH_DIR/run-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$RUN_DIR"
+RESULTS="$RUN_DIR/results.tsv"
+CONFIGS="$REPO/bench/configs"
+say "results and logs in $RUN_DIR"
+
+# run_one SHIPPER WORKLOAD-NAME DOCKER-ROOT EXPECTED-LINES
+run_one() {
+    local shipper="$1" workload="$2" root="$3" expect="$4"
+    local state="$RUN_DIR/$workload-$shipper"
+    mkdir -p "$state/state"
+    local run=("$TOOLS/bench-run" --shipper "$shipper" --workload "$workload" --expect "$expect"
+        --results "$RESULTS" --log "$state/output.log" --var "DOCKER_ROOT=$root" --var "STATE_DIR=$state/state")
+    local sluice_cfg=sluice.yaml.tmpl
+    [[ "$workload" == *drain-down ]] && sluice_cfg=sluice-drain-down.yaml.tmpl
+    case "$shipper" in
+    sluice | standin)
+        local bin="$TOOLS/standin-collector"
+        [[ "$shipper" == sluice ]] && bin="$SLUICE"
+        "${run[@]}" --render "$CONFIGS/$sluice_cfg=$state/sluice.yaml" -- \
+            "$bin" --config "$state/sluice.yaml" --state-dir "$state/state" --listen "127.0.0.1:@FREE_PORT@"
+        ;;
+    rsyslog)
+        "${run[@]}" --render "$CONFIGS/rsyslog.conf.tmpl=$state/rsyslog.conf" -- \
+            rsyslogd -n -f "$state/rsyslog.conf" -i "$state/rsyslogd.pid"
+        ;;
+    syslog-ng)
+        "${run[@]}" --render "$CONFIGS/syslog-ng.conf.tmpl=$state/syslog-ng.conf" -- \
+            env "LD_LIBRARY_PATH=$SYSLOG_NG_LD_PATH" "$SYSLOG_NG_BIN" -F --no-caps \
+            -f "$state/syslog-ng.conf" --module-path="$SYSLOG_NG_MODULES" \
+            --persist-file="$state/state/syslog-ng.persist" --pidfile="$state/syslog-ng.pid" \
+            --control="$state/syslog-ng.ctl"
+        ;;
+    esac
+}
+
+# Shippers run one after another, each from a clean state directory, never concurrently.
+for workload in $WORKLOADS; do
+    case "$workload" in
+    single) for s in $SHIPPERS; do run_one "$s" single "$SINGLE_ROOT" "$SINGLE_LINES" || say "$s on single failed"; done ;;
+    many) for s in $SHIPPERS; do run_one "$s" many "$MANY_ROOT" "$MANY_TOTAL" || say "$s on many failed"; done ;;
+    many-drain-down)
+        # Only sluice has the per-drain cursors this case is about.
+        for s in $SHIPPERS; do
+            if [[ "$s" == sluice || "$s" == standin ]]; then
+                run_one "$s" many-drain-down "$MANY_ROOT" "$MANY_TOTAL" || say "$s on many-drain-down failed"
+            fi
+        done
+        ;;
+    *) say "unknown workload $workload (known: single many many-drain-down)"; exit 2 ;;
+    esac
+done
+
+if [[ "${PERF:-0}" == 1 && " $SHIPPERS " == *" sluice "* ]]; then
+    "$REPO/bench/profile.sh" "$SLUICE" "$SINGLE_ROOT" "$SINGLE_LINES" "$RUN_DIR/profile" || say "profiling failed"
+fi
+
+echo
+echo "sluice collector benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)"
+echo "single: 1 container x $SINGLE_LINES lines; many: $MANY_CONTAINERS containers x $MANY_LINES lines;" \
+    "lines of 100-200 bytes (json-file lines ~80 bytes longer)"
+"$TOOLS/bench-report" --results "$RESULTS" --subject "$( [[ " $SHIPPERS " == *" sluice "* ]] && echo sluice || echo standin)"
