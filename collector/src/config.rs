@@ -57,8 +57,14 @@ pub enum Error {
 
 /// Read and validate the config file.
 pub fn load(path: &Path) -> Result<NodeConfig, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-    NodeConfig::from_yaml(&text).map_err(|source| Error::Invalid { path: path.to_owned(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    NodeConfig::from_yaml(&text).map_err(|source| Error::Invalid {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// How often the file is re-read even without a watcher event.
@@ -75,14 +81,26 @@ pub async fn watch(
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
     let (event_tx, mut events) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
         // Only a wake-up: the file itself is the truth. A full channel already holds a wake-up.
         let _ = event_tx.try_send(());
     })
-    .map_err(|source| Error::Watch { path: dir.clone(), source })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|source| Error::Watch { path: dir.clone(), source })?;
+    .map_err(|source| Error::Watch {
+        path: dir.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|source| Error::Watch {
+            path: dir.clone(),
+            source,
+        })?;
     info!(path = %path.display(), "watching the config file for changes");
 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
@@ -133,8 +151,13 @@ mod tests {
         let path = dir.path().join("sluice.yaml");
         std::fs::write(&path, GOOD.replace("514", "99999")).expect("write");
         let message = load(&path).expect_err("bad port").to_string();
-        assert!(message.contains("sluice.yaml") && message.contains("drains[0].url"), "{message}");
-        let missing = load(&dir.path().join("nope.yaml")).expect_err("missing").to_string();
+        assert!(
+            message.contains("sluice.yaml") && message.contains("drains[0].url"),
+            "{message}"
+        );
+        let missing = load(&dir.path().join("nope.yaml"))
+            .expect_err("missing")
+            .to_string();
         assert!(missing.contains("nope.yaml"), "{missing}");
     }
 
@@ -155,14 +178,19 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), rejected).await.expect("rejection counted");
+        tokio::time::timeout(Duration::from_secs(10), rejected)
+            .await
+            .expect("rejection counted");
         assert!(!rx.has_changed().expect("sender alive"));
 
         // A good edit, written by rename like an editor does, is published.
         let tmp = dir.path().join(".sluice.yaml.tmp");
         std::fs::write(&tmp, GOOD.replace("name: a", "name: b")).expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
-        tokio::time::timeout(Duration::from_secs(10), rx.changed()).await.expect("change seen").expect("alive");
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("change seen")
+            .expect("alive");
         assert_eq!(rx.borrow().drains[0].name, "b");
 
         cancel.cancel();

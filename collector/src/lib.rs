@@ -8,6 +8,7 @@
 //! * [`pipeline`]: the contract between the engine and the drains (batches, acks, cursors).
 //! * [`drain`]: encoders (RFC5424, JSON) and transports (syslog TCP/TLS/UDP, HTTP) behind a tower
 //!   stack per drain.
+//! * [`runtime`]: wires them: one engine, one task per drain, reloads in place, graceful stop.
 //! * [`metrics`]: the Prometheus registry; [`server`]: `/metrics`, `/healthz`, `/readyz`.
 
 pub mod config;
@@ -15,4 +16,5 @@ pub mod drain;
 pub mod engine;
 pub mod metrics;
 pub mod pipeline;
+pub mod runtime;
 pub mod server;

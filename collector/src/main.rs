@@ -1,1 +1,157 @@
-fn main() {}
+//! `sluice-collector`: ship container logs to drains, at least once.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use sluice_collector::{config, metrics::Metrics, runtime, server};
+use tokio::{signal::unix::SignalKind, sync::watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Tail container logs (Docker json-file, CRI) and deliver every line to the drains its
+/// container is bound to, with a cursor per (file, drain) so nothing is lost or sent twice.
+///
+/// On a plain Docker host, write the node config by hand (see examples/standalone.yaml); in
+/// Kubernetes the sluice operator renders it. The file is watched: edits apply without a restart,
+/// and an invalid edit is rejected (naming the field) while the last good config keeps running.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The node config (YAML).
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Where cursors are kept (a hostPath in Kubernetes, so restarts resume exactly).
+    #[arg(
+        long,
+        env = "SLUICE_STATE_DIR",
+        default_value = "/var/lib/sluice",
+        value_name = "DIR"
+    )]
+    state_dir: PathBuf,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(
+        long,
+        env = "SLUICE_LISTEN",
+        default_value = "0.0.0.0:9880",
+        value_name = "ADDR"
+    )]
+    listen: SocketAddr,
+    /// This node's name (default syslog HOSTNAME); from the downward API in Kubernetes.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// On SIGTERM, how long drains may take to deliver what is in flight.
+    #[arg(long, default_value = "20", value_name = "SECONDS")]
+    grace_period: u64,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Only check the config file and exit (0 when valid).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    let initial = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            anyhow::bail!("{e}");
+        }
+    };
+    if args.check {
+        println!(
+            "{}: valid ({} drains, {} containers, {} selectors)",
+            args.config.display(),
+            initial.drains.len(),
+            initial.containers.len(),
+            initial.selectors.len()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sluice-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args, initial))
+}
+
+async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> {
+    let metrics = Metrics::new().context("cannot register metrics")?;
+    let health = server::Health::new(metrics.clone());
+    let cancel = CancellationToken::new();
+    let server = server::serve(args.listen, health.clone(), cancel.child_token())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = tokio::spawn(server);
+
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let settings = runtime::Settings {
+        state_dir: args.state_dir.clone(),
+        node_name,
+    };
+    let initial = Arc::new(initial);
+    let mut collector = runtime::Collector::start(settings, Arc::clone(&initial), metrics.clone())
+        .context("cannot start the collector")?;
+    let (config_tx, mut config_rx) = watch::channel(initial);
+    let watcher = tokio::spawn(config::watch(
+        args.config.clone(),
+        config_tx,
+        metrics.clone(),
+        cancel.child_token(),
+    ));
+    health.set_ready(true);
+
+    let mut sigterm =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping"); break; }
+            changed = config_rx.changed() => {
+                if changed.is_err() { break; }
+                let config = config_rx.borrow_and_update().clone();
+                match collector.apply(config) {
+                    Ok(()) => metrics.config_reloads.with_label_values(&["applied"]).inc(),
+                    Err(e) => {
+                        error!(error = %e, "config change rejected; the last good config keeps running");
+                        metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                    }
+                }
+            }
+        }
+    }
+    health.set_ready(false);
+    collector.shutdown(Duration::from_secs(args.grace_period)).await;
+    cancel.cancel();
+    if let Ok(Err(e)) = watcher.await {
+        error!(error = %e, "config watcher failed");
+    }
+    let _ = server.await;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -139,20 +139,25 @@ impl Metrics {
     pub fn registry(&self) -> &Registry {
         let last = self.last_checkpoint.load(Ordering::Relaxed);
         if last > 0 {
-            self.checkpoint_age_seconds.set(unix_now().saturating_sub(last).try_into().unwrap_or(i64::MAX));
+            self.checkpoint_age_seconds
+                .set(unix_now().saturating_sub(last).try_into().unwrap_or(i64::MAX));
         }
         &self.registry
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The tail engine reports through this; labels stay bounded (drain names and fixed causes).
 impl crate::engine::Emitter for Metrics {
     fn lines_read(&self, stream: sluice_api::node_config::Stream, lines: u64, bytes: u64) {
-        self.lines_read.with_label_values(&[stream.as_str()]).inc_by(lines);
+        self.lines_read
+            .with_label_values(&[stream.as_str()])
+            .inc_by(lines);
         self.bytes_read.inc_by(bytes);
     }
 
@@ -161,11 +166,15 @@ impl crate::engine::Emitter for Metrics {
     }
 
     fn lines_dropped(&self, drain: &str, cause: &'static str, lines: u64) {
-        self.lines_dropped.with_label_values(&[drain, cause]).inc_by(lines);
+        self.lines_dropped
+            .with_label_values(&[drain, cause])
+            .inc_by(lines);
     }
 
     fn lag_bytes(&self, drain: &str, bytes: u64) {
-        self.lag_bytes.with_label_values(&[drain]).set(bytes.try_into().unwrap_or(i64::MAX));
+        self.lag_bytes
+            .with_label_values(&[drain])
+            .set(bytes.try_into().unwrap_or(i64::MAX));
     }
 
     fn open_files(&self, files: u64) {

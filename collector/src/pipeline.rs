@@ -153,7 +153,9 @@ pub struct Cursor {
 impl Cursor {
     /// A cursor starting at `position` (from a checkpoint), or nowhere yet.
     pub fn new(position: Option<Position>) -> Self {
-        Self { acked: Mutex::new(position) }
+        Self {
+            acked: Mutex::new(position),
+        }
     }
 
     /// The last acknowledged position.
@@ -223,7 +225,10 @@ impl Batch {
     pub fn mark(&mut self, cursor: &Arc<Cursor>, position: Position) {
         match self.marks.iter_mut().find(|m| Arc::ptr_eq(&m.cursor, cursor)) {
             Some(mark) => mark.position = position,
-            None => self.marks.push(AckMark { cursor: Arc::clone(cursor), position }),
+            None => self.marks.push(AckMark {
+                cursor: Arc::clone(cursor),
+                position,
+            }),
         }
     }
 
@@ -263,7 +268,10 @@ pub struct DrainEndpoint {
 
 impl fmt::Debug for DrainEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DrainEndpoint").field("name", &self.name).field("generation", &self.generation).finish()
+        f.debug_struct("DrainEndpoint")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
@@ -272,8 +280,16 @@ mod tests {
     use super::*;
 
     fn pos(offset: u64) -> Position {
-        let file = FileId { dev: 1, ino: 2, head_hash: 3, head_len: 4 };
-        Position { resume: FilePos { file, offset }, acked_end: FilePos { file, offset } }
+        let file = FileId {
+            dev: 1,
+            ino: 2,
+            head_hash: 3,
+            head_len: 4,
+        };
+        Position {
+            resume: FilePos { file, offset },
+            acked_end: FilePos { file, offset },
+        }
     }
 
     #[test]
@@ -284,7 +300,10 @@ mod tests {
         batch.push_frame(|b| b.extend_from_slice(b"three"));
         batch.mark(&cursor, pos(10));
         batch.mark(&cursor, pos(20));
-        assert_eq!(batch.frames().collect::<Vec<_>>(), vec![&b"one"[..], &b"three"[..]]);
+        assert_eq!(
+            batch.frames().collect::<Vec<_>>(),
+            vec![&b"one"[..], &b"three"[..]]
+        );
         assert_eq!(batch.marks.len(), 1, "one mark per stream");
         assert_eq!(cursor.get(), None, "nothing moves before delivery");
         batch.ack();
@@ -293,8 +312,18 @@ mod tests {
 
     #[test]
     fn msg_id_fits_rfc5424_msgid() {
-        let id = MsgId { file: u64::MAX, offset: u64::MAX };
+        let id = MsgId {
+            file: u64::MAX,
+            offset: u64::MAX,
+        };
         assert!(id.to_string().len() <= 32);
-        assert_eq!(MsgId { file: 0xab, offset: 0x10 }.to_string(), "00000000000000ab10");
+        assert_eq!(
+            MsgId {
+                file: 0xab,
+                offset: 0x10
+            }
+            .to_string(),
+            "00000000000000ab10"
+        );
     }
 }

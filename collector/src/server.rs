@@ -25,7 +25,10 @@ pub struct Health {
 impl Health {
     /// Not ready until [`Health::set_ready`].
     pub fn new(metrics: Metrics) -> Self {
-        Self { metrics, ready: Arc::new(AtomicBool::new(false)) }
+        Self {
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Mark the collector ready (or not, while it shuts down).
@@ -47,14 +50,22 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(health);
-    Ok(async move { axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await })
+    Ok(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+    })
 }
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     let mut body = Vec::new();
     match TextEncoder::new().encode(&health.metrics.registry().gather(), &mut body) {
         Ok(()) => (StatusCode::OK, [("content-type", prometheus::TEXT_FORMAT)], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
