@@ -123,7 +123,10 @@ impl FileSet {
         }
         let Some(path) = &f.path else { return false };
         match open_regular(path) {
-            Ok((fd, meta)) if (meta.dev(), meta.ino()) == f.dev_ino => {
+            Ok((fd, meta))
+                if (meta.dev(), meta.ino()) == f.dev_ino
+                    && identity::same_head(&fd, &f.id).unwrap_or(false) =>
+            {
                 f.fd = Some(fd);
                 true
             }
@@ -150,11 +153,13 @@ impl FileSet {
                     continue;
                 }
             };
-            match self
+            let known = self
                 .files
                 .iter()
-                .position(|f| f.dev_ino == (meta.dev(), meta.ino()))
-            {
+                .position(|f| f.dev_ino == (meta.dev(), meta.ino()));
+            // An entry without a descriptor does not pin its inode: a new file may have it now.
+            let known = known.filter(|&i| self.files[i].fd.is_some() || self.still_same(i, path));
+            match known {
                 Some(i) => {
                     seen[i] = true;
                     let f = &mut self.files[i];
@@ -178,6 +183,18 @@ impl FileSet {
             f.sealed = f.seq != newest;
         }
         changes
+    }
+
+    /// Whether the file at `path` (with the inode of entry `i`, which holds no descriptor) is
+    /// still that entry's file; if not, the entry is marked gone.
+    fn still_same(&mut self, i: usize, path: &Path) -> bool {
+        let f = &mut self.files[i];
+        let same = open_regular(path).is_ok_and(|(fd, _)| identity::same_head(&fd, &f.id).unwrap_or(false));
+        if !same {
+            f.path = None;
+            f.dev_ino = (0, 0);
+        }
+        same
     }
 
     fn add(&mut self, path: &Path) -> io::Result<()> {
