@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the kube-apiserver + etcd test harness (the Go program in this
+# directory) once per source version and prints the binary's path.
+#
+# The binary lands in ${SLUICE_CACHE:-/var/cache/sluice}/bin/kube-harness-<hash>,
+# where <hash> covers go.mod, go.sum, every *.go file and this script, so an
+# unchanged harness is never rebuilt. Go's own build and module caches
+# (GOCACHE, GOMODCACHE; defaults under $HOME) persist on the machine, so even a
+# changed harness only recompiles its own package and relinks.
+#
+# Needs Go >= 1.24 and the Go module proxy. Nothing is downloaded except Go
+# modules. Progress goes to stderr; stdout is only the binary's path.
+set -euo pipefail
+
+# Kubernetes version compiled in; must match go.mod (checked below).
+K8S_VERSION=v1.34.3
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${SLUICE_CACHE:-/var/cache/sluice}"
+
+# The official tarball's location, for shells whose PATH lacks it.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+	PATH="$PATH:/usr/local/go/bin"
+fi
+if ! command -v go >/dev/null 2>&1; then
+	echo "kube-harness build: no 'go' on PATH (Go >= 1.24 is needed to build the kube-apiserver harness; scripts/setup.sh installs it)" >&2
+	exit 127
+fi
+if ! grep -q "k8s.io/kubernetes ${K8S_VERSION}\$" "$here/go.mod"; then
+	echo "kube-harness build: go.mod does not pin k8s.io/kubernetes ${K8S_VERSION}; update K8S_VERSION in $0 together with go.mod" >&2
+	exit 1
+fi
+
+hash="$(cd "$here" && cat go.mod go.sum build.sh $(ls ./*.go | LC_ALL=C sort) | sha256sum | cut -c1-16)"
+out="$cache/bin/kube-harness-$hash"
+if [[ -x "$out" ]]; then
+	echo "$out"
+	exit 0
+fi
+
+mkdir -p "$cache/bin"
+# One build at a time per machine (test binaries start in parallel); whoever
+# waited finds the binary already there.
+exec 9>"$cache/bin/.kube-harness.lock"
+flock 9
+if [[ -x "$out" ]]; then
+	echo "$out"
+	exit 0
+fi
+minor="${K8S_VERSION#v1.}"
+minor="${minor%%.*}"
+ldflags="-s -w"
+# Without these the server reports v0.0.0-master on /version.
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
+echo "kube-harness build: compiling kube-apiserver ${K8S_VERSION} + etcd into $out (first build on a machine takes many minutes)" >&2
+start=$SECONDS
+tmp="$out.tmp.$$"
+trap 'rm -f "$tmp"' EXIT
+(
+	cd "$here"
+	GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
+		go build -trimpath -ldflags "$ldflags" -o "$tmp" .
+)
+# Atomic publish: concurrent builders race harmlessly to the same content.
+mv -f "$tmp" "$out"
+echo "kube-harness build: done in $((SECONDS - start)) s" >&2
+echo "$out"
