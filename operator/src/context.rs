@@ -1,0 +1,112 @@
+//! What every part of the operator shares: the client, the settings, the metrics and the health
+//! flags served on `/healthz` and `/readyz`.
+//!
+//! Invariant: [`Context`] is cheap to clone (everything heavy is behind `Arc` or is a handle).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::metrics::Metrics;
+
+/// The name of the field manager of every write (server-side apply) and of Event reporting.
+pub const MANAGER: &str = "sluice-operator";
+
+/// Tunables, with production defaults in [`Settings::new`]; tests shorten the intervals.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The namespace of the node config Secrets and of the leader Lease.
+    pub namespace: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    pub identity: String,
+    /// The name of the leader-election Lease.
+    pub lease_name: String,
+    /// How long a Lease is valid after its last renewal.
+    pub lease_duration: Duration,
+    /// How often the leader renews (and a standby retries).
+    pub renew_interval: Duration,
+    /// How often every referenced Secret is re-read and every status rechecked.
+    pub resync_interval: Duration,
+    /// How often Secrets that were missing are looked up again.
+    pub missing_secret_retry: Duration,
+    /// How many node config writes run at once.
+    pub write_concurrency: usize,
+    /// Watch only these namespaces for LogDrains, LogBindings and Pods (empty: all namespaces).
+    pub watch_namespaces: Vec<String>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: do not serve).
+    pub listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Production defaults for an operator in `namespace` known as `identity`.
+    pub fn new(namespace: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            identity: identity.into(),
+            lease_name: "sluice-operator".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(2),
+            resync_interval: Duration::from_secs(300),
+            missing_secret_retry: Duration::from_secs(10),
+            write_concurrency: 8,
+            watch_namespaces: Vec::new(),
+            listen: None,
+        }
+    }
+}
+
+/// Liveness and readiness, as the HTTP server reports them.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    leader: AtomicBool,
+}
+
+impl Health {
+    /// Whether `/readyz` answers 200: a standby is ready; a leader once its first full pass is done.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    /// Set readiness.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+    /// Whether this replica leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+    /// Set leadership.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+}
+
+/// Shared state of one operator replica.
+#[derive(Clone)]
+pub struct Context {
+    /// The API client (the operator's own identity).
+    pub client: kube::Client,
+    /// Tunables.
+    pub settings: Arc<Settings>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Health flags.
+    pub health: Arc<Health>,
+}
+
+impl Context {
+    /// A context with fresh metrics and health.
+    pub fn new(client: kube::Client, settings: Settings) -> Self {
+        Self {
+            client,
+            settings: Arc::new(settings),
+            metrics: Metrics::new(),
+            health: Arc::default(),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The leader's loop: watch LogDrains, LogBindings and Pods (all namespaces) into the [`World`],
+//! read the Secrets drains name (by name only), and after each batch of changes re-render exactly
+//! what the batch made dirty.
+//!
+//! Invariants:
+//! * nothing is written before all three watches have listed once (a partial picture would
+//!   delete configs of nodes whose pods were not listed yet);
+//! * the first pass considers every node that has pods or a config Secret, every drain and every
+//!   binding; later passes only what changed ([`Dirty`]);
+//! * Secrets are read with `get` by name in the drain's namespace, never listed or watched;
+//! * a failed write is retried after a jittered, growing delay, without blocking other work.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use futures::{FutureExt, StreamExt, stream::BoxStream};
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, events::Recorder, watcher},
+};
+use sluice_api::crd::{LogBinding, LogDrain};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Context, Error, Result,
+    reconcile::{node_config::NodeWriter, status},
+    world::{Dirty, ObjKey, PodInfo, SlimPod, World, key_of},
+};
+
+/// One event from one of the watches, with the namespace the watch is scoped to (`None`: all).
+struct Change {
+    scope: Option<String>,
+    event: KindEvent,
+}
+
+enum KindEvent {
+    Drain(Box<watcher::Event<LogDrain>>),
+    Binding(Box<watcher::Event<LogBinding>>),
+    Pod(Box<watcher::Event<SlimPod>>),
+}
+
+fn api<K>(client: &kube::Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn watch<K, F>(
+    api: Api<K>,
+    scope: Option<String>,
+    wrap: F,
+    resource: &'static str,
+) -> BoxStream<'static, Result<Change>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(watcher::Event<K>) -> KindEvent + Send + 'static,
+{
+    let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    stream
+        .map(move |e| {
+            e.map(|e| Change {
+                scope: scope.clone(),
+                event: wrap(e),
+            })
+            .map_err(|source| Error::Watch { resource, source })
+        })
+        .boxed()
+}
+
+/// Objects listed during a watch's (re)list, applied at once on `InitDone`; per watch scope.
+#[derive(Default)]
+struct Relist {
+    drains: HashMap<Option<String>, Vec<LogDrain>>,
+    bindings: HashMap<Option<String>, Vec<LogBinding>>,
+    pods: HashMap<Option<String>, Vec<PodInfo>>,
+    /// `(kind, scope)` of the watches that have listed at least once.
+    synced: HashSet<(u8, Option<String>)>,
+    /// How many watches there are.
+    watches: usize,
+}
+
+/// Whether `key` lies in a watch scope.
+fn in_scope(scope: &Option<String>, key: &ObjKey) -> bool {
+    scope.as_ref().is_none_or(|ns| *ns == key.0)
+}
+
+/// The leader's state.
+struct Leader {
+    ctx: Context,
+    world: World,
+    writer: NodeWriter,
+    recorder: Recorder,
+    relist: Relist,
+    dirty: Dirty,
+    retry: Dirty,
+    retry_at: Option<Instant>,
+    failures: u32,
+    first_pass_done: bool,
+}
+
+/// Run the leader's loop until `stop` is cancelled.
+pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
+    let client = ctx.client.clone();
+    let scopes: Vec<Option<String>> = match ctx.settings.watch_namespaces.as_slice() {
+        [] => vec![None],
+        namespaces => namespaces.iter().cloned().map(Some).collect(),
+    };
+    let mut streams = Vec::new();
+    for scope in &scopes {
+        let drains = |e| KindEvent::Drain(Box::new(e));
+        let bindings = |e| KindEvent::Binding(Box::new(e));
+        streams.push(watch(
+            api::<LogDrain>(&client, scope),
+            scope.clone(),
+            drains,
+            "logdrains",
+        ));
+        streams.push(watch(
+            api::<LogBinding>(&client, scope),
+            scope.clone(),
+            bindings,
+            "logbindings",
+        ));
+        streams.push(watch(
+            api::<SlimPod>(&client, scope),
+            scope.clone(),
+            |e| KindEvent::Pod(Box::new(e)),
+            "pods",
+        ));
+    }
+    let watches = streams.len();
+    let mut events = futures::stream::select_all(streams);
+    let writer = NodeWriter::load(ctx.clone()).await?;
+    let mut leader = Leader {
+        recorder: status::recorder(&ctx),
+        ctx,
+        world: World::default(),
+        writer,
+        relist: Relist {
+            watches,
+            ..Relist::default()
+        },
+        dirty: Dirty::default(),
+        retry: Dirty::default(),
+        retry_at: None,
+        failures: 0,
+        first_pass_done: false,
+    };
+    let mut resync = tokio::time::interval(leader.ctx.settings.resync_interval);
+    let mut missing = tokio::time::interval(leader.ctx.settings.missing_secret_retry);
+    resync.reset();
+    missing.reset();
+    loop {
+        let retry_at = leader.retry_at;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            event = events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                leader.apply(event);
+                // Take every event that is already waiting, so a burst becomes one pass.
+                while let Some(Some(event)) = events.next().now_or_never() {
+                    leader.apply(event);
+                }
+            }
+            () = sleep_until(retry_at) => {
+                leader.retry_at = None;
+                let retry = std::mem::take(&mut leader.retry);
+                leader.dirty.merge(retry);
+            }
+            _ = resync.tick() => leader.resync(false).await,
+            _ = missing.tick() => leader.resync(true).await,
+        }
+        if leader.relist.synced.len() == leader.relist.watches {
+            leader.pass().await;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Leader {
+    fn apply(&mut self, event: Result<Change>) {
+        let change = match event {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch failed; retrying with backoff");
+                self.ctx
+                    .metrics
+                    .errors
+                    .with_label_values(&["watch", e.kind()])
+                    .inc();
+                return;
+            }
+        };
+        let Change { scope, event } = change;
+        let dirty = match event {
+            KindEvent::Drain(e) => self.apply_drain(scope, *e),
+            KindEvent::Binding(e) => self.apply_binding(scope, *e),
+            KindEvent::Pod(e) => self.apply_pod(scope, *e),
+        };
+        self.dirty.merge(dirty);
+    }
+
+    fn apply_drain(&mut self, scope: Option<String>, event: watcher::Event<LogDrain>) -> Dirty {
+        match event {
+            watcher::Event::Apply(d) => self.world.set_drain(key_of(&d.metadata), Some(d)),
+            watcher::Event::Delete(d) => self.world.set_drain(key_of(&d.metadata), None),
+            watcher::Event::Init => {
+                self.relist.drains.insert(scope, Vec::new());
+                Dirty::default()
+            }
+            watcher::Event::InitApply(d) => {
+                self.relist.drains.entry(scope).or_default().push(d);
+                Dirty::default()
+            }
+            watcher::Event::InitDone => {
+                let listed = self.relist.drains.remove(&scope).unwrap_or_default();
+                let keys: BTreeSet<ObjKey> = listed.iter().map(|d| key_of(&d.metadata)).collect();
+                let gone: Vec<ObjKey> = self
+                    .world
+                    .drains
+                    .keys()
+                    .filter(|k| in_scope(&scope, k) && !keys.contains(*k))
+                    .cloned()
+                    .collect();
+                let mut dirty = Dirty::default();
+                for d in listed {
+                    dirty.merge(self.world.set_drain(key_of(&d.metadata), Some(d)));
+                }
+                for k in gone {
+                    dirty.merge(self.world.set_drain(k, None));
+                }
+                self.relist.synced.insert((0, scope));
+                dirty
+            }
+        }
+    }
+
+    fn apply_binding(&mut self, scope: Option<String>, event: watcher::Event<LogBinding>) -> Dirty {
+        match event {
+            watcher::Event::Apply(b) => self.world.set_binding(key_of(&b.metadata), Some(b)),
+            watcher::Event::Delete(b) => self.world.set_binding(key_of(&b.metadata), None),
+            watcher::Event::Init => {
+                self.relist.bindings.insert(scope, Vec::new());
+                Dirty::default()
+            }
+            watcher::Event::InitApply(b) => {
+                self.relist.bindings.entry(scope).or_default().push(b);
+                Dirty::default()
+            }
+            watcher::Event::InitDone => {
+                let listed = self.relist.bindings.remove(&scope).unwrap_or_default();
+                let keys: BTreeSet<ObjKey> = listed.iter().map(|b| key_of(&b.metadata)).collect();
+                let gone: Vec<ObjKey> = self
+                    .world
+                    .bindings
+                    .keys()
+                    .filter(|k| in_scope(&scope, k) && !keys.contains(*k))
+                    .cloned()
+                    .collect();
+                let mut dirty = Dirty::default();
+                for b in listed {
+                    dirty.merge(self.world.set_binding(key_of(&b.metadata), Some(b)));
+                }
+                for k in gone {
+                    dirty.merge(self.world.set_binding(k, None));
+                }
+                self.relist.synced.insert((1, scope));
+                dirty
+            }
+        }
+    }
+
+    fn apply_pod(&mut self, scope: Option<String>, event: watcher::Event<SlimPod>) -> Dirty {
+        match event {
+            watcher::Event::Apply(p) => {
+                let key = key_of(&p.metadata);
+                self.world.upsert_pod(PodInfo::from_pod(p), key)
+            }
+            watcher::Event::Delete(p) => self.world.delete_pod(&key_of(&p.metadata)),
+            watcher::Event::Init => {
+                self.relist.pods.insert(scope, Vec::new());
+                Dirty::default()
+            }
+            watcher::Event::InitApply(p) => {
+                if let Some(pod) = PodInfo::from_pod(p) {
+                    self.relist.pods.entry(scope).or_default().push(pod);
+                }
+                Dirty::default()
+            }
+            watcher::Event::InitDone => {
+                let listed = self.relist.pods.remove(&scope).unwrap_or_default();
+                let dirty = self.world.replace_pods(scope.as_deref(), listed);
+                self.relist.synced.insert((2, scope));
+                dirty
+            }
+        }
+    }
+}
+
+mod pass;

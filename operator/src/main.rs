@@ -1,0 +1,96 @@
+//! `sluice-operator`: the command line around [`sluice_operator::run`].
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use sluice_operator::{Context, Settings, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// sluice's operator: renders one collector config Secret per node from LogDrains, LogBindings and
+/// pods, and reports in their status whether they work. Run two replicas; they elect a leader on a
+/// Lease, and only the leader writes.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Namespace for the node config Secrets and the leader Lease (default: this pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// This replica's identity in the leader Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "sluice-operator")]
+    lease_name: String,
+    /// Seconds a leader's Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Seconds between full re-reads of referenced Secrets and status rechecks.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    /// Watch only this namespace for LogDrains, LogBindings and pods (repeatable; default: all).
+    #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
+    watch_namespaces: Vec<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: telemetry::LogFormat,
+}
+
+fn in_cluster_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let namespace = args.namespace.or_else(in_cluster_namespace).context(
+        "no namespace for the node configs: pass --namespace or set POD_NAMESPACE (from the downward API)",
+    )?;
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .context("no identity for leader election: pass --identity or set POD_NAME")?;
+    let client = kube::Client::try_default().await.context(
+        "cannot build a Kubernetes client (no in-cluster service account and no usable kubeconfig)",
+    )?;
+    let mut settings = Settings::new(namespace, identity);
+    settings.lease_name = args.lease_name;
+    settings.lease_duration = Duration::from_secs(args.lease_seconds.max(3));
+    settings.renew_interval = settings.lease_duration / 5;
+    settings.resync_interval = Duration::from_secs(args.resync_seconds.max(10));
+    settings.listen = Some(args.listen);
+    settings.watch_namespaces = args.watch_namespaces;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing the current pass and releasing the leader Lease");
+        on_signal.cancel();
+    });
+    sluice_operator::run(Context::new(client, settings), shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

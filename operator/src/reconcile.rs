@@ -1,0 +1,10 @@
+//! Turning the [`crate::world::World`] into API writes: node config Secrets ([`node_config`]) and
+//! the statuses of drains ([`drain`]) and bindings ([`binding`]).
+//!
+//! Invariant shared by all three: compare first, write only a difference. A restart with nothing
+//! changed therefore writes nothing.
+
+pub mod binding;
+pub mod drain;
+pub mod node_config;
+pub mod status;

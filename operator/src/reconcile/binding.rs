@@ -1,0 +1,146 @@
+//! `LogBinding` status: do all its drains resolve in its own namespace, and how many pods does
+//! it select.
+//!
+//! Invariants: drains are looked up only in the binding's namespace (a `namespace/name`
+//! reference, which the schema already refuses, is reported as `CrossNamespaceReference` and
+//! never followed); the status is written only when it changed.
+
+use kube::{
+    Resource,
+    api::{Api, Patch, PatchParams},
+};
+use serde_json::json;
+use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
+
+use super::status;
+use crate::{
+    Context, Error, Result, render,
+    world::{ObjKey, World},
+};
+
+/// One drain name of a binding that does not lead to a usable drain.
+fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static str, String)> {
+    if name.contains('/') {
+        return Some((
+            reason::CROSS_NAMESPACE_REFERENCE,
+            format!(
+                "drain {name:?} is in another namespace; a binding can only use LogDrains of its own namespace ({namespace:?})"
+            ),
+        ));
+    }
+    let key = (namespace.to_owned(), name.to_owned());
+    let Some(drain) = world.drains.get(&key) else {
+        return Some((
+            reason::UNKNOWN_DRAIN,
+            format!("LogDrain {name:?} does not exist in namespace {namespace:?}"),
+        ));
+    };
+    let problem =
+        render::resolve_drain(drain, &world.secrets, render::node_drain_name(namespace, name)).err()?;
+    Some((
+        reason::DRAIN_NOT_READY,
+        format!(
+            "LogDrain {name:?} is not ready ({}): {}",
+            problem.reason, problem.message
+        ),
+    ))
+}
+
+/// The status a binding should have now, and the first problem (reason, message) if any.
+pub fn desired_status(
+    world: &World,
+    key: &ObjKey,
+    binding: &LogBinding,
+) -> (LogBindingStatus, Option<(&'static str, String)>) {
+    let problems: Vec<(&String, (&'static str, String))> = binding
+        .spec
+        .drains
+        .iter()
+        .filter_map(|d| Some((d, drain_problem(world, &key.0, d)?)))
+        .collect();
+    let matched = world
+        .pods_in(&key.0)
+        .filter(|p| binding.spec.selector.matches(&p.labels))
+        .count();
+    let previous = binding
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = binding.metadata.generation;
+    let first = problems.first().map(|(_, (r, _))| *r);
+    let condition = match first {
+        None => status::ready_condition(
+            previous,
+            true,
+            reason::RESOLVED,
+            format!(
+                "all {} drain(s) resolve; {matched} pod(s) selected",
+                binding.spec.drains.len()
+            ),
+            generation,
+        ),
+        Some(r) => {
+            let message = problems
+                .iter()
+                .map(|(_, (_, m))| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            status::ready_condition(previous, false, r, message, generation)
+        }
+    };
+    let event = first.map(|r| (r, condition.message.clone()));
+    let status = LogBindingStatus {
+        observed_generation: generation,
+        conditions: vec![condition],
+        matched_pods: i32::try_from(matched).unwrap_or(i32::MAX),
+        unresolved_drains: problems.iter().map(|(d, _)| (*d).clone()).collect(),
+    };
+    (status, event)
+}
+
+fn unchanged(current: Option<&LogBindingStatus>, desired: &LogBindingStatus) -> bool {
+    current.is_some_and(|c| {
+        c.observed_generation == desired.observed_generation
+            && c.matched_pods == desired.matched_pods
+            && c.unresolved_drains == desired.unresolved_drains
+            && status::same_conditions(&c.conditions, &desired.conditions)
+    })
+}
+
+/// Recompute one binding's status and write it if it changed; publish an Event when it turns bad.
+pub async fn reconcile(
+    ctx: &Context,
+    recorder: &kube::runtime::events::Recorder,
+    world: &World,
+    key: &ObjKey,
+) -> Result<()> {
+    let Some(binding) = world.bindings.get(key) else {
+        return Ok(());
+    };
+    let (desired, problem) = desired_status(world, key, binding);
+    if unchanged(binding.status.as_ref(), &desired) {
+        return Ok(());
+    }
+    let previous = binding
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let api: Api<LogBinding> = Api::namespaced(ctx.client.clone(), &key.0);
+    let patch = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding", "status": desired});
+    ctx.metrics.write("logbinding", "status");
+    api.patch_status(
+        &key.1,
+        &PatchParams::apply(crate::context::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("patch status", format!("LogBinding {}/{}", key.0, key.1), e))?;
+    if let Some((r, message)) = problem
+        && status::newly_failing(&previous, &desired.conditions[0])
+    {
+        status::warn(ctx, recorder, &binding.object_ref(&()), r, &message).await;
+    }
+    Ok(())
+}

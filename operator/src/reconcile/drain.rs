@@ -1,0 +1,121 @@
+//! `LogDrain` status: does the drain resolve (URL, Secrets, certificates), and how many bindings,
+//! pods and nodes feed it.
+//!
+//! Invariants: the status is written (server-side apply of the status subresource) only when it
+//! differs from the object's current status, transition times aside; the `delivery` part belongs
+//! to whoever gathers collector reports and is never written here.
+
+use std::collections::BTreeSet;
+
+use kube::{
+    Resource,
+    api::{Api, Patch, PatchParams},
+};
+use serde_json::json;
+use sluice_api::crd::{LogDrain, LogDrainStatus, condition::reason};
+
+use super::status;
+use crate::{
+    Context, Error, Result, render,
+    world::{ObjKey, World, in_namespace},
+};
+
+/// The status a drain should have now, and the problem if it does not resolve.
+pub fn desired_status(
+    world: &World,
+    key: &ObjKey,
+    drain: &LogDrain,
+) -> (LogDrainStatus, Option<render::Problem>) {
+    let resolved = render::resolve_drain(drain, &world.secrets, render::node_drain_name(&key.0, &key.1));
+    let problem = resolved.err();
+    let mut bindings = 0;
+    let (mut pods, mut nodes) = (BTreeSet::new(), BTreeSet::new());
+    for (_, binding) in in_namespace(&world.bindings, &key.0) {
+        if !binding.spec.drains.contains(&key.1) {
+            continue;
+        }
+        bindings += 1;
+        for pod in world
+            .pods_in(&key.0)
+            .filter(|p| binding.spec.selector.matches(&p.labels))
+        {
+            pods.insert(pod.name.as_str());
+            nodes.insert(pod.node.as_str());
+        }
+    }
+    let previous = drain
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = drain.metadata.generation;
+    let condition = match &problem {
+        None => status::ready_condition(
+            previous,
+            true,
+            reason::RESOLVED,
+            format!(
+                "settings resolve; fed by {bindings} binding(s), {} pod(s) on {} node(s)",
+                pods.len(),
+                nodes.len()
+            ),
+            generation,
+        ),
+        Some(p) => status::ready_condition(previous, false, p.reason, p.message.clone(), generation),
+    };
+    let count = |n: usize| Some(i32::try_from(n).unwrap_or(i32::MAX));
+    let status = LogDrainStatus {
+        observed_generation: generation,
+        conditions: vec![condition],
+        bindings: count(bindings),
+        pods: count(pods.len()),
+        nodes: count(nodes.len()),
+        delivery: None,
+    };
+    (status, problem)
+}
+
+fn unchanged(current: Option<&LogDrainStatus>, desired: &LogDrainStatus) -> bool {
+    current.is_some_and(|c| {
+        c.observed_generation == desired.observed_generation
+            && (c.bindings, c.pods, c.nodes) == (desired.bindings, desired.pods, desired.nodes)
+            && status::same_conditions(&c.conditions, &desired.conditions)
+    })
+}
+
+/// Recompute one drain's status and write it if it changed; publish an Event when it turns bad.
+pub async fn reconcile(
+    ctx: &Context,
+    recorder: &kube::runtime::events::Recorder,
+    world: &World,
+    key: &ObjKey,
+) -> Result<()> {
+    let Some(drain) = world.drains.get(key) else {
+        return Ok(());
+    };
+    let (desired, problem) = desired_status(world, key, drain);
+    if unchanged(drain.status.as_ref(), &desired) {
+        return Ok(());
+    }
+    let previous = drain
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let api: Api<LogDrain> = Api::namespaced(ctx.client.clone(), &key.0);
+    let patch = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain", "status": desired});
+    ctx.metrics.write("logdrain", "status");
+    api.patch_status(
+        &key.1,
+        &PatchParams::apply(crate::context::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("patch status", format!("LogDrain {}/{}", key.0, key.1), e))?;
+    if let Some(p) = problem
+        && status::newly_failing(&previous, &desired.conditions[0])
+    {
+        status::warn(ctx, recorder, &drain.object_ref(&()), p.reason, &p.message).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Per-node config Secrets `sluice-node-<node>` (key `config.yaml`) in the operator's namespace.
+//!
+//! Invariants:
+//! * the content hash of every Secret the operator keeps is cached (loaded from the Secrets'
+//!   `sluice.dev/config-hash` annotation at start), and a Secret is written only when the newly
+//!   rendered hash differs: at most one write per node per change, none for a restart;
+//! * writes are server-side applies with field manager `sluice-operator`;
+//! * a node with nothing bound has no Secret (it is deleted);
+//! * a Secret is owned by its Node (when the Node exists), so it goes away with it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Node, Secret},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use sluice_api::NodeConfig;
+
+use crate::{Context, Error, Result, context::MANAGER, render};
+
+/// The key of the config in each Secret.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// The annotation holding the hex SHA-256 of the config.
+pub const HASH_ANNOTATION: &str = "sluice.dev/config-hash";
+/// The annotation holding the node name.
+pub const NODE_ANNOTATION: &str = "sluice.dev/node";
+/// The label selecting every node config Secret.
+pub const COMPONENT_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=sluice-operator,app.kubernetes.io/component=node-config";
+
+/// The name of a node's config Secret: `sluice-node-<node>` (hashed when too long for a name).
+pub fn secret_name(node: &str) -> String {
+    let name = format!("sluice-node-{node}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let hash = render::content_hash(node);
+    format!("{}-{}", &name[..240], &hash[..12])
+}
+
+/// Writes node config Secrets, remembering what it wrote.
+pub struct NodeWriter {
+    ctx: Context,
+    secrets: Api<Secret>,
+    nodes: Api<Node>,
+    /// node → hash of the config its Secret holds.
+    hashes: HashMap<String, String>,
+}
+
+/// One pending change of a node's Secret.
+enum Change {
+    Apply {
+        node: String,
+        yaml: String,
+        hash: String,
+    },
+    Delete {
+        node: String,
+    },
+}
+
+impl NodeWriter {
+    /// Load the hashes of the Secrets that exist (one list, in the operator's namespace only).
+    pub async fn load(ctx: Context) -> Result<Self> {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+        let list = secrets
+            .list_metadata(&ListParams::default().labels(COMPONENT_SELECTOR))
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    "list",
+                    format!("node config Secrets in {}", ctx.settings.namespace),
+                    e,
+                )
+            })?;
+        let hashes: HashMap<String, String> = list
+            .items
+            .into_iter()
+            .filter_map(|s| {
+                let annotations = s.metadata.annotations?;
+                Some((
+                    annotations.get(NODE_ANNOTATION)?.clone(),
+                    annotations.get(HASH_ANNOTATION)?.clone(),
+                ))
+            })
+            .collect();
+        ctx.metrics
+            .node_configs
+            .set(i64::try_from(hashes.len()).unwrap_or(i64::MAX));
+        let nodes = Api::all(ctx.client.clone());
+        Ok(Self {
+            ctx,
+            secrets,
+            nodes,
+            hashes,
+        })
+    }
+
+    /// The nodes that have a config Secret now.
+    pub fn nodes(&self) -> impl Iterator<Item = &String> {
+        self.hashes.keys()
+    }
+
+    /// Bring the Secrets of `configs`' nodes in line with them (`None`: the node needs no config).
+    /// Returns the errors of the nodes that failed; those are retried on the next pass.
+    pub async fn sync(&mut self, configs: Vec<(String, Option<NodeConfig>)>) -> Vec<(String, Error)> {
+        let mut failed = Vec::new();
+        let mut changes = Vec::new();
+        for (node, config) in configs {
+            match config {
+                None if self.hashes.contains_key(&node) => changes.push(Change::Delete { node }),
+                None => {}
+                Some(config) => match config.to_yaml() {
+                    Ok(yaml) => {
+                        let hash = render::content_hash(&yaml);
+                        if self.hashes.get(&node) != Some(&hash) {
+                            changes.push(Change::Apply { node, yaml, hash });
+                        }
+                    }
+                    Err(source) => failed.push((node.clone(), Error::Render { node, source })),
+                },
+            }
+        }
+        let this = &*self;
+        let results: Vec<(Change, Result<()>)> = stream::iter(changes)
+            .map(|change| async move {
+                let result = this.write(&change).await;
+                (change, result)
+            })
+            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
+            .collect()
+            .await;
+        for (change, result) in results {
+            match (change, result) {
+                (Change::Apply { node, hash, .. }, Ok(())) => {
+                    self.hashes.insert(node, hash);
+                }
+                (Change::Delete { node }, Ok(())) => {
+                    self.hashes.remove(&node);
+                }
+                (Change::Apply { node, .. } | Change::Delete { node }, Err(e)) => failed.push((node, e)),
+            }
+        }
+        self.ctx
+            .metrics
+            .node_configs
+            .set(i64::try_from(self.hashes.len()).unwrap_or(i64::MAX));
+        failed
+    }
+
+    async fn write(&self, change: &Change) -> Result<()> {
+        match change {
+            Change::Delete { node } => {
+                let name = secret_name(node);
+                self.ctx.metrics.write("secret", "delete");
+                match self.secrets.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(Error::kube(
+                        "delete",
+                        format!("Secret {}/{name}", self.ctx.settings.namespace),
+                        e,
+                    )),
+                }
+            }
+            Change::Apply { node, yaml, hash } => {
+                let secret = self.desired(node, yaml, hash).await?;
+                let name = secret_name(node);
+                self.ctx.metrics.write("secret", "apply");
+                let params = PatchParams::apply(MANAGER).force();
+                self.secrets
+                    .patch(&name, &params, &Patch::Apply(&secret))
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        Error::kube(
+                            "apply",
+                            format!("Secret {}/{name}", self.ctx.settings.namespace),
+                            e,
+                        )
+                    })
+            }
+        }
+    }
+
+    /// The full Secret as the operator wants it (server-side apply sends all of it).
+    async fn desired(&self, node: &str, yaml: &str, hash: &str) -> Result<Secret> {
+        let mut labels = BTreeMap::from([
+            ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
+            ("app.kubernetes.io/name".to_owned(), "sluice".to_owned()),
+            ("app.kubernetes.io/component".to_owned(), "node-config".to_owned()),
+        ]);
+        if node.len() <= 63 {
+            labels.insert(NODE_ANNOTATION.to_owned(), node.to_owned());
+        }
+        Ok(Secret {
+            metadata: ObjectMeta {
+                name: Some(secret_name(node)),
+                namespace: Some(self.ctx.settings.namespace.clone()),
+                labels: Some(labels),
+                annotations: Some(BTreeMap::from([
+                    (HASH_ANNOTATION.to_owned(), hash.to_owned()),
+                    (NODE_ANNOTATION.to_owned(), node.to_owned()),
+                ])),
+                owner_references: self.owner(node).await?.map(|o| vec![o]),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                CONFIG_KEY.to_owned(),
+                ByteString(yaml.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        })
+    }
+
+    /// The Node as owner, when it exists (a Node that is gone, or not readable, gives none).
+    async fn owner(&self, node: &str) -> Result<Option<OwnerReference>> {
+        let found = match self.nodes.get_metadata_opt(node).await {
+            Ok(found) => found,
+            Err(kube::Error::Api(s)) if s.code == 403 => None,
+            Err(e) => return Err(Error::kube("get", format!("Node {node}"), e)),
+        };
+        Ok(found.and_then(|n| {
+            Some(OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: node.to_owned(),
+                uid: n.metadata.uid?,
+                ..OwnerReference::default()
+            })
+        }))
+    }
+}

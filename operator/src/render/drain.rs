@@ -1,0 +1,237 @@
+//! From a `LogDrain` and the Secrets it names to the [`DrainConfig`] a collector reads.
+//!
+//! Invariant: a [`Problem`] message names the field and the Secret (namespace, name, key) but never
+//! a Secret's value, so it is safe for statuses, Events and logs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use sluice_api::{
+    crd::{LogDrain, LogDrainSpec, condition::reason},
+    node_config::{
+        BasicAuth, DeliveryOptions, DrainConfig, HttpOptions, NodeConfig, Redacted, SyslogFormat, TlsConfig,
+    },
+};
+
+use crate::world::{ObjKey, SecretData};
+
+/// Why a drain cannot be used: a PascalCase reason (condition reason and Event reason) and a
+/// message a person can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// One of [`sluice_api::crd::condition::reason`].
+    pub reason: &'static str,
+    /// What is wrong and where.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The names of the Secrets (in the drain's namespace) a drain reads.
+pub fn secret_names(spec: &LogDrainSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(tls) = &spec.tls {
+        names.extend(tls.ca.iter().map(|r| r.name.clone()));
+        names.extend(tls.client_certificate.iter().map(|r| r.secret_name.clone()));
+    }
+    names.extend(spec.credentials.iter().map(|c| c.secret_name.clone()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Looks keys up in the drain's namespace's Secrets.
+struct SecretLookup<'a> {
+    namespace: &'a str,
+    secrets: &'a HashMap<ObjKey, SecretData>,
+}
+
+impl SecretLookup<'_> {
+    fn get(&self, field: &str, secret: &str, key: &str) -> Result<&[u8], Problem> {
+        let data = self.secrets.get(&(self.namespace.to_owned(), secret.to_owned()));
+        let Some(Some(data)) = data else {
+            return Err(Problem::new(
+                reason::SECRET_NOT_FOUND,
+                format!(
+                    "{field} names Secret {secret:?}, which does not exist in namespace {:?}",
+                    self.namespace
+                ),
+            ));
+        };
+        data.get(key).map(Vec::as_slice).ok_or_else(|| {
+            Problem::new(
+                reason::SECRET_KEY_NOT_FOUND,
+                format!("{field}: Secret {secret:?} has no key {key:?}"),
+            )
+        })
+    }
+
+    fn text(&self, field: &str, secret: &str, key: &str) -> Result<String, Problem> {
+        let bytes = self.get(field, secret, key)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Problem::new(
+                reason::INVALID_SPEC,
+                format!("{field}: key {key:?} of Secret {secret:?} is not UTF-8 text"),
+            )
+        })
+    }
+}
+
+/// Check that `pem` holds at least one certificate and nothing that fails to parse.
+fn check_certificates(field: &str, secret: &str, key: &str, pem: &[u8]) -> Result<(), Problem> {
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| {
+            Problem::new(
+                reason::INVALID_CERTIFICATE,
+                format!("{field}: key {key:?} of Secret {secret:?}: {e}"),
+            )
+        })?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(Problem::new(
+            reason::INVALID_CERTIFICATE,
+            format!("{field}: key {key:?} of Secret {secret:?} holds no PEM certificate"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_private_key(field: &str, secret: &str, key: &str, pem: &[u8]) -> Result<(), Problem> {
+    PrivateKeyDer::from_pem_slice(pem).map(drop).map_err(|_| {
+        Problem::new(
+            reason::INVALID_CERTIFICATE,
+            format!("{field}: key {key:?} of Secret {secret:?} holds no PEM private key"),
+        )
+    })
+}
+
+fn tls_config(spec: &LogDrainSpec, lookup: &SecretLookup<'_>) -> Result<Option<TlsConfig>, Problem> {
+    let Some(tls) = &spec.tls else { return Ok(None) };
+    let mut out = TlsConfig {
+        server_name: tls.server_name.clone(),
+        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        ..TlsConfig::default()
+    };
+    if let Some(ca) = &tls.ca {
+        let pem = lookup.get("spec.tls.ca", &ca.name, &ca.key)?;
+        check_certificates("spec.tls.ca", &ca.name, &ca.key, pem)?;
+        out.ca_pem = Some(lookup.text("spec.tls.ca", &ca.name, &ca.key)?);
+    }
+    if let Some(client) = &tls.client_certificate {
+        let field = "spec.tls.clientCertificate";
+        let cert = lookup.get(field, &client.secret_name, &client.cert_key)?;
+        check_certificates(field, &client.secret_name, &client.cert_key, cert)?;
+        let key = lookup.get(field, &client.secret_name, &client.key_key)?;
+        check_private_key(field, &client.secret_name, &client.key_key, key)?;
+        out.cert_pem = Some(lookup.text(field, &client.secret_name, &client.cert_key)?);
+        out.key_pem = Some(Redacted(lookup.text(
+            field,
+            &client.secret_name,
+            &client.key_key,
+        )?));
+    }
+    Ok(Some(out))
+}
+
+fn http_options(spec: &LogDrainSpec, lookup: &SecretLookup<'_>) -> Result<Option<HttpOptions>, Problem> {
+    if spec.http.is_none() && spec.credentials.is_none() {
+        return Ok(None);
+    }
+    let mut out = HttpOptions {
+        gzip: spec.http.as_ref().and_then(|h| h.gzip).unwrap_or(false),
+        headers: spec.http.as_ref().map(|h| h.headers.clone()).unwrap_or_default(),
+        ..HttpOptions::default()
+    };
+    if let Some(c) = &spec.credentials {
+        let field = "spec.credentials";
+        if let Some(key) = &c.bearer_token_key {
+            out.bearer_token = Some(Redacted(
+                lookup.text(field, &c.secret_name, key)?.trim_end().to_owned(),
+            ));
+        }
+        if let (Some(user), Some(pass)) = (&c.username_key, &c.password_key) {
+            out.basic_auth = Some(BasicAuth {
+                username: lookup.text(field, &c.secret_name, user)?.trim_end().to_owned(),
+                password: Redacted(lookup.text(field, &c.secret_name, pass)?.trim_end().to_owned()),
+            });
+        }
+    }
+    Ok(Some(out))
+}
+
+fn syslog_format(spec: &LogDrainSpec) -> SyslogFormat {
+    let mut format = SyslogFormat::default();
+    if let Some(f) = &spec.format {
+        format.app_name = f.app_name.clone().unwrap_or(format.app_name);
+        format.hostname = f.hostname.clone().unwrap_or(format.hostname);
+        format.procid = f.procid.clone().unwrap_or(format.procid);
+        format.structured_data = f.structured_data.unwrap_or(format.structured_data);
+    }
+    format
+}
+
+/// Resolve a drain into the settings a collector needs, under the node-config name `name`.
+pub fn resolve_drain(
+    drain: &LogDrain,
+    secrets: &HashMap<ObjKey, SecretData>,
+    name: String,
+) -> Result<DrainConfig, Problem> {
+    let namespace = drain.metadata.namespace.as_deref().unwrap_or_default();
+    let lookup = SecretLookup { namespace, secrets };
+    let spec = &drain.spec;
+    let config = DrainConfig {
+        name,
+        url: spec.url.clone(),
+        tls: tls_config(spec, &lookup)?,
+        syslog: syslog_format(spec),
+        http: http_options(spec, &lookup)?,
+        delivery: DeliveryOptions {
+            max_lines_per_second: spec.rate_limit.as_ref().map(|r| r.lines_per_second),
+            ..DeliveryOptions::default()
+        },
+    };
+    // The collector's own validation is the final word: a drain it would refuse never ships.
+    let probe = NodeConfig {
+        version: sluice_api::node_config::CURRENT_VERSION,
+        drains: vec![config],
+        ..NodeConfig::default()
+    };
+    if let Err(e) = probe.validate() {
+        let message = match e {
+            sluice_api::node_config::ConfigError::Invalid { field, message } => {
+                format!(
+                    "spec ({}): {message}",
+                    field.trim_start_matches("drains[0]").trim_start_matches('.')
+                )
+            }
+            other => other.to_string(),
+        };
+        return Err(Problem::new(reason::INVALID_SPEC, message));
+    }
+    Ok(probe
+        .drains
+        .into_iter()
+        .next()
+        .expect("invariant: the probe holds the one drain it was built with"))
+}
+
+/// A Secret's data from the API object (`data` wins over `stringData`, as the API server merges).
+pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (k, v) in secret.string_data.iter().flatten() {
+        out.insert(k.clone(), v.clone().into_bytes());
+    }
+    for (k, v) in secret.data.iter().flatten() {
+        out.insert(k.clone(), v.0.clone());
+    }
+    out
+}

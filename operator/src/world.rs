@@ -1,0 +1,251 @@
+//! The operator's in-memory picture of the cluster: drains, bindings, the slim projection of every
+//! pod, and the Secrets drains name.
+//!
+//! Invariants:
+//! * every pod in [`World::pods`] appears in exactly one `pods_by_node` set (its node) and one
+//!   `pods_by_namespace` set; pods without a node are not kept at all (they have no logs yet);
+//! * every mutation returns the [`Dirty`] set of what it may have changed (nodes whose config, and
+//!   drains and bindings whose status, must be recomputed), so the caller re-renders only those;
+//! * Secret values are held only here and in rendered configs, never logged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sluice_api::crd::{LogBinding, LogDrain};
+
+pub mod pod;
+
+pub use pod::{PodInfo, SlimPod};
+
+/// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
+pub type ObjKey = (String, String);
+
+/// A Secret's data as the operator keeps it: `None` when the Secret does not exist.
+pub type SecretData = Option<BTreeMap<String, Vec<u8>>>;
+
+/// What a change may have affected.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Nodes whose config must be re-rendered.
+    pub nodes: BTreeSet<String>,
+    /// Drains whose status must be recomputed.
+    pub drains: BTreeSet<ObjKey>,
+    /// Bindings whose status must be recomputed.
+    pub bindings: BTreeSet<ObjKey>,
+}
+
+impl Dirty {
+    /// Add everything another set names.
+    pub fn merge(&mut self, other: Dirty) {
+        self.nodes.extend(other.nodes);
+        self.drains.extend(other.drains);
+        self.bindings.extend(other.bindings);
+    }
+    /// Whether nothing is dirty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.drains.is_empty() && self.bindings.is_empty()
+    }
+}
+
+/// The cluster as far as sluice cares.
+#[derive(Debug, Default)]
+pub struct World {
+    /// LogDrains by key.
+    pub drains: BTreeMap<ObjKey, LogDrain>,
+    /// LogBindings by key.
+    pub bindings: BTreeMap<ObjKey, LogBinding>,
+    /// Pods (that have a node) by key.
+    pub pods: HashMap<ObjKey, PodInfo>,
+    pods_by_node: HashMap<String, BTreeSet<ObjKey>>,
+    pods_by_namespace: HashMap<String, BTreeSet<ObjKey>>,
+    /// Secrets named by drains, by key (`None`: looked up and not found).
+    pub secrets: HashMap<ObjKey, SecretData>,
+}
+
+/// The key of any namespaced object.
+pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The objects of one namespace in a key-ordered map.
+pub fn in_namespace<'a, V>(
+    map: &'a BTreeMap<ObjKey, V>,
+    ns: &str,
+) -> impl Iterator<Item = (&'a ObjKey, &'a V)> {
+    map.range((ns.to_owned(), String::new())..)
+        .take_while(move |((n, _), _)| n == ns)
+}
+
+impl World {
+    /// The keys of the pods on a node.
+    pub fn pods_on(&self, node: &str) -> impl Iterator<Item = &PodInfo> {
+        self.pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    /// Every node that runs at least one pod.
+    pub fn nodes(&self) -> impl Iterator<Item = &String> {
+        self.pods_by_node.keys()
+    }
+
+    /// The pods of a namespace.
+    pub fn pods_in(&self, ns: &str) -> impl Iterator<Item = &PodInfo> {
+        self.pods_by_namespace
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    /// Everything in a namespace: its pods' nodes, its drains and its bindings.
+    pub fn namespace_dirty(&self, ns: &str) -> Dirty {
+        Dirty {
+            nodes: self.pods_in(ns).map(|p| p.node.clone()).collect(),
+            drains: in_namespace(&self.drains, ns).map(|(k, _)| k.clone()).collect(),
+            bindings: in_namespace(&self.bindings, ns).map(|(k, _)| k.clone()).collect(),
+        }
+    }
+
+    /// Insert or replace a pod (a pod without a node is removed instead).
+    pub fn upsert_pod(&mut self, pod: Option<PodInfo>, key: ObjKey) -> Dirty {
+        let old = self.remove_pod_quiet(&key);
+        if old.as_ref() == pod.as_ref() {
+            if let Some(old) = old {
+                self.insert_pod_quiet(old);
+            }
+            return Dirty::default();
+        }
+        let mut dirty = Dirty::default();
+        for p in old.iter().chain(pod.iter()) {
+            dirty.merge(self.pod_dirty(p));
+        }
+        if let Some(pod) = pod {
+            self.insert_pod_quiet(pod);
+        }
+        dirty
+    }
+
+    /// Remove a pod.
+    pub fn delete_pod(&mut self, key: &ObjKey) -> Dirty {
+        match self.remove_pod_quiet(key) {
+            Some(old) => self.pod_dirty(&old),
+            None => Dirty::default(),
+        }
+    }
+
+    /// A pod's node, the bindings that select it, and their drains.
+    fn pod_dirty(&self, pod: &PodInfo) -> Dirty {
+        let mut dirty = Dirty {
+            nodes: [pod.node.clone()].into(),
+            ..Dirty::default()
+        };
+        for (key, binding) in in_namespace(&self.bindings, &pod.namespace) {
+            if binding.spec.selector.matches(&pod.labels) {
+                dirty.bindings.insert(key.clone());
+                dirty.drains.extend(
+                    binding
+                        .spec
+                        .drains
+                        .iter()
+                        .map(|d| (pod.namespace.clone(), d.clone())),
+                );
+            }
+        }
+        dirty
+    }
+
+    fn insert_pod_quiet(&mut self, pod: PodInfo) {
+        let key = (pod.namespace.clone(), pod.name.clone());
+        self.pods_by_node
+            .entry(pod.node.clone())
+            .or_default()
+            .insert(key.clone());
+        self.pods_by_namespace
+            .entry(pod.namespace.clone())
+            .or_default()
+            .insert(key.clone());
+        self.pods.insert(key, pod);
+    }
+
+    fn remove_pod_quiet(&mut self, key: &ObjKey) -> Option<PodInfo> {
+        let old = self.pods.remove(key)?;
+        for (index, group) in [
+            (&mut self.pods_by_node, &old.node),
+            (&mut self.pods_by_namespace, &old.namespace),
+        ] {
+            if let Some(set) = index.get_mut(group) {
+                set.remove(key);
+                if set.is_empty() {
+                    index.remove(group);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    /// Replace the pods of a namespace (`None`: of all namespaces) after a watch (re)list,
+    /// returning what changed.
+    pub fn replace_pods(&mut self, scope: Option<&str>, pods: Vec<PodInfo>) -> Dirty {
+        let mut dirty = Dirty::default();
+        let mut seen = std::collections::HashSet::new();
+        for pod in pods {
+            let key = (pod.namespace.clone(), pod.name.clone());
+            seen.insert(key.clone());
+            dirty.merge(self.upsert_pod(Some(pod), key));
+        }
+        let gone: Vec<ObjKey> = self
+            .pods
+            .keys()
+            .filter(|k| scope.is_none_or(|ns| ns == k.0) && !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            dirty.merge(self.delete_pod(&key));
+        }
+        dirty
+    }
+
+    /// Insert, replace (`Some`) or remove (`None`) a drain.
+    pub fn set_drain(&mut self, key: ObjKey, drain: Option<LogDrain>) -> Dirty {
+        // Only a spec change matters: our own status writes come back as events too.
+        let changed = self.drains.get(&key).map(|d| &d.spec) != drain.as_ref().map(|d| &d.spec);
+        match drain {
+            Some(d) => self.drains.insert(key.clone(), d),
+            None => self.drains.remove(&key),
+        };
+        if changed {
+            self.namespace_dirty(&key.0)
+        } else {
+            Dirty::default()
+        }
+    }
+
+    /// Insert, replace (`Some`) or remove (`None`) a binding.
+    pub fn set_binding(&mut self, key: ObjKey, binding: Option<LogBinding>) -> Dirty {
+        let changed = self.bindings.get(&key).map(|b| &b.spec) != binding.as_ref().map(|b| &b.spec);
+        match binding {
+            Some(b) => self.bindings.insert(key.clone(), b),
+            None => self.bindings.remove(&key),
+        };
+        if changed {
+            self.namespace_dirty(&key.0)
+        } else {
+            Dirty::default()
+        }
+    }
+
+    /// Record a Secret's current data; a change dirties its namespace.
+    pub fn set_secret(&mut self, key: ObjKey, data: SecretData) -> Dirty {
+        if self.secrets.get(&key) == Some(&data) {
+            return Dirty::default();
+        }
+        self.secrets.insert(key.clone(), data);
+        self.namespace_dirty(&key.0)
+    }
+}
+
