@@ -5,7 +5,7 @@
 #[path = "engine_support.rs"]
 mod support;
 
-use std::time::Duration;
+use std::{fs, time::Duration};
 
 use sluice_api::node_config::Stream;
 use support::*;
@@ -122,6 +122,153 @@ fn split_line_across_a_rotation_and_long_lines() {
     c.append_raw(format!("{}\n{}\n", lines[1], lines[2]).as_bytes());
     expected.push(format!("stdout:{big}"));
     expected.extend(write_lines(&c, 5, 5));
+    assert_exact(&a, &expected);
+    engine.join();
+}
+
+#[test]
+fn copy_truncate_while_a_drain_lags() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 2, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 3);
+    a.paused.store(true, std::sync::atomic::Ordering::Release);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = write_lines(&c, 0, 3000);
+    // The writer pauses while logrotate copies and truncates.
+    fs::copy(c.log(), c.rotated(1)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(c.log())
+        .unwrap();
+    expected.extend(write_lines(&c, 3000, 100));
+    a.paused.store(false, std::sync::atomic::Ordering::Release);
+    assert_exact(&a, &expected);
+    // And once more with the reader caught up.
+    fs::copy(c.log(), c.rotated(1)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(c.log())
+        .unwrap();
+    expected.extend(write_lines(&c, 3100, 100));
+    assert_exact(&a, &expected);
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
+#[test]
+fn deleted_files_are_read_to_the_end_and_finished_containers_forgotten() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 2, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 4);
+    a.paused.store(true, std::sync::atomic::Ordering::Release);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = write_lines(&c, 0, 2000);
+    wait_for("the file to be opened", T, || {
+        node.recorder.get("open_files") == 1
+    });
+    c.rotate(5);
+    expected.extend(write_lines(&c, 2000, 500));
+    wait_for("both files to be opened", T, || {
+        node.recorder.get("open_files") == 2
+    });
+    // The container exits and is removed: its directory goes away while the drain lags.
+    c.set_running(false);
+    fs::remove_dir_all(&c.dir).unwrap();
+    a.paused.store(false, std::sync::atomic::Ordering::Release);
+    assert_exact(&a, &expected);
+    wait_for("the container to be forgotten", T, || {
+        node.recorder.get("open_files") == 0
+    });
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
+#[test]
+fn a_drain_that_never_takes_anything_does_not_hold_back_the_other() {
+    let node = Node::new();
+    let (a, b) = (
+        MockDrain::start("a", 2, &node.waker),
+        MockDrain::start("b", 2, &node.waker),
+    );
+    b.paused.store(true, std::sync::atomic::Ordering::Release);
+    let cs: Vec<_> = (0..3)
+        .map(|i| DockerContainer::new(&node.docker_root(), 10 + i))
+        .collect();
+    let engine = node.start(
+        node.settings(),
+        routes(&[&a, &b], cs.iter().map(|c| c.config(&["a", "b"])).collect()),
+    );
+    let mut expected = Vec::new();
+    for round in 0..5 {
+        for c in &cs {
+            expected.extend(write_lines(c, round * 1000, 1000));
+        }
+    }
+    assert_exact(&a, &expected);
+    assert!(
+        b.count() < expected.len(),
+        "b never took a batch, so it cannot have everything"
+    );
+    wait_for("b's lag to be reported", T, || node.recorder.get("lag:b") > 0);
+    b.paused.store(false, std::sync::atomic::Ordering::Release);
+    assert_exact(&b, &expected);
+    assert_same_lines("drain a after b caught up", a.messages(), expected);
+    engine.join();
+}
+
+#[test]
+fn one_container_writing_flat_out_does_not_starve_another() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 2, &node.waker);
+    let (busy, quiet) = (
+        DockerContainer::new(&node.docker_root(), 20),
+        DockerContainer::new(&node.docker_root(), 21),
+    );
+    let mut expected = write_lines(&busy, 0, 40_000);
+    let quiet_lines = write_lines(&quiet, 0, 10);
+    expected.extend(quiet_lines.iter().cloned());
+    let engine = node.start(
+        node.settings(),
+        routes(&[&a], vec![busy.config(&["a"]), quiet.config(&["a"])]),
+    );
+    assert_exact(&a, &expected);
+    let got = a.messages();
+    let last_quiet = got.iter().rposition(|l| quiet_lines.contains(l)).unwrap();
+    assert!(
+        last_quiet < 10_000,
+        "the quiet container's lines came after {last_quiet} of the busy one's 40000"
+    );
+    engine.join();
+}
+
+#[test]
+fn graceful_restarts_lose_nothing_and_repeat_nothing() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let cs: Vec<_> = (0..2)
+        .map(|i| DockerContainer::new(&node.docker_root(), 30 + i))
+        .collect();
+    let configs: Vec<_> = cs.iter().map(|c| c.config(&["a"])).collect();
+    let mut expected = Vec::new();
+    let big = "y".repeat(40_000);
+    for round in 0..5 {
+        let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
+        for c in &cs {
+            expected.extend(write_lines(c, round * 2000, 2000));
+        }
+        // A split line whose first fragment may be read before the restart and the rest after.
+        let records = docker_records(Stream::Stdout, &format!("{round}{big}"));
+        let (first, rest) = records.split_at(records.find('\n').unwrap() + 1);
+        cs[0].append_raw(first.as_bytes());
+        expected.push(format!("stdout:{round}{big}"));
+        let before = a.count();
+        wait_for("lines to flow", T, || a.count() > before);
+        graceful_stop(engine, &[&a]);
+        cs[0].append_raw(rest.as_bytes());
+    }
+    let engine = node.start(node.settings(), routes(&[&a], configs));
     assert_exact(&a, &expected);
     engine.join();
 }

@@ -226,7 +226,14 @@ impl FileSet {
             if intact || f.path.is_none() {
                 continue;
             }
-            let known: Vec<(u64, u64)> = self.files.iter().map(|f| f.dev_ino).collect();
+            // Files we hold open cannot be the copy; a closed entry's file may have been
+            // overwritten by it (logrotate copying onto the same `.1` again).
+            let known: Vec<(u64, u64)> = self
+                .files
+                .iter()
+                .filter(|f| f.fd.is_some())
+                .map(|f| f.dev_ino)
+                .collect();
             let id = f.id;
             let copy = paths.iter().find_map(|p| {
                 let (fd, meta) = open_regular(p).ok()?;
@@ -234,6 +241,16 @@ impl FileSet {
                 (!known.contains(&dev_ino) && identity::same_head(&fd, &id).ok()?)
                     .then(|| (p.clone(), fd, meta))
             });
+            if let Some((_, _, meta)) = &copy {
+                for stale in self
+                    .files
+                    .iter_mut()
+                    .filter(|f| f.dev_ino == (meta.dev(), meta.ino()))
+                {
+                    stale.path = None;
+                    stale.dev_ino = (0, 0);
+                }
+            }
             let f = &mut self.files[i];
             match copy {
                 Some((path, fd, meta)) => {

@@ -16,6 +16,7 @@ use sluice_api::node_config::Stream;
 
 use super::{
     files::FileSet,
+    identity,
     outlet::Outlet,
     parse::{self, Format, Scratch},
     report::Reporter,
@@ -63,6 +64,8 @@ pub struct Reader {
     text: String,
     max_line: usize,
     counts: [(u64, u64); 2],
+    /// A file was found truncated in place; the caller should rescan.
+    pub truncation_seen: bool,
 }
 
 impl Reader {
@@ -74,6 +77,7 @@ impl Reader {
             text: String::new(),
             max_line,
             counts: [(0, 0); 2],
+            truncation_seen: false,
         }
     }
 
@@ -100,6 +104,12 @@ impl Reader {
                 }
             };
             let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+            // A growing file truncated and rewritten in place (copy-truncate) no longer has its
+            // head: what was just read is not this file's. Leave it to the rescan.
+            if n > 0 && !sealed && !identity::same_head(fd, &f.id).unwrap_or(true) {
+                self.truncation_seen = true;
+                break;
+            }
             if n == 0 {
                 match next {
                     Some((seq, file)) if sealed => s.at = Loc { seq, file, offset: 0 },
@@ -193,6 +203,7 @@ impl Reader {
             text,
             max_line,
             counts,
+            ..
         } = self;
         let data = &buf[..n];
         let mut pos = 0;

@@ -76,7 +76,8 @@ pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<Strin
             }
         };
         let running = match format {
-            Format::Docker => discover::docker_info(&dir).is_none_or(|info| info.running),
+            // A removed container's directory is gone: it is finished.
+            Format::Docker => dir.is_dir() && discover::docker_info(&dir).is_none_or(|info| info.running),
             Format::Cri => true,
         };
         let desired = out.entry(key).or_insert_with(|| Desired {

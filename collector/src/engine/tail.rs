@@ -193,6 +193,9 @@ impl Tail {
         for outlet in self.outlets.values_mut() {
             outlet.flush();
         }
+        if std::mem::take(&mut self.reader.truncation_seen) {
+            self.rescan_flag.store(true, Ordering::Release);
+        }
         progress
     }
 
