@@ -138,3 +138,58 @@ async fn build(script: &Path) -> Result<PathBuf, Error> {
     }
     Ok(PathBuf::from(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a stand-in for build.sh with the given body.
+    fn script(dir: &tempfile::TempDir, body: &str) -> PathBuf {
+        let path = dir.path().join("build.sh");
+        std::fs::write(&path, body).expect("writing a test script");
+        path
+    }
+
+    #[tokio::test]
+    async fn no_go_is_unavailable_with_the_scripts_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = script(&dir, "echo 'no go here' >&2; exit 127\n");
+        match build(&s).await {
+            Err(Error::Unavailable { reason }) => assert_eq!(reason, "no go here"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_build_is_a_failure_with_its_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = script(&dir, "echo 'main.go:1: syntax error' >&2; exit 1\n");
+        match build(&s).await {
+            Err(Error::BuildFailed { status, output, .. }) => {
+                assert_eq!(status.code(), Some(1));
+                assert_eq!(output, "main.go:1: syntax error\n");
+            }
+            other => panic!("expected BuildFailed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn success_yields_the_printed_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = script(&dir, "echo progress >&2; echo /cache/bin/kube-harness-0123\n");
+        assert_eq!(
+            build(&s).await.expect("build"),
+            PathBuf::from("/cache/bin/kube-harness-0123")
+        );
+    }
+
+    #[test]
+    fn pinned_version_comes_from_go_mod() {
+        let v = pinned_kubernetes_version();
+        assert!(v.starts_with("v1.") && v.split('.').count() == 3, "{v}");
+        assert!(
+            include_str!("../build.sh").contains(&format!("K8S_VERSION={v}\n")),
+            "build.sh pins {v} too"
+        );
+    }
+}

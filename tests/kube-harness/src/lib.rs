@@ -274,8 +274,12 @@ impl KubeHarness {
 
 /// Turns "cannot build here" into `Ok(None)` with a loud message, unless required.
 fn skip_if_unavailable<T>(test: &str, result: Result<T, Error>) -> Result<Option<T>, Error> {
+    skip_unless_required(test, result, std::env::var(REQUIRE_ALL_ENV).as_deref() == Ok("1"))
+}
+
+fn skip_unless_required<T>(test: &str, result: Result<T, Error>, required: bool) -> Result<Option<T>, Error> {
     match result {
-        Err(e) if e.is_unavailable() && std::env::var(REQUIRE_ALL_ENV).as_deref() != Ok("1") => {
+        Err(e) if e.is_unavailable() && !required => {
             eprintln!(
                 "\n!!!!!!!! SKIPPED {test}: {e}\n!!!!!!!! (install Go >= 1.24 via scripts/setup.sh; {REQUIRE_ALL_ENV}=1 makes this a failure)\n"
             );
@@ -335,4 +339,39 @@ async fn client_from(path: &Path) -> Result<kube::Client, Error> {
         .await
         .map_err(|e| client_err(e.into()))?;
     kube::Client::try_from(config).map_err(|e| client_err(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> Result<(), Error> {
+        Err(binary::Error::Unavailable {
+            reason: "no go".into(),
+        }
+        .into())
+    }
+
+    #[test]
+    fn unavailable_skips_locally_and_fails_when_required() {
+        assert!(matches!(
+            skip_unless_required("t", unavailable(), false),
+            Ok(None)
+        ));
+        let required = skip_unless_required("t", unavailable(), true);
+        assert!(
+            required.as_ref().is_err_and(Error::is_unavailable),
+            "{required:?}"
+        );
+    }
+
+    #[test]
+    fn other_failures_never_skip() {
+        let failed: Result<(), Error> = Err(Error::TempDir(std::io::Error::other("disk full")));
+        assert!(matches!(
+            skip_unless_required("t", failed, false),
+            Err(Error::TempDir(_))
+        ));
+        assert!(matches!(skip_unless_required("t", Ok(7), false), Ok(Some(7))));
+    }
 }
