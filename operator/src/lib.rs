@@ -12,6 +12,8 @@
 pub mod context;
 pub mod controller;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;

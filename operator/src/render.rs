@@ -191,3 +191,5 @@ fn merge_duplicates(containers: &mut Vec<ContainerConfig>) {
     *containers = merged;
 }
 
+#[cfg(test)]
+mod tests;

@@ -249,3 +249,5 @@ impl World {
     }
 }
 
+#[cfg(test)]
+mod tests;

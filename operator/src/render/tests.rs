@@ -1,0 +1,279 @@
+//! Rendering tables: which nodes get which containers and drains, and what never leaks.
+
+use std::collections::BTreeMap;
+
+use sluice_api::{
+    NodeConfig,
+    crd::{BindingStream, DrainCredentials, DrainTls, SecretKeyRef, condition::reason},
+    node_config::Stream,
+};
+
+use super::*;
+use crate::{fixtures::*, world::World};
+
+fn world_with(pods: Vec<crate::world::PodInfo>) -> World {
+    let mut world = World::default();
+    for p in pods {
+        let key = p.key();
+        world.upsert_pod(Some(p), key);
+    }
+    world
+}
+
+fn ids(config: &NodeConfig) -> Vec<(&str, &str, Vec<String>)> {
+    config
+        .containers
+        .iter()
+        .map(|c| (c.pod.as_str(), c.id.as_str(), c.drains.clone()))
+        .collect()
+}
+
+#[test]
+fn bindings_over_two_nodes_render_exactly_those_nodes() {
+    let mut world = world_with(vec![
+        pod(
+            "shop",
+            "web-1",
+            "web",
+            "node-a",
+            &[("app", "containerd://aaa"), ("sidecar", "containerd://sss")],
+        ),
+        pod("shop", "web-2", "web", "node-b", &[("app", "docker://bbb")]),
+        pod("shop", "db-1", "db", "node-b", &[("db", "containerd://ddd")]),
+        pod(
+            "shop",
+            "cache-1",
+            "cache",
+            "node-c",
+            &[("cache", "containerd://ccc")],
+        ),
+    ]);
+    world.set_drain(
+        ("shop".into(), "logs".into()),
+        Some(drain("shop", "logs", "syslog://logs.example:514")),
+    );
+    world.set_drain(
+        ("shop".into(), "audit".into()),
+        Some(drain("shop", "audit", "https://audit.example/in")),
+    );
+    world.set_binding(
+        ("shop".into(), "web".into()),
+        Some(binding("shop", "web", "web", &["logs"])),
+    );
+    world.set_binding(
+        ("shop".into(), "db".into()),
+        Some(binding("shop", "db", "db", &["logs", "audit"])),
+    );
+
+    let a = render_node(&world, "node-a").expect("node-a has bound containers");
+    assert_eq!(
+        ids(&a),
+        vec![
+            ("web-1", "containerd://aaa", vec!["shop-logs".to_owned()]),
+            ("web-1", "containerd://sss", vec!["shop-logs".to_owned()]),
+        ]
+    );
+    assert_eq!(
+        a.drains.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["shop-logs"]
+    );
+    assert_eq!(a.node.as_deref(), Some("node-a"));
+
+    let b = render_node(&world, "node-b").expect("node-b has bound containers");
+    assert_eq!(
+        ids(&b),
+        vec![
+            (
+                "db-1",
+                "containerd://ddd",
+                vec!["shop-audit".to_owned(), "shop-logs".to_owned()]
+            ),
+            ("web-2", "docker://bbb", vec!["shop-logs".to_owned()]),
+        ]
+    );
+    assert_eq!(
+        b.drains.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["shop-audit", "shop-logs"]
+    );
+    assert!(
+        render_node(&world, "node-c").is_none(),
+        "nothing on node-c is bound"
+    );
+    assert!(render_node(&world, "node-z").is_none(), "node-z has no pods");
+    // What the collector will read back is valid and identical.
+    let yaml = b.to_yaml().expect("renders");
+    assert_eq!(NodeConfig::from_yaml(&yaml).expect("the collector accepts it"), b);
+}
+
+#[test]
+fn a_binding_reaches_only_its_own_namespace() {
+    let mut world = world_with(vec![
+        pod("team-a", "web", "web", "node-a", &[("app", "containerd://a1")]),
+        pod("team-b", "web", "web", "node-a", &[("app", "containerd://b1")]),
+    ]);
+    // team-b has the drain; team-a's binding names it, and selects `app=web` (which team-b's pod
+    // also carries).
+    world.set_drain(
+        ("team-b".into(), "logs".into()),
+        Some(drain("team-b", "logs", "syslog://b.example:514")),
+    );
+    world.set_binding(
+        ("team-a".into(), "web".into()),
+        Some(binding("team-a", "web", "web", &["logs"])),
+    );
+    assert!(
+        render_node(&world, "node-a").is_none(),
+        "team-a's binding must not use team-b's drain"
+    );
+    world.set_drain(
+        ("team-a".into(), "logs".into()),
+        Some(drain("team-a", "logs", "syslog://a.example:514")),
+    );
+    let config = render_node(&world, "node-a").expect("now team-a has its own drain");
+    assert_eq!(
+        ids(&config),
+        vec![("web", "containerd://a1", vec!["team-a-logs".to_owned()])]
+    );
+    assert_eq!(config.drains[0].url, "syslog://a.example:514");
+}
+
+#[test]
+fn containers_and_streams_filters_apply() {
+    let mut world = world_with(vec![pod(
+        "ns",
+        "p",
+        "web",
+        "n",
+        &[("app", "docker://1"), ("proxy", "docker://2")],
+    )]);
+    world.set_drain(
+        ("ns".into(), "d".into()),
+        Some(drain("ns", "d", "syslog-udp://h:514")),
+    );
+    let mut b = binding("ns", "b", "web", &["d"]);
+    b.spec.containers = vec!["proxy".into()];
+    b.spec.streams = vec![BindingStream::Stderr];
+    world.set_binding(("ns".into(), "b".into()), Some(b));
+    let config = render_node(&world, "n").expect("bound");
+    assert_eq!(config.containers.len(), 1);
+    assert_eq!(config.containers[0].container, "proxy");
+    assert_eq!(config.containers[0].streams, vec![Stream::Stderr]);
+}
+
+fn drain_with_credentials(world: &mut World) {
+    let mut d = drain("ns", "http", "https://ingest.example/v1");
+    d.spec.credentials = Some(DrainCredentials {
+        secret_name: "creds".into(),
+        bearer_token_key: Some("token".into()),
+        username_key: None,
+        password_key: None,
+    });
+    d.spec.tls = Some(DrainTls {
+        ca: Some(SecretKeyRef {
+            name: "ca".into(),
+            key: "ca.crt".into(),
+        }),
+        ..DrainTls::default()
+    });
+    world.set_drain(("ns".into(), "http".into()), Some(d));
+    world.set_binding(
+        ("ns".into(), "b".into()),
+        Some(binding("ns", "b", "web", &["http"])),
+    );
+}
+
+const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUbJ0m\n-----END CERTIFICATE-----\n";
+
+#[test]
+fn drains_resolve_their_secrets_or_say_why_not() {
+    let mut world = world_with(vec![pod("ns", "p", "web", "n", &[("app", "docker://1")])]);
+    drain_with_credentials(&mut world);
+    let d = world.drains[&("ns".to_owned(), "http".to_owned())].clone();
+    let resolve = |w: &World| resolve_drain(&d, &w.secrets, "x".into());
+
+    assert_eq!(resolve(&world).unwrap_err().reason, reason::SECRET_NOT_FOUND);
+    assert!(
+        render_node(&world, "n").is_none(),
+        "an unresolved drain is left out"
+    );
+
+    world.set_secret(
+        ("ns".into(), "creds".into()),
+        Some(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
+    );
+    world.set_secret(
+        ("ns".into(), "ca".into()),
+        Some(BTreeMap::from([("other".into(), CA.as_bytes().to_vec())])),
+    );
+    let problem = resolve(&world).unwrap_err();
+    assert_eq!(problem.reason, reason::SECRET_KEY_NOT_FOUND);
+    assert!(problem.message.contains("\"ca.crt\""), "{}", problem.message);
+
+    world.set_secret(
+        ("ns".into(), "ca".into()),
+        Some(BTreeMap::from([("ca.crt".into(), b"not pem".to_vec())])),
+    );
+    assert_eq!(resolve(&world).unwrap_err().reason, reason::INVALID_CERTIFICATE);
+
+    world.set_secret(
+        ("ns".into(), "ca".into()),
+        Some(BTreeMap::from([("ca.crt".into(), CA.as_bytes().to_vec())])),
+    );
+    let config = render_node(&world, "n").expect("resolves now");
+    let http = config.drains[0].http.as_ref().expect("http options");
+    assert_eq!(http.bearer_token.as_ref().map(|t| t.expose()), Some("s3cret"));
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "credentials must not show in Debug output"
+    );
+}
+
+#[test]
+fn node_drain_names_are_dns_labels_and_unambiguous() {
+    assert_eq!(node_drain_name("shop", "logs"), "shop-logs");
+    let long = node_drain_name(&"n".repeat(40), &"d".repeat(40));
+    assert!(long.len() <= 63, "{long}");
+    assert_ne!(long, node_drain_name(&"n".repeat(40), &"e".repeat(40)));
+    // `a-b`/`c` and `a`/`b-c` would both be `a-b-c`: both get distinct hashed names.
+    let keys = [
+        ("a-b".to_owned(), "c".to_owned()),
+        ("a".to_owned(), "b-c".to_owned()),
+    ];
+    let names = unique_names(keys.iter());
+    assert_ne!(names[&keys[0]], names[&keys[1]]);
+    for n in names.values() {
+        assert!(n.len() <= 63 && !n.ends_with('-'), "{n}");
+    }
+}
+
+#[test]
+fn rendering_is_deterministic_whatever_the_insertion_order() {
+    let pods = vec![
+        pod("ns", "p1", "web", "n", &[("a", "docker://1")]),
+        pod("ns", "p2", "web", "n", &[("a", "docker://2")]),
+        pod("ns", "p3", "web", "n", &[("a", "docker://3")]),
+    ];
+    let mut reversed = pods.clone();
+    reversed.reverse();
+    let render = |pods: Vec<_>| {
+        let mut world = world_with(pods);
+        world.set_drain(("ns".into(), "d".into()), Some(drain("ns", "d", "syslog://h:1")));
+        world.set_binding(
+            ("ns".into(), "b1".into()),
+            Some(binding("ns", "b1", "web", &["d"])),
+        );
+        world.set_binding(
+            ("ns".into(), "b2".into()),
+            Some(binding("ns", "b2", "web", &["d"])),
+        );
+        render_node(&world, "n")
+            .expect("bound")
+            .to_yaml()
+            .expect("renders")
+    };
+    let (one, two) = (render(pods), render(reversed));
+    assert_eq!(one, two);
+    assert_eq!(content_hash(&one), content_hash(&two));
+    // Two bindings to the same drain give one entry per container, not two.
+    assert_eq!(NodeConfig::from_yaml(&one).expect("valid").containers.len(), 3);
+}

@@ -1,0 +1,81 @@
+//! What each change marks dirty: a pod change touches only its node.
+
+use super::*;
+use crate::fixtures::*;
+
+fn key(ns: &str, name: &str) -> ObjKey {
+    (ns.to_owned(), name.to_owned())
+}
+
+#[test]
+fn a_pod_change_dirties_only_its_node_and_the_bindings_that_select_it() {
+    let mut world = World::default();
+    world.set_binding(key("ns", "web"), Some(binding("ns", "web", "web", &["d"])));
+    world.set_binding(key("ns", "db"), Some(binding("ns", "db", "db", &["d2"])));
+    world.upsert_pod(
+        Some(pod("ns", "other", "web", "node-b", &[("c", "docker://9")])),
+        key("ns", "other"),
+    );
+
+    let dirty = world.upsert_pod(
+        Some(pod("ns", "p", "web", "node-a", &[("c", "docker://1")])),
+        key("ns", "p"),
+    );
+    assert_eq!(dirty.nodes, BTreeSet::from(["node-a".to_owned()]));
+    assert_eq!(dirty.bindings, BTreeSet::from([key("ns", "web")]));
+    assert_eq!(dirty.drains, BTreeSet::from([key("ns", "d")]));
+
+    // Same pod again: nothing changed, nothing dirty.
+    let again = world.upsert_pod(
+        Some(pod("ns", "p", "web", "node-a", &[("c", "docker://1")])),
+        key("ns", "p"),
+    );
+    assert!(again.is_empty());
+
+    // Restarted with a new container id: still only its node.
+    let restarted = world.upsert_pod(
+        Some(pod("ns", "p", "web", "node-a", &[("c", "docker://2")])),
+        key("ns", "p"),
+    );
+    assert_eq!(restarted.nodes, BTreeSet::from(["node-a".to_owned()]));
+
+    // Deleted: its node; the index forgets it.
+    let deleted = world.delete_pod(&key("ns", "p"));
+    assert_eq!(deleted.nodes, BTreeSet::from(["node-a".to_owned()]));
+    assert_eq!(world.pods_on("node-a").count(), 0);
+    assert_eq!(world.nodes().collect::<Vec<_>>(), vec!["node-b"]);
+}
+
+#[test]
+fn a_binding_change_dirties_its_namespace_only_and_status_echoes_do_not() {
+    let mut world = World::default();
+    world.upsert_pod(
+        Some(pod("a", "p", "web", "node-a", &[("c", "docker://1")])),
+        key("a", "p"),
+    );
+    world.upsert_pod(
+        Some(pod("b", "p", "web", "node-b", &[("c", "docker://2")])),
+        key("b", "p"),
+    );
+    let dirty = world.set_binding(key("a", "web"), Some(binding("a", "web", "web", &["d"])));
+    assert_eq!(dirty.nodes, BTreeSet::from(["node-a".to_owned()]));
+    let mut with_status = binding("a", "web", "web", &["d"]);
+    with_status.status = Some(Default::default());
+    assert!(
+        world.set_binding(key("a", "web"), Some(with_status)).is_empty(),
+        "a status change is not a change"
+    );
+}
+
+#[test]
+fn a_relist_removes_pods_that_vanished_within_its_scope_only() {
+    let mut world = World::default();
+    world.upsert_pod(Some(pod("a", "p1", "web", "n1", &[])), key("a", "p1"));
+    world.upsert_pod(Some(pod("b", "p2", "web", "n2", &[])), key("b", "p2"));
+    let dirty = world.replace_pods(Some("a"), vec![]);
+    assert_eq!(dirty.nodes, BTreeSet::from(["n1".to_owned()]));
+    assert!(
+        world.pods.contains_key(&key("b", "p2")),
+        "another scope's pod stays"
+    );
+}
