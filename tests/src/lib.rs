@@ -1,1 +1,25 @@
-//! Test support for sluice end-to-end tests (under construction).
+//! Harnesses for sluice's end-to-end tests: real daemons in fresh temp dirs on free ports.
+//!
+//! * [`docker`]: our own `dockerd` (own data root), `FROM scratch` images of `loggen`, containers
+//!   with json-file log options;
+//! * [`syslog`]: rsyslog and syslog-ng receivers (TCP with octet counting, TLS, UDP) writing one
+//!   JSON object per received message, parsed back into [`syslog::Received`];
+//! * [`http`]: an in-process HTTP receiver that records every JSON line (gzip-aware) and can be
+//!   told to answer 503;
+//! * [`collector`]: the `sluice-collector` binary under test (config rewrites, SIGTERM/SIGKILL,
+//!   restarts, `/metrics` scraping, `/readyz`);
+//! * [`multiset`]: exact comparison of lines written and received, with readable reports;
+//! * [`support`]: free ports, polling with a timeout, the process guard, and the "part missing"
+//!   policy: locally a LOUD skip, with `SLUICE_REQUIRE_ALL=1` (CI) a failure.
+//!
+//! Invariant: every process a harness starts is owned by a [`support::Daemon`] guard that stops it
+//! by pid (its whole process group) on drop, including when a test panics.
+
+pub mod collector;
+pub mod docker;
+pub mod http;
+pub mod multiset;
+pub mod support;
+pub mod syslog;
+
+pub use sluice_loggen::{LineSpec, Stream};

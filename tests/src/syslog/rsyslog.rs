@@ -1,0 +1,121 @@
+//! rsyslog (Debian's `rsyslogd`) as a syslog receiver: `imtcp` (plain and GnuTLS) and `imudp`,
+//! writing each parsed message as a JSON line through an `option.jsonf` template.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::Result;
+
+use super::{Certs, MAX_MESSAGE_BYTES, Ports, Received};
+use crate::support::{Daemon, Missing, program, temp_dir, wait_until};
+
+/// A running rsyslogd receiving on [`Rsyslog::ports`].
+#[derive(Debug)]
+pub struct Rsyslog {
+    daemon: Daemon,
+    /// Where it listens.
+    pub ports: Ports,
+    /// The CA that signed its TLS certificate.
+    pub certs: Certs,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    /// Whether rsyslogd (with its GnuTLS driver) is installed.
+    pub fn available() -> Result<PathBuf, Missing> {
+        program(
+            "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+            "rsyslog-gnutls",
+        )?;
+        program("/usr/sbin/rsyslogd", "rsyslog")
+    }
+
+    /// Start on fresh ports in a fresh temp dir and wait until all three listeners accept.
+    pub fn start(bin: &std::path::Path) -> Result<Self> {
+        let dir = temp_dir("sluice-rsyslog-")?;
+        let d = dir.path();
+        let certs = Certs::generate(d)?;
+        let ports = Ports::free();
+        let out = d.join("received.jsonl");
+        let conf = format!(
+            r#"global(workDirectory="{work}" maxMessageSize="{max}"
+       defaultNetstreamDriverCAFile="{ca}" defaultNetstreamDriverCertFile="{cert}"
+       defaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" maxSessions="1000" maxFrameSize="{max}")
+module(load="imudp")
+template(name="sluice" type="list" option.jsonf="on") {{
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="host" name="hostname" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd" name="structured-data" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+ruleset(name="sluice") {{ action(type="omfile" file="{out}" template="sluice") }}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="sluice")
+input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="sluice" streamDriver.name="gtls"
+      streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="sluice")
+"#,
+            work = d.display(),
+            max = MAX_MESSAGE_BYTES,
+            ca = certs.ca.display(),
+            cert = certs.cert.display(),
+            key = certs.key.display(),
+            out = out.display(),
+            tcp = ports.tcp,
+            tls = ports.tls,
+            udp = ports.udp,
+        );
+        let conf_path = d.join("rsyslog.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-n")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(d.join("rsyslogd.pid"));
+        let daemon = Daemon::spawn("rsyslogd", cmd, &d.join("rsyslogd.log"))?;
+        let receiver = Self {
+            daemon,
+            ports,
+            certs,
+            out,
+            _dir: dir,
+        };
+        receiver.wait_listening()?;
+        Ok(receiver)
+    }
+
+    fn wait_listening(&self) -> Result<()> {
+        wait_until(
+            "rsyslogd to listen",
+            Duration::from_secs(30),
+            || {
+                super::syslog_ng::tcp_open(self.ports.tcp)
+                    .then_some(())
+                    .filter(|_| super::syslog_ng::tcp_open(self.ports.tls))
+            },
+            || self.daemon.log_tail(10),
+        )
+    }
+
+    /// Every message received so far.
+    pub fn received(&self) -> Vec<Received> {
+        Received::parse_file(&self.out)
+    }
+
+    /// The receiver's own log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        self.daemon.log_tail(20)
+    }
+
+    /// Stop it (a dropped receiver is stopped too); returns when it has exited.
+    pub fn stop(self) {}
+
+    /// SIGSTOP/SIGCONT: a stopped receiver accepts nothing new and reads nothing.
+    pub fn pause(&self, paused: bool) {
+        self.daemon
+            .signal(if paused { libc::SIGSTOP } else { libc::SIGCONT });
+    }
+}
