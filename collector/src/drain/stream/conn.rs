@@ -96,16 +96,23 @@ pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
             inner: tcp,
             written: Arc::clone(&written),
         };
+        let meter = Meter { fd, written };
         let io: Box<dyn Io> = match &target.tls {
             None => Box::new(counting),
-            Some((connector, name)) => Box::new(connector.connect(name.clone(), counting).await.map_err(
-                |source| Error::Handshake {
+            Some((connector, name)) => {
+                let handshake = |source| Error::Handshake {
                     address: address.clone(),
                     source,
-                },
-            )?),
+                };
+                let mut tls = connector
+                    .connect(name.clone(), counting)
+                    .await
+                    .map_err(handshake)?;
+                await_refusal(&mut tls, &meter).await.map_err(handshake)?;
+                Box::new(tls)
+            }
         };
-        Ok((io, Meter { fd, written }))
+        Ok((io, meter))
     };
     match tokio::time::timeout(target.connect_timeout, attempt).await {
         Ok(result) => result,
@@ -113,6 +120,30 @@ pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
             address,
             after: target.connect_timeout,
         }),
+    }
+}
+
+/// How long to listen for a refusal after the server acknowledged the end of the handshake.
+const REFUSAL_GRACE: Duration = Duration::from_millis(50);
+
+/// A TLS 1.3 server checks the client's certificate only after the client considers the handshake
+/// done; a refusal arrives as an alert right after. Bytes sent before that would be acknowledged by
+/// the server's TCP stack and then thrown away by the server, so wait until the server acknowledged
+/// the handshake, then listen briefly for an alert (or a close) before any line is sent.
+async fn await_refusal(tls: &mut (impl AsyncRead + Unpin), meter: &Meter) -> io::Result<()> {
+    // Poll the kernel until the handshake's last flight is acknowledged (bounded by the caller's
+    // connect timeout).
+    while meter.acked()? < meter.written() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut scratch = [0u8; 512];
+    match tokio::time::timeout(REFUSAL_GRACE, tokio::io::AsyncReadExt::read(tls, &mut scratch)).await {
+        Err(_) | Ok(Ok(1..)) => Ok(()),
+        Ok(Ok(0)) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the server closed the connection right after the handshake",
+        )),
+        Ok(Err(e)) => Err(e),
     }
 }
 
