@@ -291,3 +291,79 @@ fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T>
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The operator's RBAC is tested as its ServiceAccount: a client certificate
+/// with CN=system:serviceaccount:<ns>:<name> matches ServiceAccount subjects.
+#[tokio::test]
+async fn minted_service_account_identity_matches_service_account_subjects() -> Result<()> {
+    let Some(harness) = KubeHarness::shared_or_skip("minted_service_account_identity").await? else {
+        return Ok(());
+    };
+    let admin = harness.client().await?;
+    create_namespace(&admin, "sa-subject").await?;
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("read-config-maps".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            verbs: vec!["list".into()],
+            ..Default::default()
+        }]),
+    };
+    Api::<Role>::namespaced(admin.clone(), "sa-subject")
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("operator".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "read-config-maps".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "operator".into(),
+            namespace: Some("sa-subject".into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin, "sa-subject")
+        .create(&PostParams::default(), &binding)
+        .await?;
+
+    let sa = harness
+        .client_as(
+            "system:serviceaccount:sa-subject:operator",
+            &["system:serviceaccounts"],
+        )
+        .await?;
+    let config_maps = Api::<ConfigMap>::namespaced(sa.clone(), "sa-subject");
+    // RBAC reads its rules from an informer: poll until the binding is seen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let names: Vec<String> = loop {
+        match config_maps.list(&ListParams::default()).await {
+            Ok(list) => break list.items.into_iter().filter_map(|cm| cm.metadata.name).collect(),
+            Err(e) if api_status(&e) == Some(403) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => bail!("the ServiceAccount identity cannot list ConfigMaps: {e}"),
+        }
+    };
+    // Every namespace gets the root CA ConfigMap only from kube-controller-manager: none here.
+    assert_eq!(names, Vec::<String>::new());
+    let secrets = Api::<Secret>::namespaced(sa, "sa-subject")
+        .list(&ListParams::default())
+        .await;
+    assert_eq!(
+        secrets.as_ref().err().and_then(api_status),
+        Some(403),
+        "{secrets:?}"
+    );
+    Ok(())
+}
