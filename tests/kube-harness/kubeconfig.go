@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -91,8 +92,15 @@ func markReadyWhenServing(ctx context.Context, f pkiFiles, info readyInfo, ready
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, readyFile)
+	if err := os.Rename(tmp, readyFile); err != nil {
+		return err
+	}
+	becameReady.Store(true)
+	return nil
 }
+
+// becameReady records that the ready marker was written.
+var becameReady atomic.Bool
 
 func adminHTTPClient(f pkiFiles) (*http.Client, error) {
 	caPEM, err := os.ReadFile(f.caCert)

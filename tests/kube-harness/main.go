@@ -65,7 +65,7 @@ func up(args []string) int {
 	port := fs.Int("port", 0, "kube-apiserver secure port on 127.0.0.1 (0: a free port)")
 	readyFile := fs.String("ready-file", "", "marker written once the server answers (default DIR/ready)")
 	parentPid := fs.Int("parent-pid", 0, "stop when this process is no longer our parent (it died)")
-	rmDir := fs.Bool("rm-dir", false, "delete DIR after stopping")
+	rmDir := fs.Bool("rm-dir", false, "delete DIR after stopping, if the server became ready (a failed start keeps its files)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -90,7 +90,7 @@ func up(args []string) int {
 	}
 	code := serve(cmd, d, *port, *readyFile, *parentPid, fs.Args())
 	fmt.Fprintf(os.Stderr, "kube-harness up: stopped (exit code %d, etcd closed)\n", code)
-	if *rmDir {
+	if *rmDir && becameReady.Load() {
 		os.RemoveAll(d)
 	}
 	return code

@@ -179,9 +179,9 @@ impl KubeHarness {
             .map_err(Error::TempDir)?;
         let dir = tempdir.path().to_owned();
         let log = dir.join("harness.log");
-        // The shared harness deletes its own directory when it stops.
-        let extra: &[&str] = if shared { &["--rm-dir"] } else { &[] };
-        let mut process = HarnessProcess::spawn(bin, &dir, &log, extra)?;
+        // The harness deletes its own directory when it stops, so nothing is
+        // left even when this process is killed (the shared harness relies on it).
+        let mut process = HarnessProcess::spawn(bin, &dir, &log, &["--rm-dir"])?;
         let info = wait_ready(&mut process, &dir.join("ready"), &log).await?;
         let tempdir = if shared {
             let _ = tempdir.keep();
