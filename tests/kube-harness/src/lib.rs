@@ -29,7 +29,8 @@ use tokio::time::Instant;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::OnceCell;
 
-pub use binary::{BIN_ENV, harness_binary, pinned_kubernetes_version};
+pub use binary::{BIN_ENV, Error as BinaryError, harness_binary, pinned_kubernetes_version};
+pub use process::Error as ProcessError;
 use process::HarnessProcess;
 
 /// Environment variable that turns "harness unavailable" into a failure.
