@@ -104,6 +104,11 @@ impl Collector {
         fs::rename(&tmp, &self.config).context("replacing the config file")
     }
 
+    /// The port of `/metrics`, `/healthz` and `/readyz`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The config file's path.
     pub fn config_path(&self) -> &Path {
         &self.config

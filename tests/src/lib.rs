@@ -17,6 +17,7 @@
 
 pub mod collector;
 pub mod docker;
+pub mod fixture;
 pub mod http;
 pub mod multiset;
 pub mod support;

@@ -40,6 +40,14 @@ impl Multiset {
         self.counts.get(line).copied().unwrap_or(0)
     }
 
+    /// Add every occurrence of `other`.
+    pub fn merge(&mut self, other: &Multiset) {
+        for (line, n) in other.iter() {
+            *self.counts.entry(line.to_owned()).or_default() += n;
+            self.total += n;
+        }
+    }
+
     /// Every distinct line with its count.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.counts.iter().map(|(k, v)| (k.as_str(), *v))
