@@ -1,0 +1,55 @@
+//! Two replicas: only the leader writes; killing the leader hands over to the other.
+
+use anyhow::Result;
+use serde_json::json;
+use sluice_api::crd::{LogBinding, LogDrain};
+
+use crate::{env_or_skip, support::wait_for};
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> Result<()> {
+    let env = env_or_skip!("leader");
+    let ns = env.tenant.clone();
+    let node = env.create_node("n").await?;
+    env.apply::<LogDrain>(&ns, json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain", "metadata": {"name": "logs"}, "spec": {"url": "syslog://h:514"}})).await?;
+    env.apply::<LogBinding>(&ns, json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding", "metadata": {"name": "web"}, "spec": {"selector": {}, "drains": ["logs"]}})).await?;
+    env.create_pod("p1", "web", &node, &[("app", "containerd://one")])
+        .await?;
+
+    let one = env.operator("replica-1", &[]).await?;
+    one.wait_ready_leader().await?;
+    let two = env.operator("replica-2", &[]).await?;
+    wait_for("the first config", || async {
+        Ok(env.node_config(&node).await?.is_some())
+    })
+    .await?;
+    // The second replica is up (ready as a standby) and must not lead or write.
+    wait_for("replica-2 standing by", || async {
+        Ok(two.ctx.health.is_ready())
+    })
+    .await?;
+    env.create_pod("p2", "web", &node, &[("app", "containerd://two")])
+        .await?;
+    wait_for("p2 rendered by the leader", || async {
+        Ok(env.containers(&node).await?.len() == 2)
+    })
+    .await?;
+    assert!(!two.ctx.health.is_leader());
+    assert_eq!(two.writes(), 0, "a standby must not write");
+
+    // Kill the leader (no Lease release): the standby takes over after the lease expires and
+    // renders the next change.
+    one.kill();
+    wait_for("replica-2 leads", || async {
+        Ok(two.ctx.health.is_leader() && two.ctx.health.is_ready())
+    })
+    .await?;
+    env.create_pod("p3", "web", &node, &[("app", "containerd://three")])
+        .await?;
+    wait_for("p3 rendered by the new leader", || async {
+        Ok(env.containers(&node).await?.len() == 3)
+    })
+    .await?;
+    assert!(two.writes() >= 1);
+    two.stop().await
+}
