@@ -135,14 +135,22 @@ pub struct KubeHarness {
 impl KubeHarness {
     /// Builds (once) and starts a harness of its own for the caller.
     pub async fn start() -> Result<Self, Error> {
-        Self::start_inner(false).await
+        Self::start_inner(false, &[]).await
+    }
+
+    /// [`KubeHarness::start`] with extra kube-apiserver flags, e.g.
+    /// `["--max-requests-inflight=2000"]` for a benchmark or
+    /// `["--feature-gates=…"]`, passed after the harness's own (for a
+    /// single-valued flag the last one wins).
+    pub async fn start_with_apiserver_flags(flags: &[&str]) -> Result<Self, Error> {
+        Self::start_inner(false, flags).await
     }
 
     /// The harness shared by the whole test binary, started on first use.
     /// It stops by itself when the test process exits.
     pub async fn shared() -> Result<&'static Self, Error> {
         static SHARED: OnceCell<KubeHarness> = OnceCell::const_new();
-        SHARED.get_or_try_init(|| Self::start_inner(true)).await
+        SHARED.get_or_try_init(|| Self::start_inner(true, &[])).await
     }
 
     /// [`KubeHarness::start`], or `None` after a loud skip message when this
@@ -156,13 +164,13 @@ impl KubeHarness {
         skip_if_unavailable(test, Self::shared().await)
     }
 
-    async fn start_inner(shared: bool) -> Result<Self, Error> {
+    async fn start_inner(shared: bool, flags: &[&str]) -> Result<Self, Error> {
         let bin = harness_binary().await?;
         // Retry only the one failure that is not ours: another process
         // taking the free port between the probe and the apiserver's bind.
         let mut attempt = 1;
         loop {
-            match Self::launch(&bin, shared).await {
+            match Self::launch(&bin, shared, flags).await {
                 Err(Error::Exited { tail, .. })
                     if attempt < PORT_RACE_ATTEMPTS && tail.contains("address already in use") =>
                 {
@@ -173,7 +181,7 @@ impl KubeHarness {
         }
     }
 
-    async fn launch(bin: &Path, shared: bool) -> Result<Self, Error> {
+    async fn launch(bin: &Path, shared: bool, flags: &[&str]) -> Result<Self, Error> {
         let tempdir = tempfile::Builder::new()
             .prefix("sluice-kube-harness-")
             .tempdir()
@@ -182,7 +190,11 @@ impl KubeHarness {
         let log = dir.join("harness.log");
         // The harness deletes its own directory when it stops, so nothing is
         // left even when this process is killed (the shared harness relies on it).
-        let mut process = HarnessProcess::spawn(bin, &dir, &log, &["--rm-dir"])?;
+        let args: Vec<&str> = ["--rm-dir", "--"]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        let mut process = HarnessProcess::spawn(bin, &dir, &log, &args)?;
         let info = wait_ready(&mut process, &dir.join("ready"), &log).await?;
         let tempdir = if shared {
             let _ = tempdir.keep();

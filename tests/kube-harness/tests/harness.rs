@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, Secret};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -364,6 +364,60 @@ async fn minted_service_account_identity_matches_service_account_subjects() -> R
         secrets.as_ref().err().and_then(api_status),
         Some(403),
         "{secrets:?}"
+    );
+    Ok(())
+}
+
+fn pod(name: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("node-a".into()),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("registry.example/app:1.0".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pull_policy(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image_pull_policy
+        .as_deref()
+}
+
+/// Pods can be created as tests need them (bound to a node, no
+/// ServiceAccount), and extra apiserver flags take effect.
+#[tokio::test]
+async fn pods_and_extra_apiserver_flags() -> Result<()> {
+    let Some(shared) = KubeHarness::shared_or_skip("pods_and_extra_apiserver_flags").await? else {
+        return Ok(());
+    };
+    let created = Api::<Pod>::namespaced(shared.client().await?, "default")
+        .create(&PostParams::default(), &pod("plain"))
+        .await?;
+    assert_eq!(pull_policy(&created), Some("IfNotPresent"));
+
+    // Available: the shared harness above runs (or we returned).
+    let custom =
+        KubeHarness::start_with_apiserver_flags(&["--enable-admission-plugins=AlwaysPullImages"]).await?;
+    let created = Api::<Pod>::namespaced(custom.client().await?, "default")
+        .create(&PostParams::default(), &pod("pulled"))
+        .await?;
+    assert_eq!(
+        pull_policy(&created),
+        Some("Always"),
+        "the AlwaysPullImages admission plugin is on"
     );
     Ok(())
 }
