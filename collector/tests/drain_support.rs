@@ -1,5 +1,5 @@
 //! Shared helpers for the drain integration tests (included with `#[path]` by each `drain_*.rs`).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::{
     collections::BTreeMap,
@@ -81,12 +81,18 @@ pub struct Feeder {
     meta: ContainerMeta,
 }
 
-impl Feeder {
-    pub fn new() -> Self {
+impl Default for Feeder {
+    fn default() -> Self {
         Self {
             cursor: Arc::new(Cursor::new(None)),
             meta: meta(),
         }
+    }
+}
+
+impl Feeder {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Lines acknowledged so far.
@@ -131,7 +137,7 @@ impl Feeder {
             };
             encoder.encode(&line, &mut batch);
             batch.mark(&self.cursor, position(i + 1));
-            if (i + 1 - range.start) % per_batch == 0 || i + 1 == range.end {
+            if (i + 1 - range.start).is_multiple_of(per_batch) || i + 1 == range.end {
                 endpoint
                     .batches
                     .send(std::mem::take(&mut batch))
@@ -165,10 +171,7 @@ pub async fn read_octet_frames(mut reader: impl AsyncRead + Unpin, out: Arc<Mute
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // Take every complete frame off the front of the buffer.
-        loop {
-            let Some(space) = buf.iter().position(|&b| b == b' ') else {
-                break;
-            };
+        while let Some(space) = buf.iter().position(|&b| b == b' ') {
             let len: usize = std::str::from_utf8(&buf[..space])
                 .expect("ascii length")
                 .parse()
@@ -290,4 +293,43 @@ pub fn multiset(items: impl IntoIterator<Item = String>) -> BTreeMap<String, usi
         *counts.entry(item).or_insert(0) += 1;
     }
     counts
+}
+
+/// Assert that `got` and `want` hold the same lines (in any order), printing only the first
+/// difference rather than thousands of lines.
+pub fn assert_same_lines(mut got: Vec<String>, mut want: Vec<String>) {
+    got.sort();
+    want.sort();
+    if got != want {
+        let first = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "received {} lines, expected {}; first difference at sorted index {first}: got {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.get(first),
+            want.get(first)
+        );
+    }
+}
+
+/// Assert that `got` equals `want` in order, printing only the first difference.
+pub fn assert_lines_in_order(got: &[String], want: &[String]) {
+    if got != want {
+        let first = got
+            .iter()
+            .zip(want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "received {} lines, expected {}; first difference at index {first}: got {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.get(first),
+            want.get(first)
+        );
+    }
 }
