@@ -1,0 +1,437 @@
+//! Scale benchmark of the operator against the real kube-apiserver harness (not a test: it prints
+//! figures). Run through `bench/operator-scale.sh`, which builds the release operator first.
+//!
+//! 1. Creates `--nodes` Nodes, `--namespaces` tenant namespaces each with one LogDrain,
+//!    `--bindings` LogBindings (binding i selects `app=app-i`), and `--pods` pods spread over the
+//!    nodes, each with its status patched as a kubelet would (a containerd container id).
+//! 2. Starts the operator binary (its own process, so its peak RSS is its own) and measures the
+//!    time until every node has its config, the node config writes, and the API requests the
+//!    apiserver served meanwhile.
+//! 3. Churn: replaces `--churn-rate` pods per second for `--churn-seconds` (delete, re-create with
+//!    a new container id, patch status) and measures, per replacement, the time from the status
+//!    patch to the node config that carries the new id (p50/p99/max).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::{
+    api::core::v1::{Container, Namespace, Node, Pod, PodSpec, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::watcher,
+};
+use serde_json::json;
+use sluice_api::NodeConfig;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    time::Instant,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Scale benchmark of sluice-operator against the project's kube-apiserver harness")]
+struct Args {
+    /// The operator binary to run (build it with --release).
+    #[arg(long)]
+    operator_bin: std::path::PathBuf,
+    #[arg(long, default_value_t = 500)]
+    nodes: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    #[arg(long, default_value_t = 200)]
+    bindings: usize,
+    #[arg(long, default_value_t = 20)]
+    namespaces: usize,
+    /// Pod replacements per second during churn (0: no churn phase).
+    #[arg(long, default_value_t = 100)]
+    churn_rate: u32,
+    #[arg(long, default_value_t = 60)]
+    churn_seconds: u64,
+    /// Concurrent requests while setting up.
+    #[arg(long, default_value_t = 48)]
+    concurrency: usize,
+}
+
+const SYSTEM: &str = "sluice-system";
+
+/// Kills the operator process by pid when dropped (also on failure).
+struct OperatorProcess(tokio::process::Child);
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let harness = sluice_kube_harness::KubeHarness::start()
+        .await
+        .context("starting the kube-apiserver harness")?;
+    let client = harness.client().await?;
+    install_crds(&client).await?;
+    let setup = Instant::now();
+    populate(&client, &args).await?;
+    eprintln!(
+        "setup: {} nodes, {} pods, {} bindings in {:.1}s",
+        args.nodes,
+        args.pods,
+        args.bindings,
+        setup.elapsed().as_secs_f64()
+    );
+
+    let port = free_port()?;
+    let before = apiserver_requests(&client).await?;
+    let started = Instant::now();
+    let child = tokio::process::Command::new(&args.operator_bin)
+        .args([
+            "--namespace",
+            SYSTEM,
+            "--identity",
+            "bench",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("KUBECONFIG", harness.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the operator binary")?;
+    let mut operator = OperatorProcess(child);
+    let pid = operator.0.id().context("operator pid")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
+    let expected = args.nodes.min(args.pods);
+    loop {
+        let n = secrets
+            .list_metadata(&ListParams::default().labels("app.kubernetes.io/component=node-config"))
+            .await?
+            .items
+            .len();
+        if n >= expected {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("only {n} of {expected} node configs after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let converged = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = operator_metrics(port).await?;
+    let applies = metric(
+        &metrics,
+        "sluice_operator_api_writes_total{resource=\"secret\",verb=\"apply\"}",
+    );
+    let startup_requests = apiserver_requests(&client).await? - before;
+    println!("converge_seconds {:.2}", converged.as_secs_f64());
+    println!("node_configs {expected}");
+    println!("writes_per_node {:.3}", applies / expected as f64);
+    println!(
+        "startup_api_requests_total {startup_requests:.0} (all clients; the bench issued ~2 list calls per 50 ms while polling)"
+    );
+    println!(
+        "startup_operator_writes {:.0}",
+        metric(&metrics, "sluice_operator_api_writes_total")
+    );
+
+    if args.churn_rate > 0 {
+        churn(&client, &args).await?;
+        let metrics = operator_metrics(port).await?;
+        println!(
+            "total_operator_writes {:.0}",
+            metric(&metrics, "sluice_operator_api_writes_total")
+        );
+    }
+    println!("peak_rss_mib {:.1}", peak_rss_kib(pid)? as f64 / 1024.0);
+    operator.0.kill().await.ok();
+    Ok(())
+}
+
+async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in sluice_api::crd::all() {
+        let name = crd.metadata.name.clone().context("CRD name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("sluice-bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !api
+            .get(&name)
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            if Instant::now() > deadline {
+                bail!("CRD {name} not established");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+fn tenant(binding: usize, args: &Args) -> String {
+    format!("team-{}", binding % args.namespaces)
+}
+
+async fn populate(client: &Client, args: &Args) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for name in (0..args.namespaces)
+        .map(|i| format!("team-{i}"))
+        .chain([SYSTEM.to_owned()])
+    {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: meta(&name),
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    for i in 0..args.namespaces {
+        let ns = format!("team-{i}");
+        let drain = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain", "metadata": {"name": "logs"}, "spec": {"url": "syslog-tls://logs.example.com:6514"}});
+        Api::<sluice_api::crd::LogDrain>::namespaced(client.clone(), &ns)
+            .patch("logs", &PatchParams::apply("sluice-bench"), &Patch::Apply(&drain))
+            .await?;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    stream::iter(0..args.nodes)
+        .map(|n| {
+            let nodes = nodes.clone();
+            async move {
+                nodes
+                    .create(
+                        &PostParams::default(),
+                        &Node {
+                            metadata: meta(&format!("node-{n}")),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    for b in 0..args.bindings {
+        let ns = tenant(b, args);
+        let binding = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding", "metadata": {"name": format!("b-{b}")},
+            "spec": {"selector": {"matchLabels": {"app": format!("app-{b}")}}, "drains": ["logs"]}});
+        Api::<sluice_api::crd::LogBinding>::namespaced(client.clone(), &ns)
+            .patch(
+                &format!("b-{b}"),
+                &PatchParams::apply("sluice-bench"),
+                &Patch::Apply(&binding),
+            )
+            .await?;
+    }
+    stream::iter(0..args.pods)
+        .map(|j| create_pod(client.clone(), args, j, 0))
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+fn container_id(j: usize, generation: usize) -> String {
+    format!("containerd://{j:08x}{generation:08x}")
+}
+
+/// Create pod `p-<j>` (bound by binding `j % bindings`) on node `j % nodes` and report its
+/// container running; returns the container id.
+async fn create_pod(client: Client, args: &Args, j: usize, generation: usize) -> Result<String> {
+    let b = j % args.bindings;
+    let api: Api<Pod> = Api::namespaced(client, &tenant(b, args));
+    let name = format!("p-{j}");
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([("app".to_owned(), format!("app-{b}"))].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(format!("node-{}", (j + generation) % args.nodes)),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    api.create(&PostParams::default(), &pod).await?;
+    let id = container_id(j, generation);
+    let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app", "containerID": id,
+        "image": "busybox", "imageID": "docker://sha256:1", "ready": true, "restartCount": 0,
+        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(id)
+}
+
+/// Replace pods at the churn rate; measure status-patch → node-config latency.
+async fn churn(client: &Client, args: &Args) -> Result<()> {
+    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let watch = tokio::spawn(watch_configs(client.clone(), pending.clone(), latencies.clone()));
+    let total = args.churn_rate as u64 * args.churn_seconds;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / args.churn_rate);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..total as usize {
+        tick.tick().await;
+        let (client, pending) = (client.clone(), pending.clone());
+        let j = k % args.pods;
+        let generation = 1 + k / args.pods;
+        let ns = tenant(j % args.bindings, args);
+        let args = Args {
+            operator_bin: args.operator_bin.clone(),
+            ..*args
+        };
+        tasks.spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            api.delete(&format!("p-{j}"), &DeleteParams::default().grace_period(0))
+                .await?;
+            let id = create_pod(client, &args, j, generation).await?;
+            pending
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(id, Instant::now());
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pending
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .is_empty()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.abort();
+    let missing = pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len();
+    let mut l = latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!("churn_replacements {total}");
+    println!("churn_latency_p50_ms {:.0}", pct(0.50).as_secs_f64() * 1000.0);
+    println!("churn_latency_p99_ms {:.0}", pct(0.99).as_secs_f64() * 1000.0);
+    println!(
+        "churn_latency_max_ms {:.0}",
+        l.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    println!("churn_never_rendered {missing}");
+    Ok(())
+}
+
+async fn watch_configs(
+    client: Client,
+    pending: Arc<Mutex<HashMap<String, Instant>>>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(client, SYSTEM);
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = events.try_next().await? {
+        let (watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) = event else {
+            continue;
+        };
+        let Some(yaml) = secret.data.as_ref().and_then(|d| d.get("config.yaml")) else {
+            continue;
+        };
+        let Ok(config) = NodeConfig::from_yaml(&String::from_utf8_lossy(&yaml.0)) else {
+            continue;
+        };
+        let now = Instant::now();
+        let mut pending = pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        for c in config.containers {
+            if let Some(at) = pending.remove(&c.id) {
+                latencies
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .push(now - at);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sum of `apiserver_request_total` over all label sets.
+async fn apiserver_requests(client: &Client) -> Result<f64> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+async fn operator_metrics(port: u16) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// The sum of the samples whose line starts with `prefix` (a metric name, or name + labels).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .context("VmHWM in /proc/<pid>/status")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
