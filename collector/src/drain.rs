@@ -165,7 +165,7 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
             let backoff =
                 Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
             let transport: Transport = BoxCloneService::new(stream::StreamService::spawn(target, backoff));
-            (encoder, transport, 8)
+            (encoder, transport, 4)
         }
         DrainKind::SyslogUdp { host, port } => {
             let oversize = ctx.metrics.udp_oversize.clone();

@@ -136,6 +136,7 @@ impl Feeder {
                 truncated: false,
             };
             encoder.encode(&line, &mut batch);
+            batch.lines += 1; // as the engine does
             batch.mark(&self.cursor, position(i + 1));
             if (i + 1 - range.start).is_multiple_of(per_batch) || i + 1 == range.end {
                 endpoint

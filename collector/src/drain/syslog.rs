@@ -252,8 +252,8 @@ fn digits(n: usize) -> usize {
 }
 
 impl Encoder for SyslogEncoder {
-    /// Appends one message (octet-counted) or one or more datagrams, and counts one line in
-    /// [`Batch::lines`].
+    /// Appends one message (octet-counted) or one or more datagrams. [`Batch::lines`] is the
+    /// engine's to count.
     fn encode(&mut self, line: &LogLine<'_>, batch: &mut Batch) {
         let id = MsgIdHex::new(line.id);
         let Self { spec, cache } = self;
@@ -290,7 +290,6 @@ impl Encoder for SyslogEncoder {
                 encode_datagrams(message, *max, *oversize, (split, truncated), batch);
             }
         }
-        batch.lines += 1;
     }
 }
 
