@@ -7,8 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 "$REPO_ROOT/scripts/setup.sh"
-source "$REPO_ROOT/scripts/build.sh" | tail -n1
-SLUICE_BIN_DIR="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
+eval "$("$REPO_ROOT/scripts/build.sh" | tail -n1)"
 export SLUICE_BIN_DIR SLUICE_REQUIRE_ALL=1
 
 say "cargo fmt --all -- --check"
