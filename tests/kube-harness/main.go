@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -43,30 +44,59 @@ func main() {
 	sub := "up"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		sub, args = args[0], args[1:]
+	} else if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		sub = "help"
 	}
 	switch sub {
+	case "help":
+		fmt.Printf(usage, version.Get().GitVersion)
 	case "up":
 		os.Exit(up(args))
 	case "mint-user":
-		if err := mintUser(args); err != nil {
+		if err := mintUser(args); errors.Is(err, flag.ErrHelp) {
+			return
+		} else if err != nil {
 			fmt.Fprintln(os.Stderr, "kube-harness mint-user:", err)
 			os.Exit(1)
 		}
 	default:
-		fmt.Fprintf(os.Stderr, "kube-harness: unknown command %q (commands: up, mint-user; see -h of each)\n", sub)
+		fmt.Fprintf(os.Stderr, "kube-harness: unknown command %q\n\n"+usage, sub, version.Get().GitVersion)
 		os.Exit(2)
 	}
 }
 
+const usage = `kube-harness: a real kube-apiserver (Kubernetes %s) with embedded etcd, for tests.
+
+  kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--rm-dir] [-- kube-apiserver flags...]
+      Run until SIGTERM/SIGINT. DIR gets pki/, etcd/, kubeconfig (admin, system:masters)
+      and, once the server answers, the ready marker (JSON: server, kubeconfig, pid, version).
+  kube-harness mint-user --dir DIR --user NAME [--group G]... [--out FILE]
+      Write a kubeconfig for a restricted identity signed by DIR's CA; prints its path.
+
+Run "kube-harness up -h" or "kube-harness mint-user -h" for the flags.
+`
+
+// newFlagSet returns a flag set whose -h shows the synopsis first.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), usage+"\nFlags of %s:\n", version.Get().GitVersion, name)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // up runs etcd + kube-apiserver until a signal and returns the exit code.
 func up(args []string) int {
-	fs := flag.NewFlagSet("kube-harness up", flag.ContinueOnError)
+	fs := newFlagSet("kube-harness up")
 	dir := fs.String("dir", "", "directory for certificates, etcd data, kubeconfig and ready marker (required; reused if it exists)")
 	port := fs.Int("port", 0, "kube-apiserver secure port on 127.0.0.1 (0: a free port)")
 	readyFile := fs.String("ready-file", "", "marker written once the server answers (default DIR/ready)")
 	parentPid := fs.Int("parent-pid", 0, "stop when this process is no longer our parent (it died)")
 	rmDir := fs.Bool("rm-dir", false, "delete DIR after stopping, if the server became ready (a failed start keeps its files)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
 		return 2
 	}
 	if *dir == "" {
@@ -195,8 +225,8 @@ func (g *groupList) Set(v string) error { *g = append(*g, v); return nil }
 
 // mintUser writes a kubeconfig for --user with --group(s), signed by DIR's CA.
 func mintUser(args []string) error {
-	fs := flag.NewFlagSet("kube-harness mint-user", flag.ContinueOnError)
-	dir := fs.String("dir", "", "the --dir of a harness started with `up` (required)")
+	fs := newFlagSet("kube-harness mint-user")
+	dir := fs.String("dir", "", "the --dir of a harness started with up (required)")
 	user := fs.String("user", "", "user name (certificate CN) (required)")
 	out := fs.String("out", "", "kubeconfig to write (default DIR/users/<user>.kubeconfig)")
 	var groups groupList
