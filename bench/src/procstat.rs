@@ -104,6 +104,11 @@ fn ticks_per_second() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
+/// CPU seconds (user + system, all threads) of one process, without its descendants.
+pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    Ok(stat(pid)?.1 as f64 / ticks_per_second())
+}
+
 /// Measure `pid` and its descendants now.
 pub fn usage(pid: u32) -> Result<Usage> {
     let mut ticks = 0;

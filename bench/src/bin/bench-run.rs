@@ -184,8 +184,10 @@ async fn main() -> anyhow::Result<()> {
     };
     results::append(&a.results, &row)?;
     let mark = if row.pass() { "PASS" } else { "FAIL" };
+    // The receiver shares this process; its CPU shows whether it could have been the bottleneck.
+    let own_cpu = procstat::process_cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
     eprintln!(
-        "bench-run: {mark} {} {}: {}/{} lines ({} dup, {} foreign) in {:.2}s, {:.2} CPU s, peak {:.1} MiB, end={end}",
+        "bench-run: {mark} {} {}: {}/{} lines ({} dup, {} foreign) in {:.2}s, {:.2} CPU s, peak {:.1} MiB, end={end} (receiver: {own_cpu:.2} CPU s)",
         a.shipper,
         a.workload,
         row.unique,
@@ -228,10 +230,10 @@ async fn watch(
                 _ => None,
             }
         };
-        if end.is_some() || tick % 20 == 0 {
-            if let Ok(u) = procstat::usage(pid) {
-                last_usage = Some(u);
-            }
+        if (end.is_some() || tick.is_multiple_of(20))
+            && let Ok(u) = procstat::usage(pid)
+        {
+            last_usage = Some(u);
         }
         if let Some(end) = end {
             return Ok((end, last_usage));
