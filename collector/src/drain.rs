@@ -111,11 +111,17 @@ pub struct DrainContext {
 pub struct RunningDrain {
     /// What the engine feeds.
     pub endpoint: DrainEndpoint,
+    health: Arc<Health>,
     task: JoinHandle<()>,
     finish: watch::Sender<Option<Instant>>,
 }
 
 impl RunningDrain {
+    /// The drain's delivery health (failing or not, last error, last success), for status reports.
+    pub fn health(&self) -> retry::HealthSnapshot {
+        self.health.snapshot()
+    }
+
     /// The engine stopped sending: deliver what is queued or in flight until `deadline`, then give
     /// up (batches not acknowledged by then stay unacknowledged; their lines are read again later).
     pub async fn finish(self, deadline: Instant) {
@@ -123,6 +129,7 @@ impl RunningDrain {
             endpoint,
             mut task,
             finish,
+            ..
         } = self;
         drop(endpoint);
         let _ = finish.send(Some(deadline));
@@ -190,7 +197,7 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         task::DrainTask {
             rx,
             service,
-            health,
+            health: Arc::clone(&health),
             wake: ctx.wake,
             finish: finish_rx,
         }
@@ -206,6 +213,7 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
     };
     Ok(RunningDrain {
         endpoint,
+        health,
         task,
         finish,
     })
@@ -271,7 +279,7 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
     let connector = builder.enable_http1().build();
     let gzip = config.http.as_ref().is_some_and(|h| h.gzip);
     Ok(BoxCloneService::new(http::HttpService::new(
-        url.to_owned(),
+        url.split(['?', '#']).next().unwrap_or(url).to_owned(), // a query may carry an API key: never shown
         uri,
         headers,
         gzip,

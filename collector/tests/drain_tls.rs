@@ -143,6 +143,17 @@ async fn expect_refused(config: &sluice_api::node_config::DrainConfig, receiver:
         "nothing is acknowledged over an unverified connection"
     );
     assert!(receiver.messages.lock().unwrap().is_empty());
+    let health = drain.health();
+    assert_eq!(health.failing, Some("tls"));
+    let error = health.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "TLS handshake with 127.0.0.1:{} failed: ",
+            receiver.port
+        )),
+        "{error}"
+    );
+    assert_eq!(health.last_success_at, None);
     drain.abort();
 }
 

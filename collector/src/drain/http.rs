@@ -217,7 +217,14 @@ impl Service<Arc<Batch>> for HttpService {
         let client = self.client.clone();
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            let mut request = Request::post(inner.uri.clone()).body(Full::new(body(&batch, inner.gzip)))?;
+            let payload = if inner.gzip {
+                // Compressing a large batch takes milliseconds: keep it off the async workers.
+                let batch = Arc::clone(&batch);
+                tokio::task::spawn_blocking(move || body(&batch, true)).await?
+            } else {
+                body(&batch, false)
+            };
+            let mut request = Request::post(inner.uri.clone()).body(Full::new(payload))?;
             request.headers_mut().extend(inner.headers.clone());
             let response = client.request(request).await.map_err(|source| Error::Request {
                 url: inner.url.clone(),

@@ -16,7 +16,10 @@ use std::{
     fmt,
     pin::Pin,
     sync::{Arc, Mutex},
+    time::SystemTime,
 };
+
+use prometheus::IntCounter;
 
 use tower::{BoxError, retry::Policy};
 
@@ -79,12 +82,27 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// What a drain's delivery looks like right now (for status reporting).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// The cause of the current failure streak (`None` while delivering).
+    pub failing: Option<&'static str>,
+    /// The last delivery error, with its causes (errors never carry credentials).
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_at: Option<SystemTime>,
+    /// When a batch was last delivered.
+    pub last_success_at: Option<SystemTime>,
+}
+
 /// A drain's delivery health: counts failures and logs state changes.
 #[derive(Debug)]
 pub struct Health {
     drain: String,
     metrics: Metrics,
-    failing: Mutex<Option<&'static str>>,
+    lines_delivered: IntCounter,
+    bytes_delivered: IntCounter,
+    state: Mutex<HealthSnapshot>,
 }
 
 impl Health {
@@ -92,8 +110,10 @@ impl Health {
     pub fn new(drain: &str, metrics: Metrics) -> Self {
         Self {
             drain: drain.to_owned(),
+            lines_delivered: metrics.lines_delivered.with_label_values(&[drain]),
+            bytes_delivered: metrics.bytes_delivered.with_label_values(&[drain]),
             metrics,
-            failing: Mutex::new(None),
+            state: Mutex::new(HealthSnapshot::default()),
         }
     }
 
@@ -102,9 +122,14 @@ impl Health {
         &self.drain
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
-        // The state is a plain copy value; a panic elsewhere cannot leave it inconsistent.
-        self.failing.lock().unwrap_or_else(|poison| poison.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthSnapshot> {
+        // The state is plain data updated in one step; a panic elsewhere cannot leave it torn.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        self.state().clone()
     }
 
     /// An attempt failed with `cause`; it will be retried.
@@ -113,24 +138,23 @@ impl Health {
             .delivery_failures
             .with_label_values(&[self.drain.as_str(), cause])
             .inc();
+        let text = Chain(err).to_string();
         let mut state = self.state();
-        if *state != Some(cause) {
-            *state = Some(cause);
-            tracing::warn!(drain = %self.drain, cause, error = %Chain(err), "drain delivery failing; retrying with backoff");
+        if state.failing != Some(cause) {
+            state.failing = Some(cause);
+            tracing::warn!(drain = %self.drain, cause, error = %text, "drain delivery failing; retrying with backoff");
         }
+        state.last_error = Some(text);
+        state.last_error_at = Some(SystemTime::now());
     }
 
     /// A batch was delivered.
     pub fn success(&self, lines: u32, bytes: usize) {
-        self.metrics
-            .lines_delivered
-            .with_label_values(&[self.drain.as_str()])
-            .inc_by(u64::from(lines));
-        self.metrics
-            .bytes_delivered
-            .with_label_values(&[self.drain.as_str()])
-            .inc_by(bytes as u64);
-        if self.state().take().is_some() {
+        self.lines_delivered.inc_by(u64::from(lines));
+        self.bytes_delivered.inc_by(bytes as u64);
+        let mut state = self.state();
+        state.last_success_at = Some(SystemTime::now());
+        if state.failing.take().is_some() {
             tracing::info!(drain = %self.drain, "drain delivering again");
         }
     }
@@ -141,7 +165,11 @@ impl Health {
             .lines_dropped
             .with_label_values(&[self.drain.as_str(), "rejected"])
             .inc_by(u64::from(lines));
-        tracing::error!(drain = %self.drain, lines, error = %Chain(err), "drain rejected a batch; its lines are dropped");
+        let text = Chain(err).to_string();
+        tracing::error!(drain = %self.drain, lines, error = %text, "drain rejected a batch; its lines are dropped");
+        let mut state = self.state();
+        state.last_error = Some(text);
+        state.last_error_at = Some(SystemTime::now());
     }
 }
 
