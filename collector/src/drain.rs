@@ -73,7 +73,7 @@ pub enum Error {
         drain: String,
         /// What is wrong.
         #[source]
-        source: template::Error,
+        source: Box<template::Error>,
     },
     /// The TLS settings cannot be used.
     #[error("drain {drain:?}: invalid TLS settings")]
@@ -82,7 +82,7 @@ pub enum Error {
         drain: String,
         /// What is wrong.
         #[source]
-        source: tls::Error,
+        source: Box<tls::Error>,
     },
     /// The HTTP settings cannot be used.
     #[error("drain {drain:?}: {message}")]
@@ -222,7 +222,7 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
 fn syslog_encoder(config: &DrainConfig, framing: Framing) -> Result<EncoderFactory, Error> {
     let spec = SyslogSpec::new(&config.syslog, framing).map_err(|source| Error::Template {
         drain: config.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Arc::new(move || {
         Box::new(SyslogEncoder::new(spec.clone())) as Box<dyn Encoder>
@@ -241,7 +241,7 @@ fn tls_connector(
 ) -> Result<(TlsConnector, rustls_pki_types::ServerName<'static>), Error> {
     let err = |source| Error::Tls {
         drain: config.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let client = tls::client_config(config.tls.as_ref()).map_err(err)?;
     let name = tls::server_name(config.tls.as_ref(), host).map_err(err)?;
@@ -258,7 +258,7 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
     let headers = http::headers(config.http.as_ref()).map_err(err)?;
     let client = tls::client_config(config.tls.as_ref()).map_err(|source| Error::Tls {
         drain: config.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(client)
@@ -267,7 +267,7 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
         Some(name) if https => {
             let name = tls::server_name(config.tls.as_ref(), name).map_err(|source| Error::Tls {
                 drain: config.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
         }
