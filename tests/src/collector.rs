@@ -190,6 +190,25 @@ impl Collector {
     }
 }
 
+impl Drop for Collector {
+    fn drop(&mut self) {
+        // A failing test shows what the collector said, and which state files it left.
+        if std::thread::panicking() {
+            let state: Vec<String> = fs::read_dir(&self.state)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "----- sluice-collector log (last 60 lines; state dir: {state:?}) -----\n{}",
+                self.log_tail(60)
+            );
+        }
+    }
+}
+
 /// Parse the Prometheus text format into `series → value` (comments skipped).
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     text.lines()
