@@ -1,7 +1,7 @@
 // kube-harness: a real kube-apiserver (the unmodified upstream command, run
 // in-process) on top of an embedded etcd, for sluice's tests and demo.
 //
-//	kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--rm-dir] [-- apiserver flags...]
+//	kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--controllers LIST] [--rm-dir] [-- apiserver flags...]
 //	kube-harness mint-user --dir DIR --user NAME [--group G]... [--out FILE]
 //
 // `up` writes everything into DIR: pki/ (CA, serving, admin and
@@ -37,6 +37,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // cmd/kube-apiserver
 	"k8s.io/component-base/version"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 )
 
 func main() {
@@ -52,6 +53,10 @@ func main() {
 		fmt.Printf(usage, version.Get().GitVersion)
 	case "up":
 		os.Exit(up(args))
+	case "kube-controller-manager": // the child started by `up --controllers`
+		cmd := kcm.NewControllerManagerCommand()
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
 	case "mint-user":
 		if err := mintUser(args); errors.Is(err, flag.ErrHelp) {
 			return
@@ -67,9 +72,10 @@ func main() {
 
 const usage = `kube-harness: a real kube-apiserver (Kubernetes %s) with embedded etcd, for tests.
 
-  kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--rm-dir] [-- kube-apiserver flags...]
+  kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--controllers LIST] [--rm-dir] [-- kube-apiserver flags...]
       Run until SIGTERM/SIGINT. DIR gets pki/, etcd/, kubeconfig (admin, system:masters)
       and, once the server answers, the ready marker (JSON: server, kubeconfig, pid, version).
+      --controllers also runs kube-controller-manager with those controllers (a child process).
   kube-harness mint-user --dir DIR --user NAME [--group G]... [--out FILE]
       Write a kubeconfig for a restricted identity signed by DIR's CA; prints its path.
 
@@ -93,6 +99,7 @@ func up(args []string) int {
 	port := fs.Int("port", 0, "kube-apiserver secure port on 127.0.0.1 (0: a free port)")
 	readyFile := fs.String("ready-file", "", "marker written once the server answers (default DIR/ready)")
 	parentPid := fs.Int("parent-pid", 0, "stop when this process is no longer our parent (it died)")
+	controllers := fs.String("controllers", "", "also run kube-controller-manager with these controllers once ready, e.g. garbage-collector-controller,namespace-controller")
 	rmDir := fs.Bool("rm-dir", false, "delete DIR after stopping, if the server became ready (a failed start keeps its files)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -118,7 +125,7 @@ func up(args []string) int {
 	if *readyFile == "" {
 		*readyFile = filepath.Join(d, "ready")
 	}
-	code := serve(cmd, d, *port, *readyFile, *parentPid, fs.Args())
+	code := serve(cmd, upOptions{dir: d, readyFile: *readyFile, controllers: *controllers, port: *port, parentPid: *parentPid, extra: fs.Args()})
 	fmt.Fprintf(os.Stderr, "kube-harness up: stopped (exit code %d, etcd closed)\n", code)
 	if *rmDir && becameReady.Load() {
 		os.RemoveAll(d)
@@ -126,15 +133,22 @@ func up(args []string) int {
 	return code
 }
 
+// upOptions are the flags of `up`.
+type upOptions struct {
+	dir, readyFile, controllers string
+	port, parentPid             int
+	extra                       []string // passed on to kube-apiserver
+}
+
 // serve starts etcd, then runs the apiserver command until it returns.
-func serve(cmd *cobra.Command, dir string, port int, readyFile string, parentPid int, extra []string) int {
-	os.Remove(readyFile) // a stale marker from an earlier run would lie
-	f := newPKIFiles(dir)
+func serve(cmd *cobra.Command, o upOptions) int {
+	os.Remove(o.readyFile) // a stale marker from an earlier run would lie
+	f := newPKIFiles(o.dir)
 	if err := ensurePKI(f); err != nil {
 		fmt.Fprintln(os.Stderr, "kube-harness up: creating certificates:", err)
 		return 1
 	}
-	etcd, etcdURL, err := startEtcd(dir)
+	etcd, etcdURL, err := startEtcd(o.dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kube-harness up:", err)
 		return 1
@@ -148,36 +162,55 @@ func serve(cmd *cobra.Command, dir string, port int, readyFile string, parentPid
 			syscall.Kill(os.Getpid(), syscall.SIGTERM)
 		}
 	}()
-	if port == 0 {
-		if port, err = freePort(); err != nil {
+	if o.port == 0 {
+		if o.port, err = freePort(); err != nil {
 			fmt.Fprintln(os.Stderr, "kube-harness up:", err)
 			return 1
 		}
 	}
-	server := fmt.Sprintf("https://127.0.0.1:%d", port)
-	kubeconfig := filepath.Join(dir, "kubeconfig")
+	server := fmt.Sprintf("https://127.0.0.1:%d", o.port)
+	kubeconfig := filepath.Join(o.dir, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig, server, f.caCert, f.adminCert, f.adminKey, "kube-harness-admin"); err != nil {
 		fmt.Fprintln(os.Stderr, "kube-harness up: writing the admin kubeconfig:", err)
 		return 1
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	info := readyInfo{Server: server, Kubeconfig: kubeconfig, Pid: os.Getpid(), Version: version.Get().GitVersion}
-	go func() {
-		if err := markReadyWhenServing(ctx, f, info, readyFile); err != nil && ctx.Err() == nil {
-			fmt.Fprintln(os.Stderr, "kube-harness up: writing the ready marker:", err)
-		}
-	}()
-	if parentPid > 0 {
-		go watchParent(parentPid)
-	}
+	cmd.SetArgs(append(apiserverFlags(f, etcdURL, o.port), o.extra...))
+	return run(cmd, o, f, info) // the deferred etcd.Close may log "server closed" errors: expected
+}
 
-	cmd.SetArgs(append(apiserverFlags(f, etcdURL, port), extra...))
+// run runs the apiserver command; beside it, it writes the ready marker and
+// then starts the optional controller manager.
+func run(cmd *cobra.Command, o upOptions, f pkiFiles, info readyInfo) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	var cm atomic.Pointer[controllerManager]
+	go func() {
+		if err := markReadyWhenServing(ctx, f, info, o.readyFile); err != nil {
+			if ctx.Err() == nil {
+				fmt.Fprintln(os.Stderr, "kube-harness up: writing the ready marker:", err)
+			}
+			return
+		}
+		if o.controllers == "" {
+			return
+		}
+		c, err := startControllerManager(o.controllers, info.Kubeconfig, f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kube-harness up: stopping:", err)
+			syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			return
+		}
+		c.stopOnSignal()
+		cm.Store(c)
+	}()
+	if o.parentPid > 0 {
+		go watchParent(o.parentPid)
+	}
 	code := cli.Run(cmd) // blocks until a signal or a failure
 	cancel()
-	os.Remove(readyFile)
-	return code // the deferred etcd.Close may log "server closed" errors: expected
+	cm.Load().stop()
+	os.Remove(o.readyFile)
+	return code
 }
 
 // apiserverFlags is the minimal secure single-node configuration (see

@@ -13,11 +13,14 @@
 //! Clients are built per call, so a client never outlives the tokio runtime
 //! it was made on (each `#[tokio::test]` has its own runtime).
 //!
-//! The control plane has no controller-manager, scheduler or kubelet: no
-//! garbage collection, namespaces stay Terminating, no `default`
-//! ServiceAccounts (ServiceAccount admission is off), pods never run.
+//! By default the control plane is a bare apiserver: no controller-manager,
+//! scheduler or kubelet, so no garbage collection, namespaces stay
+//! Terminating, no `default` ServiceAccounts (ServiceAccount admission is
+//! off), pods never run. [`StartOptions::controllers`] adds a
+//! kube-controller-manager with the named controllers.
 
 mod binary;
+mod options;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +33,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::OnceCell;
 
 pub use binary::{BIN_ENV, Error as BinaryError, harness_binary, pinned_kubernetes_version};
+pub use options::{GC_AND_NAMESPACE_CONTROLLERS, StartOptions};
 pub use process::Error as ProcessError;
 use process::HarnessProcess;
 
@@ -135,22 +139,33 @@ pub struct KubeHarness {
 impl KubeHarness {
     /// Builds (once) and starts a harness of its own for the caller.
     pub async fn start() -> Result<Self, Error> {
-        Self::start_inner(false, &[]).await
+        Self::start_with(&StartOptions::default()).await
     }
 
-    /// [`KubeHarness::start`] with extra kube-apiserver flags, e.g.
-    /// `["--max-requests-inflight=2000"]` for a benchmark or
-    /// `["--feature-gates=…"]`, passed after the harness's own (for a
-    /// single-valued flag the last one wins).
+    /// [`KubeHarness::start`] with extra kube-apiserver flags (see
+    /// [`StartOptions::apiserver_flags`]).
     pub async fn start_with_apiserver_flags(flags: &[&str]) -> Result<Self, Error> {
-        Self::start_inner(false, flags).await
+        let apiserver_flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        Self::start_with(&StartOptions {
+            apiserver_flags,
+            ..StartOptions::default()
+        })
+        .await
+    }
+
+    /// [`KubeHarness::start`] with options, e.g. a kube-controller-manager for
+    /// garbage collection: `StartOptions::with_controllers(GC_AND_NAMESPACE_CONTROLLERS)`.
+    pub async fn start_with(options: &StartOptions) -> Result<Self, Error> {
+        Self::start_inner(false, options).await
     }
 
     /// The harness shared by the whole test binary, started on first use.
     /// It stops by itself when the test process exits.
     pub async fn shared() -> Result<&'static Self, Error> {
         static SHARED: OnceCell<KubeHarness> = OnceCell::const_new();
-        SHARED.get_or_try_init(|| Self::start_inner(true, &[])).await
+        SHARED
+            .get_or_try_init(|| async { Self::start_inner(true, &StartOptions::default()).await })
+            .await
     }
 
     /// [`KubeHarness::start`], or `None` after a loud skip message when this
@@ -164,13 +179,13 @@ impl KubeHarness {
         skip_if_unavailable(test, Self::shared().await)
     }
 
-    async fn start_inner(shared: bool, flags: &[&str]) -> Result<Self, Error> {
+    async fn start_inner(shared: bool, options: &StartOptions) -> Result<Self, Error> {
         let bin = harness_binary().await?;
         // Retry only the one failure that is not ours: another process
         // taking the free port between the probe and the apiserver's bind.
         let mut attempt = 1;
         loop {
-            match Self::launch(&bin, shared, flags).await {
+            match Self::launch(&bin, shared, options).await {
                 Err(Error::Exited { tail, .. })
                     if attempt < PORT_RACE_ATTEMPTS && tail.contains("address already in use") =>
                 {
@@ -181,7 +196,7 @@ impl KubeHarness {
         }
     }
 
-    async fn launch(bin: &Path, shared: bool, flags: &[&str]) -> Result<Self, Error> {
+    async fn launch(bin: &Path, shared: bool, options: &StartOptions) -> Result<Self, Error> {
         let tempdir = tempfile::Builder::new()
             .prefix("sluice-kube-harness-")
             .tempdir()
@@ -190,9 +205,10 @@ impl KubeHarness {
         let log = dir.join("harness.log");
         // The harness deletes its own directory when it stops, so nothing is
         // left even when this process is killed (the shared harness relies on it).
-        let args: Vec<&str> = ["--rm-dir", "--"]
+        let controllers = format!("--controllers={}", options.controllers.join(","));
+        let args: Vec<&str> = ["--rm-dir", &controllers, "--"]
             .into_iter()
-            .chain(flags.iter().copied())
+            .chain(options.apiserver_flags.iter().map(String::as_str))
             .collect();
         let mut process = HarnessProcess::spawn(bin, &dir, &log, &args)?;
         let info = wait_ready(&mut process, &dir.join("ready"), &log).await?;

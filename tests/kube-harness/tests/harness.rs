@@ -12,9 +12,12 @@ use tokio::time::Instant;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, Secret};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
-use sluice_kube_harness::{KubeHarness, pinned_kubernetes_version};
+use sluice_kube_harness::{
+    GC_AND_NAMESPACE_CONTROLLERS, KubeHarness, StartOptions, pinned_kubernetes_version,
+};
 
 /// Starts a harness, or returns from the test after a loud skip message.
 macro_rules! harness_or_skip {
@@ -420,4 +423,70 @@ async fn pods_and_extra_apiserver_flags() -> Result<()> {
         "the AlwaysPullImages admission plugin is on"
     );
     Ok(())
+}
+
+/// With the garbage collector and namespace controllers, owned objects go
+/// away with their owner and deleted namespaces disappear.
+#[tokio::test]
+async fn controllers_collect_garbage_and_delete_namespaces() -> Result<()> {
+    if KubeHarness::start_or_skip("controllers_collect_garbage_and_delete_namespaces")
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let harness =
+        KubeHarness::start_with(&StartOptions::with_controllers(GC_AND_NAMESPACE_CONTROLLERS)).await?;
+    let client = harness.client().await?;
+    create_namespace(&client, "gc").await?;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "gc");
+    let owner = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("owner".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let owner = config_maps.create(&PostParams::default(), &owner).await?;
+    let owned = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("owned".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "owner".into(),
+                uid: owner.metadata.uid.context("the server sets a uid")?,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    config_maps.create(&PostParams::default(), &owned).await?;
+    config_maps.delete("owner", &DeleteParams::default()).await?;
+    wait_gone(&config_maps, "owned")
+        .await
+        .context("the garbage collector deletes the owned ConfigMap")?;
+
+    let namespaces = Api::<Namespace>::all(client);
+    namespaces.delete("gc", &DeleteParams::default()).await?;
+    wait_gone(&namespaces, "gc")
+        .await
+        .context("the namespace controller finishes deleting the namespace")?;
+    Ok(())
+}
+
+/// Polls until `name` is not found (404), for at most a minute.
+async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match api.get_opt(name).await? {
+            None => return Ok(()),
+            Some(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Some(obj) => bail!("{name} still exists after a minute: {obj:?}"),
+        }
+    }
 }
