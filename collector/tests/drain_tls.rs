@@ -284,3 +284,114 @@ async fn bad_tls_material_is_refused_at_spawn_with_a_clear_error() {
         "key material never appears in errors: {e}"
     );
 }
+
+/// An HTTPS server (hyper over rustls) answering 200 and recording the JSON lines it got.
+async fn https_receiver(cert: &(String, String)) -> TlsReceiver {
+    use http_body_util::BodyExt;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.0.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&messages);
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, sink) = (acceptor.clone(), Arc::clone(&sink));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let sink = Arc::clone(&sink);
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            for line in String::from_utf8(body.to_vec()).unwrap().lines() {
+                                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                                sink.lock()
+                                    .unwrap()
+                                    .push(value["message"].as_str().unwrap_or_default().to_owned());
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    TlsReceiver { port, messages, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_drains_verify_the_server_too() {
+    let authority = ca("sluice test CA");
+    let receiver = https_receiver(&leaf(
+        &authority,
+        "localhost",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ))
+    .await;
+    let https = |tls: TlsConfig| {
+        let mut cfg = config(
+            "tls",
+            &format!("https://127.0.0.1:{}/ingest?key=secret", receiver.port),
+        );
+        cfg.tls = Some(tls);
+        cfg
+    };
+    let good = TlsConfig {
+        ca_pem: Some(authority.pem()),
+        server_name: Some("localhost".into()),
+        ..TlsConfig::default()
+    };
+    let (drain, _) = start(&https(good.clone()));
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..2_000, 500, |i| format!("line-{i}")).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == 2_000).await;
+    assert_same_lines(
+        receiver.messages.lock().unwrap().clone(),
+        (0..2_000).map(|i| format!("line-{i}")).collect(),
+    );
+    drain.abort();
+
+    let other = ca("some other CA");
+    let (drain, metrics) = start(&https(TlsConfig {
+        ca_pem: Some(other.pem()),
+        ..good
+    }));
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..10, 10, |i| format!("line-{i}")).await;
+    wait_for("TLS failures counted", WAIT, || {
+        metrics.delivery_failures.with_label_values(&["tls", "tls"]).get() >= 2
+    })
+    .await;
+    assert_eq!(feeder.acked(), 0);
+    let error = drain.health().last_error.unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "POST to https://127.0.0.1:{}/ingest failed",
+            receiver.port
+        )),
+        "{error}"
+    );
+    assert!(
+        !error.contains("secret"),
+        "the URL's query is never shown: {error}"
+    );
+    drain.abort();
+}

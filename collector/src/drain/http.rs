@@ -83,13 +83,18 @@ impl Error {
     }
 }
 
-fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether a rustls error is anywhere in `err`'s chain, including inside (nested) `io::Error`s,
+/// whose `source()` skips the error they wrap.
+pub fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
         if e.is::<rustls::Error>() {
             return true;
         }
-        next = e.source();
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }

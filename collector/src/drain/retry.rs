@@ -59,7 +59,7 @@ pub fn classify(err: &(dyn StdError + 'static)) -> Decision {
                 Decision::Retry { cause: e.cause() }
             };
         }
-        if e.is::<rustls::Error>() {
+        if http::is_tls(e) {
             return Decision::Retry { cause: "tls" };
         }
         next = e.source();

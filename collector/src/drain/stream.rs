@@ -114,7 +114,7 @@ impl Error {
     }
 
     fn io(address: &str, source: io::Error) -> Self {
-        let tls = source.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+        let tls = super::http::is_tls(&source);
         Error::Io {
             address: address.to_owned(),
             tls,
