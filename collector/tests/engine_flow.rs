@@ -40,9 +40,8 @@ fn write_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
 }
 
 fn assert_exact(drain: &MockDrain, expected: &[String]) {
-    wait_for(&format!("{} lines at {}", expected.len(), drain.name), T, || {
-        drain.count() >= expected.len()
-    });
+    // On a timeout the comparison below says what is missing.
+    poll(T, || drain.count() >= expected.len());
     assert_same_lines(
         &format!("drain {}", drain.name),
         drain.messages(),
@@ -134,6 +133,9 @@ fn copy_truncate_while_a_drain_lags() {
     a.paused.store(true, std::sync::atomic::Ordering::Release);
     let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
     let mut expected = write_lines(&c, 0, 3000);
+    wait_for("the engine to read some", T, || {
+        node.recorder.get("read:stdout") > 0
+    });
     // The writer pauses while logrotate copies and truncates.
     fs::copy(c.log(), c.rotated(1)).unwrap();
     fs::OpenOptions::new()
@@ -144,7 +146,8 @@ fn copy_truncate_while_a_drain_lags() {
     expected.extend(write_lines(&c, 3000, 100));
     a.paused.store(false, std::sync::atomic::Ordering::Release);
     assert_exact(&a, &expected);
-    // And once more with the reader caught up.
+    // And once more with the reader caught up (logrotate shifts `.1` to `.2` first).
+    fs::rename(c.rotated(1), c.rotated(2)).unwrap();
     fs::copy(c.log(), c.rotated(1)).unwrap();
     fs::OpenOptions::new()
         .write(true)
@@ -255,6 +258,7 @@ fn graceful_restarts_lose_nothing_and_repeat_nothing() {
     let big = "y".repeat(40_000);
     for round in 0..5 {
         let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
+        let before = a.count();
         for c in &cs {
             expected.extend(write_lines(c, round * 2000, 2000));
         }
@@ -263,7 +267,6 @@ fn graceful_restarts_lose_nothing_and_repeat_nothing() {
         let (first, rest) = records.split_at(records.find('\n').unwrap() + 1);
         cs[0].append_raw(first.as_bytes());
         expected.push(format!("stdout:{round}{big}"));
-        let before = a.count();
         wait_for("lines to flow", T, || a.count() > before);
         graceful_stop(engine, &[&a]);
         cs[0].append_raw(rest.as_bytes());

@@ -25,12 +25,20 @@ use sluice_collector::{
 pub const SPLIT: usize = 16 * 1024;
 
 /// Poll `cond` every 10 ms until it holds or `timeout` passes.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(poll(timeout, cond), "timed out waiting for {what}");
+}
+
+/// Poll `cond` every 10 ms until it holds (`true`) or `timeout` passes (`false`).
+pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        if start.elapsed() > timeout {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
+    true
 }
 
 /// The JSON records Docker writes for one line (split at 16 KiB).
@@ -306,6 +314,10 @@ pub struct Node {
 
 impl Node {
     pub fn new() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("ENGINE_LOG").unwrap_or("sluice_collector=info".into()))
+            .try_init();
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("docker/containers")).unwrap();
         fs::create_dir_all(tmp.path().join("pods")).unwrap();

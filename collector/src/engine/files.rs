@@ -20,6 +20,9 @@ use std::{
 use super::identity;
 use crate::pipeline::FileId;
 
+/// Entries of files gone from disk kept per container (see [`FileSet::release`]).
+const MAX_GHOSTS: usize = 32;
+
 /// One known log file.
 #[derive(Debug)]
 pub struct Tracked {
@@ -39,6 +42,8 @@ pub struct Tracked {
     pub size: u64,
     /// A newer file exists: this one will not grow.
     pub sealed: bool,
+    /// Found truncated in place once, without a copy (yet).
+    pub truncated_once: bool,
 }
 
 /// What a refresh noticed that the streams must react to.
@@ -139,7 +144,10 @@ impl FileSet {
         let mut changes = Changes::default();
         self.detect_truncation(paths, &mut changes);
         let mut seen = vec![false; self.files.len()];
-        for path in paths {
+        // First the files we know (by inode, and by head for entries without a descriptor).
+        let mut unknown = Vec::new();
+        let mut last_known = None;
+        for (n, path) in paths.iter().enumerate() {
             let meta = match std::fs::metadata(path) {
                 Ok(meta) if meta.is_file() => meta,
                 Ok(_) => {
@@ -158,19 +166,39 @@ impl FileSet {
                 .iter()
                 .position(|f| f.dev_ino == (meta.dev(), meta.ino()));
             // An entry without a descriptor does not pin its inode: a new file may have it now.
-            let known = known.filter(|&i| self.files[i].fd.is_some() || self.still_same(i, path));
+            let known = match known {
+                Some(i) if self.files[i].fd.is_none() => match self.still_same(i, path) {
+                    Some(true) => Some(i),
+                    Some(false) => None,
+                    None => continue, // renamed under our feet: look again next time
+                },
+                known => known,
+            };
             match known {
                 Some(i) => {
                     seen[i] = true;
+                    last_known = Some(n);
                     let f = &mut self.files[i];
                     f.path = Some(path.clone());
                     f.size = f.size.max(meta.len());
                 }
                 None if meta.len() == 0 => {}
-                None => match self.add(path) {
-                    Ok(()) => seen.push(true),
-                    Err(e) => changes.unreadable.push((path.clone(), e.to_string())),
-                },
+                None => unknown.push((n, path)),
+            }
+        }
+        // Then new files. One that sorts before a known file and starts like a file we hold open
+        // is a copy being made (copy-truncate adopts it once the original is truncated). Any
+        // other is tailed, even one that sorts before a known file (a listing taken during a
+        // rename can miss a file once): late, but not lost.
+        for (n, path) in unknown {
+            if last_known.is_some_and(|k| n < k) && self.is_copy(path) {
+                tracing::debug!(path = %path.display(), "new file is a copy of one being read: not tailed");
+                continue;
+            }
+            match self.add(path) {
+                Ok(true) => seen.push(true),
+                Ok(false) => {}
+                Err(e) => changes.unreadable.push((path.clone(), e.to_string())),
             }
         }
         for (f, seen) in self.files.iter_mut().zip(seen) {
@@ -185,21 +213,58 @@ impl FileSet {
         changes
     }
 
+    /// Whether the file at `path` starts with the same bytes as a file we hold open.
+    fn is_copy(&self, path: &Path) -> bool {
+        let Ok((fd, _)) = open_regular(path) else {
+            return false;
+        };
+        let Ok(head) = identity::read_head(&fd, identity::HEAD_MAX) else {
+            return false;
+        };
+        let len = u32::try_from(head.len()).expect("invariant: the head is at most HEAD_MAX bytes");
+        // Either it has the identity of a file we know (a finished copy, even if the original
+        // was truncated since), or its first bytes are those of a file we hold open (a copy
+        // still being written).
+        !head.is_empty()
+            && (self
+                .files
+                .iter()
+                .any(|f| identity::same_head(&fd, &f.id).unwrap_or(false))
+                || self
+                    .files
+                    .iter()
+                    .filter_map(|f| f.fd.as_ref())
+                    .any(|open| identity::read_head(open, len).is_ok_and(|other| other == head)))
+    }
+
     /// Whether the file at `path` (with the inode of entry `i`, which holds no descriptor) is
-    /// still that entry's file; if not, the entry is marked gone.
-    fn still_same(&mut self, i: usize, path: &Path) -> bool {
+    /// still that entry's file; if not, the entry is marked gone. `None` if `path` was renamed
+    /// between the listing and now.
+    fn still_same(&mut self, i: usize, path: &Path) -> Option<bool> {
         let f = &mut self.files[i];
-        let same = open_regular(path).is_ok_and(|(fd, _)| identity::same_head(&fd, &f.id).unwrap_or(false));
+        let (fd, meta) = open_regular(path).ok()?;
+        if (meta.dev(), meta.ino()) != f.dev_ino {
+            return None;
+        }
+        let same = identity::same_head(&fd, &f.id).unwrap_or(false);
         if !same {
+            tracing::debug!(seq = f.seq, path = %path.display(), "inode reused by another file");
             f.path = None;
             f.dev_ino = (0, 0);
         }
-        same
+        Some(same)
     }
 
-    fn add(&mut self, path: &Path) -> io::Result<()> {
+    /// Start tracking the file at `path`; `false` if it turned out to be known (renamed between
+    /// the listing and now).
+    fn add(&mut self, path: &Path) -> io::Result<bool> {
         let (fd, meta) = open_regular(path)?;
+        let dev_ino = (meta.dev(), meta.ino());
+        if self.files.iter().any(|f| f.dev_ino == dev_ino) || meta.len() == 0 {
+            return Ok(false);
+        }
         let id = identity::identify(&fd)?;
+        tracing::debug!(path = %path.display(), seq = self.next_seq + 1, "new log file");
         self.next_seq += 1;
         self.files.push(Tracked {
             id,
@@ -207,11 +272,12 @@ impl FileSet {
             seq: self.next_seq,
             path: Some(path.to_owned()),
             fd: Some(fd),
-            dev_ino: (meta.dev(), meta.ino()),
+            dev_ino,
             size: meta.len(),
             sealed: false,
+            truncated_once: false,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// A file that shrank or whose head changed was truncated in place (copy-truncate). Its old
@@ -259,6 +325,11 @@ impl FileSet {
                     f.size = meta.len();
                     f.fd = Some(fd);
                 }
+                // The listing may predate the copy: look again at the next rescan first.
+                None if !f.truncated_once => {
+                    tracing::debug!(seq = f.seq, "file truncated in place; looking for its copy");
+                    f.truncated_once = true;
+                }
                 None => {
                     changes.truncated_lost.push((f.seq, f.size));
                     f.path = None;
@@ -272,12 +343,26 @@ impl FileSet {
     /// Close descriptors of files no stream needs (those before `needed_from`), and forget
     /// entries of such files that are gone from disk.
     pub fn release(&mut self, needed_from: u64) {
-        self.files.retain_mut(|f| {
-            if f.seq >= needed_from {
-                return true;
+        // A few entries of files not seen on disk are kept (newest first): a listing taken
+        // while files are being renamed can miss one, and it must not come back as a new file.
+        let mut ghosts = 0;
+        for f in self.files.iter_mut().rev() {
+            if f.seq < needed_from {
+                f.fd = None;
+                if f.path.is_none() {
+                    ghosts += 1;
+                    if ghosts > MAX_GHOSTS {
+                        f.dev_ino = (0, 0);
+                    }
+                }
             }
-            f.fd = None;
-            f.path.is_some()
+        }
+        self.files.retain(|f| {
+            let keep = f.seq >= needed_from || f.dev_ino != (0, 0);
+            if !keep {
+                tracing::debug!(seq = f.seq, needed_from, "forgetting file entry");
+            }
+            keep
         });
     }
 

@@ -27,7 +27,7 @@ pub fn head_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Read up to `len` bytes from the start of `file` (fewer only at the end of the file).
-fn read_head(file: &File, len: u32) -> io::Result<Vec<u8>> {
+pub fn read_head(file: &File, len: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     let mut got = 0;
     while got < buf.len() {

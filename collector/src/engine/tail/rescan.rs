@@ -191,6 +191,13 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter) {
         rep.input_once(path, "compressed_file", &"compressed rotated logs are not tailed");
     }
     let changes = c.files.refresh(&listing.files);
+    tracing::trace!(
+        container = %c.key,
+        listed = listing.files.len(),
+        files = ?c.files.files.iter().map(|f| (f.seq, f.fd.is_some(), f.path.is_some(), f.size)).collect::<Vec<_>>(),
+        streams = ?c.streams.iter().map(|s| (s.at.seq, s.at.offset, s.at_end)).collect::<Vec<_>>(),
+        "rescanned"
+    );
     for (path, why) in &changes.unreadable {
         rep.input_once(path, "unreadable_file", why);
     }
