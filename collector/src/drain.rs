@@ -156,40 +156,7 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         message,
     })?;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
-    let (new_encoder, transport, in_flight) = match &kind {
-        DrainKind::SyslogTcp { host, port } | DrainKind::SyslogTls { host, port } => {
-            let encoder = syslog_encoder(config, Framing::OctetCounting)?;
-            let tls = match kind {
-                DrainKind::SyslogTls { .. } => Some(tls_connector(config, host)?),
-                _ => None,
-            };
-            let target = stream::Target {
-                host: host.clone(),
-                port: *port,
-                tls,
-                connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
-            };
-            let backoff =
-                Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
-            let transport: Transport = BoxCloneService::new(stream::StreamService::spawn(target, backoff));
-            (encoder, transport, 4)
-        }
-        DrainKind::SyslogUdp { host, port } => {
-            let oversize = ctx.metrics.udp_oversize.clone();
-            let framing = Framing::Datagram {
-                max: config.syslog.max_datagram_bytes as usize,
-                oversize: config.syslog.udp_oversize,
-                split: oversize.with_label_values(&[drain.as_str(), "split"]),
-                truncated: oversize.with_label_values(&[drain.as_str(), "truncate"]),
-            };
-            let transport: Transport = BoxCloneService::new(udp::UdpService::new(host.clone(), *port));
-            (syslog_encoder(config, framing)?, transport, 1)
-        }
-        DrainKind::Http { url, tls } => {
-            let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
-            (factory, http_transport(config, url, *tls)?, 4)
-        }
-    };
+    let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx.metrics)?;
     let service = stack::build(transport, &config.delivery, in_flight, Arc::clone(&health));
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (finish, finish_rx) = watch::channel(None);
@@ -216,6 +183,48 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         health,
         task,
         finish,
+    })
+}
+
+/// The encoder factory, the transport and how many batches may be in flight, for `kind`.
+fn parts(
+    config: &DrainConfig,
+    kind: &DrainKind,
+    metrics: &Metrics,
+) -> Result<(EncoderFactory, Transport, usize), Error> {
+    Ok(match kind {
+        DrainKind::SyslogTcp { host, port } | DrainKind::SyslogTls { host, port } => {
+            let encoder = syslog_encoder(config, Framing::OctetCounting)?;
+            let tls = match kind {
+                DrainKind::SyslogTls { .. } => Some(tls_connector(config, host)?),
+                _ => None,
+            };
+            let target = stream::Target {
+                host: host.clone(),
+                port: *port,
+                tls,
+                connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
+            };
+            let backoff =
+                Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
+            let transport: Transport = BoxCloneService::new(stream::StreamService::spawn(target, backoff));
+            (encoder, transport, 4)
+        }
+        DrainKind::SyslogUdp { host, port } => {
+            let oversize = &metrics.udp_oversize;
+            let framing = Framing::Datagram {
+                max: config.syslog.max_datagram_bytes as usize,
+                oversize: config.syslog.udp_oversize,
+                split: oversize.with_label_values(&[config.name.as_str(), "split"]),
+                truncated: oversize.with_label_values(&[config.name.as_str(), "truncate"]),
+            };
+            let transport: Transport = BoxCloneService::new(udp::UdpService::new(host.clone(), *port));
+            (syslog_encoder(config, framing)?, transport, 1)
+        }
+        DrainKind::Http { url, tls } => {
+            let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
+            (factory, http_transport(config, url, *tls)?, 4)
+        }
     })
 }
 

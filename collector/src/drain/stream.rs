@@ -299,6 +299,38 @@ impl Connection {
         result
     }
 
+    /// Settle acknowledgements, fail the connection if a job on it timed out, and pick what to
+    /// write next (`None` while flushing or idle).
+    fn prepare(
+        &mut self,
+        queue: &mut VecDeque<Job>,
+        offset: usize,
+        flushing: &mut bool,
+    ) -> Result<Option<Arc<Batch>>, Error> {
+        self.settle()?;
+        if self.written.iter().any(|(job, _)| job.done.is_closed())
+            || (offset > 0 && queue.front().is_some_and(|job| job.done.is_closed()))
+        {
+            return Err(Error::Stalled {
+                address: self.address.clone(),
+            });
+        }
+        if offset == 0 && !*flushing {
+            queue.retain(|job| !job.done.is_closed());
+        }
+        let current = if *flushing {
+            None
+        } else {
+            queue.front().map(|job| Arc::clone(&job.batch))
+        };
+        if current.as_ref().is_some_and(|batch| batch.bytes.is_empty()) {
+            // Nothing to write (a batch of marks only): it is acknowledged with what precedes it.
+            *flushing = true;
+            return Ok(None);
+        }
+        Ok(current)
+    }
+
     async fn pump(
         &mut self,
         queue: &mut VecDeque<Job>,
@@ -312,27 +344,7 @@ impl Connection {
         // Each round: settle acks, check for timed-out jobs, then wait for whichever comes first of
         // a new job, write progress, a flush, data or EOF from the peer, or the next tick.
         loop {
-            self.settle()?;
-            if self.written.iter().any(|(job, _)| job.done.is_closed())
-                || (offset > 0 && queue.front().is_some_and(|job| job.done.is_closed()))
-            {
-                return Err(Error::Stalled {
-                    address: self.address.clone(),
-                });
-            }
-            if offset == 0 && !flushing {
-                queue.retain(|job| !job.done.is_closed());
-            }
-            let mut current = if flushing {
-                None
-            } else {
-                queue.front().map(|job| Arc::clone(&job.batch))
-            };
-            if current.as_ref().is_some_and(|batch| batch.bytes.is_empty()) {
-                // Nothing to write (a batch of marks only): it is acknowledged with what precedes it.
-                current = None;
-                flushing = true;
-            }
+            let current = self.prepare(queue, offset, &mut flushing)?;
             let waiting = !self.written.is_empty() || current.is_some() || flushing;
             tokio::select! {
                 biased;
