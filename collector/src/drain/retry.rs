@@ -212,3 +212,114 @@ impl<Res> Policy<Arc<Batch>, Res, BoxError> for RetryPolicy {
         Some(Arc::clone(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    fn boxed(e: impl StdError + Send + Sync + 'static) -> BoxError {
+        Box::new(e)
+    }
+
+    #[test]
+    fn decisions_come_from_error_types() {
+        let io = || io::Error::from(io::ErrorKind::ConnectionReset);
+        let tls_io = || io::Error::other(io::Error::other(rustls::Error::DecryptError));
+        let url = || "https://h/".to_owned();
+        let status = |code: u16| ::http::StatusCode::from_u16(code).unwrap();
+        let cases: Vec<(BoxError, Decision)> = vec![
+            (
+                boxed(tower::timeout::error::Elapsed::new()),
+                Decision::Retry { cause: "timeout" },
+            ),
+            (
+                boxed(stream::Error::Connect {
+                    address: "h:1".into(),
+                    source: io(),
+                }),
+                Decision::Retry { cause: "connect" },
+            ),
+            (
+                boxed(stream::Error::Handshake {
+                    address: "h:1".into(),
+                    source: io(),
+                }),
+                Decision::Retry { cause: "tls" },
+            ),
+            (
+                boxed(stream::Error::Closed {
+                    address: "h:1".into(),
+                }),
+                Decision::Retry { cause: "write" },
+            ),
+            (
+                boxed(stream::Error::Stalled {
+                    address: "h:1".into(),
+                }),
+                Decision::Retry { cause: "timeout" },
+            ),
+            (
+                boxed(udp::Error::Send {
+                    address: "h:1".into(),
+                    source: io(),
+                }),
+                Decision::Retry { cause: "write" },
+            ),
+            (
+                boxed(http::Error::Status {
+                    url: url(),
+                    status: status(503),
+                    body: String::new(),
+                }),
+                Decision::Retry { cause: "http_5xx" },
+            ),
+            (
+                boxed(http::Error::Status {
+                    url: url(),
+                    status: status(429),
+                    body: String::new(),
+                }),
+                Decision::Retry { cause: "http_4xx" },
+            ),
+            (
+                boxed(http::Error::Rejected {
+                    url: url(),
+                    status: status(400),
+                    body: String::new(),
+                }),
+                Decision::Reject,
+            ),
+            (boxed(tls_io()), Decision::Retry { cause: "tls" }),
+            (boxed(io()), Decision::Retry { cause: "other" }),
+        ];
+        for (err, want) in cases {
+            assert_eq!(classify(&*err), want, "{}", Chain(&*err));
+        }
+    }
+
+    #[test]
+    fn health_logs_state_changes_and_keeps_the_last_error() {
+        let metrics = Metrics::new().unwrap();
+        let health = Health::new("d", metrics.clone());
+        let err = stream::Error::Closed {
+            address: "h:1".into(),
+        };
+        health.failure("write", &err);
+        health.failure("write", &err);
+        let snapshot = health.snapshot();
+        assert_eq!(snapshot.failing, Some("write"));
+        assert_eq!(snapshot.last_error.as_deref(), Some("h:1 closed the connection"));
+        assert_eq!(
+            metrics.delivery_failures.with_label_values(&["d", "write"]).get(),
+            2
+        );
+        health.success(3, 30);
+        let snapshot = health.snapshot();
+        assert_eq!(snapshot.failing, None);
+        assert!(snapshot.last_success_at.is_some());
+        assert_eq!(metrics.lines_delivered.with_label_values(&["d"]).get(), 3);
+        assert_eq!(metrics.bytes_delivered.with_label_values(&["d"]).get(), 30);
+    }
+}

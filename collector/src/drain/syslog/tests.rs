@@ -220,3 +220,38 @@ fn udp_truncate_keeps_one_marked_datagram() {
     assert!(text.starts_with(kept));
     assert_eq!((split.get(), truncated.get()), (0, 1));
 }
+
+#[test]
+fn udp_split_without_structured_data_still_marks_parts() {
+    let split = IntCounter::new("s", "s").unwrap();
+    let truncated = IntCounter::new("t", "t").unwrap();
+    let framing = Framing::Datagram {
+        max: 480,
+        oversize: UdpOversize::Split,
+        split: split.clone(),
+        truncated,
+    };
+    let format = SyslogFormat {
+        structured_data: false,
+        ..SyslogFormat::default()
+    };
+    let mut enc = SyslogEncoder::new(SyslogSpec::new(&format, framing).unwrap());
+    let m = meta("shop");
+    let text = "z".repeat(1000);
+    let mut batch = Batch::default();
+    enc.encode(&line(&m, Stream::Stdout, &text), &mut batch);
+    let out = frames(&batch);
+    assert_eq!(out.len(), 3);
+    let head = |i: usize| {
+        format!(
+            "<14>1 2026-11-21T15:15:34.165439Z node-a shop/web-1 app 00000000000000ab10 [kubernetes@32473 part=\"{i}/3\"] "
+        )
+    };
+    let mut joined = String::new();
+    for (i, frame) in out.iter().enumerate() {
+        assert!(frame.starts_with(&head(i + 1)) && frame.len() <= 480, "{frame}");
+        joined.push_str(&frame[head(i + 1).len()..]);
+    }
+    assert_eq!(joined, text);
+    assert_eq!(split.get(), 1);
+}
