@@ -113,9 +113,20 @@ impl FileSet {
         if let Some(f) = self.files.iter().find(|f| f.id == *id) {
             return Some(f.seq);
         }
-        self.files.iter_mut().find_map(|f| {
-            let fd = f.fd.as_ref()?;
-            identity::same_head(fd, id).ok()?.then_some(f.seq)
+        // A file first seen shorter than the head size had a shorter head then: compare the
+        // same number of bytes (this also finds the copy of a copy-truncated file).
+        let seqs: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|f| f.path.is_some() || f.fd.is_some())
+            .map(|f| f.seq)
+            .collect();
+        seqs.into_iter().find(|&seq| {
+            self.ensure_open(seq)
+                && self
+                    .get(seq)
+                    .and_then(|f| f.fd.as_ref())
+                    .is_some_and(|fd| identity::same_head(fd, id).unwrap_or(false))
         })
     }
 

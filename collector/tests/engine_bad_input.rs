@@ -1,0 +1,223 @@
+//! Bad input never stops the engine: each kind is counted, skipped (or repaired), and the other
+//! lines and containers keep flowing.
+
+#[path = "engine_support.rs"]
+mod support;
+
+use std::{fs, os::unix::fs::symlink, time::Duration};
+
+use sluice_api::node_config::{ContainerConfig, Stream};
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+const TIME: &str = "2026-11-21T15:15:34.165439785Z";
+
+fn good(c: &DockerContainer, tag: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let m = format!("{tag}-{i}");
+            c.write(Stream::Stdout, &m);
+            format!("stdout:{m}")
+        })
+        .collect()
+}
+
+#[test]
+fn malformed_json_and_invalid_utf8_are_counted_and_the_rest_flows() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 40);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = good(&c, "before", 5);
+    c.append_raw(
+        b"this is not json\n{\"log\":\"unterminated\n\x00\x01\x02\n{\"log\":42,\"stream\":\"stdout\"}\n",
+    );
+    let mut bytes = b"{\"log\":\"bad ".to_vec();
+    bytes.push(0xff);
+    bytes.extend_from_slice(format!(" byte\\n\",\"stream\":\"stdout\",\"time\":\"{TIME}\"}}\n").as_bytes());
+    c.append_raw(&bytes);
+    expected.push("stdout:bad \u{fffd} byte".into());
+    expected.extend(good(&c, "after", 5));
+    wait_for("all lines", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("input:malformed_json"), 4);
+    assert_eq!(node.recorder.get("input:invalid_utf8"), 1);
+    engine.join();
+}
+
+#[test]
+fn a_line_of_megabytes_is_cut_to_the_limit_and_flagged() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 41);
+    let mut settings = node.settings();
+    settings.max_line_bytes = 1024 * 1024;
+    let engine = node.start(settings, routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = good(&c, "before", 3);
+    c.write(Stream::Stdout, &"z".repeat(3 * 1024 * 1024 + 17));
+    expected.push(format!("stdout:{}", "z".repeat(1024 * 1024)));
+    expected.extend(good(&c, "after", 3));
+    wait_for("all lines", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    let received = a.received.lock().unwrap().clone();
+    let flagged: Vec<_> = received
+        .iter()
+        .filter(|r| r.truncated)
+        .map(|r| r.message.len())
+        .collect();
+    assert_eq!(
+        flagged,
+        [1024 * 1024],
+        "exactly the long line is flagged, at the limit"
+    );
+    assert_eq!(node.recorder.get("input:truncated"), 1);
+    engine.join();
+}
+
+#[test]
+fn a_line_without_its_newline_waits_until_it_is_complete() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 42);
+    let other = DockerContainer::new(&node.docker_root(), 48);
+    let engine = node.start(
+        node.settings(),
+        routes(&[&a], vec![c.config(&["a"]), other.config(&["a"])]),
+    );
+    let mut expected = good(&c, "first", 3);
+    let record = docker_records(Stream::Stdout, "the last line");
+    let (head, tail) = record.split_at(record.len() / 2);
+    c.append_raw(head.as_bytes());
+    // Lines of another container written after the half line arrive; the half line does not.
+    expected.extend(good(&other, "other", 3));
+    wait_for("the complete lines", T, || a.count() >= 6);
+    assert_same_lines(
+        "drain a before the line completes",
+        a.messages(),
+        expected.clone(),
+    );
+    c.append_raw(tail.as_bytes());
+    expected.push("stdout:the last line".into());
+    wait_for("the completed line", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    engine.join();
+}
+
+#[test]
+fn garbage_and_unreadable_files_do_not_stall_anything() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let healthy = DockerContainer::new(&node.docker_root(), 43);
+    let garbage = DockerContainer::new(&node.docker_root(), 44);
+    let dir_log = DockerContainer::new(&node.docker_root(), 45);
+    let dangling = DockerContainer::new(&node.docker_root(), 46);
+    // Megabytes of binary without a newline, then a newline and good lines.
+    let mut x: u32 = 12345;
+    let junk: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            match (x >> 16) as u8 {
+                b'\n' => b'.',
+                b => b,
+            }
+        })
+        .collect();
+    garbage.append_raw(&junk);
+    garbage.append_raw(b"\n");
+    fs::create_dir(dir_log.log()).unwrap();
+    symlink(node.tmp.path().join("nowhere"), dangling.log()).unwrap();
+    let configs: Vec<ContainerConfig> = [&healthy, &garbage, &dir_log, &dangling]
+        .iter()
+        .map(|c| c.config(&["a"]))
+        .collect();
+    let engine = node.start(node.settings(), routes(&[&a], configs));
+    let mut expected = good(&healthy, "healthy", 50);
+    expected.extend(good(&garbage, "after-garbage", 5));
+    wait_for("all good lines", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    assert!(
+        node.recorder.get("input:garbage") >= 1,
+        "the over-long garbage line is counted"
+    );
+    wait_for("both unreadable logs to be counted", T, || {
+        node.recorder.get("input:unreadable_file") == 2
+    });
+    engine.join();
+}
+
+#[test]
+fn cri_logs_with_partial_lines() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let dir = node.pods_root().join("shop_web-1_uid-1/app");
+    fs::create_dir_all(&dir).unwrap();
+    let config = ContainerConfig {
+        id: "containerd://abcdef".into(),
+        namespace: "shop".into(),
+        pod: "web-1".into(),
+        pod_uid: "uid-1".into(),
+        container: "app".into(),
+        labels: Default::default(),
+        streams: Stream::all(),
+        drains: vec!["a".into()],
+    };
+    fs::write(
+        dir.join("0.log"),
+        format!("{TIME} stdout F one\n{TIME} stdout P two-a \n{TIME} stderr F err\n{TIME} stdout F two-b\n"),
+    )
+    .unwrap();
+    fs::write(dir.join("0.log.20261120-000000.gz"), b"compressed").unwrap();
+    let engine = node.start(node.settings(), routes(&[&a], vec![config]));
+    // The container restarts: a new file with the next number.
+    fs::write(
+        dir.join("1.log"),
+        format!("{TIME} stdout F three\nbroken line\n{TIME} stdout F four\n"),
+    )
+    .unwrap();
+    let expected = [
+        "stdout:one",
+        "stdout:two-a two-b",
+        "stderr:err",
+        "stdout:three",
+        "stdout:four",
+    ];
+    wait_for("all CRI lines", T, || a.count() >= expected.len());
+    assert_same_lines(
+        "drain a",
+        a.messages(),
+        expected.iter().map(|s| s.to_string()).collect(),
+    );
+    assert_eq!(node.recorder.get("input:malformed_cri"), 1);
+    assert_eq!(node.recorder.get("input:compressed_file"), 1);
+    assert!(a.received.lock().unwrap().iter().all(|r| r.pod == "web-1"));
+    engine.join();
+}
+
+#[test]
+fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 47);
+    let configs = vec![c.config(&["a"])];
+    let mut expected = good(&c, "one", 10);
+    let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
+    wait_for("the first lines", T, || a.count() >= 10);
+    graceful_stop(engine, &[&a]);
+    expected.extend(good(&c, "two", 10));
+    let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
+    wait_for("the second lines", T, || a.count() >= 20);
+    graceful_stop(engine, &[&a]);
+    // Tear the current checkpoint: the previous one (after the first ten lines) is used.
+    let path = node.tmp.path().join("state/checkpoints.json");
+    let text = fs::read(&path).unwrap();
+    fs::write(&path, &text[..text.len() / 3]).unwrap();
+    let engine = node.start(node.settings(), routes(&[&a], configs));
+    let again: Vec<String> = expected[10..].to_vec();
+    wait_for("the repeats", T, || a.count() >= 30);
+    assert_eq!(node.recorder.get("input:checkpoint_corrupt"), 1);
+    let mut with_repeats = expected.clone();
+    with_repeats.extend(again);
+    assert_same_lines("drain a", a.messages(), with_repeats);
+    assert!(node.tmp.path().join("state/checkpoints.json.corrupt").exists());
+    engine.join();
+}
