@@ -6,8 +6,8 @@
 //!   allows no more); `-` when the runtime gave none that is printable ASCII.
 //! * HOSTNAME / APP-NAME / PROCID: rendered from the drain's templates (see [`super::template`]),
 //!   sanitized and cut to 255 / 48 / 128 bytes.
-//! * MSGID: the line's [`MsgId`] in hex (≤ 32 bytes), stable across re-sends, so receivers can drop
-//!   repeats.
+//! * MSGID: the line's [`crate::pipeline::MsgId`] in hex (≤ 32 bytes), stable across re-sends, so
+//!   receivers can drop repeats.
 //! * STRUCTURED-DATA: one `kubernetes@32473` element with the non-empty metadata (when enabled),
 //!   `truncated="true"` when the line or datagram was cut, `part="i/n"` when a datagram was split.
 //! * MSG: the line as is (UTF-8, no BOM).
