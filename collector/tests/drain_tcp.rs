@@ -147,3 +147,49 @@ async fn a_receiver_that_never_reads_holds_back_only_its_own_drain() {
     held.abort();
     healthy.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_delivers_what_is_queued_before_returning() {
+    let receiver = TcpReceiver::start(0).await;
+    let (drain, _) = start(&config(
+        "finish",
+        &format!("syslog://127.0.0.1:{}", receiver.port),
+    ));
+    let feeder = Feeder::new();
+    // Exactly as many batches as the channel, the pending slot and the in-flight window hold, so
+    // the sends complete without waiting for deliveries.
+    feeder.send(&drain, 0..4_000, 500, |i| format!("line-{i}")).await;
+    drain.finish(Instant::now() + Duration::from_secs(20)).await;
+    assert_eq!(
+        feeder.acked(),
+        4_000,
+        "finish returned only after everything queued was acknowledged"
+    );
+    wait_for("every line received", WAIT, || receiver.count() >= 4_000).await;
+    let want: Vec<String> = (0..4_000).map(|i| format!("line-{i}")).collect();
+    assert_lines_in_order(&receiver.msgs(), &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_at_once_and_acknowledges_nothing_more() {
+    // Nothing listens on this port: batches can only wait.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (drain, metrics) = start(&config("aborted", &format!("syslog://127.0.0.1:{port}")));
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..100, 50, |i| format!("line-{i}")).await;
+    wait_for("a connect failure", WAIT, || {
+        metrics
+            .delivery_failures
+            .with_label_values(&["aborted", "connect"])
+            .get()
+            >= 1
+    })
+    .await;
+    let endpoint = drain.endpoint.clone();
+    drain.abort();
+    wait_for("the drain task is gone", WAIT, || endpoint.batches.is_closed()).await;
+    assert_eq!(feeder.acked(), 0);
+}
