@@ -146,12 +146,22 @@ pub struct HttpService {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
+    /// The URL without its query, for messages.
     url: String,
     uri: Uri,
     headers: HeaderMap,
     gzip: bool,
+}
+
+impl std::fmt::Debug for Inner {
+    // The full URI (its query may hold a key) and the headers (credentials) are left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDrain")
+            .field("url", &self.url)
+            .field("gzip", &self.gzip)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpService {
