@@ -17,6 +17,11 @@
 //!   Only a receiver crash can lose lines: what its kernel acknowledged but the receiver had not yet
 //!   read. No TCP syslog protocol can close that gap (RFC 5425/6587 have no application acks).
 //!
+//! * TLS 1.3 servers check a client certificate only after the client finished its handshake, and
+//!   refuse with an alert; bytes sent before that would be acknowledged by the server's TCP stack and
+//!   discarded. So a new TLS connection carries no lines until the server acknowledged the handshake
+//!   and 50 ms passed without a refusal.
+//!
 //! Invariants: one connection task per drain owns the socket; batches are written whole and in the
 //! order they arrive; a connection attempt is made only when there is something to send, and
 //! failed attempts back off (jittered, exponential) before the next.
