@@ -34,6 +34,9 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// How often Secrets that were missing are looked up again.
     pub missing_secret_retry: Duration,
+    /// Least time between two status writes of one object that change only its counts (pods,
+    /// bindings, nodes); condition changes are written at once.
+    pub status_count_interval: Duration,
     /// How many node config writes run at once.
     pub write_concurrency: usize,
     /// Watch only these namespaces for LogDrains, LogBindings and Pods (empty: all namespaces).
@@ -53,6 +56,7 @@ impl Settings {
             renew_interval: Duration::from_secs(2),
             resync_interval: Duration::from_secs(300),
             missing_secret_retry: Duration::from_secs(10),
+            status_count_interval: Duration::from_secs(5),
             write_concurrency: 8,
             watch_namespaces: Vec::new(),
             listen: None,

@@ -101,6 +101,8 @@ struct Leader {
     retry_at: Option<Instant>,
     failures: u32,
     first_pass_done: bool,
+    /// When each drain (`true`) or binding (`false`) status was last written.
+    status_written: HashMap<(bool, ObjKey), Instant>,
 }
 
 /// Run the leader's loop until `stop` is cancelled.
@@ -150,6 +152,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
         retry_at: None,
         failures: 0,
         first_pass_done: false,
+        status_written: HashMap::new(),
     };
     let mut resync = tokio::time::interval(leader.ctx.settings.resync_interval);
     let mut missing = tokio::time::interval(leader.ctx.settings.missing_secret_retry);

@@ -8,3 +8,14 @@ pub mod binding;
 pub mod drain;
 pub mod node_config;
 pub mod status;
+
+/// What a status reconciliation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The status already said this.
+    Unchanged,
+    /// The status was written.
+    Written,
+    /// Only counts changed and they were written recently: try again later.
+    Deferred,
+}

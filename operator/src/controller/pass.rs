@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::Leader;
 use crate::{
     Error,
-    reconcile::{binding, drain},
+    reconcile::{Outcome, binding, drain},
     render,
     world::{Dirty, ObjKey},
 };
@@ -87,40 +87,64 @@ impl Leader {
         bindings: BTreeSet<ObjKey>,
         failed: &mut Dirty,
     ) {
-        for key in drains {
+        let keys = drains
+            .into_iter()
+            .map(|k| (true, k))
+            .chain(bindings.into_iter().map(|k| (false, k)));
+        for (is_drain, key) in keys {
+            let kind = if is_drain {
+                "drain_status"
+            } else {
+                "binding_status"
+            };
             let started = Instant::now();
-            if let Err(e) = drain::reconcile(&self.ctx, &self.recorder, &self.world, &key).await {
-                self.note_failure("drain_status", &key, &e);
-                failed.drains.insert(key);
+            let interval = self.ctx.settings.status_count_interval;
+            let last = self.status_written.get(&(is_drain, key.clone())).copied();
+            let due = last.is_none_or(|at| at.elapsed() >= interval);
+            let outcome = if is_drain {
+                drain::reconcile(&self.ctx, &self.recorder, &self.world, &key, due).await
+            } else {
+                binding::reconcile(&self.ctx, &self.recorder, &self.world, &key, due).await
+            };
+            match outcome {
+                Ok(Outcome::Written) => {
+                    self.status_written.insert((is_drain, key), Instant::now());
+                }
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Deferred) => {
+                    // Counts only, written recently: write them when the interval has passed.
+                    let at = last.map_or_else(Instant::now, |t| t + interval);
+                    self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
+                    if is_drain {
+                        self.retry.drains.insert(key)
+                    } else {
+                        self.retry.bindings.insert(key)
+                    };
+                }
+                Err(e) => {
+                    self.note_failure(kind, &key, &e);
+                    if is_drain {
+                        failed.drains.insert(key)
+                    } else {
+                        failed.bindings.insert(key)
+                    };
+                }
             }
-            self.ctx
-                .metrics
-                .reconciles
-                .with_label_values(&["drain_status"])
-                .inc();
+            self.ctx.metrics.reconciles.with_label_values(&[kind]).inc();
             self.ctx
                 .metrics
                 .duration
-                .with_label_values(&["drain_status"])
+                .with_label_values(&[kind])
                 .observe(started.elapsed().as_secs_f64());
         }
-        for key in bindings {
-            let started = Instant::now();
-            if let Err(e) = binding::reconcile(&self.ctx, &self.recorder, &self.world, &key).await {
-                self.note_failure("binding_status", &key, &e);
-                failed.bindings.insert(key);
+        let live = (&self.world.drains, &self.world.bindings);
+        self.status_written.retain(|(d, k), _| {
+            if *d {
+                live.0.contains_key(k)
+            } else {
+                live.1.contains_key(k)
             }
-            self.ctx
-                .metrics
-                .reconciles
-                .with_label_values(&["binding_status"])
-                .inc();
-            self.ctx
-                .metrics
-                .duration
-                .with_label_values(&["binding_status"])
-                .observe(started.elapsed().as_secs_f64());
-        }
+        });
     }
 
     fn note_failure(&self, kind: &str, key: &ObjKey, e: &Error) {

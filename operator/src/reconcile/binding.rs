@@ -12,7 +12,7 @@ use kube::{
 use serde_json::json;
 use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
-use super::status;
+use super::{Outcome, status};
 use crate::{
     Context, Error, Result, render,
     world::{ObjKey, World},
@@ -109,18 +109,29 @@ fn unchanged(current: Option<&LogBindingStatus>, desired: &LogBindingStatus) -> 
 }
 
 /// Recompute one binding's status and write it if it changed; publish an Event when it turns bad.
+/// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
+/// out, so pod churn does not turn into a stream of status writes); otherwise it is
+/// [`Outcome::Deferred`].
 pub async fn reconcile(
     ctx: &Context,
     recorder: &kube::runtime::events::Recorder,
     world: &World,
     key: &ObjKey,
-) -> Result<()> {
+    counts_due: bool,
+) -> Result<Outcome> {
     let Some(binding) = world.bindings.get(key) else {
-        return Ok(());
+        return Ok(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
     if unchanged(binding.status.as_ref(), &desired) {
-        return Ok(());
+        return Ok(Outcome::Unchanged);
+    }
+    let same_conditions = binding.status.as_ref().is_some_and(|c| {
+        c.observed_generation == desired.observed_generation
+            && status::same_conditions(&c.conditions, &desired.conditions)
+    });
+    if same_conditions && !counts_due {
+        return Ok(Outcome::Deferred);
     }
     let previous = binding
         .status
@@ -142,5 +153,5 @@ pub async fn reconcile(
     {
         status::warn(ctx, recorder, &binding.object_ref(&()), r, &message).await;
     }
-    Ok(())
+    Ok(Outcome::Written)
 }

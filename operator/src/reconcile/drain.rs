@@ -14,7 +14,7 @@ use kube::{
 use serde_json::json;
 use sluice_api::crd::{LogDrain, LogDrainStatus, condition::reason};
 
-use super::status;
+use super::{Outcome, status};
 use crate::{
     Context, Error, Result, render,
     world::{ObjKey, World, in_namespace},
@@ -84,18 +84,29 @@ fn unchanged(current: Option<&LogDrainStatus>, desired: &LogDrainStatus) -> bool
 }
 
 /// Recompute one drain's status and write it if it changed; publish an Event when it turns bad.
+/// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
+/// out, so pod churn does not turn into a stream of status writes); otherwise it is
+/// [`Outcome::Deferred`].
 pub async fn reconcile(
     ctx: &Context,
     recorder: &kube::runtime::events::Recorder,
     world: &World,
     key: &ObjKey,
-) -> Result<()> {
+    counts_due: bool,
+) -> Result<Outcome> {
     let Some(drain) = world.drains.get(key) else {
-        return Ok(());
+        return Ok(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, drain);
     if unchanged(drain.status.as_ref(), &desired) {
-        return Ok(());
+        return Ok(Outcome::Unchanged);
+    }
+    let same_conditions = drain.status.as_ref().is_some_and(|c| {
+        c.observed_generation == desired.observed_generation
+            && status::same_conditions(&c.conditions, &desired.conditions)
+    });
+    if same_conditions && !counts_due {
+        return Ok(Outcome::Deferred);
     }
     let previous = drain
         .status
@@ -117,5 +128,5 @@ pub async fn reconcile(
     {
         status::warn(ctx, recorder, &drain.object_ref(&()), p.reason, &p.message).await;
     }
-    Ok(())
+    Ok(Outcome::Written)
 }

@@ -8,7 +8,10 @@
 //! * a node with nothing bound has no Secret (it is deleted);
 //! * a Secret is owned by its Node (when the Node exists), so it goes away with it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -48,6 +51,8 @@ pub struct NodeWriter {
     nodes: Api<Node>,
     /// node → hash of the config its Secret holds.
     hashes: HashMap<String, String>,
+    /// node → UID of its Node object (looked up once per node; absent Nodes are asked again).
+    node_uids: Mutex<HashMap<String, String>>,
 }
 
 /// One pending change of a node's Secret.
@@ -96,6 +101,7 @@ impl NodeWriter {
             secrets,
             nodes,
             hashes,
+            node_uids: Mutex::default(),
         })
     }
 
@@ -140,6 +146,10 @@ impl NodeWriter {
                 }
                 (Change::Delete { node }, Ok(())) => {
                     self.hashes.remove(&node);
+                    // A Node re-created under the same name has a new UID: look it up again.
+                    if let Ok(uids) = self.node_uids.get_mut() {
+                        uids.remove(&node);
+                    }
                 }
                 (Change::Apply { node, .. } | Change::Delete { node }, Err(e)) => failed.push((node, e)),
             }
@@ -219,19 +229,32 @@ impl NodeWriter {
 
     /// The Node as owner, when it exists (a Node that is gone, or not readable, gives none).
     async fn owner(&self, node: &str) -> Result<Option<OwnerReference>> {
-        let found = match self.nodes.get_metadata_opt(node).await {
-            Ok(found) => found,
-            Err(kube::Error::Api(s)) if s.code == 403 => None,
-            Err(e) => return Err(Error::kube("get", format!("Node {node}"), e)),
+        let cached = self
+            .node_uids
+            .lock()
+            .ok()
+            .and_then(|uids| uids.get(node).cloned());
+        let uid = match cached {
+            Some(uid) => Some(uid),
+            None => {
+                let found = match self.nodes.get_metadata_opt(node).await {
+                    Ok(found) => found,
+                    Err(kube::Error::Api(s)) if s.code == 403 => None,
+                    Err(e) => return Err(Error::kube("get", format!("Node {node}"), e)),
+                };
+                let uid = found.and_then(|n| n.metadata.uid);
+                if let (Some(uid), Ok(mut uids)) = (&uid, self.node_uids.lock()) {
+                    uids.insert(node.to_owned(), uid.clone());
+                }
+                uid
+            }
         };
-        Ok(found.and_then(|n| {
-            Some(OwnerReference {
-                api_version: "v1".into(),
-                kind: "Node".into(),
-                name: node.to_owned(),
-                uid: n.metadata.uid?,
-                ..OwnerReference::default()
-            })
+        Ok(uid.map(|uid| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: node.to_owned(),
+            uid,
+            ..OwnerReference::default()
         }))
     }
 }
