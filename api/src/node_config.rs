@@ -228,7 +228,8 @@ pub struct SyslogFormat {
     /// PROCID template (at most 128 characters after rendering).
     #[serde(default = "SyslogFormat::default_procid")]
     pub procid: String,
-    /// Put Kubernetes metadata into STRUCTURED-DATA (`[k8s@53595 namespace=… pod=… …]`).
+    /// Put Kubernetes metadata into STRUCTURED-DATA (`[kubernetes@32473 namespace=… pod=… …]`;
+    /// 32473 is the enterprise number RFC 5612 reserves for documentation).
     #[serde(default = "yes")]
     pub structured_data: bool,
     /// Largest datagram a `syslog-udp://` drain sends (RFC5426 advises ≤ 1472 on Ethernet IPv4).

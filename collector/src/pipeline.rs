@@ -192,7 +192,8 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// End offset in `bytes` of each frame (datagram transports send one frame per datagram).
     pub frame_ends: Vec<u32>,
-    /// How many log lines the batch holds (a line may take several frames).
+    /// How many log lines the batch holds (a line may take several frames). The engine counts
+    /// them as it encodes; encoders leave this alone.
     pub lines: u32,
     /// What to acknowledge when the batch is delivered, at most one mark per stream.
     pub marks: Vec<AckMark>,
