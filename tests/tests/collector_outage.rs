@@ -91,9 +91,14 @@ fn one_drain_down_for_30s_does_not_hold_back_the_other() -> Result<()> {
         "the collector should have kept retrying the HTTP drain"
     );
     assert!(collector.metric_sum("sluice_collector_delivery_failures_total", &[("drain", "http")]) > 0.0);
+    let lag = collector.metric_sum("sluice_collector_lag_bytes", &[("drain", "http")]);
     assert!(
-        collector.metric_sum("sluice_collector_lag_bytes", &[("drain", "http")]) > 0.0,
-        "lag of the down drain"
+        lag > 0.0,
+        "sluice_collector_lag_bytes{{drain=\"http\"}} should show the down drain's backlog; metrics: {:?}",
+        collector.metrics().map(|m| m
+            .into_iter()
+            .filter(|(k, _)| k.contains("lag") || k.contains("http"))
+            .collect::<Vec<_>>())
     );
 
     http.set_failing(false);
