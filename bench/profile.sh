@@ -5,7 +5,8 @@
 #   bench/profile.sh SLUICE_COLLECTOR DOCKER_ROOT LINES OUT_DIR
 #
 # Usually called by `PERF=1 bench/collector.sh`, which passes the single-file workload. Prints the
-# flat profile (self time per symbol) and the top call chains, and leaves perf.data in OUT_DIR.
+# flat profile (self time per symbol) and the time per thread, and leaves perf.data (with DWARF
+# call graphs, for `perf report -G`) in OUT_DIR.
 set -euo pipefail
 
 if [[ $# -ne 4 ]]; then
@@ -24,12 +25,14 @@ mkdir -p "$OUT/state"
 "$TOOLS/bench-run" --shipper sluice-perf --workload profile --expect "$LINES" \
     --results "$OUT/results.tsv" --log "$OUT/output.log" --var "DOCKER_ROOT=$ROOT" \
     --render "$REPO/bench/configs/sluice.yaml.tmpl=$OUT/sluice.yaml" -- \
-    perf record -F 1999 -g -e cpu-clock -o "$OUT/perf.data" -- \
-    "$SLUICE" --config "$OUT/sluice.yaml" --state-dir "$OUT/state" --listen "127.0.0.1:@FREE_PORT@"
+    perf record -F 999 --call-graph dwarf,16384 -e cpu-clock -o "$OUT/perf.data" -- \
+    "$SLUICE" --config "$OUT/sluice.yaml" --state-dir "$OUT/state" --listen "127.0.0.1:@FREE_PORT@" \
+    --grace-period 2
 
 echo "== flat profile (self time), sluice-collector on $LINES lines"
 perf report -i "$OUT/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 2>/dev/null |
-    grep -v '^#' | grep -E '^ +[0-9]' | head -40
+    grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+$//' | cut -c1-160 | head -40 || true
 echo "== by thread"
 perf report -i "$OUT/perf.data" --stdio --no-children --sort comm --percent-limit 1 2>/dev/null |
-    grep -v '^#' | grep -E '^ +[0-9]' | head -10
+    grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+$//' | head -10 || true
+echo "== callers: perf report -i $OUT/perf.data --stdio --no-children -G -S '<symbol>'"

@@ -55,6 +55,9 @@ struct Args {
     /// Give up when no line arrived this many seconds after the start.
     #[arg(long, default_value_t = 120)]
     start_timeout: u64,
+    /// Seconds the shipper may take to exit after SIGTERM before it is killed.
+    #[arg(long, default_value_t = 30)]
+    stop_timeout: u64,
     /// The shipper's command line.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -96,8 +99,8 @@ fn render(text: &str, vars: &[(String, String)]) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Stops the shipper (SIGTERM, then SIGKILL after 10 s) however `main` ends.
-struct Shipper(Child);
+/// Stops the shipper (SIGTERM, then SIGKILL after the stop timeout) however `main` ends.
+struct Shipper(Child, Duration);
 
 impl Drop for Shipper {
     fn drop(&mut self) {
@@ -105,12 +108,17 @@ impl Drop for Shipper {
             let pid = self.0.id() as libc::pid_t;
             // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            for _ in 0..100 {
+            let polls = self.1.as_millis() / 100;
+            for _ in 0..polls {
                 if let Ok(Some(_)) = self.0.try_wait() {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            eprintln!(
+                "bench-run: the shipper did not stop within {:?} of SIGTERM; killing it",
+                self.1
+            );
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -152,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {command:?}"))?;
-    let mut shipper = Shipper(child);
+    let mut shipper = Shipper(child, Duration::from_secs(a.stop_timeout));
     let pid = shipper.0.id();
     eprintln!(
         "bench-run: {} on {} (pid {pid}), receiver on port {port}",
