@@ -1,7 +1,11 @@
 //! rsyslog (Debian's `rsyslogd`) as a syslog receiver: `imtcp` (plain and GnuTLS) and `imudp`,
 //! writing each parsed message as a JSON line through an `option.jsonf` template.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::Result;
 
@@ -37,36 +41,7 @@ impl Rsyslog {
         let certs = Certs::generate(d)?;
         let ports = Ports::free();
         let out = d.join("received.jsonl");
-        let conf = format!(
-            r#"global(workDirectory="{work}" maxMessageSize="{max}"
-       defaultNetstreamDriverCAFile="{ca}" defaultNetstreamDriverCertFile="{cert}"
-       defaultNetstreamDriverKeyFile="{key}")
-module(load="imtcp" maxSessions="1000" maxFrameSize="{max}")
-module(load="imudp")
-template(name="sluice" type="list" option.jsonf="on") {{
-  property(outname="app" name="app-name" format="jsonf")
-  property(outname="host" name="hostname" format="jsonf")
-  property(outname="procid" name="procid" format="jsonf")
-  property(outname="msgid" name="msgid" format="jsonf")
-  property(outname="sd" name="structured-data" format="jsonf")
-  property(outname="msg" name="msg" format="jsonf")
-}}
-ruleset(name="sluice") {{ action(type="omfile" file="{out}" template="sluice") }}
-input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="sluice")
-input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="sluice" streamDriver.name="gtls"
-      streamDriver.mode="1" streamDriver.authMode="anon")
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="sluice")
-"#,
-            work = d.display(),
-            max = MAX_MESSAGE_BYTES,
-            ca = certs.ca.display(),
-            cert = certs.cert.display(),
-            key = certs.key.display(),
-            out = out.display(),
-            tcp = ports.tcp,
-            tls = ports.tls,
-            udp = ports.udp,
-        );
+        let conf = config(d, &certs, ports, &out);
         let conf_path = d.join("rsyslog.conf");
         std::fs::write(&conf_path, conf)?;
         let mut cmd = Command::new(bin);
@@ -118,4 +93,38 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="sluice")
         self.daemon
             .signal(if paused { libc::SIGSTOP } else { libc::SIGCONT });
     }
+}
+
+/// The rsyslog configuration: three inputs into one ruleset writing JSON lines to `out`.
+fn config(d: &Path, certs: &Certs, ports: Ports, out: &Path) -> String {
+    format!(
+        r#"global(workDirectory="{work}" maxMessageSize="{max}"
+   defaultNetstreamDriverCAFile="{ca}" defaultNetstreamDriverCertFile="{cert}"
+   defaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" maxSessions="1000" maxFrameSize="{max}")
+module(load="imudp")
+template(name="sluice" type="list" option.jsonf="on") {{
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="host" name="hostname" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd" name="structured-data" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+ruleset(name="sluice") {{ action(type="omfile" file="{out}" template="sluice") }}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="sluice")
+input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="sluice" streamDriver.name="gtls"
+  streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="sluice")
+"#,
+        work = d.display(),
+        max = MAX_MESSAGE_BYTES,
+        ca = certs.ca.display(),
+        cert = certs.cert.display(),
+        key = certs.key.display(),
+        out = out.display(),
+        tcp = ports.tcp,
+        tls = ports.tls,
+        udp = ports.udp,
+    )
 }

@@ -59,28 +59,7 @@ impl SyslogNg {
         let certs = Certs::generate(d)?;
         let ports = Ports::free();
         let out = d.join("received.jsonl");
-        let conf = format!(
-            r#"@version: 3.38
-options {{ log-msg-size({max}); keep-hostname(yes); chain-hostnames(no); }};
-source s_net {{
-  syslog(ip("127.0.0.1") port({tcp}) transport("tcp") max-connections(1000) log-msg-size({max}));
-  syslog(ip("127.0.0.1") port({tls}) transport("tls") max-connections(1000) log-msg-size({max})
-         tls(key-file("{key}") cert-file("{cert}") peer-verify(optional-untrusted)));
-  syslog(ip("127.0.0.1") port({udp}) transport("udp"));
-}};
-destination d_file {{
-  file("{out}" template("$(format-json --scope none app=${{PROGRAM}} host=${{HOST}} procid=${{PID}} msgid=${{MSGID}} sd=${{SDATA}} msg=${{MSG}})\n"));
-}};
-log {{ source(s_net); destination(d_file); }};
-"#,
-            max = MAX_MESSAGE_BYTES,
-            tcp = ports.tcp,
-            tls = ports.tls,
-            udp = ports.udp,
-            key = certs.key.display(),
-            cert = certs.cert.display(),
-            out = out.display(),
-        );
+        let conf = config(&certs, ports, &out);
         let conf_path = d.join("syslog-ng.conf");
         std::fs::write(&conf_path, conf)?;
         let mut cmd = Command::new(root.join("usr/sbin/syslog-ng"));
@@ -123,4 +102,30 @@ log {{ source(s_net); destination(d_file); }};
     pub fn log_tail(&self) -> String {
         self.daemon.log_tail(20)
     }
+}
+
+/// The syslog-ng configuration: `syslog()` sources on TCP, TLS and UDP into one JSON-lines file.
+fn config(certs: &Certs, ports: Ports, out: &Path) -> String {
+    format!(
+        r#"@version: 3.38
+options {{ log-msg-size({max}); keep-hostname(yes); chain-hostnames(no); }};
+source s_net {{
+  syslog(ip("127.0.0.1") port({tcp}) transport("tcp") max-connections(1000) log-msg-size({max}));
+  syslog(ip("127.0.0.1") port({tls}) transport("tls") max-connections(1000) log-msg-size({max})
+     tls(key-file("{key}") cert-file("{cert}") peer-verify(optional-untrusted)));
+  syslog(ip("127.0.0.1") port({udp}) transport("udp"));
+}};
+destination d_file {{
+  file("{out}" template("$(format-json --scope none app=${{PROGRAM}} host=${{HOST}} procid=${{PID}} msgid=${{MSGID}} sd=${{SDATA}} msg=${{MSG}})\n"));
+}};
+log {{ source(s_net); destination(d_file); }};
+"#,
+        max = MAX_MESSAGE_BYTES,
+        tcp = ports.tcp,
+        tls = ports.tls,
+        udp = ports.udp,
+        key = certs.key.display(),
+        cert = certs.cert.display(),
+        out = out.display(),
+    )
 }
