@@ -14,6 +14,8 @@
 #   SLUICE_COLLECTOR path of sluice-collector; else $SLUICE_BIN_DIR/sluice-collector, else
 #                    target/x86_64-unknown-linux-gnu/release/sluice-collector, else built here
 #   SINGLE_LINES, MANY_CONTAINERS, MANY_LINES   workload sizes (defaults 2000000, 200, 10000)
+#   REPEAT           runs per shipper and workload (default 1); the table shows the median run
+#                    (by lines per CPU second) and the largest peak RSS
 #   PERF=1           also record a perf profile (cpu-clock) of sluice on the single-file workload
 set -euo pipefail
 
@@ -24,6 +26,7 @@ WORKLOADS="${WORKLOADS:-single many many-drain-down}"
 SINGLE_LINES="${SINGLE_LINES:-2000000}"
 MANY_CONTAINERS="${MANY_CONTAINERS:-200}"
 MANY_LINES="${MANY_LINES:-10000}"
+REPEAT="${REPEAT:-1}"
 SEED=20261121
 
 if [[ "${1:-}" == "--quick" ]]; then
@@ -85,15 +88,18 @@ RESULTS="$RUN_DIR/results.tsv"
 CONFIGS="$REPO/bench/configs"
 say "results and logs in $RUN_DIR"
 
-# run_one SHIPPER WORKLOAD-NAME DOCKER-ROOT EXPECTED-LINES
+# run_one SHIPPER WORKLOAD-NAME DOCKER-ROOT EXPECTED-LINES ROUND
 run_one() {
     local shipper="$1" workload="$2" root="$3" expect="$4"
-    local state="$RUN_DIR/$workload-$shipper"
+    local state="$RUN_DIR/$workload-$shipper-$5"
     mkdir -p "$state/state"
     local run=("$TOOLS/bench-run" --shipper "$shipper" --workload "$workload" --expect "$expect"
         --results "$RESULTS" --log "$state/output.log" --var "DOCKER_ROOT=$root" --var "STATE_DIR=$state/state")
     local sluice_cfg=sluice.yaml.tmpl
-    [[ "$workload" == *drain-down ]] && sluice_cfg=sluice-drain-down.yaml.tmpl
+    if [[ "$workload" == *drain-down ]]; then
+        sluice_cfg=sluice-drain-down.yaml.tmpl
+        run+=(--linger 15)
+    fi
     case "$shipper" in
     sluice | standin)
         local bin="$TOOLS/standin-collector"
@@ -116,20 +122,22 @@ run_one() {
 }
 
 # Shippers run one after another, each from a clean state directory, never concurrently.
+for round in $(seq 1 "$REPEAT"); do
 for workload in $WORKLOADS; do
     case "$workload" in
-    single) for s in $SHIPPERS; do run_one "$s" single "$SINGLE_ROOT" "$SINGLE_LINES" || say "$s on single failed"; done ;;
-    many) for s in $SHIPPERS; do run_one "$s" many "$MANY_ROOT" "$MANY_TOTAL" || say "$s on many failed"; done ;;
+    single) for s in $SHIPPERS; do run_one "$s" single "$SINGLE_ROOT" "$SINGLE_LINES" "$round" || say "$s on single failed"; done ;;
+    many) for s in $SHIPPERS; do run_one "$s" many "$MANY_ROOT" "$MANY_TOTAL" "$round" || say "$s on many failed"; done ;;
     many-drain-down)
         # Only sluice has the per-drain cursors this case is about.
         for s in $SHIPPERS; do
             if [[ "$s" == sluice || "$s" == standin ]]; then
-                run_one "$s" many-drain-down "$MANY_ROOT" "$MANY_TOTAL" || say "$s on many-drain-down failed"
+                run_one "$s" many-drain-down "$MANY_ROOT" "$MANY_TOTAL" "$round" || say "$s on many-drain-down failed"
             fi
         done
         ;;
     *) say "unknown workload $workload (known: single many many-drain-down)"; exit 2 ;;
     esac
+done
 done
 
 if [[ "${PERF:-0}" == 1 && " $SHIPPERS " == *" sluice "* ]]; then
@@ -137,7 +145,8 @@ if [[ "${PERF:-0}" == 1 && " $SHIPPERS " == *" sluice "* ]]; then
 fi
 
 echo
-echo "sluice collector benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)"
+echo "sluice collector benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)," \
+    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "single: 1 container x $SINGLE_LINES lines; many: $MANY_CONTAINERS containers x $MANY_LINES lines;" \
     "lines of 100-200 bytes (json-file lines ~80 bytes longer)"
 "$TOOLS/bench-report" --results "$RESULTS" --subject "$( [[ " $SHIPPERS " == *" sluice "* ]] && echo sluice || echo standin)"

@@ -160,46 +160,76 @@ pub fn load(path: &Path) -> Result<Vec<Row>> {
         .collect()
 }
 
-/// The comparison table: per workload a row per shipper, then `subject` against the best peer.
+/// One row per (workload, shipper) from repeated runs: a failed run if any failed, else the run
+/// with the median lines per CPU second; the peak RSS is the largest of all runs. Also returns
+/// how many runs there were. First-seen order is kept.
+pub fn combine(rows: &[Row]) -> Vec<(Row, usize)> {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.workload.as_str(), r.shipper.as_str())) {
+            keys.push((&r.workload, &r.shipper));
+        }
+    }
+    keys.into_iter()
+        .map(|(w, s)| {
+            let mut runs: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.workload == w && r.shipper == s)
+                .collect();
+            runs.sort_by(|a, b| a.lines_per_cpu_second().total_cmp(&b.lines_per_cpu_second()));
+            let pick = runs.iter().find(|r| !r.pass()).unwrap_or(&runs[runs.len() / 2]);
+            let mut row = (*pick).clone();
+            row.peak_rss_kib = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+            (row, runs.len())
+        })
+        .collect()
+}
+
+/// The comparison table: per workload a row per shipper (see [`combine`] for repeated runs),
+/// then `subject` against the best peer.
 pub fn table(rows: &[Row], subject: &str) -> String {
+    let combined = combine(rows);
     let mut out = String::new();
     let mut workloads: Vec<&str> = Vec::new();
-    for r in rows {
+    for (r, _) in &combined {
         if !workloads.contains(&r.workload.as_str()) {
             workloads.push(&r.workload);
         }
     }
     for w in workloads {
-        let in_w: Vec<&Row> = rows.iter().filter(|r| r.workload == w).collect();
-        let _ = writeln!(out, "\n== workload {w} ({} lines)", in_w[0].expected);
+        let in_w: Vec<&(Row, usize)> = combined.iter().filter(|(r, _)| r.workload == w).collect();
+        let _ = writeln!(out, "\n== workload {w} ({} lines)", in_w[0].0.expected);
         let _ = writeln!(
             out,
-            "{:<10} {:>12} {:>10} {:>12} {:>10} {:>21} {:>7}",
-            "shipper", "lines/s", "CPU s/M", "lines/CPU-s", "peak MiB", "received/expected", "result"
+            "{:<10} {:>4} {:>12} {:>10} {:>12} {:>10} {:>21} {:>7}",
+            "shipper", "runs", "lines/s", "CPU s/M", "lines/CPU-s", "peak MiB", "received/expected", "result"
         );
-        for r in &in_w {
+        for (r, runs) in &in_w {
             let verdict = if r.pass() {
                 "PASS".to_owned()
             } else {
                 format!("FAIL ({}, dup {})", r.end, r.duplicates)
             };
+            let cpu_per_million = if r.unique > 0 {
+                r.cpu_seconds * 1e6 / r.unique as f64
+            } else {
+                f64::NAN
+            };
             let _ = writeln!(
                 out,
-                "{:<10} {:>12.0} {:>10.3} {:>12.0} {:>10.1} {:>21} {:>7}",
+                "{:<10} {:>4} {:>12.0} {:>10.3} {:>12.0} {:>10.1} {:>21} {:>7}",
                 r.shipper,
+                runs,
                 r.lines_per_second(),
-                if r.unique > 0 {
-                    r.cpu_seconds * 1e6 / r.unique as f64
-                } else {
-                    f64::NAN
-                },
+                cpu_per_million,
                 r.lines_per_cpu_second(),
                 r.peak_rss_mib(),
                 format!("{}/{}", r.unique, r.expected),
                 verdict
             );
         }
-        let _ = write!(out, "{}", ratio_line(&in_w, subject));
+        let rows: Vec<&Row> = in_w.iter().map(|(r, _)| r).collect();
+        let _ = write!(out, "{}", ratio_line(&rows, subject));
     }
     out
 }
@@ -264,5 +294,22 @@ mod tests {
         );
         assert!(t.contains("999/1000"), "{t}");
         assert!(t.contains("FAIL"), "{t}");
+    }
+
+    #[test]
+    fn repeated_runs_combine_to_the_median_and_the_largest_peak() {
+        let runs = [
+            row("sluice", 1000, 0.5, 100),
+            row("sluice", 1000, 0.25, 300),
+            row("sluice", 1000, 1.0, 200),
+        ];
+        let combined = combine(&runs);
+        assert_eq!(combined.len(), 1);
+        assert_eq!(combined[0].1, 3);
+        assert_eq!(combined[0].0.cpu_seconds, 0.5);
+        assert_eq!(combined[0].0.peak_rss_kib, 300);
+        let mut failed = runs.to_vec();
+        failed[2].unique = 10;
+        assert_eq!(combine(&failed)[0].0.unique, 10);
     }
 }

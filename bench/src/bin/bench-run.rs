@@ -55,6 +55,10 @@ struct Args {
     /// Give up when no line arrived this many seconds after the start.
     #[arg(long, default_value_t = 120)]
     start_timeout: u64,
+    /// After every line arrived, keep the shipper running this many seconds more before taking
+    /// its peak memory (shows whether memory grows while a drain is down).
+    #[arg(long, default_value_t = 0)]
+    linger: u64,
     /// Seconds the shipper may take to exit after SIGTERM before it is killed.
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
@@ -167,7 +171,15 @@ async fn main() -> anyhow::Result<()> {
         a.shipper, a.workload
     );
 
-    let (end, usage) = watch(&a, &mut shipper, &tally).await?;
+    let (end, mut usage) = watch(&a, &mut shipper, &tally).await?;
+    if a.linger > 0 && end == "complete" {
+        // Keep the shipper running (e.g. retrying a dead drain) and take the peak memory again;
+        // the CPU figure stays the one taken when the last line arrived.
+        tokio::time::sleep(Duration::from_secs(a.linger)).await;
+        if let (Some(u), Ok(later)) = (usage.as_mut(), procstat::usage(shipper.0.id())) {
+            u.peak_rss_kib = u.peak_rss_kib.max(later.peak_rss_kib);
+        }
+    }
     drop(shipper);
     if usage.is_none() {
         eprintln!(
