@@ -48,7 +48,34 @@ pub struct Listing {
 }
 
 /// List the log files in a container's directory. A missing directory lists nothing.
+///
+/// A directory read while files in it are renamed (a rotation) can miss a file; the listing is
+/// taken again until two agree (a few times at most), so files are rarely seen out of order.
 pub fn list(dir: &Path, format: Format) -> io::Result<Listing> {
+    let mut previous = list_once(dir, format)?;
+    let mut inodes = identities(&previous);
+    for _ in 0..8 {
+        let again = list_once(dir, format)?;
+        let again_inodes = identities(&again);
+        if again == previous && again_inodes == inodes {
+            break;
+        }
+        (previous, inodes) = (again, again_inodes);
+    }
+    Ok(previous)
+}
+
+/// Device and inode behind each listed path, to notice a rename between listing and use.
+fn identities(listing: &Listing) -> Vec<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    listing
+        .files
+        .iter()
+        .map(|p| fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
+        .collect()
+}
+
+fn list_once(dir: &Path, format: Format) -> io::Result<Listing> {
     let names = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())

@@ -107,26 +107,37 @@ impl FileSet {
         self.files.last().map_or(0, |f| f.seq)
     }
 
-    /// Find the entry for a checkpointed file: by identity, else (a copy-truncated file whose
-    /// content moved) by head among the files on disk.
-    pub fn find(&mut self, id: &FileId) -> Option<u64> {
+    /// Find the entry for a checkpointed file: by identity, else by inode and head (a file first
+    /// seen shorter than [`identity::HEAD_MAX`] has a shorter head in the checkpoint).
+    /// `offset` is a position known to be in the file: a file shorter than that is another one.
+    pub fn find(&mut self, id: &FileId, offset: u64) -> Option<u64> {
         if let Some(f) = self.files.iter().find(|f| f.id == *id) {
             return Some(f.seq);
         }
-        // A file first seen shorter than the head size had a shorter head then: compare the
-        // same number of bytes (this also finds the copy of a copy-truncated file).
+        // A file first seen shorter than the head size had a shorter head then: the same inode
+        // with the same bytes over the checkpointed head length is the same file.
         let seqs: Vec<u64> = self
             .files
             .iter()
             .filter(|f| f.path.is_some() || f.fd.is_some())
             .map(|f| f.seq)
             .collect();
-        seqs.into_iter().find(|&seq| {
-            self.ensure_open(seq)
-                && self
-                    .get(seq)
-                    .and_then(|f| f.fd.as_ref())
-                    .is_some_and(|fd| identity::same_head(fd, id).unwrap_or(false))
+        let matching: Vec<u64> = seqs
+            .into_iter()
+            .filter(|&seq| {
+                self.ensure_open(seq)
+                    && self
+                        .get(seq)
+                        .and_then(|f| f.fd.as_ref())
+                        .is_some_and(|fd| identity::same_head(fd, id).unwrap_or(false))
+            })
+            .collect();
+        // Only on the same inode: heads alone can be alike (the continuations of long lines
+        // split by the runtime all start with the same bytes), and resuming in the wrong file
+        // would deliver pieces of lines.
+        matching.into_iter().find(|&seq| {
+            self.get(seq)
+                .is_some_and(|f| f.dev_ino == (id.dev, id.ino) && f.size >= offset)
         })
     }
 
@@ -141,6 +152,7 @@ impl FileSet {
         match open_regular(path) {
             Ok((fd, meta))
                 if (meta.dev(), meta.ino()) == f.dev_ino
+                    && meta.len() >= f.size
                     && identity::same_head(&fd, &f.id).unwrap_or(false) =>
             {
                 f.fd = Some(fd);
@@ -167,6 +179,8 @@ impl FileSet {
                         .push((path.clone(), "not a regular file".into()));
                     continue;
                 }
+                // Renamed or deleted since the listing: the next rescan sees where it went.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     changes.unreadable.push((path.clone(), e.to_string()));
                     continue;
@@ -257,7 +271,9 @@ impl FileSet {
         if (meta.dev(), meta.ino()) != f.dev_ino {
             return None;
         }
-        let same = identity::same_head(&fd, &f.id).unwrap_or(false);
+        // Log files only grow: a smaller one with this inode is another file, even when its
+        // head looks the same (long lines split by the runtime have heads of the same bytes).
+        let same = meta.len() >= f.size && identity::same_head(&fd, &f.id).unwrap_or(false);
         if !same {
             tracing::debug!(seq = f.seq, path = %path.display(), "inode reused by another file");
             f.path = None;

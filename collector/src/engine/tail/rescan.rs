@@ -157,7 +157,7 @@ fn oldest(files: &FileSet) -> Loc {
 /// Position `s` at a checkpointed position.
 fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Reporter) {
     let mut locate = |pos: crate::pipeline::FilePos| {
-        let seq = files.find(&pos.file)?;
+        let seq = files.find(&pos.file, pos.offset)?;
         let file = files.get(seq)?.id;
         Some(Loc {
             seq,
