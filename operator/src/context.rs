@@ -56,7 +56,7 @@ impl Settings {
             renew_interval: Duration::from_secs(2),
             resync_interval: Duration::from_secs(300),
             missing_secret_retry: Duration::from_secs(10),
-            status_count_interval: Duration::from_secs(5),
+            status_count_interval: Duration::from_secs(10),
             write_concurrency: 8,
             watch_namespaces: Vec::new(),
             listen: None,

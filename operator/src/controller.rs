@@ -101,6 +101,8 @@ struct Leader {
     retry_at: Option<Instant>,
     failures: u32,
     first_pass_done: bool,
+    /// Namespaces whose pods changed since the last count refresh.
+    count_namespaces: BTreeSet<String>,
     /// When each drain (`true`) or binding (`false`) status was last written.
     status_written: HashMap<(bool, ObjKey), Instant>,
 }
@@ -153,9 +155,11 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
         failures: 0,
         first_pass_done: false,
         status_written: HashMap::new(),
+        count_namespaces: BTreeSet::new(),
     };
     let mut resync = tokio::time::interval(leader.ctx.settings.resync_interval);
     let mut missing = tokio::time::interval(leader.ctx.settings.missing_secret_retry);
+    let mut counts = tokio::time::interval(leader.ctx.settings.status_count_interval);
     resync.reset();
     missing.reset();
     loop {
@@ -177,6 +181,13 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                 leader.dirty.merge(retry);
             }
             _ = resync.tick() => leader.resync(false).await,
+            _ = counts.tick() => {
+                // Pod counts in statuses are refreshed on this slower beat, not per pod event.
+                for ns in std::mem::take(&mut leader.count_namespaces) {
+                    let statuses = leader.world.statuses_in(&ns);
+                    leader.dirty.merge(statuses);
+                }
+            }
             _ = missing.tick() => leader.resync(true).await,
         }
         if leader.relist.synced.len() == leader.relist.watches {
@@ -213,6 +224,7 @@ impl Leader {
             KindEvent::Pod(e) => self.apply_pod(scope, *e),
         };
         self.dirty.merge(dirty);
+        self.count_namespaces.append(&mut self.dirty.namespaces);
     }
 
     fn apply_drain(&mut self, scope: Option<String>, event: watcher::Event<LogDrain>) -> Dirty {

@@ -52,8 +52,9 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<()> {
             break;
         }
         tracing::info!(identity = %s.identity, lease = %s.lease_name, "became leader");
-        ctx.health.set_leader(true);
+        // Not ready until the first pass is done; cleared before leadership shows.
         ctx.health.set_ready(false);
+        ctx.health.set_leader(true);
         ctx.metrics.leader.set(1);
         lead(&ctx, &elector, &shutdown).await;
     }

@@ -31,6 +31,9 @@ pub struct Dirty {
     pub drains: BTreeSet<ObjKey>,
     /// Bindings whose status must be recomputed.
     pub bindings: BTreeSet<ObjKey>,
+    /// Namespaces whose pods changed: only the pod counts of their drains and bindings can have
+    /// changed, which the caller refreshes on its own (slower) schedule.
+    pub namespaces: BTreeSet<String>,
 }
 
 impl Dirty {
@@ -39,8 +42,9 @@ impl Dirty {
         self.nodes.extend(other.nodes);
         self.drains.extend(other.drains);
         self.bindings.extend(other.bindings);
+        self.namespaces.extend(other.namespaces);
     }
-    /// Whether nothing is dirty.
+    /// Whether nothing is dirty (namespaces aside: they only schedule a count refresh).
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty() && self.drains.is_empty() && self.bindings.is_empty()
     }
@@ -106,8 +110,7 @@ impl World {
     pub fn namespace_dirty(&self, ns: &str) -> Dirty {
         Dirty {
             nodes: self.pods_in(ns).map(|p| p.node.clone()).collect(),
-            drains: in_namespace(&self.drains, ns).map(|(k, _)| k.clone()).collect(),
-            bindings: in_namespace(&self.bindings, ns).map(|(k, _)| k.clone()).collect(),
+            ..self.statuses_in(ns)
         }
     }
 
@@ -138,25 +141,22 @@ impl World {
         }
     }
 
-    /// A pod's node, the bindings that select it, and their drains.
+    /// A pod's node (its config), and its namespace (the pod counts of its drains and bindings).
     fn pod_dirty(&self, pod: &PodInfo) -> Dirty {
-        let mut dirty = Dirty {
+        Dirty {
             nodes: [pod.node.clone()].into(),
+            namespaces: [pod.namespace.clone()].into(),
             ..Dirty::default()
-        };
-        for (key, binding) in in_namespace(&self.bindings, &pod.namespace) {
-            if binding.spec.selector.matches(&pod.labels) {
-                dirty.bindings.insert(key.clone());
-                dirty.drains.extend(
-                    binding
-                        .spec
-                        .drains
-                        .iter()
-                        .map(|d| (pod.namespace.clone(), d.clone())),
-                );
-            }
         }
-        dirty
+    }
+
+    /// The drains and bindings of a namespace (their statuses, not its nodes).
+    pub fn statuses_in(&self, ns: &str) -> Dirty {
+        Dirty {
+            drains: in_namespace(&self.drains, ns).map(|(k, _)| k.clone()).collect(),
+            bindings: in_namespace(&self.bindings, ns).map(|(k, _)| k.clone()).collect(),
+            ..Dirty::default()
+        }
     }
 
     fn insert_pod_quiet(&mut self, pod: PodInfo) {

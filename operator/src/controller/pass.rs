@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
+use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use rand::Rng;
@@ -27,7 +28,7 @@ impl Leader {
             self.dirty.drains.extend(self.world.drains.keys().cloned());
             self.dirty.bindings.extend(self.world.bindings.keys().cloned());
         }
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && self.first_pass_done {
             return;
         }
         self.load_new_secrets().await;
@@ -87,55 +88,44 @@ impl Leader {
         bindings: BTreeSet<ObjKey>,
         failed: &mut Dirty,
     ) {
-        let keys = drains
+        let interval = self.ctx.settings.status_count_interval;
+        let items: Vec<(bool, ObjKey, Option<Instant>)> = drains
             .into_iter()
             .map(|k| (true, k))
-            .chain(bindings.into_iter().map(|k| (false, k)));
-        for (is_drain, key) in keys {
-            let kind = if is_drain {
-                "drain_status"
-            } else {
-                "binding_status"
-            };
-            let started = Instant::now();
-            let interval = self.ctx.settings.status_count_interval;
-            let last = self.status_written.get(&(is_drain, key.clone())).copied();
-            let due = last.is_none_or(|at| at.elapsed() >= interval);
-            let outcome = if is_drain {
-                drain::reconcile(&self.ctx, &self.recorder, &self.world, &key, due).await
-            } else {
-                binding::reconcile(&self.ctx, &self.recorder, &self.world, &key, due).await
-            };
-            match outcome {
-                Ok(Outcome::Written) => {
-                    self.status_written.insert((is_drain, key), Instant::now());
-                }
-                Ok(Outcome::Unchanged) => {}
-                Ok(Outcome::Deferred) => {
-                    // Counts only, written recently: write them when the interval has passed.
-                    let at = last.map_or_else(Instant::now, |t| t + interval);
-                    self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
-                    if is_drain {
-                        self.retry.drains.insert(key)
-                    } else {
-                        self.retry.bindings.insert(key)
-                    };
-                }
-                Err(e) => {
-                    self.note_failure(kind, &key, &e);
-                    if is_drain {
-                        failed.drains.insert(key)
-                    } else {
-                        failed.bindings.insert(key)
-                    };
-                }
-            }
-            self.ctx.metrics.reconciles.with_label_values(&[kind]).inc();
-            self.ctx
-                .metrics
-                .duration
-                .with_label_values(&[kind])
-                .observe(started.elapsed().as_secs_f64());
+            .chain(bindings.into_iter().map(|k| (false, k)))
+            .map(|(is_drain, k)| {
+                let last = self.status_written.get(&(is_drain, k.clone())).copied();
+                (is_drain, k, last)
+            })
+            .collect();
+        // Status writes run concurrently (each object is written at most once per pass).
+        let (ctx, recorder, world) = (&self.ctx, &self.recorder, &self.world);
+        let results: Vec<_> = stream::iter(items)
+            .map(|(is_drain, key, last)| async move {
+                let started = Instant::now();
+                let due = last.is_none_or(|at| at.elapsed() >= interval);
+                let outcome = if is_drain {
+                    drain::reconcile(ctx, recorder, world, &key, due).await
+                } else {
+                    binding::reconcile(ctx, recorder, world, &key, due).await
+                };
+                let kind = if is_drain {
+                    "drain_status"
+                } else {
+                    "binding_status"
+                };
+                ctx.metrics.reconciles.with_label_values(&[kind]).inc();
+                ctx.metrics
+                    .duration
+                    .with_label_values(&[kind])
+                    .observe(started.elapsed().as_secs_f64());
+                (is_drain, key, last, outcome)
+            })
+            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
+            .collect()
+            .await;
+        for (is_drain, key, last, outcome) in results {
+            self.status_outcome(is_drain, key, last, outcome, failed);
         }
         let live = (&self.world.drains, &self.world.bindings);
         self.status_written.retain(|(d, k), _| {
@@ -145,6 +135,48 @@ impl Leader {
                 live.1.contains_key(k)
             }
         });
+    }
+
+    fn status_outcome(
+        &mut self,
+        is_drain: bool,
+        key: ObjKey,
+        last: Option<Instant>,
+        outcome: crate::Result<Outcome>,
+        failed: &mut Dirty,
+    ) {
+        let later = |d: &mut Dirty| {
+            if is_drain {
+                d.drains.insert(key.clone())
+            } else {
+                d.bindings.insert(key.clone())
+            }
+        };
+        match outcome {
+            Ok(Outcome::Written) => {
+                self.status_written
+                    .insert((is_drain, key.clone()), Instant::now());
+            }
+            Ok(Outcome::Unchanged) => {}
+            Ok(Outcome::Deferred) => {
+                // Counts only, written recently: write them when the interval has passed.
+                let at = last.map_or_else(Instant::now, |t| t + self.ctx.settings.status_count_interval);
+                self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
+                later(&mut self.retry);
+            }
+            Err(e) => {
+                self.note_failure(
+                    if is_drain {
+                        "drain_status"
+                    } else {
+                        "binding_status"
+                    },
+                    &key,
+                    &e,
+                );
+                later(failed);
+            }
+        }
     }
 
     fn note_failure(&self, kind: &str, key: &ObjKey, e: &Error) {

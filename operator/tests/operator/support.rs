@@ -158,6 +158,7 @@ impl TestEnv {
         s.lease_duration = Duration::from_secs(3);
         s.renew_interval = Duration::from_millis(300);
         s.missing_secret_retry = Duration::from_millis(300);
+        s.status_count_interval = Duration::from_secs(1);
         s.watch_namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
         s
     }
