@@ -1,6 +1,8 @@
 //! Bad input never stops the engine: each kind is counted, skipped (or repaired), and the other
 //! lines and containers keep flowing.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 #[path = "engine_support.rs"]
 mod support;
 

@@ -2,6 +2,8 @@
 //! split lines across a rotation, restarts (graceful and killed), a drain that never takes
 //! anything, fairness. Every test compares the multiset of lines written with what was received.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 #[path = "engine_support.rs"]
 mod support;
 

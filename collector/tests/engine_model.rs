@@ -8,6 +8,8 @@
 //! arrives twice unless a kill happened, and then at most as many repeats as lines delivered
 //! before the kills. `PROPTEST_CASES` raises the number of cases (default 8).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 #[path = "engine_support.rs"]
 mod support;
 

@@ -1,6 +1,8 @@
 //! Shared pieces of the engine tests (included with `#[path]`; as a test target it has no tests):
 //! Docker json-file writers, a trivial encoder, a mock drain, a recording emitter.
 #![allow(dead_code)]
+// Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::new_without_default)]
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -31,7 +33,7 @@ pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
 
 /// Poll `cond` every 10 ms until it holds (`true`) or `timeout` passes (`false`).
 pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     while !cond() {
         if start.elapsed() > timeout {
             return false;

@@ -101,13 +101,15 @@ fn docker_listing(dir: &Path, id: &str, names: Vec<String>) -> Listing {
     for name in names {
         if name == current {
             has_current = true;
-        } else if let Some(n) = name.strip_prefix(&current).and_then(|s| s.strip_prefix('.')) {
-            if let Ok(n) = n.parse::<u64>() {
-                rotated.push((n, name));
-            }
+        } else if let Some(n) = name
+            .strip_prefix(&current)
+            .and_then(|s| s.strip_prefix('.'))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            rotated.push((n, name));
         }
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, name)| dir.join(name)).collect();
     if has_current {
         files.push(dir.join(current));

@@ -180,7 +180,9 @@ impl FileSet {
                     continue;
                 }
                 // Renamed or deleted since the listing: the next rescan sees where it went.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_err() => {
+                    continue;
+                }
                 Err(e) => {
                     changes.unreadable.push((path.clone(), e.to_string()));
                     continue;
