@@ -47,9 +47,9 @@ fn one_large_file_arrives_exactly_once() {
     let pad = "p".repeat(120);
     for i in 0..lines {
         let m = format!("{i:09} {}", &pad[..(i * 7) % 100]);
-        write!(
+        writeln!(
             f,
-            "{{\"log\":\"{m}\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-21T15:15:34.165439785Z\"}}\n"
+            "{{\"log\":\"{m}\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-21T15:15:34.165439785Z\"}}"
         )
         .unwrap();
     }
