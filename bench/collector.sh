@@ -11,8 +11,8 @@
 #   BENCH_DIR        work directory (workloads ~1 GiB, configs, logs, results); default /var/tmp/sluice-bench
 #   SHIPPERS         which shippers, in order; default "rsyslog syslog-ng sluice"
 #   WORKLOADS        which workloads; default "single many many-drain-down"
-#   SLUICE_COLLECTOR path of sluice-collector; else $SLUICE_BIN_DIR/sluice-collector, else
-#                    target/x86_64-unknown-linux-gnu/release/sluice-collector, else built here
+#   SLUICE_COLLECTOR path of sluice-collector; else $SLUICE_BIN_DIR/sluice-collector, else the
+#                    static release build of scripts/build.sh (run here)
 #   SINGLE_LINES, MANY_CONTAINERS, MANY_LINES   workload sizes (defaults 2000000, 200, 10000)
 #   REPEAT           runs per shipper and workload (default 1); the table shows the median run
 #                    (by lines per CPU second) and the largest peak RSS
@@ -41,6 +41,11 @@ fi
 say() { echo "bench: $*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------------
+# The project's build cache (scripts/lib.sh: CARGO_TARGET_DIR defaults to /var/cache/sluice/target).
+if [[ -f "$REPO/scripts/lib.sh" ]]; then
+    # shellcheck source=../scripts/lib.sh
+    source "$REPO/scripts/lib.sh"
+fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 say "building the benchmark tools (cargo build --release -p sluice-bench)"
 (cd "$REPO" && cargo build --release -q -p sluice-bench)
@@ -48,14 +53,20 @@ TOOLS="$TARGET_DIR/release"
 
 find_sluice() {
     local c
-    for c in "${SLUICE_COLLECTOR:-}" "${SLUICE_BIN_DIR:+$SLUICE_BIN_DIR/sluice-collector}" \
-        "$TARGET_DIR/x86_64-unknown-linux-gnu/release/sluice-collector"; do
+    for c in "${SLUICE_COLLECTOR:-}" "${SLUICE_BIN_DIR:+$SLUICE_BIN_DIR/sluice-collector}"; do
         if [[ -n "$c" && -x "$c" ]]; then
             echo "$c"
             return
         fi
     done
-    say "no sluice-collector binary found; building it (cargo build --release -p sluice-collector)"
+    if [[ -x "$REPO/scripts/build.sh" ]]; then
+        say "building sluice-collector with scripts/build.sh (static release)"
+        local dir
+        dir="$("$REPO/scripts/build.sh" | sed -n 's/^SLUICE_BIN_DIR=//p' | tail -n1)"
+        echo "$dir/sluice-collector"
+        return
+    fi
+    say "building sluice-collector (cargo build --release -p sluice-collector)"
     (cd "$REPO" && cargo build --release -q -p sluice-collector)
     echo "$TARGET_DIR/release/sluice-collector"
 }

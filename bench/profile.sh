@@ -15,6 +15,8 @@ if [[ $# -ne 4 ]]; then
 fi
 SLUICE="$1" ROOT="$2" LINES="$3" OUT="$4"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../scripts/lib.sh
+[[ -f "$REPO/scripts/lib.sh" ]] && source "$REPO/scripts/lib.sh"
 TOOLS="${CARGO_TARGET_DIR:-$REPO/target}/release"
 command -v perf >/dev/null || { echo "profile: perf is missing (apt-get install linux-perf)" >&2; exit 1; }
 

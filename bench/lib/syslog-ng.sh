@@ -4,10 +4,10 @@
 #
 # Source this file, then call `syslog_ng_ensure`; it sets SYSLOG_NG_BIN, SYSLOG_NG_MODULES and
 # SYSLOG_NG_LD_PATH. It reuses an extraction made by scripts/setup.sh (or an earlier run) under
-# SYSLOG_NG_ROOT (default /var/cache/sluice/syslog-ng/root) and only downloads the .debs
+# SYSLOG_NG_ROOT (default $SLUICE_SYSLOG_NG_ROOT, else /var/cache/sluice/syslog-ng/root) and only downloads the .debs
 # (`apt-get download`, no dpkg registration) when none is there yet.
 
-SYSLOG_NG_ROOT="${SYSLOG_NG_ROOT:-/var/cache/sluice/syslog-ng/root}"
+SYSLOG_NG_ROOT="${SYSLOG_NG_ROOT:-${SLUICE_SYSLOG_NG_ROOT:-/var/cache/sluice/syslog-ng/root}}"
 
 syslog_ng_ensure() {
     local bin="$SYSLOG_NG_ROOT/usr/sbin/syslog-ng"
