@@ -17,7 +17,7 @@ say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test --workspace (SLUICE_BIN_DIR=$SLUICE_BIN_DIR SLUICE_REQUIRE_ALL=1)"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 # ---- drift checks: regenerate generated files and fail when they differ from the commit ----
 # (owners of generated files add their steps here, e.g.

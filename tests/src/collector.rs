@@ -78,7 +78,9 @@ impl Collector {
             .append(true)
             .open(&log)?
             .write_all(header.as_bytes())?;
-        self.daemon = Some(Daemon::spawn("sluice-collector", cmd, &log)?);
+        let mut daemon = Daemon::spawn("sluice-collector", cmd, &log)?;
+        daemon.grace = Duration::from_secs(30); // longer than --grace-period: let it finish
+        self.daemon = Some(daemon);
         self.wait_ready()
     }
 
