@@ -114,16 +114,25 @@ impl Tail {
         let mut i = 0;
         while i < self.containers.len() {
             let c = &self.containers[i];
-            let done = c.finishing
-                && c.streams
-                    .iter()
-                    .all(|s| s.at_end && s.pending.iter().all(|p| p.start.is_none()));
+            // A runtime split whose last fragment never came (the container died mid-line) does
+            // not keep a finished container alive: the piece is counted and dropped.
+            let done = c.finishing && c.streams.iter().all(|s| s.at_end);
             if !done {
                 i += 1;
                 continue;
             }
             let c = self.containers.swap_remove(i);
             tracing::info!(container = %c.key, "container finished and read to its end; forgetting it");
+            let unfinished = c
+                .streams
+                .iter()
+                .flat_map(|s| &s.pending)
+                .filter(|p| p.start.is_some())
+                .count();
+            if unfinished > 0 {
+                let detail = "the container finished in the middle of a split line";
+                self.rep.input_once(&c.dir, "unterminated_line", &detail);
+            }
             for s in c.streams {
                 self.dormant.insert((c.key.clone(), s.drain), s.cursor);
             }
