@@ -57,7 +57,7 @@ impl Settings {
             resync_interval: Duration::from_secs(300),
             missing_secret_retry: Duration::from_secs(10),
             status_count_interval: Duration::from_secs(10),
-            write_concurrency: 8,
+            write_concurrency: 16,
             watch_namespaces: Vec::new(),
             listen: None,
         }

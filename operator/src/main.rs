@@ -31,6 +31,9 @@ struct Args {
     /// Watch only this namespace for LogDrains, LogBindings and pods (repeatable; default: all).
     #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
     watch_namespaces: Vec<String>,
+    /// How many node config and status writes run at once.
+    #[arg(long, default_value_t = 16)]
+    write_concurrency: usize,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     settings.resync_interval = Duration::from_secs(args.resync_seconds.max(10));
     settings.listen = Some(args.listen);
     settings.watch_namespaces = args.watch_namespaces;
+    settings.write_concurrency = args.write_concurrency.max(1);
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
