@@ -3,7 +3,7 @@
 # json-file workloads, each shipping to a counting TCP syslog receiver. See bench/README.md.
 #
 #   bench/collector.sh                 # full run (2,000,000 lines single file; 200 x 10,000 lines)
-#   bench/collector.sh --quick         # the same at 1/10 scale (harness check, ~1 minute)
+#   bench/collector.sh --quick         # the same at 1/10 scale (harness check, ~2 minutes)
 #   SHIPPERS="rsyslog syslog-ng" bench/collector.sh      # a subset
 #   SHIPPERS="standin rsyslog" bench/collector.sh        # the naive stand-in instead of sluice
 #
@@ -29,14 +29,17 @@ MANY_LINES="${MANY_LINES:-10000}"
 REPEAT="${REPEAT:-1}"
 SEED=20261121
 
-if [[ "${1:-}" == "--quick" ]]; then
+usage() { sed -n '2,24p' "$0" | sed -n '/^#/!q;p' | sed 's/^# \{0,1\}//'; }
+case "${1:-}" in
+"") ;;
+--quick)
     SINGLE_LINES=$((SINGLE_LINES / 10))
     MANY_LINES=$((MANY_LINES / 10))
     BENCH_DIR="$BENCH_DIR-quick"
-elif [[ $# -gt 0 ]]; then
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
-    exit 2
-fi
+    ;;
+-h | --help) usage; exit 0 ;;
+*) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
+esac
 
 say() { echo "bench: $*" >&2; }
 
