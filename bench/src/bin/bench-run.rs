@@ -129,13 +129,8 @@ impl Drop for Shipper {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the receiver")?;
-    let port = listener.local_addr()?.port();
+/// Render the templates and the command line with the placeholders of this run.
+fn prepare(a: &Args, port: u16) -> anyhow::Result<Vec<String>> {
     let free_port =
         || -> anyhow::Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
     let mut vars = a.vars.clone();
@@ -148,11 +143,54 @@ async fn main() -> anyhow::Result<()> {
         let text = render(&text, &vars).with_context(|| format!("rendering {}", template.display()))?;
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     }
-    let command = a
-        .command
+    a.command
         .iter()
         .map(|arg| render(arg, &vars))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()
+}
+
+/// Append the run's row to the results file and print it.
+fn record(a: &Args, tally: &Tally, end: &str, usage: Usage) -> anyhow::Result<()> {
+    let row = Row {
+        workload: a.workload.clone(),
+        shipper: a.shipper.clone(),
+        expected: a.expect,
+        unique: tally.unique.load(Relaxed),
+        duplicates: tally.duplicates.load(Relaxed),
+        seconds: tally
+            .span()
+            .map_or(0.0, |(first, last)| (last - first).as_secs_f64()),
+        cpu_seconds: usage.cpu_seconds,
+        peak_rss_kib: usage.peak_rss_kib,
+        end: end.to_owned(),
+    };
+    results::append(&a.results, &row)?;
+    let mark = if row.pass() { "PASS" } else { "FAIL" };
+    // The receiver shares this process; its CPU shows whether it could have been the bottleneck.
+    let own_cpu = procstat::process_cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
+    eprintln!(
+        "bench-run: {mark} {} {}: {}/{} lines ({} dup, {} foreign) in {:.2}s, {:.2} CPU s, peak {:.1} MiB, end={end} (receiver: {own_cpu:.2} CPU s)",
+        a.shipper,
+        a.workload,
+        row.unique,
+        row.expected,
+        row.duplicates,
+        tally.foreign.load(Relaxed),
+        row.seconds,
+        row.cpu_seconds,
+        row.peak_rss_mib()
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the receiver")?;
+    let port = listener.local_addr()?.port();
+    let command = prepare(&a, port)?;
     let tally = Arc::new(Tally::new(a.expect));
     tokio::spawn(receiver::serve(listener, Arc::clone(&tally)));
 
@@ -188,37 +226,7 @@ async fn main() -> anyhow::Result<()> {
             a.log.display()
         );
     }
-    let usage = usage.unwrap_or_default();
-    let row = Row {
-        workload: a.workload.clone(),
-        shipper: a.shipper.clone(),
-        expected: a.expect,
-        unique: tally.unique.load(Relaxed),
-        duplicates: tally.duplicates.load(Relaxed),
-        seconds: tally
-            .span()
-            .map_or(0.0, |(first, last)| (last - first).as_secs_f64()),
-        cpu_seconds: usage.cpu_seconds,
-        peak_rss_kib: usage.peak_rss_kib,
-        end: end.to_owned(),
-    };
-    results::append(&a.results, &row)?;
-    let mark = if row.pass() { "PASS" } else { "FAIL" };
-    // The receiver shares this process; its CPU shows whether it could have been the bottleneck.
-    let own_cpu = procstat::process_cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
-    eprintln!(
-        "bench-run: {mark} {} {}: {}/{} lines ({} dup, {} foreign) in {:.2}s, {:.2} CPU s, peak {:.1} MiB, end={end} (receiver: {own_cpu:.2} CPU s)",
-        a.shipper,
-        a.workload,
-        row.unique,
-        row.expected,
-        row.duplicates,
-        tally.foreign.load(Relaxed),
-        row.seconds,
-        row.cpu_seconds,
-        row.peak_rss_mib()
-    );
-    Ok(())
+    record(&a, &tally, end, usage.unwrap_or_default())
 }
 
 /// Poll until the run ends; returns why, and the measurement taken as it ended (or, if the
@@ -258,5 +266,24 @@ async fn watch(
         if let Some(end) = end {
             return Ok((end, last_usage));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_replaces_every_placeholder_and_names_a_missing_one() {
+        let vars = [
+            ("PORT".to_owned(), "514".to_owned()),
+            ("DOCKER_ROOT".to_owned(), "/d".to_owned()),
+        ];
+        assert_eq!(
+            render("@version: 3.38 @DOCKER_ROOT@:@PORT@ a@b", &vars).unwrap(),
+            "@version: 3.38 /d:514 a@b"
+        );
+        let err = render("port(@DOWN_PORT@)", &vars).unwrap_err().to_string();
+        assert!(err.contains("@DOWN_PORT@"), "{err}");
     }
 }
