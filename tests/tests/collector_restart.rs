@@ -101,7 +101,7 @@ fn sigterm_restart_mid_stream_loses_and_repeats_nothing() -> Result<()> {
 }
 
 /// Ten SIGKILLs in a row under load: nothing is lost; repeats are only lines that were in flight
-/// (bounded here by what the generator writes in 2 s per kill), counted and printed.
+/// (bounded here by what the generator writes in 5 s per kill), counted and printed.
 #[test]
 fn ten_sigkills_in_a_row_lose_nothing() -> Result<()> {
     let test = "ten_sigkills_in_a_row_lose_nothing";
@@ -163,10 +163,13 @@ fn ten_sigkills_in_a_row_lose_nothing() -> Result<()> {
     let got = wait_for_distinct(count, || http.messages().into_iter().collect(), ctx)?;
     let dup_http = assert_no_loss(&format!("HTTP across {kills} SIGKILLs"), &want, &got);
     eprintln!("SIGKILL x{kills}: duplicates rsyslog {dup_rs}, HTTP {dup_http} (of {count} lines)");
-    let bound = kills * 2 * rate;
+    // The in-flight window of a kill: what was acknowledged since the last checkpoint (written
+    // every second, but a restarted collector catching up acknowledges faster than loggen writes)
+    // plus the batches in flight. Seen here: 1.2-2.1 s of lines per kill; the bound is 5 s.
+    let bound = kills * 5 * rate;
     assert!(
         dup_rs <= bound && dup_http <= bound,
-        "more repeats than {bound} (2 s of lines per kill)"
+        "more repeats than {bound} (5 s of lines per kill): not just the in-flight window"
     );
     Ok(())
 }
