@@ -185,8 +185,10 @@ impl Collector {
                 return;
             }
         };
+        info!("stopped reading; drains are delivering what is in flight");
         let finishing = self.drains.into_values().map(|d| d.running.finish(deadline));
         futures_util::future::join_all(finishing).await;
+        info!("drains finished; saving cursors");
         let result = tokio::task::spawn_blocking(move || {
             let result = engine.write_checkpoint();
             engine.join();

@@ -317,3 +317,44 @@ fn ten_kills_under_load_lose_nothing_and_repeat_only_what_was_in_flight() {
     assert_eq!(node.recorder.get("dropped"), 0);
     engine.join();
 }
+
+/// After `stop_reading` the engine lets go of every drain channel (senders and reserved slots),
+/// so a drain that finishes its queue sees the channel close instead of waiting for its deadline.
+#[test]
+fn stop_reading_releases_the_drain_channels() {
+    let node = Node::new();
+    let c = DockerContainer::new(&node.docker_root(), 1);
+    let expected = write_lines(&c, 0, 50);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let endpoint = sluice_collector::pipeline::DrainEndpoint {
+        name: "d".into(),
+        generation: 1,
+        batches: tx,
+        new_encoder: std::sync::Arc::new(|| {
+            Box::new(TestEncoder) as Box<dyn sluice_collector::pipeline::Encoder>
+        }),
+        batch_max_lines: 1000,
+        batch_max_bytes: 1 << 20,
+    };
+    let routes = sluice_collector::engine::Routes {
+        drains: [("d".to_string(), endpoint)].into(),
+        containers: vec![c.config(&["d"])],
+        selectors: vec![],
+    };
+    let engine = node.start(node.settings(), routes);
+    let mut frames = 0;
+    // Take batches (acking them) until the engine has read everything, then stop it.
+    while frames < expected.len() {
+        let batch = rx.blocking_recv().expect("the engine sends before it stops");
+        frames += batch.frame_ends.len();
+        batch.ack();
+        node.waker.wake_fn()();
+    }
+    engine.stop_reading(tokio::time::Instant::now() + Duration::from_secs(5));
+    // Whatever was still handed over arrives, then the channel closes: nothing holds it open.
+    while let Some(batch) = rx.blocking_recv() {
+        frames += batch.frame_ends.len();
+    }
+    assert_eq!(frames, expected.len());
+    engine.join();
+}

@@ -235,6 +235,11 @@ impl Tail {
             }
             outlet.flush();
         }
+        // Let go of the drains: an outlet holds a reserved slot in its drain's channel (and a
+        // sender), and a drain finishing its queue waits for every outstanding slot and sender.
+        // Nothing is sent after a stop, so a drain must not wait for the engine until its deadline.
+        self.outlets.clear();
+        self.routes.drains.clear();
     }
 
     /// Every stream's acknowledged position, live and dormant.
