@@ -339,6 +339,7 @@ impl Line<'_> {
             acked_end: end.pos(),
         };
         d.batch.mark(&s.cursor, position);
+        s.marked = Some(position);
         !d.full() || d.flush()
     }
 }

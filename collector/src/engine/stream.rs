@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::route::Wanted;
-use crate::pipeline::{Cursor, FileId, FilePos, MsgId};
+use crate::pipeline::{Cursor, FileId, FilePos, MsgId, Position};
 
 /// A position with the age order of its file, so positions in different files compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +125,9 @@ pub struct StreamState {
     pub discarding: bool,
     /// The last read reached the end of the newest file.
     pub at_end: bool,
+    /// The last position put in a batch for this stream (its drain has not necessarily
+    /// acknowledged it yet).
+    pub marked: Option<Position>,
 }
 
 impl StreamState {
@@ -139,7 +142,13 @@ impl StreamState {
             pending: Default::default(),
             discarding: false,
             at_end: false,
+            marked: None,
         }
+    }
+
+    /// Whether the drain acknowledged everything handed to it for this stream.
+    pub fn settled(&self) -> bool {
+        self.marked.is_none_or(|m| self.cursor.get() == Some(m))
     }
 
     /// Read again from `at`, skipping lines that complete at or before `skip_until`.
@@ -151,6 +160,7 @@ impl StreamState {
         }
         self.discarding = false;
         self.at_end = false;
+        self.marked = None;
     }
 
     /// Where reading must resume for the lines after `end` not to be lost: the earliest pending

@@ -8,7 +8,8 @@
 //!   unknown) and logged with the drain's name;
 //! * a deleted file stays open while a stream still needs it, up to [`MAX_DELETED_OPEN`] per
 //!   container; closing one a stream had not finished counts the lines that stream loses;
-//! * a finishing container is forgotten once every stream read it to the end; its cursors stay
+//! * a finishing container is forgotten once every stream read it to the end and its drain
+//!   acknowledged all of it; its cursors stay
 //!   in the checkpoint (dormant) as long as its directory exists.
 
 use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, sync::Arc};
@@ -116,7 +117,9 @@ impl Tail {
             let c = &self.containers[i];
             // A runtime split whose last fragment never came (the container died mid-line) does
             // not keep a finished container alive: the piece is counted and dropped.
-            let done = c.finishing && c.streams.iter().all(|s| s.at_end);
+            // Read to the end is not enough: until its drain acknowledged what it was handed, a
+            // stream's cursor must stay tracked (and checkpointed), and its files open.
+            let done = c.finishing && c.streams.iter().all(|s| s.at_end && s.settled());
             if !done {
                 i += 1;
                 continue;
