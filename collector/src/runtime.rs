@@ -89,7 +89,7 @@ impl Collector {
             max_line_bytes: config.limits.max_line_bytes,
             node_name: node_name.clone(),
             rescan_interval: Duration::from_secs(1),
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_millis(250),
             read_budget_bytes: 256 * 1024,
         };
         let wake = waker.wake_fn();
