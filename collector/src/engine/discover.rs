@@ -177,6 +177,23 @@ struct ConfigSection {
 struct StateSection {
     #[serde(rename = "Running", default)]
     running: bool,
+    #[serde(rename = "Restarting", default)]
+    restarting: bool,
+    #[serde(rename = "FinishedAt", default)]
+    finished_at: Option<String>,
+}
+
+impl StateSection {
+    /// Whether the container may still write. Docker writes `config.v2.json` at create time,
+    /// before the start, with `Running: false` and a zero `FinishedAt`: such a container is
+    /// about to run, not finished (nor is one its restart policy is restarting).
+    fn may_write(&self) -> bool {
+        let never_finished = self
+            .finished_at
+            .as_deref()
+            .is_some_and(|t| t.starts_with("0001-01-01"));
+        self.running || self.restarting || never_finished
+    }
 }
 
 /// Read `config.v2.json` of the Docker container in `dir`; `None` when absent or unreadable.
@@ -186,7 +203,7 @@ pub fn docker_info(dir: &Path) -> Option<DockerInfo> {
     Some(DockerInfo {
         name: config.name.trim_start_matches('/').to_owned(),
         labels: config.config.labels.unwrap_or_default(),
-        running: config.state.running,
+        running: config.state.may_write(),
     })
 }
 
@@ -279,5 +296,39 @@ mod tests {
         assert_eq!(info.name, "web-1");
         assert_eq!(info.labels["app"], "web");
         assert!(info.running);
+    }
+
+    #[test]
+    fn docker_states_that_may_still_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = "0001-01-01T00:00:00Z";
+        let cases = [
+            (
+                format!(r#"{{"Running":true,"FinishedAt":"{zero}"}}"#),
+                true,
+                "running",
+            ),
+            (
+                format!(r#"{{"Running":false,"FinishedAt":"{zero}"}}"#),
+                true,
+                "created, not started yet",
+            ),
+            (
+                r#"{"Running":false,"Restarting":true,"FinishedAt":"2026-11-21T10:00:00Z"}"#.into(),
+                true,
+                "restarting",
+            ),
+            (
+                r#"{"Running":false,"FinishedAt":"2026-11-21T10:00:00Z"}"#.into(),
+                false,
+                "exited",
+            ),
+            (r#"{"Running":false}"#.into(), false, "stopped, no times"),
+        ];
+        for (state, may_write, what) in cases {
+            let json = format!(r#"{{"Name":"/c","State":{state}}}"#);
+            fs::write(dir.path().join("config.v2.json"), json).unwrap();
+            assert_eq!(docker_info(dir.path()).unwrap().running, may_write, "{what}");
+        }
     }
 }
