@@ -5,16 +5,11 @@
 //! reference, which the schema already refuses, is reported as `CrossNamespaceReference` and
 //! never followed); the status is written only when it changed.
 
-use kube::{
-    Resource,
-    api::{Api, Patch, PatchParams},
-};
-use serde_json::json;
 use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
 use super::{Outcome, status};
 use crate::{
-    Context, Error, Result, render,
+    Context, Result, render,
     world::{ObjKey, World},
 };
 
@@ -99,15 +94,6 @@ pub fn desired_status(
     (status, event)
 }
 
-fn unchanged(current: Option<&LogBindingStatus>, desired: &LogBindingStatus) -> bool {
-    current.is_some_and(|c| {
-        c.observed_generation == desired.observed_generation
-            && c.matched_pods == desired.matched_pods
-            && c.unresolved_drains == desired.unresolved_drains
-            && status::same_conditions(&c.conditions, &desired.conditions)
-    })
-}
-
 /// Recompute one binding's status and write it if it changed; publish an Event when it turns bad.
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
@@ -123,35 +109,15 @@ pub async fn reconcile(
         return Ok(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
-    if unchanged(binding.status.as_ref(), &desired) {
-        return Ok(Outcome::Unchanged);
-    }
-    let same_conditions = binding.status.as_ref().is_some_and(|c| {
-        c.observed_generation == desired.observed_generation
-            && status::same_conditions(&c.conditions, &desired.conditions)
-    });
-    if same_conditions && !counts_due {
-        return Ok(Outcome::Deferred);
-    }
-    let previous = binding
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let api: Api<LogBinding> = Api::namespaced(ctx.client.clone(), &key.0);
-    let patch = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding", "status": desired});
-    ctx.metrics.write("logbinding", "status");
-    api.patch_status(
-        &key.1,
-        &PatchParams::apply(crate::context::MANAGER).force(),
-        &Patch::Apply(&patch),
+    let problem = problem.as_ref().map(|(r, m)| (*r, m.as_str()));
+    status::write(
+        ctx,
+        recorder,
+        binding,
+        binding.status.as_ref(),
+        &desired,
+        problem,
+        counts_due,
     )
     .await
-    .map_err(|e| Error::kube("patch status", format!("LogBinding {}/{}", key.0, key.1), e))?;
-    if let Some((r, message)) = problem
-        && status::newly_failing(&previous, &desired.conditions[0])
-    {
-        status::warn(ctx, recorder, &binding.object_ref(&()), r, &message).await;
-    }
-    Ok(Outcome::Written)
 }

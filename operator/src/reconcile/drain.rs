@@ -7,16 +7,11 @@
 
 use std::collections::BTreeSet;
 
-use kube::{
-    Resource,
-    api::{Api, Patch, PatchParams},
-};
-use serde_json::json;
 use sluice_api::crd::{LogDrain, LogDrainStatus, condition::reason};
 
 use super::{Outcome, status};
 use crate::{
-    Context, Error, Result, render,
+    Context, Result, render,
     world::{ObjKey, World, in_namespace},
 };
 
@@ -75,14 +70,6 @@ pub fn desired_status(
     (status, problem)
 }
 
-fn unchanged(current: Option<&LogDrainStatus>, desired: &LogDrainStatus) -> bool {
-    current.is_some_and(|c| {
-        c.observed_generation == desired.observed_generation
-            && (c.bindings, c.pods, c.nodes) == (desired.bindings, desired.pods, desired.nodes)
-            && status::same_conditions(&c.conditions, &desired.conditions)
-    })
-}
-
 /// Recompute one drain's status and write it if it changed; publish an Event when it turns bad.
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
@@ -98,35 +85,15 @@ pub async fn reconcile(
         return Ok(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, drain);
-    if unchanged(drain.status.as_ref(), &desired) {
-        return Ok(Outcome::Unchanged);
-    }
-    let same_conditions = drain.status.as_ref().is_some_and(|c| {
-        c.observed_generation == desired.observed_generation
-            && status::same_conditions(&c.conditions, &desired.conditions)
-    });
-    if same_conditions && !counts_due {
-        return Ok(Outcome::Deferred);
-    }
-    let previous = drain
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let api: Api<LogDrain> = Api::namespaced(ctx.client.clone(), &key.0);
-    let patch = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain", "status": desired});
-    ctx.metrics.write("logdrain", "status");
-    api.patch_status(
-        &key.1,
-        &PatchParams::apply(crate::context::MANAGER).force(),
-        &Patch::Apply(&patch),
+    let problem = problem.as_ref().map(|p| (p.reason, p.message.as_str()));
+    status::write(
+        ctx,
+        recorder,
+        drain,
+        drain.status.as_ref(),
+        &desired,
+        problem,
+        counts_due,
     )
     .await
-    .map_err(|e| Error::kube("patch status", format!("LogDrain {}/{}", key.0, key.1), e))?;
-    if let Some(p) = problem
-        && status::newly_failing(&previous, &desired.conditions[0])
-    {
-        status::warn(ctx, recorder, &drain.object_ref(&()), p.reason, &p.message).await;
-    }
-    Ok(Outcome::Written)
 }

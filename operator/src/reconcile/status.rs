@@ -5,11 +5,109 @@
 //! steady problem does not flood the Event stream.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use sluice_api::crd::condition::READY;
+use k8s_openapi::{
+    NamespaceResourceScope,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{
+    Api, Resource,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use sluice_api::crd::{LogBindingStatus, LogDrainStatus, condition::READY};
 
-use crate::{Context, context::MANAGER};
+use super::Outcome;
+use crate::{Context, Error, Result, context::MANAGER};
+
+/// A custom resource's status as the operator writes it.
+pub trait CrStatus: Serialize {
+    /// The generation it describes.
+    fn observed_generation(&self) -> Option<i64>;
+    /// Its conditions, `Ready` first.
+    fn conditions(&self) -> &[Condition];
+    /// Whether it says the same as `other` (transition times aside).
+    fn same_as(&self, other: &Self) -> bool;
+}
+
+impl CrStatus for LogDrainStatus {
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn same_as(&self, other: &Self) -> bool {
+        self.observed_generation == other.observed_generation
+            && (self.bindings, self.pods, self.nodes) == (other.bindings, other.pods, other.nodes)
+            && same_conditions(&self.conditions, &other.conditions)
+    }
+}
+
+impl CrStatus for LogBindingStatus {
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn same_as(&self, other: &Self) -> bool {
+        self.observed_generation == other.observed_generation
+            && self.matched_pods == other.matched_pods
+            && self.unresolved_drains == other.unresolved_drains
+            && same_conditions(&self.conditions, &other.conditions)
+    }
+}
+
+/// Write `desired` as the status of `object` (server-side apply of the status subresource) if it
+/// differs from `current`, and publish a warning Event when `Ready` turns bad with `problem`
+/// (reason, message). A change of the counts alone is written only when `counts_due` (the caller
+/// spaces such writes out, so pod churn does not become a stream of status writes); otherwise it
+/// is [`Outcome::Deferred`].
+pub async fn write<K, S>(
+    ctx: &Context,
+    recorder: &Recorder,
+    object: &K,
+    current: Option<&S>,
+    desired: &S,
+    problem: Option<(&str, &str)>,
+    counts_due: bool,
+) -> Result<Outcome>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: CrStatus,
+{
+    if current.is_some_and(|c| c.same_as(desired)) {
+        return Ok(Outcome::Unchanged);
+    }
+    let same_conditions = current.is_some_and(|c| {
+        c.observed_generation() == desired.observed_generation()
+            && same_conditions(c.conditions(), desired.conditions())
+    });
+    if same_conditions && !counts_due {
+        return Ok(Outcome::Deferred);
+    }
+    let kind = K::kind(&());
+    let namespace = object.meta().namespace.clone().unwrap_or_default();
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": kind, "status": desired});
+    ctx.metrics.write(&kind.to_lowercase(), "status");
+    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube("patch status", format!("{kind} {namespace}/{name}"), e))?;
+    let previous = current.map_or(&[][..], |c| c.conditions());
+    if let Some((reason, message)) = problem
+        && let Some(ready) = desired.conditions().first()
+        && newly_failing(previous, ready)
+    {
+        warn(ctx, recorder, &object.object_ref(&()), reason, message).await;
+    }
+    Ok(Outcome::Written)
+}
 
 /// The Ready condition wanted now, keeping the transition time of `previous` when the status did
 /// not change.
