@@ -219,3 +219,36 @@ pub fn wait_for_lines(
         || format!("{} of {want} arrived; {}", received().len(), context()),
     )
 }
+
+/// What every Docker end-to-end test needs: the static binaries, rsyslog, and a Docker daemon of
+/// its own with the loggen image built.
+pub struct DockerRig {
+    /// `SLUICE_BIN_DIR`: the static `sluice-collector` and `loggen`.
+    pub bins: std::path::PathBuf,
+    /// The rsyslogd binary.
+    pub rsyslog_bin: std::path::PathBuf,
+    /// The test's own Docker daemon.
+    pub docker: crate::docker::Docker,
+}
+
+/// Start a [`DockerRig`] for `test`: `Ok(None)` after a loud SKIPPED banner when a part is
+/// missing locally (with `SLUICE_REQUIRE_ALL=1` a missing part fails the test instead).
+pub fn docker_rig(test: &str) -> Result<Option<DockerRig>> {
+    use crate::support::{bin_dir, need};
+    let Some(bins) = need(test, bin_dir()) else {
+        return Ok(None);
+    };
+    let Some(rsyslog_bin) = need(test, crate::syslog::Rsyslog::available()) else {
+        return Ok(None);
+    };
+    let Some(docker) = need(test, crate::docker::Docker::start_if_available()) else {
+        return Ok(None);
+    };
+    let docker = docker?;
+    docker.build_loggen_image(&bins)?;
+    Ok(Some(DockerRig {
+        bins,
+        rsyslog_bin,
+        docker,
+    }))
+}

@@ -10,7 +10,7 @@ use sluice_tests::{
     LineSpec,
     collector::{Collector, NODE},
     docker::{Docker, RunSpec},
-    fixture::{Drain, config_yaml, lines, loggen_args, select, wait_for_lines},
+    fixture::{DockerRig, Drain, config_yaml, docker_rig, lines, loggen_args, select, wait_for_lines},
     http::HttpReceiver,
     multiset::{Multiset, assert_exact},
     support::{bin_dir, need, temp_dir},
@@ -155,17 +155,14 @@ fn steady_flow_reaches_every_drain_kind_exactly_once() -> Result<()> {
 #[test]
 fn docker_rotation_at_a_high_rate() -> Result<()> {
     let test = "docker_rotation_at_a_high_rate";
-    let Some(bins) = need(test, bin_dir()) else {
+    let Some(DockerRig {
+        bins,
+        rsyslog_bin: rs_bin,
+        docker,
+    }) = docker_rig(test)?
+    else {
         return Ok(());
     };
-    let Some(rs_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(docker) = need(test, Docker::start_if_available()) else {
-        return Ok(());
-    };
-    let docker = docker?;
-    docker.build_loggen_image(&bins)?;
     let rsyslog = Rsyslog::start(&rs_bin)?;
     let pods = temp_dir("sluice-pods-")?;
     let drains = [Drain::new(
@@ -207,17 +204,14 @@ fn docker_rotation_at_a_high_rate() -> Result<()> {
 #[test]
 fn exited_container_and_long_lines_arrive_whole() -> Result<()> {
     let test = "exited_container_and_long_lines_arrive_whole";
-    let Some(bins) = need(test, bin_dir()) else {
+    let Some(DockerRig {
+        bins,
+        rsyslog_bin: rs_bin,
+        docker,
+    }) = docker_rig(test)?
+    else {
         return Ok(());
     };
-    let Some(rs_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(docker) = need(test, Docker::start_if_available()) else {
-        return Ok(());
-    };
-    let docker = docker?;
-    docker.build_loggen_image(&bins)?;
     let (rsyslog, http) = (Rsyslog::start(&rs_bin)?, HttpReceiver::start()?);
     let pods = temp_dir("sluice-pods-")?;
     let drains = [

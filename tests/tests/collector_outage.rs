@@ -16,11 +16,11 @@ use anyhow::Result;
 use sluice_tests::{
     LineSpec,
     collector::Collector,
-    docker::{Docker, RunSpec},
-    fixture::{Drain, config_yaml, lines, loggen_args, select, wait_for_lines},
+    docker::RunSpec,
+    fixture::{DockerRig, Drain, config_yaml, docker_rig, lines, loggen_args, select, wait_for_lines},
     http::HttpReceiver,
     multiset::{Multiset, assert_exact},
-    support::{bin_dir, free_port, need, temp_dir, wait_until},
+    support::{free_port, temp_dir, wait_until},
     syslog::Rsyslog,
 };
 
@@ -35,17 +35,14 @@ fn rs_msgs(r: &Rsyslog) -> Multiset {
 #[test]
 fn one_drain_down_for_30s_does_not_hold_back_the_other() -> Result<()> {
     let test = "one_drain_down_for_30s_does_not_hold_back_the_other";
-    let Some(bins) = need(test, bin_dir()) else {
+    let Some(DockerRig {
+        bins,
+        rsyslog_bin: rs_bin,
+        docker,
+    }) = docker_rig(test)?
+    else {
         return Ok(());
     };
-    let Some(rs_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(docker) = need(test, Docker::start_if_available()) else {
-        return Ok(());
-    };
-    let docker = docker?;
-    docker.build_loggen_image(&bins)?;
     let (rsyslog, http) = (Rsyslog::start(&rs_bin)?, HttpReceiver::start()?);
     http.set_failing(true);
     let pods = temp_dir("sluice-pods-")?;
@@ -118,17 +115,14 @@ fn one_drain_down_for_30s_does_not_hold_back_the_other() -> Result<()> {
 #[test]
 fn refusing_and_hanging_drains_do_not_stall_the_others() -> Result<()> {
     let test = "refusing_and_hanging_drains_do_not_stall_the_others";
-    let Some(bins) = need(test, bin_dir()) else {
+    let Some(DockerRig {
+        bins,
+        rsyslog_bin: rs_bin,
+        docker,
+    }) = docker_rig(test)?
+    else {
         return Ok(());
     };
-    let Some(rs_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(docker) = need(test, Docker::start_if_available()) else {
-        return Ok(());
-    };
-    let docker = docker?;
-    docker.build_loggen_image(&bins)?;
     let rsyslog = Rsyslog::start(&rs_bin)?;
     // The hanging drain: accepts connections and holds them without reading a byte.
     let hang = TcpListener::bind("127.0.0.1:0")?;

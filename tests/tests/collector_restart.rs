@@ -7,11 +7,11 @@ use anyhow::Result;
 use sluice_tests::{
     LineSpec,
     collector::Collector,
-    docker::{Docker, RunSpec},
-    fixture::{Drain, config_yaml, lines, loggen_args, select, wait_for_lines},
+    docker::RunSpec,
+    fixture::{DockerRig, Drain, config_yaml, docker_rig, lines, loggen_args, select, wait_for_lines},
     http::HttpReceiver,
     multiset::{Multiset, assert_exact, assert_no_loss},
-    support::{bin_dir, need, temp_dir},
+    support::temp_dir,
     syslog::Rsyslog,
 };
 
@@ -22,17 +22,14 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
 #[test]
 fn sigterm_restart_mid_stream_loses_and_repeats_nothing() -> Result<()> {
     let test = "sigterm_restart_mid_stream_loses_and_repeats_nothing";
-    let Some(bins) = need(test, bin_dir()) else {
+    let Some(DockerRig {
+        bins,
+        rsyslog_bin: rs_bin,
+        docker,
+    }) = docker_rig(test)?
+    else {
         return Ok(());
     };
-    let Some(rs_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(docker) = need(test, Docker::start_if_available()) else {
-        return Ok(());
-    };
-    let docker = docker?;
-    docker.build_loggen_image(&bins)?;
     let (rsyslog, http) = (Rsyslog::start(&rs_bin)?, HttpReceiver::start()?);
     let pods = temp_dir("sluice-pods-")?;
     let drains = [
@@ -105,17 +102,14 @@ fn sigterm_restart_mid_stream_loses_and_repeats_nothing() -> Result<()> {
 #[test]
 fn ten_sigkills_in_a_row_lose_nothing() -> Result<()> {
     let test = "ten_sigkills_in_a_row_lose_nothing";
-    let Some(bins) = need(test, bin_dir()) else {
+    let Some(DockerRig {
+        bins,
+        rsyslog_bin: rs_bin,
+        docker,
+    }) = docker_rig(test)?
+    else {
         return Ok(());
     };
-    let Some(rs_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(docker) = need(test, Docker::start_if_available()) else {
-        return Ok(());
-    };
-    let docker = docker?;
-    docker.build_loggen_image(&bins)?;
     let (rsyslog, http) = (Rsyslog::start(&rs_bin)?, HttpReceiver::start()?);
     let pods = temp_dir("sluice-pods-")?;
     let drains = [
