@@ -4,12 +4,19 @@
 #   bench/operator-scale.sh                       # 500 nodes, 10,000 pods, 200 bindings, churn 100/s for 60 s
 #   bench/operator-scale.sh --nodes 50 --pods 1000 --bindings 20 --churn-seconds 10   # a quick run
 #
+#   bench/operator-scale.sh --operator-log /tmp/op.log   # also keep the operator's debug log
+#
 # Prints: converge_seconds (operator start → every node has its config), writes_per_node,
 # startup_api_requests_total, churn latency percentiles (pod status patched → node config
-# carrying the new container id), peak_rss_mib of the operator process. Not a test: figures only.
+# carrying the new container id), where the churn time went (the operator's own lag histogram,
+# CPU cores used by apiserver+etcd, operator, bench and the whole machine), peak_rss_mib of the
+# operator process. Not a test: figures only.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
+# Cargo's own default target dir unless the caller chose one (CARGO_TARGET_DIR), so the operator
+# that runs is the one just built.
+target="${CARGO_TARGET_DIR:-$here/target}"
 cargo build --release -q -p sluice-operator --bin sluice-operator
 exec cargo run --release -q -p sluice-operator --example scale -- \
-	--operator-bin "$here/target/release/sluice-operator" "$@"
+	--operator-bin "$target/release/sluice-operator" "$@"

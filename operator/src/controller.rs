@@ -10,7 +10,10 @@
 //! * Secrets are read with `get` by name in the drain's namespace, never listed or watched;
 //! * a failed write is retried after a jittered, growing delay, without blocking other work.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use kube::{
@@ -26,6 +29,7 @@ use crate::{
     reconcile::{node_config::NodeWriter, status},
     world::{Dirty, ObjKey, PodInfo, SlimPod, World, key_of},
 };
+use work::{Inflight, NodeQueue, Retry};
 
 /// One event from one of the watches, with the namespace the watch is scoped to (`None`: all).
 struct Change {
@@ -93,14 +97,21 @@ fn in_scope(scope: &Option<String>, key: &ObjKey) -> bool {
 struct Leader {
     ctx: Context,
     world: World,
-    writer: NodeWriter,
+    writer: Arc<NodeWriter>,
+    /// node → hash of the config its Secret holds (as of the last completed write).
+    hashes: HashMap<String, String>,
     recorder: Recorder,
     relist: Relist,
+    /// Statuses to recompute (and nodes, until [`Leader::pass`] moves them into `queue`).
     dirty: Dirty,
-    retry: Dirty,
-    retry_at: Option<Instant>,
-    failures: u32,
-    first_pass_done: bool,
+    /// Nodes to render, oldest change first.
+    queue: NodeQueue,
+    /// Writes in flight.
+    inflight: Inflight,
+    /// Keys waiting for another attempt.
+    retry: Retry,
+    /// Whether the first pass (every node, drain and binding) was started, and finished.
+    first_pass: (bool, bool),
     /// Namespaces whose pods changed since the last count refresh.
     count_namespaces: BTreeSet<String>,
     /// When each drain (`true`) or binding (`false`) status was last written.
@@ -139,21 +150,22 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
     }
     let watches = streams.len();
     let mut events = futures::stream::select_all(streams);
-    let writer = NodeWriter::load(ctx.clone()).await?;
+    let (writer, hashes) = NodeWriter::load(ctx.clone()).await?;
     let mut leader = Leader {
         recorder: status::recorder(&ctx),
         ctx,
         world: World::default(),
-        writer,
+        writer: Arc::new(writer),
+        hashes,
         relist: Relist {
             watches,
             ..Relist::default()
         },
         dirty: Dirty::default(),
-        retry: Dirty::default(),
-        retry_at: None,
-        failures: 0,
-        first_pass_done: false,
+        queue: NodeQueue::default(),
+        inflight: Inflight::default(),
+        retry: Retry::default(),
+        first_pass: (false, false),
         status_written: HashMap::new(),
         count_namespaces: BTreeSet::new(),
     };
@@ -162,11 +174,14 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
     let mut counts = tokio::time::interval(leader.ctx.settings.status_count_interval);
     resync.reset();
     missing.reset();
+    // The loop only decides; API writes run in `inflight` and report back here, so a slow write
+    // never holds up the events behind it.
     loop {
-        let retry_at = leader.retry_at;
+        let retry_at = leader.retry.next_at();
         tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(()),
+            done = leader.inflight.next() => leader.finish(done),
             event = events.next() => {
                 let Some(event) = event else { return Ok(()) };
                 leader.apply(event);
@@ -176,9 +191,9 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                 }
             }
             () = sleep_until(retry_at) => {
-                leader.retry_at = None;
-                let retry = std::mem::take(&mut leader.retry);
-                leader.dirty.merge(retry);
+                for key in leader.retry.take_due(Instant::now()) {
+                    leader.mark(key);
+                }
             }
             _ = resync.tick() => leader.resync(false).await,
             _ = counts.tick() => {
@@ -325,3 +340,4 @@ impl Leader {
 }
 
 mod pass;
+mod work;

@@ -9,7 +9,7 @@ use std::sync::{
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Everything the operator counts.
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub node_configs: IntGauge,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// Seconds from the first change that made a node's config stale to its new config written.
+    pub node_config_lag: Histogram,
     api_writes_total: Arc<AtomicU64>,
 }
 
@@ -84,6 +86,16 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
         )
         .expect("invariant: static metric definition is valid");
+        let node_config_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_operator_node_config_lag_seconds",
+                "Seconds from the first change that made a node's config stale to its new config written",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("invariant: static metric definition is valid");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -91,6 +103,7 @@ impl Metrics {
             Box::new(api_writes.clone()),
             Box::new(node_configs.clone()),
             Box::new(leader.clone()),
+            Box::new(node_config_lag.clone()),
         ] {
             registry
                 .register(c)
@@ -104,6 +117,7 @@ impl Metrics {
             api_writes,
             node_configs,
             leader,
+            node_config_lag,
             api_writes_total: Arc::default(),
         }
     }

@@ -19,3 +19,12 @@ pub enum Outcome {
     /// Only counts changed and they were written recently: try again later.
     Deferred,
 }
+
+/// What reconciling one status takes: nothing more, or a write to run.
+pub enum Step {
+    /// Decided without a write.
+    Done(Outcome),
+    /// A write that owns everything it needs (so it runs off the leader's loop); it resolves to
+    /// [`Outcome::Written`] or the error.
+    Write(futures::future::BoxFuture<'static, crate::Result<Outcome>>),
+}

@@ -1,131 +1,160 @@
-//! One reconciliation pass of the leader, and the Secret reads that feed it.
+//! One reconciliation pass of the leader, the completion of the writes it starts, and the Secret
+//! reads that feed it.
 //!
 //! Order within a pass: read the Secrets newly named by dirty drains (so rendering sees them),
-//! then write node configs, then drain and binding statuses. Failures go to the retry set.
+//! then render queued nodes and start the writes of those that changed, then recompute dirty
+//! statuses and start their writes. A pass never waits for a write: writes run in
+//! [`Inflight`](super::work::Inflight) and [`Leader::finish`] records them; failures wait in
+//! [`Retry`](super::work::Retry). Node writes and status writes each have their own budget of
+//! `write_concurrency`, so status writes never hold node configs back.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
-use futures::{StreamExt, stream};
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use rand::Rng;
 use tokio::time::Instant;
 
-use super::Leader;
+use super::{
+    Leader,
+    work::{Done, Key},
+};
 use crate::{
     Error,
-    reconcile::{Outcome, binding, drain},
+    reconcile::{Outcome, Step, binding, drain, node_config},
     render,
-    world::{Dirty, ObjKey},
+    world::ObjKey,
 };
 
 impl Leader {
-    /// Reconcile what is dirty.
+    /// Reconcile what is dirty, as far as the write budgets allow.
     pub(super) async fn pass(&mut self) {
-        if !self.first_pass_done {
-            let nodes: BTreeSet<String> = self.world.nodes().chain(self.writer.nodes()).cloned().collect();
+        if !self.first_pass.0 {
+            self.first_pass.0 = true;
+            let nodes: BTreeSet<String> = self.world.nodes().chain(self.hashes.keys()).cloned().collect();
             self.dirty.nodes.extend(nodes);
             self.dirty.drains.extend(self.world.drains.keys().cloned());
             self.dirty.bindings.extend(self.world.bindings.keys().cloned());
         }
-        if self.dirty.is_empty() && self.first_pass_done {
-            return;
+        if !self.dirty.drains.is_empty() {
+            self.load_new_secrets().await;
         }
-        self.load_new_secrets().await;
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut failed = Dirty::default();
-        self.sync_nodes(dirty.nodes, &mut failed).await;
-        self.sync_statuses(dirty.drains, dirty.bindings, &mut failed)
-            .await;
-        self.schedule_retry(failed);
-        if !self.first_pass_done {
-            self.first_pass_done = true;
+        let now = Instant::now();
+        for node in std::mem::take(&mut self.dirty.nodes) {
+            self.queue.push(node, now);
+        }
+        self.start_node_writes();
+        self.start_status_writes();
+        if !self.first_pass.1 && self.queue.is_empty() && self.inflight.nodes() == 0 {
+            self.first_pass.1 = true;
             self.ctx.health.set_ready(true);
             tracing::info!(
-                nodes = self.writer.nodes().count(),
+                nodes = self.hashes.len(),
                 "first pass done: node configs are up to date"
             );
         }
     }
 
-    async fn sync_nodes(&mut self, nodes: BTreeSet<String>, failed: &mut Dirty) {
-        if nodes.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let configs: Vec<_> = nodes
-            .into_iter()
-            .map(|n| {
-                let config = render::render_node(&self.world, &n);
-                (n, config)
-            })
-            .collect();
-        let count = configs.len() as u64;
-        for (node, e) in self.writer.sync(configs).await {
-            tracing::warn!(node, error = %e, "could not write the node config; will retry");
-            self.ctx
-                .metrics
-                .errors
-                .with_label_values(&["node_config", e.kind()])
-                .inc();
-            failed.nodes.insert(node);
-        }
-        self.ctx
-            .metrics
-            .reconciles
-            .with_label_values(&["node_config"])
-            .inc_by(count);
-        self.ctx
-            .metrics
-            .duration
-            .with_label_values(&["node_config"])
-            .observe(started.elapsed().as_secs_f64());
+    /// Mark a key for the next pass (a retry that is due).
+    pub(super) fn mark(&mut self, key: Key) {
+        match key {
+            Key::Node(node) => self.dirty.nodes.insert(node),
+            Key::Drain(k) => self.dirty.drains.insert(k),
+            Key::Binding(k) => self.dirty.bindings.insert(k),
+        };
     }
 
-    async fn sync_statuses(
-        &mut self,
-        drains: BTreeSet<ObjKey>,
-        bindings: BTreeSet<ObjKey>,
-        failed: &mut Dirty,
-    ) {
+    /// Render queued nodes, oldest first, and start a write for each whose config changed, while
+    /// the node write budget lasts. A node with a write in flight waits for it.
+    fn start_node_writes(&mut self) {
+        let budget = self.ctx.settings.write_concurrency.max(1);
+        let Self {
+            queue,
+            inflight,
+            world,
+            hashes,
+            writer,
+            ctx,
+            retry,
+            ..
+        } = self;
+        queue.take_while(|node, queued| {
+            let key = Key::Node(node.to_owned());
+            if inflight.nodes() >= budget {
+                return None;
+            }
+            if inflight.contains(&key) {
+                return Some(false);
+            }
+            let started = Instant::now();
+            let change = match node_config::plan(hashes, node, render::render_node(world, node)) {
+                Ok(Some(change)) => change,
+                Ok(None) => return Some(true),
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "could not render the node config; will retry");
+                    ctx.metrics
+                        .errors
+                        .with_label_values(&[key.kind(), e.kind()])
+                        .inc();
+                    retry.fail(key);
+                    return Some(true);
+                }
+            };
+            let writer = writer.clone();
+            let write = async move {
+                let result = writer.write(&change).await;
+                Done::Node {
+                    change,
+                    queued,
+                    started,
+                    result,
+                }
+            };
+            inflight.start(key, write.boxed());
+            Some(true)
+        });
+    }
+
+    /// Recompute dirty statuses and start the writes they need, while the status budget lasts.
+    fn start_status_writes(&mut self) {
+        let budget = self.ctx.settings.write_concurrency.max(1);
         let interval = self.ctx.settings.status_count_interval;
-        let items: Vec<(bool, ObjKey, Option<Instant>)> = drains
-            .into_iter()
-            .map(|k| (true, k))
-            .chain(bindings.into_iter().map(|k| (false, k)))
-            .map(|(is_drain, k)| {
-                let last = self.status_written.get(&(is_drain, k.clone())).copied();
-                (is_drain, k, last)
-            })
+        let keys: Vec<Key> = (self.dirty.drains.iter().cloned().map(Key::Drain))
+            .chain(self.dirty.bindings.iter().cloned().map(Key::Binding))
+            .filter(|k| !self.inflight.contains(k))
             .collect();
-        // Status writes run concurrently (each object is written at most once per pass).
-        let (ctx, recorder, world) = (&self.ctx, &self.recorder, &self.world);
-        let results: Vec<_> = stream::iter(items)
-            .map(|(is_drain, key, last)| async move {
-                let started = Instant::now();
-                let due = last.is_none_or(|at| at.elapsed() >= interval);
-                let outcome = if is_drain {
-                    drain::reconcile(ctx, recorder, world, &key, due).await
-                } else {
-                    binding::reconcile(ctx, recorder, world, &key, due).await
-                };
-                let kind = if is_drain {
-                    "drain_status"
-                } else {
-                    "binding_status"
-                };
-                ctx.metrics.reconciles.with_label_values(&[kind]).inc();
-                ctx.metrics
-                    .duration
-                    .with_label_values(&[kind])
-                    .observe(started.elapsed().as_secs_f64());
-                (is_drain, key, last, outcome)
-            })
-            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
-            .collect()
-            .await;
-        for (is_drain, key, last, outcome) in results {
-            self.status_outcome(is_drain, key, last, outcome, failed);
+        for key in keys {
+            if self.inflight.statuses() >= budget {
+                break;
+            }
+            let (is_drain, obj) = match &key {
+                Key::Drain(k) => (true, k),
+                Key::Binding(k) => (false, k),
+                Key::Node(_) => continue,
+            };
+            let last = self.status_written.get(&(is_drain, obj.clone())).copied();
+            let due = last.is_none_or(|at| at.elapsed() >= interval);
+            let started = Instant::now();
+            let step = if is_drain {
+                self.dirty.drains.remove(obj);
+                drain::reconcile(&self.ctx, &self.recorder, &self.world, obj, due)
+            } else {
+                self.dirty.bindings.remove(obj);
+                binding::reconcile(&self.ctx, &self.recorder, &self.world, obj, due)
+            };
+            match step {
+                Step::Done(outcome) => self.status_done(key, last, started, Ok(outcome)),
+                Step::Write(write) => {
+                    let done_key = key.clone();
+                    let write = write.map(move |result| Done::Status {
+                        key: done_key,
+                        last,
+                        started,
+                        result,
+                    });
+                    self.inflight.start(key, write.boxed());
+                }
+            }
         }
         let live = (&self.world.drains, &self.world.bindings);
         self.status_written.retain(|(d, k), _| {
@@ -137,68 +166,98 @@ impl Leader {
         });
     }
 
-    fn status_outcome(
+    /// Record a completed write.
+    pub(super) fn finish(&mut self, done: Done) {
+        match done {
+            Done::Node {
+                change,
+                queued,
+                started,
+                result,
+            } => self.node_done(change, queued, started, result),
+            Done::Status {
+                key,
+                last,
+                started,
+                result,
+            } => self.status_done(key, last, started, result),
+        }
+    }
+
+    fn node_done(
         &mut self,
-        is_drain: bool,
-        key: ObjKey,
-        last: Option<Instant>,
-        outcome: crate::Result<Outcome>,
-        failed: &mut Dirty,
+        change: node_config::Change,
+        queued: Instant,
+        started: Instant,
+        result: crate::Result<()>,
     ) {
-        let later = |d: &mut Dirty| {
-            if is_drain {
-                d.drains.insert(key.clone())
-            } else {
-                d.bindings.insert(key.clone())
+        let key = Key::Node(change.node().to_owned());
+        let metrics = &self.ctx.metrics;
+        metrics.reconciles.with_label_values(&[key.kind()]).inc();
+        metrics
+            .duration
+            .with_label_values(&[key.kind()])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                change.record(&mut self.hashes);
+                metrics.node_config_lag.observe(queued.elapsed().as_secs_f64());
+                metrics
+                    .node_configs
+                    .set(i64::try_from(self.hashes.len()).unwrap_or(i64::MAX));
+                tracing::debug!(
+                    node = change.node(),
+                    lag_ms = queued.elapsed().as_millis() as u64,
+                    write_ms = started.elapsed().as_millis() as u64,
+                    "node config written"
+                );
+                self.retry.succeed(&key);
             }
+            Err(e) => {
+                let delay = self.retry.fail(key.clone());
+                tracing::warn!(node = change.node(), error = %e, retry_in = ?delay, "could not write the node config; will retry");
+                metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();
+            }
+        }
+    }
+
+    fn status_done(
+        &mut self,
+        key: Key,
+        last: Option<Instant>,
+        started: Instant,
+        outcome: crate::Result<Outcome>,
+    ) {
+        let metrics = &self.ctx.metrics;
+        metrics.reconciles.with_label_values(&[key.kind()]).inc();
+        metrics
+            .duration
+            .with_label_values(&[key.kind()])
+            .observe(started.elapsed().as_secs_f64());
+        let written = match &key {
+            Key::Drain(k) => (true, k.clone()),
+            Key::Binding(k) => (false, k.clone()),
+            Key::Node(_) => return,
         };
         match outcome {
             Ok(Outcome::Written) => {
-                self.status_written
-                    .insert((is_drain, key.clone()), Instant::now());
+                self.status_written.insert(written, Instant::now());
+                self.retry.succeed(&key);
             }
-            Ok(Outcome::Unchanged) => {}
+            Ok(Outcome::Unchanged) => self.retry.succeed(&key),
             Ok(Outcome::Deferred) => {
                 // Counts only, written recently: write them when the interval has passed.
                 let at = last.map_or_else(Instant::now, |t| t + self.ctx.settings.status_count_interval);
-                self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
-                later(&mut self.retry);
+                self.retry.schedule(key, at);
             }
             Err(e) => {
-                self.note_failure(
-                    if is_drain {
-                        "drain_status"
-                    } else {
-                        "binding_status"
-                    },
-                    &key,
-                    &e,
-                );
-                later(failed);
+                // A conflict means our picture is a little behind; the watch event that follows fixes it.
+                let (namespace, name) = &written.1;
+                let delay = self.retry.fail(key.clone());
+                tracing::warn!(kind = key.kind(), namespace, name, error = %e, retry_in = ?delay, "reconcile failed; will retry");
+                metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();
             }
         }
-    }
-
-    fn note_failure(&self, kind: &str, key: &ObjKey, e: &Error) {
-        // A conflict means our picture is a little behind; the watch event that follows fixes it.
-        tracing::warn!(kind, namespace = key.0, name = key.1, error = %e, "reconcile failed; will retry");
-        self.ctx.metrics.errors.with_label_values(&[kind, e.kind()]).inc();
-    }
-
-    /// Retry failures after 0.5 s, doubling per consecutive failing pass up to 30 s, ±25 % jitter.
-    fn schedule_retry(&mut self, failed: Dirty) {
-        if failed.is_empty() {
-            self.failures = 0;
-            return;
-        }
-        self.failures = self.failures.saturating_add(1);
-        let base = Duration::from_millis(500)
-            .saturating_mul(1 << self.failures.min(6))
-            .min(Duration::from_secs(30));
-        let jitter = rand::rng().random_range(0.75..1.25);
-        self.retry.merge(failed);
-        let at = Instant::now() + base.mul_f64(jitter);
-        self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
     }
 
     /// The Secrets named by dirty drains that were never read.

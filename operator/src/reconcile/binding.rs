@@ -7,9 +7,9 @@
 
 use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
-use super::{Outcome, status};
+use super::{Outcome, Step, status};
 use crate::{
-    Context, Result, render,
+    Context, render,
     world::{ObjKey, World},
 };
 
@@ -98,15 +98,15 @@ pub fn desired_status(
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
 /// [`Outcome::Deferred`].
-pub async fn reconcile(
+pub fn reconcile(
     ctx: &Context,
     recorder: &kube::runtime::events::Recorder,
     world: &World,
     key: &ObjKey,
     counts_due: bool,
-) -> Result<Outcome> {
+) -> Step {
     let Some(binding) = world.bindings.get(key) else {
-        return Ok(Outcome::Unchanged);
+        return Step::Done(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
     let problem = problem.as_ref().map(|(r, m)| (*r, m.as_str()));
@@ -115,9 +115,8 @@ pub async fn reconcile(
         recorder,
         binding,
         binding.status.as_ref(),
-        &desired,
+        desired,
         problem,
         counts_due,
     )
-    .await
 }

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 
 use sluice_api::crd::{LogDrain, LogDrainStatus, condition::reason};
 
-use super::{Outcome, status};
+use super::{Outcome, Step, status};
 use crate::{
-    Context, Result, render,
+    Context, render,
     world::{ObjKey, World, in_namespace},
 };
 
@@ -74,15 +74,15 @@ pub fn desired_status(
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
 /// [`Outcome::Deferred`].
-pub async fn reconcile(
+pub fn reconcile(
     ctx: &Context,
     recorder: &kube::runtime::events::Recorder,
     world: &World,
     key: &ObjKey,
     counts_due: bool,
-) -> Result<Outcome> {
+) -> Step {
     let Some(drain) = world.drains.get(key) else {
-        return Ok(Outcome::Unchanged);
+        return Step::Done(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, drain);
     let problem = problem.as_ref().map(|p| (p.reason, p.message.as_str()));
@@ -91,9 +91,8 @@ pub async fn reconcile(
         recorder,
         drain,
         drain.status.as_ref(),
-        &desired,
+        desired,
         problem,
         counts_due,
     )
-    .await
 }

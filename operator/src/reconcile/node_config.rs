@@ -13,7 +13,6 @@ use std::{
     sync::Mutex,
 };
 
-use futures::{StreamExt, stream};
 use k8s_openapi::{
     ByteString,
     api::core::v1::{Node, Secret},
@@ -44,32 +43,79 @@ pub fn secret_name(node: &str) -> String {
     format!("{}-{}", &name[..240], &hash[..12])
 }
 
-/// Writes node config Secrets, remembering what it wrote.
+/// Writes node config Secrets. Shared (`Arc`) by the writes in flight; what each Secret holds is
+/// the caller's to remember (see [`plan`]), since only the caller knows which writes completed.
 pub struct NodeWriter {
     ctx: Context,
     secrets: Api<Secret>,
     nodes: Api<Node>,
-    /// node → hash of the config its Secret holds.
-    hashes: HashMap<String, String>,
     /// node → UID of its Node object (looked up once per node; absent Nodes are asked again).
     node_uids: Mutex<HashMap<String, String>>,
 }
 
 /// One pending change of a node's Secret.
-enum Change {
+#[derive(Debug)]
+pub enum Change {
+    /// Create or replace the Secret with this config.
     Apply {
+        /// The node.
         node: String,
+        /// The rendered config.
         yaml: String,
+        /// Its content hash.
         hash: String,
     },
+    /// Delete the Secret: nothing on the node is bound any more.
     Delete {
+        /// The node.
         node: String,
     },
 }
 
+impl Change {
+    /// The node whose Secret this changes.
+    pub fn node(&self) -> &str {
+        match self {
+            Change::Apply { node, .. } | Change::Delete { node } => node,
+        }
+    }
+
+    /// Record a completed change in `hashes` (node → hash of the config its Secret holds).
+    pub fn record(&self, hashes: &mut HashMap<String, String>) {
+        match self {
+            Change::Apply { node, hash, .. } => hashes.insert(node.clone(), hash.clone()),
+            Change::Delete { node } => hashes.remove(node),
+        };
+    }
+}
+
+/// The change that brings `node`'s Secret in line with `config` (`None`: the node needs no
+/// config), given `hashes` (node → hash its Secret holds); `Ok(None)` when it already is.
+pub fn plan(
+    hashes: &HashMap<String, String>,
+    node: &str,
+    config: Option<NodeConfig>,
+) -> Result<Option<Change>> {
+    let Some(config) = config else {
+        let node = node.to_owned();
+        return Ok(hashes.contains_key(&node).then_some(Change::Delete { node }));
+    };
+    let yaml = config.to_yaml().map_err(|source| Error::Render {
+        node: node.to_owned(),
+        source,
+    })?;
+    let hash = render::content_hash(&yaml);
+    Ok((hashes.get(node) != Some(&hash)).then(|| Change::Apply {
+        node: node.to_owned(),
+        yaml,
+        hash,
+    }))
+}
+
 impl NodeWriter {
-    /// Load the hashes of the Secrets that exist (one list, in the operator's namespace only).
-    pub async fn load(ctx: Context) -> Result<Self> {
+    /// A writer, and the hashes of the Secrets that exist (one list, in the operator's namespace
+    /// only).
+    pub async fn load(ctx: Context) -> Result<(Self, HashMap<String, String>)> {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
         let list = secrets
             .list_metadata(&ListParams::default().labels(COMPONENT_SELECTOR))
@@ -96,72 +142,28 @@ impl NodeWriter {
             .node_configs
             .set(i64::try_from(hashes.len()).unwrap_or(i64::MAX));
         let nodes = Api::all(ctx.client.clone());
-        Ok(Self {
+        let writer = Self {
             ctx,
             secrets,
             nodes,
-            hashes,
             node_uids: Mutex::default(),
-        })
+        };
+        Ok((writer, hashes))
     }
 
-    /// The nodes that have a config Secret now.
-    pub fn nodes(&self) -> impl Iterator<Item = &String> {
-        self.hashes.keys()
-    }
-
-    /// Bring the Secrets of `configs`' nodes in line with them (`None`: the node needs no config).
-    /// Returns the errors of the nodes that failed; those are retried on the next pass.
-    pub async fn sync(&mut self, configs: Vec<(String, Option<NodeConfig>)>) -> Vec<(String, Error)> {
-        let mut failed = Vec::new();
-        let mut changes = Vec::new();
-        for (node, config) in configs {
-            match config {
-                None if self.hashes.contains_key(&node) => changes.push(Change::Delete { node }),
-                None => {}
-                Some(config) => match config.to_yaml() {
-                    Ok(yaml) => {
-                        let hash = render::content_hash(&yaml);
-                        if self.hashes.get(&node) != Some(&hash) {
-                            changes.push(Change::Apply { node, yaml, hash });
-                        }
-                    }
-                    Err(source) => failed.push((node.clone(), Error::Render { node, source })),
-                },
+    /// Carry out one change (a server-side apply, or a delete that tolerates a missing Secret).
+    pub async fn write(&self, change: &Change) -> Result<()> {
+        let result = self.send(change).await;
+        if let (Change::Delete { .. }, Ok(())) = (change, &result) {
+            // A Node re-created under the same name has a new UID: look it up again.
+            if let Ok(mut uids) = self.node_uids.lock() {
+                uids.remove(change.node());
             }
         }
-        let this = &*self;
-        let results: Vec<(Change, Result<()>)> = stream::iter(changes)
-            .map(|change| async move {
-                let result = this.write(&change).await;
-                (change, result)
-            })
-            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
-            .collect()
-            .await;
-        for (change, result) in results {
-            match (change, result) {
-                (Change::Apply { node, hash, .. }, Ok(())) => {
-                    self.hashes.insert(node, hash);
-                }
-                (Change::Delete { node }, Ok(())) => {
-                    self.hashes.remove(&node);
-                    // A Node re-created under the same name has a new UID: look it up again.
-                    if let Ok(uids) = self.node_uids.get_mut() {
-                        uids.remove(&node);
-                    }
-                }
-                (Change::Apply { node, .. } | Change::Delete { node }, Err(e)) => failed.push((node, e)),
-            }
-        }
-        self.ctx
-            .metrics
-            .node_configs
-            .set(i64::try_from(self.hashes.len()).unwrap_or(i64::MAX));
-        failed
+        result
     }
 
-    async fn write(&self, change: &Change) -> Result<()> {
+    async fn send(&self, change: &Change) -> Result<()> {
         match change {
             Change::Delete { node } => {
                 let name = secret_name(node);

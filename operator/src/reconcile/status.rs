@@ -17,8 +17,8 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use sluice_api::crd::{LogBindingStatus, LogDrainStatus, condition::READY};
 
-use super::Outcome;
-use crate::{Context, Error, Result, context::MANAGER};
+use super::{Outcome, Step};
+use crate::{Context, Error, context::MANAGER};
 
 /// A custom resource's status as the operator writes it.
 pub trait CrStatus: Serialize {
@@ -59,54 +59,69 @@ impl CrStatus for LogBindingStatus {
     }
 }
 
-/// Write `desired` as the status of `object` (server-side apply of the status subresource) if it
-/// differs from `current`, and publish a warning Event when `Ready` turns bad with `problem`
-/// (reason, message). A change of the counts alone is written only when `counts_due` (the caller
-/// spaces such writes out, so pod churn does not become a stream of status writes); otherwise it
-/// is [`Outcome::Deferred`].
-pub async fn write<K, S>(
-    ctx: &Context,
-    recorder: &Recorder,
-    object: &K,
-    current: Option<&S>,
-    desired: &S,
-    problem: Option<(&str, &str)>,
-    counts_due: bool,
-) -> Result<Outcome>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    S: CrStatus,
-{
+/// Decide what `desired` needs against `current`: nothing ([`Outcome::Unchanged`]), a later write
+/// ([`Outcome::Deferred`]: a change of the counts alone, while `counts_due` is false; the caller
+/// spaces such writes out, so pod churn does not become a stream of status writes), or a write
+/// now (`None`).
+pub fn check<S: CrStatus>(current: Option<&S>, desired: &S, counts_due: bool) -> Option<Outcome> {
     if current.is_some_and(|c| c.same_as(desired)) {
-        return Ok(Outcome::Unchanged);
+        return Some(Outcome::Unchanged);
     }
     let same_conditions = current.is_some_and(|c| {
         c.observed_generation() == desired.observed_generation()
             && same_conditions(c.conditions(), desired.conditions())
     });
-    if same_conditions && !counts_due {
-        return Ok(Outcome::Deferred);
+    (same_conditions && !counts_due).then_some(Outcome::Deferred)
+}
+
+/// The step that brings `object`'s status to `desired`: [`Step::Done`] when [`check`] says no write
+/// is due, else a [`Step::Write`] future that owns what it needs, so it runs off the leader's loop:
+/// a server-side apply of the status subresource, then a warning Event when `Ready` turns bad with
+/// `problem` (reason, message).
+pub fn write<K, S>(
+    ctx: &Context,
+    recorder: &Recorder,
+    object: &K,
+    current: Option<&S>,
+    desired: S,
+    problem: Option<(&str, &str)>,
+    counts_due: bool,
+) -> Step
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    S: CrStatus + Send + 'static,
+{
+    if let Some(outcome) = check(current, &desired, counts_due) {
+        return Step::Done(outcome);
     }
     let kind = K::kind(&());
     let namespace = object.meta().namespace.clone().unwrap_or_default();
     let name = object.meta().name.clone().unwrap_or_default();
+    let previous = current.map(|c| c.conditions().to_vec()).unwrap_or_default();
+    let event = problem.and_then(|(reason, message)| {
+        let ready = desired.conditions().first()?;
+        newly_failing(&previous, ready).then(|| (reason.to_owned(), message.to_owned()))
+    });
+    let reference = object.object_ref(&());
+    let (ctx, recorder) = (ctx.clone(), recorder.clone());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": kind, "status": desired});
-    ctx.metrics.write(&kind.to_lowercase(), "status");
-    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Error::kube("patch status", format!("{kind} {namespace}/{name}"), e))?;
-    let previous = current.map_or(&[][..], |c| c.conditions());
-    if let Some((reason, message)) = problem
-        && let Some(ready) = desired.conditions().first()
-        && newly_failing(previous, ready)
-    {
-        warn(ctx, recorder, &object.object_ref(&()), reason, message).await;
-    }
-    Ok(Outcome::Written)
+    Step::Write(Box::pin(async move {
+        ctx.metrics.write(&kind.to_lowercase(), "status");
+        api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|e| Error::kube("patch status", format!("{kind} {namespace}/{name}"), e))?;
+        if let Some((reason, message)) = event {
+            warn(&ctx, &recorder, &reference, &reason, &message).await;
+        }
+        Ok(Outcome::Written)
+    }))
 }
 
 /// The Ready condition wanted now, keeping the transition time of `previous` when the status did

@@ -9,13 +9,10 @@
 //!    apiserver served meanwhile.
 //! 3. Churn: replaces `--churn-rate` pods per second for `--churn-seconds` (delete, re-create with
 //!    a new container id, patch status) and measures, per replacement, the time from the status
-//!    patch to the node config that carries the new id (p50/p99/max).
+//!    patch to the node config that carries the new id (p50/p99/max), next to the operator's own
+//!    lag histogram and the CPU each process used, so a tail can be told apart (see `churn`).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
@@ -26,17 +23,12 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::watcher,
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use sluice_api::NodeConfig;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    time::Instant,
-};
+use tokio::time::Instant;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Scale benchmark of sluice-operator against the project's kube-apiserver harness")]
 struct Args {
     /// The operator binary to run (build it with --release).
@@ -55,10 +47,17 @@ struct Args {
     churn_rate: u32,
     #[arg(long, default_value_t = 60)]
     churn_seconds: u64,
+    /// Write the operator's log (debug level for the operator: one line per node config write,
+    /// with its lag and write time) to this file.
+    #[arg(long)]
+    operator_log: Option<std::path::PathBuf>,
     /// Concurrent requests while setting up.
     #[arg(long, default_value_t = 48)]
     concurrency: usize,
 }
+
+mod churn;
+mod probe;
 
 const SYSTEM: &str = "sluice-system";
 
@@ -89,9 +88,18 @@ async fn main() -> Result<()> {
         setup.elapsed().as_secs_f64()
     );
 
-    let port = free_port()?;
-    let before = apiserver_requests(&client).await?;
+    let port = probe::free_port()?;
+    let before = probe::apiserver_requests(&client).await?;
     let started = Instant::now();
+    let (log_level, log): (_, std::process::Stdio) = match &args.operator_log {
+        Some(path) => (
+            "warn,sluice_operator=debug",
+            std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?
+                .into(),
+        ),
+        None => ("warn", std::process::Stdio::inherit()),
+    };
     let child = tokio::process::Command::new(&args.operator_bin)
         .args([
             "--namespace",
@@ -102,7 +110,8 @@ async fn main() -> Result<()> {
             &format!("127.0.0.1:{port}"),
         ])
         .env("KUBECONFIG", harness.kubeconfig_path())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log_level)
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .context("starting the operator binary")?;
@@ -126,12 +135,12 @@ async fn main() -> Result<()> {
     }
     let converged = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let metrics = operator_metrics(port).await?;
-    let applies = metric(
+    let metrics = probe::operator_metrics(port).await?;
+    let applies = probe::metric(
         &metrics,
         "sluice_operator_api_writes_total{resource=\"secret\",verb=\"apply\"}",
     );
-    let startup_requests = apiserver_requests(&client).await? - before;
+    let startup_requests = probe::apiserver_requests(&client).await? - before;
     println!("converge_seconds {:.2}", converged.as_secs_f64());
     println!("node_configs {expected}");
     println!("writes_per_node {:.3}", applies / expected as f64);
@@ -140,18 +149,23 @@ async fn main() -> Result<()> {
     );
     println!(
         "startup_operator_writes {:.0}",
-        metric(&metrics, "sluice_operator_api_writes_total")
+        probe::metric(&metrics, "sluice_operator_api_writes_total")
     );
 
     if args.churn_rate > 0 {
-        churn(&client, &args).await?;
-        let metrics = operator_metrics(port).await?;
+        let pids = churn::Pids {
+            operator: pid,
+            apiserver: harness.pid(),
+            operator_port: port,
+        };
+        churn::churn(&client, &args, &pids).await?;
+        let metrics = probe::operator_metrics(port).await?;
         println!(
             "total_operator_writes {:.0}",
-            metric(&metrics, "sluice_operator_api_writes_total")
+            probe::metric(&metrics, "sluice_operator_api_writes_total")
         );
     }
-    println!("peak_rss_mib {:.1}", peak_rss_kib(pid)? as f64 / 1024.0);
+    println!("peak_rss_mib {:.1}", probe::peak_rss_kib(pid)? as f64 / 1024.0);
     operator.0.kill().await.ok();
     Ok(())
 }
@@ -185,7 +199,7 @@ async fn install_crds(client: &Client) -> Result<()> {
     Ok(())
 }
 
-fn tenant(binding: usize, args: &Args) -> String {
+pub(crate) fn tenant(binding: usize, args: &Args) -> String {
     format!("team-{}", binding % args.namespaces)
 }
 
@@ -264,7 +278,7 @@ fn container_id(j: usize, generation: usize) -> String {
 
 /// Create pod `p-<j>` (bound by binding `j % bindings`) on node `j % nodes` and report its
 /// container running; returns the container id.
-async fn create_pod(client: Client, args: &Args, j: usize, generation: usize) -> Result<String> {
+pub(crate) async fn create_pod(client: Client, args: &Args, j: usize, generation: usize) -> Result<String> {
     let b = j % args.bindings;
     let api: Api<Pod> = Api::namespaced(client, &tenant(b, args));
     let name = format!("p-{j}");
@@ -293,145 +307,4 @@ async fn create_pod(client: Client, args: &Args, j: usize, generation: usize) ->
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(id)
-}
-
-/// Replace pods at the churn rate; measure status-patch → node-config latency.
-async fn churn(client: &Client, args: &Args) -> Result<()> {
-    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let watch = tokio::spawn(watch_configs(client.clone(), pending.clone(), latencies.clone()));
-    let total = args.churn_rate as u64 * args.churn_seconds;
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / args.churn_rate);
-    let mut tasks = tokio::task::JoinSet::new();
-    for k in 0..total as usize {
-        tick.tick().await;
-        let (client, pending) = (client.clone(), pending.clone());
-        let j = k % args.pods;
-        let generation = 1 + k / args.pods;
-        let ns = tenant(j % args.bindings, args);
-        let args = Args {
-            operator_bin: args.operator_bin.clone(),
-            ..*args
-        };
-        tasks.spawn(async move {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            api.delete(&format!("p-{j}"), &DeleteParams::default().grace_period(0))
-                .await?;
-            let id = create_pod(client, &args, j, generation).await?;
-            pending
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .insert(id, Instant::now());
-            anyhow::Ok(())
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pending
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .is_empty()
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    watch.abort();
-    let missing = pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len();
-    let mut l = latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    l.sort();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    println!("churn_replacements {total}");
-    println!("churn_latency_p50_ms {:.0}", pct(0.50).as_secs_f64() * 1000.0);
-    println!("churn_latency_p99_ms {:.0}", pct(0.99).as_secs_f64() * 1000.0);
-    println!(
-        "churn_latency_max_ms {:.0}",
-        l.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
-    );
-    println!("churn_never_rendered {missing}");
-    Ok(())
-}
-
-async fn watch_configs(
-    client: Client,
-    pending: Arc<Mutex<HashMap<String, Instant>>>,
-    latencies: Arc<Mutex<Vec<Duration>>>,
-) -> Result<()> {
-    let api: Api<Secret> = Api::namespaced(client, SYSTEM);
-    let mut events = watcher(api, watcher::Config::default()).boxed();
-    while let Some(event) = events.try_next().await? {
-        let (watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) = event else {
-            continue;
-        };
-        let Some(yaml) = secret.data.as_ref().and_then(|d| d.get("config.yaml")) else {
-            continue;
-        };
-        let Ok(config) = NodeConfig::from_yaml(&String::from_utf8_lossy(&yaml.0)) else {
-            continue;
-        };
-        let now = Instant::now();
-        let mut pending = pending.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        for c in config.containers {
-            if let Some(at) = pending.remove(&c.id) {
-                latencies
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .push(now - at);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The sum of `apiserver_request_total` over all label sets.
-async fn apiserver_requests(client: &Client) -> Result<f64> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
-async fn operator_metrics(port: u16) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
-}
-
-/// The sum of the samples whose line starts with `prefix` (a metric name, or name + labels).
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn peak_rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .context("VmHWM in /proc/<pid>/status")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

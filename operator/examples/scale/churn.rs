@@ -1,0 +1,156 @@
+//! The churn phase: replace pods at a fixed rate and measure, per replacement, the time from its
+//! status patch to a node config (seen through a watch of the config Secrets) carrying the new
+//! container id. Alongside, it reads where the time went: the operator's own lag histogram (first
+//! change → config written) and the CPU each process used.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Result;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::{Api, Client, api::DeleteParams, runtime::watcher};
+use sluice_api::NodeConfig;
+use tokio::time::Instant;
+
+use crate::{Args, SYSTEM, create_pod, probe, tenant};
+
+/// The processes whose CPU time the churn phase reports.
+pub struct Pids {
+    /// The operator.
+    pub operator: u32,
+    /// The kube-apiserver harness (apiserver and etcd in one process).
+    pub apiserver: u32,
+    /// The operator's metrics port.
+    pub operator_port: u16,
+}
+
+type Pending = Arc<Mutex<HashMap<String, Instant>>>;
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| anyhow::anyhow!("poisoned"))
+}
+
+/// Replace pods at the churn rate; print the latency percentiles and where the time went.
+pub async fn churn(client: &Client, args: &Args, pids: &Pids) -> Result<()> {
+    let pending: Pending = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let watch = tokio::spawn(watch_configs(client.clone(), pending.clone(), latencies.clone()));
+    let lag = "sluice_operator_node_config_lag_seconds";
+    let lag_before = probe::buckets(&probe::operator_metrics(pids.operator_port).await?, lag);
+    let cpu_before = cpu(pids)?;
+    let started = Instant::now();
+    replace_pods(client, args, &pending).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lock(&pending)?.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_after = cpu(pids)?;
+    let lag_after = probe::buckets(&probe::operator_metrics(pids.operator_port).await?, lag);
+    watch.abort();
+    let missing = lock(&pending)?.len();
+    let mut l = lock(&latencies)?.clone();
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "churn_replacements {}",
+        args.churn_rate as u64 * args.churn_seconds
+    );
+    println!("churn_latency_p50_ms {:.0}", ms(pct(0.50)));
+    println!("churn_latency_p90_ms {:.0}", ms(pct(0.90)));
+    println!("churn_latency_p99_ms {:.0}", ms(pct(0.99)));
+    println!(
+        "churn_latency_max_ms {:.0}",
+        ms(l.last().copied().unwrap_or_default())
+    );
+    println!(
+        "churn_over_1s {}",
+        l.iter().filter(|d| **d > Duration::from_secs(1)).count()
+    );
+    println!("churn_never_rendered {missing}");
+    for q in [0.5, 0.99] {
+        println!(
+            "operator_node_lag_p{:.0}_le_ms {:.0} (operator's own histogram: first change seen → config written)",
+            q * 100.0,
+            probe::quantile_bound(&lag_before, &lag_after, q) * 1000.0
+        );
+    }
+    let names = ["apiserver+etcd", "operator", "bench", "machine (of 2 cores)"];
+    for (i, name) in names.iter().enumerate() {
+        let used = cpu_after[i] - cpu_before[i];
+        println!("churn_cpu_cores {name} {:.2}", used / wall);
+    }
+    Ok(())
+}
+
+/// CPU seconds so far: apiserver, operator, this bench, the whole machine.
+fn cpu(pids: &Pids) -> Result<[f64; 4]> {
+    Ok([
+        probe::cpu_seconds(pids.apiserver)?,
+        probe::cpu_seconds(pids.operator)?,
+        probe::cpu_seconds(std::process::id())?,
+        probe::machine_busy_seconds()?,
+    ])
+}
+
+/// Delete, re-create (new node, new container id) and status-patch pods at the churn rate; each
+/// new id goes into `pending` with the time its status patch returned.
+async fn replace_pods(client: &Client, args: &Args, pending: &Pending) -> Result<()> {
+    let total = args.churn_rate as u64 * args.churn_seconds;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / args.churn_rate);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..total as usize {
+        tick.tick().await;
+        let (client, pending) = (client.clone(), pending.clone());
+        let j = k % args.pods;
+        let generation = 1 + k / args.pods;
+        let ns = tenant(j % args.bindings, args);
+        let args = args.clone();
+        tasks.spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            api.delete(&format!("p-{j}"), &DeleteParams::default().grace_period(0))
+                .await?;
+            let id = create_pod(client, &args, j, generation).await?;
+            lock(&pending)?.insert(id, Instant::now());
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+/// Watch the node config Secrets; for each container id that is pending, record its latency.
+async fn watch_configs(client: Client, pending: Pending, latencies: Arc<Mutex<Vec<Duration>>>) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(client, SYSTEM);
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = events.try_next().await? {
+        let (watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) = event else {
+            continue;
+        };
+        let Some(yaml) = secret.data.as_ref().and_then(|d| d.get("config.yaml")) else {
+            continue;
+        };
+        let Ok(config) = NodeConfig::from_yaml(&String::from_utf8_lossy(&yaml.0)) else {
+            continue;
+        };
+        let now = Instant::now();
+        let mut pending = lock(&pending)?;
+        for c in config.containers {
+            if let Some(at) = pending.remove(&c.id) {
+                lock(&latencies)?.push(now - at);
+            }
+        }
+    }
+    Ok(())
+}
