@@ -32,7 +32,8 @@ pub struct Settings {
     pub renew_interval: Duration,
     /// How often every referenced Secret is re-read and every status rechecked.
     pub resync_interval: Duration,
-    /// How often Secrets that were missing are looked up again.
+    /// How often the Secrets of drains that do not resolve (missing, or holding something invalid)
+    /// are read again.
     pub missing_secret_retry: Duration,
     /// Least time between two status writes of one object that change only its counts (pods,
     /// bindings, nodes); condition changes are written at once.

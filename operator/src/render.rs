@@ -20,6 +20,7 @@ use sluice_api::{
 
 use crate::world::{ObjKey, World, in_namespace};
 
+pub mod cert;
 pub mod drain;
 
 pub use drain::{Problem, resolve_drain, secret_names};

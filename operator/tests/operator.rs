@@ -5,6 +5,8 @@
 #[path = "operator/support.rs"]
 mod support;
 
+#[path = "operator/certs.rs"]
+mod certs;
 #[path = "operator/health.rs"]
 mod health;
 #[path = "operator/isolation.rs"]

@@ -277,11 +277,13 @@ impl Leader {
         self.read_secrets(wanted).await;
     }
 
-    /// Re-read referenced Secrets: all of them (`only_missing == false`, the periodic resync, which
-    /// also rechecks every status) or only those that were missing.
-    pub(super) async fn resync(&mut self, only_missing: bool) {
-        let referenced: BTreeSet<ObjKey> = self
-            .world
+    /// Re-read referenced Secrets: all of them (`only_failing == false`, the periodic resync, which
+    /// also rechecks every status and re-renders the nodes of namespaces with TLS drains, since a
+    /// certificate can expire without any object changing), or only those of drains that do not
+    /// resolve now (missing, or holding something invalid), so a fixed Secret shows soon.
+    pub(super) async fn resync(&mut self, only_failing: bool) {
+        let world = &self.world;
+        let referenced: BTreeSet<ObjKey> = world
             .drains
             .iter()
             .flat_map(|(k, d)| {
@@ -290,15 +292,34 @@ impl Leader {
                     .map(|n| (k.0.clone(), n))
             })
             .collect();
-        self.world.secrets.retain(|k, _| referenced.contains(k));
-        let wanted: BTreeSet<ObjKey> = referenced
-            .into_iter()
-            .filter(|k| !only_missing || matches!(self.world.secrets.get(k), Some(None) | None))
+        let wanted: BTreeSet<ObjKey> = world
+            .drains
+            .iter()
+            .filter(|(k, d)| {
+                !only_failing
+                    || render::resolve_drain(d, &world.secrets, render::node_drain_name(&k.0, &k.1)).is_err()
+            })
+            .flat_map(|(k, d)| {
+                render::secret_names(&d.spec)
+                    .into_iter()
+                    .map(|n| (k.0.clone(), n))
+            })
             .collect();
+        let tls_namespaces: BTreeSet<String> = world
+            .drains
+            .iter()
+            .filter(|(_, d)| d.spec.tls.is_some())
+            .map(|(k, _)| k.0.clone())
+            .collect();
+        self.world.secrets.retain(|k, _| referenced.contains(k));
         self.read_secrets(wanted).await;
-        if !only_missing {
+        if !only_failing {
             self.dirty.drains.extend(self.world.drains.keys().cloned());
             self.dirty.bindings.extend(self.world.bindings.keys().cloned());
+            for ns in tls_namespaces {
+                let nodes = self.world.namespace_dirty(&ns);
+                self.dirty.merge(nodes);
+            }
         }
     }
 

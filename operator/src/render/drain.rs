@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sluice_api::{
     crd::{LogDrain, LogDrainSpec, condition::reason},
     node_config::{
@@ -13,6 +12,7 @@ use sluice_api::{
     },
 };
 
+use super::cert;
 use crate::world::{ObjKey, SecretData};
 
 /// Why a drain cannot be used: a PascalCase reason (condition reason and Event reason) and a
@@ -84,36 +84,6 @@ impl SecretLookup<'_> {
     }
 }
 
-/// Check that `pem` holds at least one certificate and nothing that fails to parse.
-fn check_certificates(field: &str, secret: &str, key: &str, pem: &[u8]) -> Result<(), Problem> {
-    let mut count = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        cert.map_err(|e| {
-            Problem::new(
-                reason::INVALID_CERTIFICATE,
-                format!("{field}: key {key:?} of Secret {secret:?}: {e}"),
-            )
-        })?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(Problem::new(
-            reason::INVALID_CERTIFICATE,
-            format!("{field}: key {key:?} of Secret {secret:?} holds no PEM certificate"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_private_key(field: &str, secret: &str, key: &str, pem: &[u8]) -> Result<(), Problem> {
-    PrivateKeyDer::from_pem_slice(pem).map(drop).map_err(|_| {
-        Problem::new(
-            reason::INVALID_CERTIFICATE,
-            format!("{field}: key {key:?} of Secret {secret:?} holds no PEM private key"),
-        )
-    })
-}
-
 fn tls_config(spec: &LogDrainSpec, lookup: &SecretLookup<'_>) -> Result<Option<TlsConfig>, Problem> {
     let Some(tls) = &spec.tls else { return Ok(None) };
     let mut out = TlsConfig {
@@ -123,15 +93,24 @@ fn tls_config(spec: &LogDrainSpec, lookup: &SecretLookup<'_>) -> Result<Option<T
     };
     if let Some(ca) = &tls.ca {
         let pem = lookup.get("spec.tls.ca", &ca.name, &ca.key)?;
-        check_certificates("spec.tls.ca", &ca.name, &ca.key, pem)?;
+        let origin = cert::Origin {
+            field: "spec.tls.ca",
+            secret: &ca.name,
+            key: &ca.key,
+        };
+        cert::check_ca_bundle(origin, pem)?;
         out.ca_pem = Some(lookup.text("spec.tls.ca", &ca.name, &ca.key)?);
     }
     if let Some(client) = &tls.client_certificate {
         let field = "spec.tls.clientCertificate";
         let cert = lookup.get(field, &client.secret_name, &client.cert_key)?;
-        check_certificates(field, &client.secret_name, &client.cert_key, cert)?;
         let key = lookup.get(field, &client.secret_name, &client.key_key)?;
-        check_private_key(field, &client.secret_name, &client.key_key, key)?;
+        let origin = |key| cert::Origin {
+            field,
+            secret: &client.secret_name,
+            key,
+        };
+        cert::check_client(origin(&client.cert_key), cert, origin(&client.key_key), key)?;
         out.cert_pem = Some(lookup.text(field, &client.secret_name, &client.cert_key)?);
         out.key_pem = Some(Redacted(lookup.text(
             field,

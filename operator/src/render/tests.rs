@@ -182,7 +182,12 @@ fn drain_with_credentials(world: &mut World) {
     );
 }
 
-const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUbJ0m\n-----END CERTIFICATE-----\n";
+/// A real self-signed CA certificate (PEM): the operator parses it as X.509.
+fn ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["ca".to_owned()]).expect("params");
+    params.self_signed(&key).expect("self-signed").pem()
+}
 
 #[test]
 fn drains_resolve_their_secrets_or_say_why_not() {
@@ -201,9 +206,10 @@ fn drains_resolve_their_secrets_or_say_why_not() {
         ("ns".into(), "creds".into()),
         Some(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
     );
+    let ca = ca_pem();
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("other".into(), CA.as_bytes().to_vec())])),
+        Some(BTreeMap::from([("other".into(), ca.as_bytes().to_vec())])),
     );
     let problem = resolve(&world).unwrap_err();
     assert_eq!(problem.reason, reason::SECRET_KEY_NOT_FOUND);
@@ -217,7 +223,7 @@ fn drains_resolve_their_secrets_or_say_why_not() {
 
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("ca.crt".into(), CA.as_bytes().to_vec())])),
+        Some(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
     );
     let config = render_node(&world, "n").expect("resolves now");
     let http = config.drains[0].http.as_ref().expect("http options");
