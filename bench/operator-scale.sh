@@ -5,6 +5,7 @@
 #   bench/operator-scale.sh --nodes 50 --pods 1000 --bindings 20 --churn-seconds 10   # a quick run
 #
 #   bench/operator-scale.sh --operator-log /tmp/op.log   # also keep the operator's debug log
+#   REPEAT=3 bench/operator-scale.sh                      # three runs, each on a fresh apiserver
 #
 # Prints: converge_seconds (operator start → every node has its config), writes_per_node,
 # startup_api_requests_total, churn latency percentiles (pod status patched → node config
@@ -17,6 +18,8 @@ cd "$here"
 # Cargo's own default target dir unless the caller chose one (CARGO_TARGET_DIR), so the operator
 # that runs is the one just built.
 target="${CARGO_TARGET_DIR:-$here/target}"
-cargo build --release -q -p sluice-operator --bin sluice-operator
-exec cargo run --release -q -p sluice-operator --example scale -- \
-	--operator-bin "$target/release/sluice-operator" "$@"
+cargo build --release -q -p sluice-operator --bin sluice-operator --example scale
+for round in $(seq 1 "${REPEAT:-1}"); do
+	[[ "${REPEAT:-1}" == 1 ]] || echo "=== run $round of $REPEAT"
+	"$target/release/examples/scale" --operator-bin "$target/release/sluice-operator" "$@"
+done

@@ -38,7 +38,7 @@ pub struct Settings {
     /// Least time between two status writes of one object that change only its counts (pods,
     /// bindings, nodes); condition changes are written at once.
     pub status_count_interval: Duration,
-    /// How many node config writes run at once.
+    /// How many node config writes run at once (and, separately, how many status writes).
     pub write_concurrency: usize,
     /// Watch only these namespaces for LogDrains, LogBindings and Pods (empty: all namespaces).
     pub watch_namespaces: Vec<String>,
@@ -58,7 +58,7 @@ impl Settings {
             resync_interval: Duration::from_secs(300),
             missing_secret_retry: Duration::from_secs(10),
             status_count_interval: Duration::from_secs(10),
-            write_concurrency: 16,
+            write_concurrency: 32,
             watch_namespaces: Vec::new(),
             listen: None,
         }

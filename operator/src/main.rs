@@ -25,14 +25,16 @@ struct Args {
     /// Seconds a leader's Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
-    /// Seconds between full re-reads of referenced Secrets and status rechecks.
+    /// Seconds between full re-reads of the Secrets LogDrains name, and rechecks of every status
+    /// (Secrets of drains that are not ready are re-read every 10 s).
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
     /// Watch only this namespace for LogDrains, LogBindings and pods (repeatable; default: all).
     #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
     watch_namespaces: Vec<String>,
-    /// How many node config and status writes run at once.
-    #[arg(long, default_value_t = 16)]
+    /// How many node config writes run at once (status writes have a budget of the same size of
+    /// their own, so they never hold node configs back).
+    #[arg(long, default_value_t = 32)]
     write_concurrency: usize,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]

@@ -37,7 +37,7 @@ pub async fn serve(
                 } else {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "starting: caches not synced yet\n",
+                        "starting: the first pass (every node config) is not done yet\n",
                     )
                 }
             }),

@@ -16,7 +16,9 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// A drain names a key its Secret does not have.
     pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
-    /// A CA or client certificate (or its key) is not valid PEM.
+    /// A CA bundle or client certificate (or its key) is unusable: not PEM, not X.509, outside its
+    /// validity period (for a CA bundle: every certificate in it), or a private key that does not
+    /// belong to the client certificate.
     pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
     /// A drain's settings are invalid (written before the schema forbade it).
     pub const INVALID_SPEC: &str = "InvalidSpec";

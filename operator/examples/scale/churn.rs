@@ -4,7 +4,7 @@
 //! change → config written) and the CPU each process used.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -28,7 +28,41 @@ pub struct Pids {
     pub operator_port: u16,
 }
 
-type Pending = Arc<Mutex<HashMap<String, Instant>>>;
+/// The container ids in flight and the latencies measured so far.
+#[derive(Default)]
+struct Probes {
+    /// id → when its status patch returned (`None`: the patch is still in flight).
+    waiting: HashMap<String, Option<Instant>>,
+    /// Ids a config carried before their status patch returned (latency 0 from that point).
+    seen_early: HashSet<String>,
+    latencies: Vec<Duration>,
+    early: usize,
+}
+
+impl Probes {
+    /// The status patch carrying `id` returned now.
+    fn patched(&mut self, id: String) {
+        if self.seen_early.remove(&id) {
+            self.early += 1;
+            self.latencies.push(Duration::ZERO);
+        } else {
+            self.waiting.insert(id, Some(Instant::now()));
+        }
+    }
+
+    /// A node config carrying `id` was seen at `now`.
+    fn seen(&mut self, id: &str, now: Instant) {
+        match self.waiting.remove(id) {
+            Some(Some(at)) => self.latencies.push(now - at),
+            Some(None) => {
+                self.seen_early.insert(id.to_owned());
+            }
+            None => {}
+        }
+    }
+}
+
+type Pending = Arc<Mutex<Probes>>;
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| anyhow::anyhow!("poisoned"))
@@ -37,23 +71,24 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
 /// Replace pods at the churn rate; print the latency percentiles and where the time went.
 pub async fn churn(client: &Client, args: &Args, pids: &Pids) -> Result<()> {
     let pending: Pending = Arc::default();
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let watch = tokio::spawn(watch_configs(client.clone(), pending.clone(), latencies.clone()));
+    let watch = tokio::spawn(watch_configs(client.clone(), pending.clone()));
     let lag = "sluice_operator_node_config_lag_seconds";
     let lag_before = probe::buckets(&probe::operator_metrics(pids.operator_port).await?, lag);
     let cpu_before = cpu(pids)?;
     let started = Instant::now();
     replace_pods(client, args, &pending).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !lock(&pending)?.is_empty() && Instant::now() < deadline {
+    while !lock(&pending)?.waiting.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu_after = cpu(pids)?;
     let lag_after = probe::buckets(&probe::operator_metrics(pids.operator_port).await?, lag);
     watch.abort();
-    let missing = lock(&pending)?.len();
-    let mut l = lock(&latencies)?.clone();
+    let (missing, early, mut l) = {
+        let probes = lock(&pending)?;
+        (probes.waiting.len(), probes.early, probes.latencies.clone())
+    };
     l.sort();
     let pct = |p: f64| {
         l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
@@ -77,6 +112,7 @@ pub async fn churn(client: &Client, args: &Args, pids: &Pids) -> Result<()> {
         l.iter().filter(|d| **d > Duration::from_secs(1)).count()
     );
     println!("churn_never_rendered {missing}");
+    println!("churn_rendered_before_the_status_patch_returned {early} (counted as 0 ms)");
     for q in [0.5, 0.99] {
         println!(
             "operator_node_lag_p{:.0}_le_ms {:.0} (operator's own histogram: first change seen → config written)",
@@ -119,8 +155,15 @@ async fn replace_pods(client: &Client, args: &Args, pending: &Pending) -> Result
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             api.delete(&format!("p-{j}"), &DeleteParams::default().grace_period(0))
                 .await?;
-            let id = create_pod(client, &args, j, generation).await?;
-            lock(&pending)?.insert(id, Instant::now());
+            // The id is registered before the status patch goes out, so a config that carries it
+            // before the patch call returns is not missed (that would wait for the node's next
+            // change and report seconds).
+            let register = |id: &str| {
+                lock(&pending)?.waiting.insert(id.to_owned(), None);
+                Ok(())
+            };
+            let id = create_pod(client, &args, j, generation, register).await?;
+            lock(&pending)?.patched(id);
             anyhow::Ok(())
         });
     }
@@ -131,7 +174,7 @@ async fn replace_pods(client: &Client, args: &Args, pending: &Pending) -> Result
 }
 
 /// Watch the node config Secrets; for each container id that is pending, record its latency.
-async fn watch_configs(client: Client, pending: Pending, latencies: Arc<Mutex<Vec<Duration>>>) -> Result<()> {
+async fn watch_configs(client: Client, pending: Pending) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(client, SYSTEM);
     let mut events = watcher(api, watcher::Config::default()).boxed();
     while let Some(event) = events.try_next().await? {
@@ -145,11 +188,9 @@ async fn watch_configs(client: Client, pending: Pending, latencies: Arc<Mutex<Ve
             continue;
         };
         let now = Instant::now();
-        let mut pending = lock(&pending)?;
+        let mut probes = lock(&pending)?;
         for c in config.containers {
-            if let Some(at) = pending.remove(&c.id) {
-                lock(&latencies)?.push(now - at);
-            }
+            probes.seen(&c.id, now);
         }
     }
     Ok(())

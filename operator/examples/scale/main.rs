@@ -51,6 +51,9 @@ struct Args {
     /// with its lag and write time) to this file.
     #[arg(long)]
     operator_log: Option<std::path::PathBuf>,
+    /// One more argument for the operator (repeatable), e.g. `--operator-arg=--write-concurrency=32`.
+    #[arg(long = "operator-arg", value_name = "ARG", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
     /// Concurrent requests while setting up.
     #[arg(long, default_value_t = 48)]
     concurrency: usize,
@@ -110,6 +113,7 @@ async fn main() -> Result<()> {
             &format!("127.0.0.1:{port}"),
         ])
         .env("KUBECONFIG", harness.kubeconfig_path())
+        .args(&args.operator_args)
         .env("RUST_LOG", log_level)
         .stderr(log)
         .kill_on_drop(true)
@@ -258,7 +262,7 @@ async fn populate(client: &Client, args: &Args) -> Result<()> {
             .await?;
     }
     stream::iter(0..args.pods)
-        .map(|j| create_pod(client.clone(), args, j, 0))
+        .map(|j| create_pod(client.clone(), args, j, 0, |_| Ok(())))
         .buffer_unordered(args.concurrency)
         .try_collect::<Vec<_>>()
         .await?;
@@ -278,7 +282,14 @@ fn container_id(j: usize, generation: usize) -> String {
 
 /// Create pod `p-<j>` (bound by binding `j % bindings`) on node `j % nodes` and report its
 /// container running; returns the container id.
-pub(crate) async fn create_pod(client: Client, args: &Args, j: usize, generation: usize) -> Result<String> {
+/// `before_status` hears the id just before the status patch is sent.
+pub(crate) async fn create_pod(
+    client: Client,
+    args: &Args,
+    j: usize,
+    generation: usize,
+    before_status: impl FnOnce(&str) -> Result<()>,
+) -> Result<String> {
     let b = j % args.bindings;
     let api: Api<Pod> = Api::namespaced(client, &tenant(b, args));
     let name = format!("p-{j}");
@@ -304,6 +315,7 @@ pub(crate) async fn create_pod(client: Client, args: &Args, j: usize, generation
     let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app", "containerID": id,
         "image": "busybox", "imageID": "docker://sha256:1", "ready": true, "restartCount": 0,
         "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
+    before_status(&id)?;
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(id)

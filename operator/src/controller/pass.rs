@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use sluice_api::crd::LogDrain;
 use tokio::time::Instant;
 
 use super::{
@@ -192,12 +193,8 @@ impl Leader {
         result: crate::Result<()>,
     ) {
         let key = Key::Node(change.node().to_owned());
+        self.count_reconcile(&key, started);
         let metrics = &self.ctx.metrics;
-        metrics.reconciles.with_label_values(&[key.kind()]).inc();
-        metrics
-            .duration
-            .with_label_values(&[key.kind()])
-            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 change.record(&mut self.hashes);
@@ -221,6 +218,16 @@ impl Leader {
         }
     }
 
+    /// Count one reconciliation of `key` and its duration.
+    fn count_reconcile(&self, key: &Key, started: Instant) {
+        let metrics = &self.ctx.metrics;
+        metrics.reconciles.with_label_values(&[key.kind()]).inc();
+        metrics
+            .duration
+            .with_label_values(&[key.kind()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     fn status_done(
         &mut self,
         key: Key,
@@ -228,12 +235,8 @@ impl Leader {
         started: Instant,
         outcome: crate::Result<Outcome>,
     ) {
+        self.count_reconcile(&key, started);
         let metrics = &self.ctx.metrics;
-        metrics.reconciles.with_label_values(&[key.kind()]).inc();
-        metrics
-            .duration
-            .with_label_values(&[key.kind()])
-            .observe(started.elapsed().as_secs_f64());
         let written = match &key {
             Key::Drain(k) => (true, k.clone()),
             Key::Binding(k) => (false, k.clone()),
@@ -262,17 +265,15 @@ impl Leader {
 
     /// The Secrets named by dirty drains that were never read.
     async fn load_new_secrets(&mut self) {
-        let wanted: BTreeSet<ObjKey> = self
+        let world = &self.world;
+        let dirty = self
             .dirty
             .drains
             .iter()
-            .filter_map(|k| Some((k, self.world.drains.get(k)?)))
-            .flat_map(|(k, d)| {
-                render::secret_names(&d.spec)
-                    .into_iter()
-                    .map(|n| (k.0.clone(), n))
-            })
-            .filter(|k| !self.world.secrets.contains_key(k))
+            .filter_map(|k| Some((k, world.drains.get(k)?)));
+        let wanted: BTreeSet<ObjKey> = secret_keys(dirty)
+            .into_iter()
+            .filter(|k| !world.secrets.contains_key(k))
             .collect();
         self.read_secrets(wanted).await;
     }
@@ -283,28 +284,11 @@ impl Leader {
     /// resolve now (missing, or holding something invalid), so a fixed Secret shows soon.
     pub(super) async fn resync(&mut self, only_failing: bool) {
         let world = &self.world;
-        let referenced: BTreeSet<ObjKey> = world
-            .drains
-            .iter()
-            .flat_map(|(k, d)| {
-                render::secret_names(&d.spec)
-                    .into_iter()
-                    .map(|n| (k.0.clone(), n))
-            })
-            .collect();
-        let wanted: BTreeSet<ObjKey> = world
-            .drains
-            .iter()
-            .filter(|(k, d)| {
-                !only_failing
-                    || render::resolve_drain(d, &world.secrets, render::node_drain_name(&k.0, &k.1)).is_err()
-            })
-            .flat_map(|(k, d)| {
-                render::secret_names(&d.spec)
-                    .into_iter()
-                    .map(|n| (k.0.clone(), n))
-            })
-            .collect();
+        let referenced = secret_keys(world.drains.iter());
+        let wanted = secret_keys(world.drains.iter().filter(|(k, d)| {
+            !only_failing
+                || render::resolve_drain(d, &world.secrets, render::node_drain_name(&k.0, &k.1)).is_err()
+        }));
         let tls_namespaces: BTreeSet<String> = world
             .drains
             .iter()
@@ -343,4 +327,15 @@ impl Leader {
             self.dirty.merge(dirty);
         }
     }
+}
+
+/// The `(namespace, name)` of every Secret these drains name.
+fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> BTreeSet<ObjKey> {
+    drains
+        .flat_map(|(k, d)| {
+            render::secret_names(&d.spec)
+                .into_iter()
+                .map(|n| (k.0.clone(), n))
+        })
+        .collect()
 }

@@ -155,23 +155,21 @@ async fn bad_certificates_are_invalid_until_fixed() -> Result<()> {
         "{message}"
     );
 
-    // An expired client certificate (with its own key).
-    put_secret(
-        &env,
-        "logs-client",
-        &[("tls.crt", &expired), ("tls.key", &expired_key)],
-    )
-    .await?;
-    wait_ready(&env, "logs", "False", "InvalidCertificate", "expired on").await?;
-
-    // Fixed: Ready, and the node config carries the drain with its CA and client certificate.
-    put_secret(
-        &env,
-        "logs-client",
-        &[("tls.crt", &client), ("tls.key", &client_key)],
-    )
-    .await?;
-    wait_ready(&env, "logs", "True", "Resolved", "").await?;
+    // An expired client certificate (with its own key), then fixed: Ready, and the node config
+    // carries the drain with its CA and client certificate.
+    for (crt, key, status, reason, needle) in [
+        (
+            &expired,
+            &expired_key,
+            "False",
+            "InvalidCertificate",
+            "expired on",
+        ),
+        (&client, &client_key, "True", "Resolved", ""),
+    ] {
+        put_secret(&env, "logs-client", &[("tls.crt", crt), ("tls.key", key)]).await?;
+        wait_ready(&env, "logs", status, reason, needle).await?;
+    }
     wait_for("the node config carries the drain", || async {
         Ok(env.node_config(&node).await?.is_some_and(|c| {
             c.drains.len() == 1
