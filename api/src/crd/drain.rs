@@ -36,6 +36,7 @@ use super::rules;
     printcolumn(name = "Pods", type_ = "integer", json_path = ".status.pods"),
     printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.delivery.linesDelivered"),
     printcolumn(name = "Dropped", type_ = "integer", json_path = ".status.delivery.linesDropped"),
+    printcolumn(name = "Message", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].message"),
     printcolumn(name = "Last Error", type_ = "string", priority = 1, json_path = ".status.delivery.lastError"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = rules::resource_name_is_dns_label("LogDrain"),
