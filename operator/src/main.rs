@@ -11,7 +11,12 @@ use tokio_util::sync::CancellationToken;
 /// pods, and reports in their status whether they work. Run two replicas; they elect a leader on a
 /// Lease, and only the leader writes.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    after_help = "Logging: RUST_LOG filters what is logged (default: info); RUST_LOG=info,sluice_operator=debug \
+                  adds one line per node config write with its lag. Metrics: /metrics \
+                  (sluice_operator_node_config_lag_seconds, sluice_operator_api_writes_total, ...)."
+)]
 struct Args {
     /// Namespace for the node config Secrets and the leader Lease (default: this pod's namespace).
     #[arg(long, env = "POD_NAMESPACE")]

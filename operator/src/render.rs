@@ -85,14 +85,10 @@ pub fn render_node(world: &World, node: &str) -> Option<NodeConfig> {
             for drain_name in &binding.spec.drains {
                 let key = (pod.namespace.clone(), drain_name.clone());
                 if !drains.contains_key(&key) {
-                    let Some(drain) = world.drains.get(&key) else {
+                    let Some(Ok(config)) = world.resolved(&key) else {
                         continue;
                     };
-                    let Ok(config) = resolve_drain(drain, &world.secrets, node_drain_name(&key.0, &key.1))
-                    else {
-                        continue;
-                    };
-                    drains.insert(key.clone(), config);
+                    drains.insert(key.clone(), config.clone());
                 }
                 names.insert(key);
             }

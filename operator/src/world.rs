@@ -10,7 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sluice_api::crd::{LogBinding, LogDrain};
+use sluice_api::{
+    crd::{LogBinding, LogDrain},
+    node_config::DrainConfig,
+};
+
+use crate::render::{self, Problem};
 
 pub mod pod;
 
@@ -63,7 +68,14 @@ pub struct World {
     pods_by_namespace: HashMap<String, BTreeSet<ObjKey>>,
     /// Secrets named by drains, by key (`None`: looked up and not found).
     pub secrets: HashMap<ObjKey, SecretData>,
+    /// What each drain resolves to with its Secrets (the collector's settings, or why not), kept
+    /// up to date by [`World::set_drain`] and [`World::set_secret`], so rendering a node never
+    /// parses certificates again.
+    resolved: HashMap<ObjKey, Resolved>,
 }
+
+/// A drain resolved with its Secrets: the settings a collector gets, or why it cannot be used.
+pub type Resolved = Result<DrainConfig, Problem>;
 
 /// The key of any namespaced object.
 pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
@@ -219,6 +231,7 @@ impl World {
             None => self.drains.remove(&key),
         };
         if changed {
+            self.resolve(&key);
             self.namespace_dirty(&key.0)
         } else {
             Dirty::default()
@@ -245,7 +258,47 @@ impl World {
             return Dirty::default();
         }
         self.secrets.insert(key.clone(), data);
+        let named: Vec<ObjKey> = in_namespace(&self.drains, &key.0)
+            .filter(|(_, d)| render::secret_names(&d.spec).contains(&key.1))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for drain in named {
+            self.resolve(&drain);
+        }
         self.namespace_dirty(&key.0)
+    }
+
+    /// What drain `key` resolves to (`None`: no such drain).
+    pub fn resolved(&self, key: &ObjKey) -> Option<&Resolved> {
+        self.resolved.get(key)
+    }
+
+    /// Resolve every drain again (a certificate may have expired, or become valid, with nothing
+    /// else changing) and return the namespaces whose drains now resolve differently.
+    pub fn refresh_resolved(&mut self) -> Dirty {
+        let keys: Vec<ObjKey> = self.drains.keys().cloned().collect();
+        let mut dirty = Dirty::default();
+        for key in keys {
+            let before = self.resolved.get(&key).cloned();
+            self.resolve(&key);
+            if self.resolved.get(&key) != before.as_ref() {
+                dirty.merge(self.namespace_dirty(&key.0));
+            }
+        }
+        dirty
+    }
+
+    fn resolve(&mut self, key: &ObjKey) {
+        match self.drains.get(key) {
+            Some(drain) => {
+                let name = render::node_drain_name(&key.0, &key.1);
+                let resolved = render::resolve_drain(drain, &self.secrets, name);
+                self.resolved.insert(key.clone(), resolved);
+            }
+            None => {
+                self.resolved.remove(key);
+            }
+        }
     }
 }
 

@@ -279,31 +279,25 @@ impl Leader {
     }
 
     /// Re-read referenced Secrets: all of them (`only_failing == false`, the periodic resync, which
-    /// also rechecks every status and re-renders the nodes of namespaces with TLS drains, since a
-    /// certificate can expire without any object changing), or only those of drains that do not
+    /// also rechecks every status and resolves every drain again, since a certificate can expire
+    /// without any object changing), or only those of drains that do not
     /// resolve now (missing, or holding something invalid), so a fixed Secret shows soon.
     pub(super) async fn resync(&mut self, only_failing: bool) {
         let world = &self.world;
         let referenced = secret_keys(world.drains.iter());
-        let wanted = secret_keys(world.drains.iter().filter(|(k, d)| {
-            !only_failing
-                || render::resolve_drain(d, &world.secrets, render::node_drain_name(&k.0, &k.1)).is_err()
-        }));
-        let tls_namespaces: BTreeSet<String> = world
-            .drains
-            .iter()
-            .filter(|(_, d)| d.spec.tls.is_some())
-            .map(|(k, _)| k.0.clone())
-            .collect();
+        let wanted = secret_keys(
+            world
+                .drains
+                .iter()
+                .filter(|(k, _)| !only_failing || !matches!(world.resolved(k), Some(Ok(_)))),
+        );
         self.world.secrets.retain(|k, _| referenced.contains(k));
         self.read_secrets(wanted).await;
         if !only_failing {
             self.dirty.drains.extend(self.world.drains.keys().cloned());
             self.dirty.bindings.extend(self.world.bindings.keys().cloned());
-            for ns in tls_namespaces {
-                let nodes = self.world.namespace_dirty(&ns);
-                self.dirty.merge(nodes);
-            }
+            let changed = self.world.refresh_resolved();
+            self.dirty.merge(changed);
         }
     }
 

@@ -9,7 +9,7 @@ use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
 use super::{Outcome, Step, status};
 use crate::{
-    Context, render,
+    Context,
     world::{ObjKey, World},
 };
 
@@ -24,14 +24,13 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static
         ));
     }
     let key = (namespace.to_owned(), name.to_owned());
-    let Some(drain) = world.drains.get(&key) else {
+    let Some(resolved) = world.resolved(&key) else {
         return Some((
             reason::UNKNOWN_DRAIN,
             format!("LogDrain {name:?} does not exist in namespace {namespace:?}"),
         ));
     };
-    let problem =
-        render::resolve_drain(drain, &world.secrets, render::node_drain_name(namespace, name)).err()?;
+    let problem = resolved.as_ref().err()?;
     Some((
         reason::DRAIN_NOT_READY,
         format!(

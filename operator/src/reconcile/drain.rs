@@ -21,8 +21,7 @@ pub fn desired_status(
     key: &ObjKey,
     drain: &LogDrain,
 ) -> (LogDrainStatus, Option<render::Problem>) {
-    let resolved = render::resolve_drain(drain, &world.secrets, render::node_drain_name(&key.0, &key.1));
-    let problem = resolved.err();
+    let problem = world.resolved(key).and_then(|r| r.as_ref().err().cloned());
     let mut bindings = 0;
     let (mut pods, mut nodes) = (BTreeSet::new(), BTreeSet::new());
     for (_, binding) in in_namespace(&world.bindings, &key.0) {

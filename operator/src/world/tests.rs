@@ -82,3 +82,42 @@ fn a_relist_removes_pods_that_vanished_within_its_scope_only() {
         "another scope's pod stays"
     );
 }
+
+#[test]
+fn drains_are_resolved_once_per_change_of_the_drain_or_its_secret() {
+    let mut world = World::default();
+    world.upsert_pod(
+        Some(pod("a", "p", "web", "n1", &[("c", "docker://1")])),
+        key("a", "p"),
+    );
+    let mut d = drain("a", "d", "https://ingest.example/v1");
+    d.spec.credentials = Some(sluice_api::crd::DrainCredentials {
+        secret_name: "creds".into(),
+        bearer_token_key: Some("token".into()),
+        username_key: None,
+        password_key: None,
+    });
+    world.set_drain(key("a", "d"), Some(d));
+    let reason = |w: &World| {
+        w.resolved(&key("a", "d"))
+            .map(|r| r.as_ref().err().map(|p| p.reason))
+    };
+    assert_eq!(reason(&world), Some(Some("SecretNotFound")));
+
+    let dirty = world.set_secret(
+        key("a", "creds"),
+        Some(BTreeMap::from([("token".to_owned(), b"t".to_vec())])),
+    );
+    assert_eq!(
+        reason(&world),
+        Some(None),
+        "the Secret's arrival resolves the drain"
+    );
+    assert_eq!(dirty.nodes, BTreeSet::from(["n1".to_owned()]));
+    assert!(
+        world.refresh_resolved().is_empty() && world.refresh_resolved().nodes.is_empty(),
+        "resolving again with nothing changed dirties nothing"
+    );
+    world.set_drain(key("a", "d"), None);
+    assert_eq!(reason(&world), None, "a deleted drain is forgotten");
+}
