@@ -118,10 +118,9 @@ struct Leader {
     status_written: HashMap<(bool, ObjKey), Instant>,
 }
 
-/// Run the leader's loop until `stop` is cancelled.
-pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
-    let client = ctx.client.clone();
-    let scopes: Vec<Option<String>> = match ctx.settings.watch_namespaces.as_slice() {
+/// The watches of LogDrains, LogBindings and Pods in every scope, one stream per watch.
+fn watches(client: &kube::Client, namespaces: &[String]) -> Vec<BoxStream<'static, Result<Change>>> {
+    let scopes: Vec<Option<String>> = match namespaces {
         [] => vec![None],
         namespaces => namespaces.iter().cloned().map(Some).collect(),
     };
@@ -130,24 +129,30 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
         let drains = |e| KindEvent::Drain(Box::new(e));
         let bindings = |e| KindEvent::Binding(Box::new(e));
         streams.push(watch(
-            api::<LogDrain>(&client, scope),
+            api::<LogDrain>(client, scope),
             scope.clone(),
             drains,
             "logdrains",
         ));
         streams.push(watch(
-            api::<LogBinding>(&client, scope),
+            api::<LogBinding>(client, scope),
             scope.clone(),
             bindings,
             "logbindings",
         ));
         streams.push(watch(
-            api::<SlimPod>(&client, scope),
+            api::<SlimPod>(client, scope),
             scope.clone(),
             |e| KindEvent::Pod(Box::new(e)),
             "pods",
         ));
     }
+    streams
+}
+
+/// Run the leader's loop until `stop` is cancelled.
+pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
+    let streams = watches(&ctx.client, &ctx.settings.watch_namespaces);
     let watches = streams.len();
     let mut events = futures::stream::select_all(streams);
     let (writer, hashes) = NodeWriter::load(ctx.clone()).await?;
