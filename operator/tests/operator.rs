@@ -17,6 +17,8 @@ mod leader;
 mod quiet;
 #[path = "operator/rendering.rs"]
 mod rendering;
+#[path = "operator/retry.rs"]
+mod retry;
 #[path = "operator/schema.rs"]
 mod schema;
 #[path = "operator/status.rs"]
