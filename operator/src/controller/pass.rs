@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sluice_api::crd::LogDrain;
@@ -301,24 +301,38 @@ impl Leader {
         }
     }
 
+    /// Read Secrets by name, several at once. A Secret that could not be read keeps what was known
+    /// of it (a passing API error must not take a working drain out of every node config); one
+    /// never read stays unknown, so its drain does not resolve and is read again on the retry beat.
     async fn read_secrets(&mut self, keys: BTreeSet<ObjKey>) {
-        for key in keys {
-            let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &key.0);
-            let data = match api.get_opt(&key.1).await {
-                Ok(found) => found.map(|s| render::drain::secret_data(&s)),
+        let client = &self.ctx.client;
+        let reads: Vec<_> = stream::iter(keys)
+            .map(|key| async move {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
+                let result = api.get_opt(&key.1).await;
+                (key, result)
+            })
+            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
+            .collect()
+            .await;
+        for (key, result) in reads {
+            match result {
+                Ok(found) => {
+                    let dirty = self
+                        .world
+                        .set_secret(key, found.map(|s| render::drain::secret_data(&s)));
+                    self.dirty.merge(dirty);
+                }
                 Err(e) => {
                     let e = Error::kube("get", format!("Secret {}/{}", key.0, key.1), e);
-                    tracing::warn!(error = %e, "could not read a Secret a LogDrain names");
+                    tracing::warn!(error = %e, "could not read a Secret a LogDrain names; keeping what was known of it");
                     self.ctx
                         .metrics
                         .errors
                         .with_label_values(&["secret", e.kind()])
                         .inc();
-                    None
                 }
-            };
-            let dirty = self.world.set_secret(key, data);
-            self.dirty.merge(dirty);
+            }
         }
     }
 }

@@ -55,15 +55,27 @@ struct SecretLookup<'a> {
 
 impl SecretLookup<'_> {
     fn get(&self, field: &str, secret: &str, key: &str) -> Result<&[u8], Problem> {
-        let data = self.secrets.get(&(self.namespace.to_owned(), secret.to_owned()));
-        let Some(Some(data)) = data else {
-            return Err(Problem::new(
-                reason::SECRET_NOT_FOUND,
-                format!(
-                    "{field} names Secret {secret:?}, which does not exist in namespace {:?}",
-                    self.namespace
-                ),
-            ));
+        let data = match self.secrets.get(&(self.namespace.to_owned(), secret.to_owned())) {
+            Some(Some(data)) => data,
+            Some(None) => {
+                return Err(Problem::new(
+                    reason::SECRET_NOT_FOUND,
+                    format!(
+                        "{field} names Secret {secret:?}, which does not exist in namespace {:?}",
+                        self.namespace
+                    ),
+                ));
+            }
+            None => {
+                return Err(Problem::new(
+                    reason::SECRET_NOT_FOUND,
+                    format!(
+                        "{field} names Secret {secret:?} in namespace {:?}, which the operator could not \
+                         read yet (see its log; it tries again every few seconds)",
+                        self.namespace
+                    ),
+                ));
+            }
         };
         data.get(key).map(Vec::as_slice).ok_or_else(|| {
             Problem::new(
