@@ -70,6 +70,28 @@ fn streams_of(binding: &LogBinding) -> Vec<Stream> {
     streams
 }
 
+/// The entries of a pod's containers that `binding` ships (its container filter applied), with
+/// their drains still to be filled in.
+fn bound_containers<'a>(
+    pod: &'a crate::world::PodInfo,
+    binding: &'a LogBinding,
+) -> impl Iterator<Item = ContainerConfig> + 'a {
+    let wanted = &binding.spec.containers;
+    pod.containers
+        .iter()
+        .filter(move |(container, _)| wanted.is_empty() || wanted.contains(container))
+        .map(move |(container, id)| ContainerConfig {
+            id: id.clone(),
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            pod_uid: pod.uid.clone(),
+            container: container.clone(),
+            labels: pod.labels.clone(),
+            streams: streams_of(binding),
+            drains: Vec::new(),
+        })
+}
+
 /// Render one node's config; `None` when nothing on the node is bound to a usable drain.
 pub fn render_node(world: &World, node: &str) -> Option<NodeConfig> {
     // (namespace, drain name) → resolved settings, for the drains this node needs.
@@ -95,24 +117,7 @@ pub fn render_node(world: &World, node: &str) -> Option<NodeConfig> {
             if names.is_empty() {
                 continue;
             }
-            for (container, id) in &pod.containers {
-                if !binding.spec.containers.is_empty() && !binding.spec.containers.contains(container) {
-                    continue;
-                }
-                containers.push((
-                    names.clone(),
-                    ContainerConfig {
-                        id: id.clone(),
-                        namespace: pod.namespace.clone(),
-                        pod: pod.name.clone(),
-                        pod_uid: pod.uid.clone(),
-                        container: container.clone(),
-                        labels: pod.labels.clone(),
-                        streams: streams_of(binding),
-                        drains: Vec::new(),
-                    },
-                ));
-            }
+            containers.extend(bound_containers(pod, binding).map(|c| (names.clone(), c)));
         }
     }
     if containers.is_empty() {

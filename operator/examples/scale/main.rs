@@ -94,49 +94,10 @@ async fn main() -> Result<()> {
     let port = probe::free_port()?;
     let before = probe::apiserver_requests(&client).await?;
     let started = Instant::now();
-    let (log_level, log): (_, std::process::Stdio) = match &args.operator_log {
-        Some(path) => (
-            "warn,sluice_operator=debug",
-            std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?
-                .into(),
-        ),
-        None => ("warn", std::process::Stdio::inherit()),
-    };
-    let child = tokio::process::Command::new(&args.operator_bin)
-        .args([
-            "--namespace",
-            SYSTEM,
-            "--identity",
-            "bench",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KUBECONFIG", harness.kubeconfig_path())
-        .args(&args.operator_args)
-        .env("RUST_LOG", log_level)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the operator binary")?;
-    let mut operator = OperatorProcess(child);
+    let mut operator = start_operator(&args, &harness, port)?;
     let pid = operator.0.id().context("operator pid")?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
     let expected = args.nodes.min(args.pods);
-    loop {
-        let n = secrets
-            .list_metadata(&ListParams::default().labels("app.kubernetes.io/component=node-config"))
-            .await?
-            .items
-            .len();
-        if n >= expected {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!("only {n} of {expected} node configs after 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_converged(&client, expected, started).await?;
     let converged = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = probe::operator_metrics(port).await?;
@@ -171,6 +132,60 @@ async fn main() -> Result<()> {
     }
     println!("peak_rss_mib {:.1}", probe::peak_rss_kib(pid)? as f64 / 1024.0);
     operator.0.kill().await.ok();
+    Ok(())
+}
+
+/// Start the operator binary against the harness, serving metrics on `port`.
+fn start_operator(
+    args: &Args,
+    harness: &sluice_kube_harness::KubeHarness,
+    port: u16,
+) -> Result<OperatorProcess> {
+    let (log_level, log): (_, std::process::Stdio) = match &args.operator_log {
+        Some(path) => (
+            "warn,sluice_operator=debug",
+            std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?
+                .into(),
+        ),
+        None => ("warn", std::process::Stdio::inherit()),
+    };
+    let child = tokio::process::Command::new(&args.operator_bin)
+        .args([
+            "--namespace",
+            SYSTEM,
+            "--identity",
+            "bench",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("KUBECONFIG", harness.kubeconfig_path())
+        .args(&args.operator_args)
+        .env("RUST_LOG", log_level)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the operator binary")?;
+    Ok(OperatorProcess(child))
+}
+
+/// Poll until `expected` node config Secrets exist (at most 300 s after `started`).
+async fn wait_converged(client: &Client, expected: usize, started: Instant) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
+    loop {
+        let n = secrets
+            .list_metadata(&ListParams::default().labels("app.kubernetes.io/component=node-config"))
+            .await?
+            .items
+            .len();
+        if n >= expected {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("only {n} of {expected} node configs after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
 }
 
