@@ -20,11 +20,11 @@ pub enum Outcome {
     Deferred,
 }
 
-/// What reconciling one status takes: nothing more, or a write to run.
-pub enum Step {
+/// What reconciling one status of a `K` takes: nothing more, or a write to run.
+pub enum Step<K> {
     /// Decided without a write.
     Done(Outcome),
     /// A write that owns everything it needs (so it runs off the leader's loop); it resolves to
-    /// [`Outcome::Written`] or the error.
-    Write(futures::future::BoxFuture<'static, crate::Result<Outcome>>),
+    /// the object as the API server returned it after the write, or the error.
+    Write(futures::future::BoxFuture<'static, crate::Result<K>>),
 }

@@ -18,13 +18,13 @@ use tokio::time::Instant;
 
 use super::{
     Leader,
-    work::{Done, Key},
+    work::{Done, Key, Written},
 };
 use crate::{
     Error,
     reconcile::{Outcome, Step, binding, drain, node_config},
     render,
-    world::ObjKey,
+    world::{ObjKey, key_of},
 };
 
 impl Leader {
@@ -138,20 +138,29 @@ impl Leader {
             let started = Instant::now();
             let step = if is_drain {
                 self.dirty.drains.remove(obj);
-                drain::reconcile(&self.ctx, &self.recorder, &self.world, obj, due)
+                let step = drain::reconcile(&self.ctx, &self.recorder, &self.world, obj, due);
+                erase(step, |d| Written::Drain(Box::new(d)))
             } else {
                 self.dirty.bindings.remove(obj);
-                binding::reconcile(&self.ctx, &self.recorder, &self.world, obj, due)
+                let step = binding::reconcile(&self.ctx, &self.recorder, &self.world, obj, due);
+                erase(step, |b| Written::Binding(Box::new(b)))
             };
             match step {
-                Step::Done(outcome) => self.status_done(key, last, started, Ok(outcome)),
+                Step::Done(outcome) => self.status_done(key, last, started, Ok(outcome), None),
                 Step::Write(write) => {
                     let done_key = key.clone();
-                    let write = write.map(move |result| Done::Status {
-                        key: done_key,
-                        last,
-                        started,
-                        result,
+                    let write = write.map(move |result| {
+                        let (result, written) = match result {
+                            Ok(w) => (Ok(Outcome::Written), Some(w)),
+                            Err(e) => (Err(e), None),
+                        };
+                        Done::Status {
+                            key: done_key,
+                            last,
+                            started,
+                            result,
+                            written,
+                        }
                     });
                     self.inflight.start(key, write.boxed());
                 }
@@ -181,7 +190,8 @@ impl Leader {
                 last,
                 started,
                 result,
-            } => self.status_done(key, last, started, result),
+                written,
+            } => self.status_done(key, last, started, result, written),
         }
     }
 
@@ -234,8 +244,24 @@ impl Leader {
         last: Option<Instant>,
         started: Instant,
         outcome: crate::Result<Outcome>,
+        object: Option<Written>,
     ) {
         self.count_reconcile(&key, started);
+        // Compare the next desired status with what was written, not with the object the watch
+        // has not brought back yet (which would write the same status twice).
+        match object {
+            Some(Written::Drain(d)) => {
+                if let Some(known) = self.world.drains.get_mut(&key_of(&d.metadata)) {
+                    known.status = d.status;
+                }
+            }
+            Some(Written::Binding(b)) => {
+                if let Some(known) = self.world.bindings.get_mut(&key_of(&b.metadata)) {
+                    known.status = b.status;
+                }
+            }
+            None => {}
+        }
         let metrics = &self.ctx.metrics;
         let written = match &key {
             Key::Drain(k) => (true, k.clone()),
@@ -346,4 +372,12 @@ fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> 
                 .map(|n| (k.0.clone(), n))
         })
         .collect()
+}
+
+/// A status step with the written object wrapped, so drains and bindings share one path.
+fn erase<K: Send + 'static>(step: Step<K>, wrap: fn(K) -> Written) -> Step<Written> {
+    match step {
+        Step::Done(outcome) => Step::Done(outcome),
+        Step::Write(write) => Step::Write(write.map(move |r| r.map(wrap)).boxed()),
+    }
 }

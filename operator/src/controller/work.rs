@@ -16,6 +16,7 @@ use std::{
 
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use rand::Rng;
+use sluice_api::crd::{LogBinding, LogDrain};
 use tokio::time::Instant;
 
 use crate::{
@@ -55,13 +56,22 @@ pub(super) enum Done {
         started: Instant,
         result: Result<()>,
     },
-    /// A status write, with when that status was written before.
+    /// A status write, with when that status was written before, and the object as written.
     Status {
         key: Key,
         last: Option<Instant>,
         started: Instant,
         result: Result<Outcome>,
+        written: Option<Written>,
     },
+}
+
+/// A LogDrain or LogBinding as the API server returned it after a status write.
+pub(super) enum Written {
+    /// A LogDrain.
+    Drain(Box<LogDrain>),
+    /// A LogBinding.
+    Binding(Box<LogBinding>),
 }
 
 /// Nodes waiting to be rendered, oldest change first.

@@ -103,7 +103,7 @@ pub fn reconcile(
     world: &World,
     key: &ObjKey,
     counts_due: bool,
-) -> Step {
+) -> Step<LogBinding> {
     let Some(binding) = world.bindings.get(key) else {
         return Step::Done(Outcome::Unchanged);
     };

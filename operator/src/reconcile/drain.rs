@@ -79,7 +79,7 @@ pub fn reconcile(
     world: &World,
     key: &ObjKey,
     counts_due: bool,
-) -> Step {
+) -> Step<LogDrain> {
     let Some(drain) = world.drains.get(key) else {
         return Step::Done(Outcome::Unchanged);
     };

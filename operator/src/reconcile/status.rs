@@ -77,7 +77,8 @@ pub fn check<S: CrStatus>(current: Option<&S>, desired: &S, counts_due: bool) ->
 /// The step that brings `object`'s status to `desired`: [`Step::Done`] when [`check`] says no write
 /// is due, else a [`Step::Write`] future that owns what it needs, so it runs off the leader's loop:
 /// a server-side apply of the status subresource, then a warning Event when `Ready` turns bad with
-/// `problem` (reason, message).
+/// `problem` (reason, message). The future returns the object as written, so the caller can compare
+/// the next desired status with it before the watch brings it back.
 pub fn write<K, S>(
     ctx: &Context,
     recorder: &Recorder,
@@ -86,7 +87,7 @@ pub fn write<K, S>(
     desired: S,
     problem: Option<(&str, &str)>,
     counts_due: bool,
-) -> Step
+) -> Step<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -114,13 +115,14 @@ where
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": kind, "status": desired});
     Step::Write(Box::pin(async move {
         ctx.metrics.write(&kind.to_lowercase(), "status");
-        api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        let written = api
+            .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(|e| Error::kube("patch status", format!("{kind} {namespace}/{name}"), e))?;
         if let Some((reason, message)) = event {
             warn(&ctx, &recorder, &reference, &reason, &message).await;
         }
-        Ok(Outcome::Written)
+        Ok(written)
     }))
 }
 
