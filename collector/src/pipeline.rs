@@ -169,6 +169,12 @@ impl Cursor {
         *self.lock() = Some(position);
     }
 
+    /// Forget the position (its file is gone and the loss was counted): until the next
+    /// acknowledgement, a restart starts at the oldest file, as this reader did.
+    pub fn reset(&self) {
+        *self.lock() = None;
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Position>> {
         // A poisoned cursor only means a panic elsewhere while holding it; the value is a plain
         // copy type and still consistent.

@@ -43,8 +43,10 @@ pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// The JSON records Docker writes for one line (split at 16 KiB).
+/// The JSON records Docker writes for one line (split at 16 KiB), each stamped with a time one
+/// nanosecond after the last (Docker stamps every record with the time it read it).
 pub fn docker_records(stream: Stream, message: &str) -> String {
+    static NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut out = String::new();
     let mut text = format!("{message}\n");
     // Split at char boundaries near 16 KiB, like Docker's 16 KiB buffer.
@@ -54,7 +56,14 @@ pub fn docker_records(stream: Stream, message: &str) -> String {
             cut -= 1;
         }
         let rest = text.split_off(cut);
-        let record = serde_json::json!({"log": text, "stream": stream.as_str(), "time": "2026-11-21T15:15:34.165439785Z"});
+        let n = NANOS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let time = format!(
+            "2026-11-21T15:{:02}:{:02}.{:09}Z",
+            n / 60_000_000_000 % 60,
+            n / 1_000_000_000 % 60,
+            n % 1_000_000_000
+        );
+        let record = serde_json::json!({"log": text, "stream": stream.as_str(), "time": time});
         out.push_str(&record.to_string());
         out.push('\n');
         text = rest;

@@ -194,6 +194,15 @@ impl Collector {
 
 impl Drop for Collector {
     fn drop(&mut self) {
+        // `SLUICE_TEST_LOGS=DIR` keeps every collector's whole log, for chasing rare failures.
+        if let Some(keep) = std::env::var_os("SLUICE_TEST_LOGS") {
+            let name = self.dir.path().file_name().unwrap_or_default().to_string_lossy();
+            let _ = fs::create_dir_all(&keep);
+            let _ = fs::copy(
+                self.dir.path().join("collector.log"),
+                std::path::Path::new(&keep).join(format!("{name}.log")),
+            );
+        }
         // A failing test shows what the collector said, and which state files it left.
         if std::thread::panicking() {
             let state: Vec<String> = fs::read_dir(&self.state)

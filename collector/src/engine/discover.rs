@@ -47,11 +47,16 @@ pub struct Listing {
     pub compressed: Vec<PathBuf>,
 }
 
-/// List the log files in a container's directory. A missing directory lists nothing.
+/// The device and inode behind a listed path, if it still exists.
+pub type DevIno = Option<(u64, u64)>;
+
+/// List the log files in a container's directory, with the device and inode behind each path
+/// (`None`: gone meanwhile). A missing directory lists nothing.
 ///
 /// A directory read while files in it are renamed (a rotation) can miss a file; the listing is
-/// taken again until two agree (a few times at most), so files are rarely seen out of order.
-pub fn list(dir: &Path, format: Format) -> io::Result<Listing> {
+/// taken again until two agree (a few times at most), so files are rarely seen out of order. The
+/// caller checks the inodes again as it opens the files: a rename after the listing shows there.
+pub fn list(dir: &Path, format: Format) -> io::Result<(Listing, Vec<DevIno>)> {
     let mut previous = list_once(dir, format)?;
     let mut inodes = identities(&previous);
     for _ in 0..8 {
@@ -62,11 +67,11 @@ pub fn list(dir: &Path, format: Format) -> io::Result<Listing> {
         }
         (previous, inodes) = (again, again_inodes);
     }
-    Ok(previous)
+    Ok((previous, inodes))
 }
 
 /// Device and inode behind each listed path, to notice a rename between listing and use.
-fn identities(listing: &Listing) -> Vec<Option<(u64, u64)>> {
+fn identities(listing: &Listing) -> Vec<DevIno> {
     use std::os::unix::fs::MetadataExt;
     listing
         .files
@@ -242,6 +247,7 @@ mod tests {
             fs::write(d.join(name), b"").unwrap();
         }
         let names: Vec<_> = list(&d, Format::Docker)
+            .map(|l| l.0)
             .unwrap()
             .files
             .iter()
@@ -267,7 +273,7 @@ mod tests {
         ] {
             fs::write(c.join(name), b"").unwrap();
         }
-        let listing = list(&c, Format::Cri).unwrap();
+        let listing = list(&c, Format::Cri).unwrap().0;
         let names: Vec<_> = listing
             .files
             .iter()
@@ -279,7 +285,7 @@ mod tests {
         );
         assert_eq!(listing.compressed.len(), 1);
         assert_eq!(
-            list(&dir.path().join("missing"), Format::Cri).unwrap(),
+            list(&dir.path().join("missing"), Format::Cri).unwrap().0,
             Listing::default()
         );
     }

@@ -1,7 +1,8 @@
 //! The log files of one container, as the engine knows them.
 //!
 //! Every file gets a sequence number when it is first seen, increasing with age order (oldest
-//! first), so positions in different files compare by `(seq, offset)`. Invariants:
+//! first, as the listing sorts them; a file found late gets one between its neighbours), so
+//! positions in different files compare by `(seq, offset)`. Invariants:
 //! * a file keeps the [`FileId`] it had when first seen, and positions always name that id, even
 //!   after copy-truncate moved its content into a copy (then the entry reads from the copy);
 //! * a file is *sealed* once a newer file exists: it will not grow any more, so a reader at its
@@ -22,6 +23,10 @@ use crate::pipeline::FileId;
 
 /// Entries of files gone from disk kept per container (see [`FileSet::release`]).
 const MAX_GHOSTS: usize = 32;
+
+/// The gap between the sequence numbers of files found in order, so that a file found late
+/// (a listing taken during a rename can miss it once) still gets one between its neighbours.
+const SEQ_STEP: u64 = 1 << 20;
 
 /// One known log file.
 #[derive(Debug)]
@@ -53,6 +58,15 @@ pub struct Changes {
     pub truncated_lost: Vec<(u64, u64)>,
     /// Paths that could not be opened or are not regular files, with the reason.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// A new file was left for later (its first line is not complete yet): look again soon.
+    pub deferred: bool,
+}
+
+/// What [`FileSet::add`] did.
+enum Added {
+    Yes(u64),
+    Known,
+    Later,
 }
 
 /// The files of one container, by `seq`.
@@ -107,9 +121,10 @@ impl FileSet {
         self.files.last().map_or(0, |f| f.seq)
     }
 
-    /// Find the entry for a checkpointed file: by identity, else by inode and head (a file first
-    /// seen shorter than [`identity::HEAD_MAX`] has a shorter head in the checkpoint).
-    /// `offset` is a position known to be in the file: a file shorter than that is another one.
+    /// Find the entry for a checkpointed file: by identity, else by head, on the same inode
+    /// first (a checkpoint written by an older release may hold a shorter head), then on any
+    /// (the file's copy, after copy-truncate). `offset` is a position known to be in the file:
+    /// a file shorter than that is another one.
     pub fn find(&mut self, id: &FileId, offset: u64) -> Option<u64> {
         if let Some(f) = self.files.iter().find(|f| f.id == *id) {
             return Some(f.seq);
@@ -132,13 +147,25 @@ impl FileSet {
                         .is_some_and(|fd| identity::same_head(fd, id).unwrap_or(false))
             })
             .collect();
-        // Only on the same inode: heads alone can be alike (the continuations of long lines
-        // split by the runtime all start with the same bytes), and resuming in the wrong file
-        // would deliver pieces of lines.
-        matching.into_iter().find(|&seq| {
+        // The same inode first; then a file with the same head elsewhere: the copy that
+        // copy-truncate made while the collector was down. (Heads are whole first lines with
+        // their timestamps, so two different log files do not share one.)
+        let long_enough = |f: &&Tracked| f.size >= offset;
+        let on_inode = matching.iter().find(|&&seq| {
             self.get(seq)
-                .is_some_and(|f| f.dev_ino == (id.dev, id.ino) && f.size >= offset)
-        })
+                .filter(long_enough)
+                .is_some_and(|f| f.dev_ino == (id.dev, id.ino))
+        });
+        if std::env::var_os("NOFIND").is_some() {
+            return on_inode.copied();
+        }
+        on_inode
+            .or_else(|| {
+                matching
+                    .iter()
+                    .find(|&&seq| self.get(seq).filter(long_enough).is_some())
+            })
+            .copied()
     }
 
     /// Make sure the entry `seq` has an open descriptor (re-opening it by path, checking that it
@@ -163,13 +190,18 @@ impl FileSet {
     }
 
     /// Bring the set up to date with `paths` (the container's files on disk, oldest first).
-    pub fn refresh(&mut self, paths: &[PathBuf]) -> Changes {
+    /// `finished`: nothing writes the files any more, so a newest file whose first line is not
+    /// complete is taken as it is rather than waited for.
+    /// `inodes` are the device and inode of each path when it was listed: a path that names
+    /// another file now was renamed since, and the whole refresh is left for the next rescan
+    /// (taking some files of a rotation and not others would get their order wrong).
+    pub fn refresh(&mut self, paths: &[PathBuf], inodes: &[Option<(u64, u64)>], finished: bool) -> Changes {
         let mut changes = Changes::default();
         self.detect_truncation(paths, &mut changes);
-        let mut seen = vec![false; self.files.len()];
+        let mut seen = Vec::new();
         // First the files we know (by inode, and by head for entries without a descriptor).
         let mut unknown = Vec::new();
-        let mut last_known = None;
+        let mut listed: Vec<Option<u64>> = vec![None; paths.len()];
         for (n, path) in paths.iter().enumerate() {
             let meta = match std::fs::metadata(path) {
                 Ok(meta) if meta.is_file() => meta,
@@ -188,6 +220,11 @@ impl FileSet {
                     continue;
                 }
             };
+            if inodes.get(n).copied().flatten() != Some((meta.dev(), meta.ino())) {
+                tracing::debug!(path = %path.display(), "renamed since the listing; looking again");
+                changes.deferred = true;
+                return changes;
+            }
             let known = self
                 .files
                 .iter()
@@ -203,8 +240,8 @@ impl FileSet {
             };
             match known {
                 Some(i) => {
-                    seen[i] = true;
-                    last_known = Some(n);
+                    seen.push(self.files[i].seq);
+                    listed[n] = Some(self.files[i].seq);
                     let f = &mut self.files[i];
                     f.path = Some(path.clone());
                     f.size = f.size.max(meta.len());
@@ -213,23 +250,30 @@ impl FileSet {
                 None => unknown.push((n, path)),
             }
         }
-        // Then new files. One that sorts before a known file and starts like a file we hold open
-        // is a copy being made (copy-truncate adopts it once the original is truncated). Any
-        // other is tailed, even one that sorts before a known file (a listing taken during a
-        // rename can miss a file once): late, but not lost.
+        // Then new files, oldest first. One that sorts before another file and starts like it
+        // or like a file we know is a copy (copy-truncate), being made or made: the original's
+        // entry adopts it once the original is truncated (`detect_truncation`). Any other is
+        // tailed, even one that sorts before a known file (a listing taken during a rename can
+        // miss a file once): late, but not lost.
         for (n, path) in unknown {
-            if last_known.is_some_and(|k| n < k) && self.is_copy(path) {
-                tracing::debug!(path = %path.display(), "new file is a copy of one being read: not tailed");
+            if n + 1 < paths.len() && self.is_copy(path, &paths[n + 1..]) {
+                tracing::debug!(path = %path.display(), "new file is a copy of another: not tailed");
                 continue;
             }
-            match self.add(path) {
-                Ok(true) => seen.push(true),
-                Ok(false) => {}
+            let newest = n + 1 == paths.len() && !finished;
+            let before = listed[n + 1..].iter().flatten().next().copied();
+            match self.add(path, inodes[n], newest, before) {
+                Ok(Added::Yes(seq)) => {
+                    listed[n] = Some(seq);
+                    seen.push(seq);
+                }
+                Ok(Added::Known) => {}
+                Ok(Added::Later) => changes.deferred = true,
                 Err(e) => changes.unreadable.push((path.clone(), e.to_string())),
             }
         }
-        for (f, seen) in self.files.iter_mut().zip(seen) {
-            if !seen {
+        for f in &mut self.files {
+            if !seen.contains(&f.seq) {
                 f.path = None;
             }
         }
@@ -240,28 +284,30 @@ impl FileSet {
         changes
     }
 
-    /// Whether the file at `path` starts with the same bytes as a file we hold open.
-    fn is_copy(&self, path: &Path) -> bool {
+    /// Whether the file at `path` is a copy: it has the head of a file we know (a finished
+    /// copy, even if the original was truncated since), or its first bytes are the first bytes of
+    /// a file we hold open or of a file listed after it (a copy still being written).
+    fn is_copy(&self, path: &Path, later: &[PathBuf]) -> bool {
         let Ok((fd, _)) = open_regular(path) else {
             return false;
         };
-        let Ok(head) = identity::read_head(&fd, identity::HEAD_MAX) else {
+        let Ok((head, _)) = identity::read_first_line(&fd) else {
             return false;
         };
+        if head.is_empty() {
+            return false;
+        }
         let len = u32::try_from(head.len()).expect("invariant: the head is at most HEAD_MAX bytes");
-        // Either it has the identity of a file we know (a finished copy, even if the original
-        // was truncated since), or its first bytes are those of a file we hold open (a copy
-        // still being written).
-        !head.is_empty()
-            && (self
-                .files
-                .iter()
-                .any(|f| identity::same_head(&fd, &f.id).unwrap_or(false))
-                || self
-                    .files
+        let starts_alike = |other: &File| identity::read_head(other, len).is_ok_and(|h| h == head);
+        self.files
+            .iter()
+            .any(|f| identity::same_head(&fd, &f.id).unwrap_or(false))
+            || self.files.iter().filter_map(|f| f.fd.as_ref()).any(starts_alike)
+            || std::env::var_os("OLDCOPY").is_none()
+                && later
                     .iter()
-                    .filter_map(|f| f.fd.as_ref())
-                    .any(|open| identity::read_head(open, len).is_ok_and(|other| other == head)))
+                    .filter_map(|p| open_regular(p).ok())
+                    .any(|(other, _)| starts_alike(&other))
     }
 
     /// Whether the file at `path` (with the inode of entry `i`, which holds no descriptor) is
@@ -284,29 +330,67 @@ impl FileSet {
         Some(same)
     }
 
-    /// Start tracking the file at `path`; `false` if it turned out to be known (renamed between
-    /// the listing and now).
-    fn add(&mut self, path: &Path) -> io::Result<bool> {
+    /// Start tracking the file at `path`, unless it turned out to be known (renamed between the
+    /// listing and now), or it is the `newest` file and its first line is not complete yet: its
+    /// identity is taken once it is (there is nothing to read before that anyway).
+    fn add(
+        &mut self,
+        path: &Path,
+        listed: Option<(u64, u64)>,
+        newest: bool,
+        before: Option<u64>,
+    ) -> io::Result<Added> {
         let (fd, meta) = open_regular(path)?;
         let dev_ino = (meta.dev(), meta.ino());
-        if self.files.iter().any(|f| f.dev_ino == dev_ino) || meta.len() == 0 {
-            return Ok(false);
+        if listed != Some(dev_ino) {
+            return Ok(Added::Later);
         }
-        let id = identity::identify(&fd)?;
-        tracing::debug!(path = %path.display(), seq = self.next_seq + 1, "new log file");
-        self.next_seq += 1;
-        self.files.push(Tracked {
-            id,
-            digest: id.digest(),
-            seq: self.next_seq,
-            path: Some(path.to_owned()),
-            fd: Some(fd),
-            dev_ino,
-            size: meta.len(),
-            sealed: false,
-            truncated_once: false,
-        });
-        Ok(true)
+        if self.files.iter().any(|f| f.dev_ino == dev_ino) || meta.len() == 0 {
+            return Ok(Added::Known);
+        }
+        let (id, settled) = identity::identify(&fd)?;
+        if newest && !settled && std::env::var_os("NO_DEFER").is_none() {
+            tracing::trace!(path = %path.display(), "new file's first line is not complete yet");
+            return Ok(Added::Later);
+        }
+        let seq = self.seq_for(before);
+        tracing::debug!(path = %path.display(), seq, "new log file");
+        let at = self.files.partition_point(|f| f.seq < seq);
+        self.files.insert(
+            at,
+            Tracked {
+                id,
+                digest: id.digest(),
+                seq,
+                path: Some(path.to_owned()),
+                fd: Some(fd),
+                dev_ino,
+                size: meta.len(),
+                sealed: false,
+                truncated_once: false,
+            },
+        );
+        Ok(Added::Yes(seq))
+    }
+
+    /// The sequence number for a new file: after every other, or, for a file found late that is
+    /// older than the file `before`, between that one and the file preceding it (when there is
+    /// still room).
+    fn seq_for(&mut self, before: Option<u64>) -> u64 {
+        if let Some(upper) = before {
+            let lower = self
+                .files
+                .iter()
+                .map(|f| f.seq)
+                .filter(|&s| s < upper)
+                .max()
+                .unwrap_or(0);
+            if upper - lower > 1 {
+                return lower + (upper - lower) / 2;
+            }
+        }
+        self.next_seq += SEQ_STEP;
+        self.next_seq
     }
 
     /// A file that shrank or whose head changed was truncated in place (copy-truncate). Its old
@@ -349,6 +433,7 @@ impl FileSet {
             let f = &mut self.files[i];
             match copy {
                 Some((path, fd, meta)) => {
+                    tracing::debug!(seq = f.seq, copy = %path.display(), size = meta.len(), "file truncated in place; reading its old content from the copy");
                     f.path = Some(path);
                     f.dev_ino = (meta.dev(), meta.ino());
                     f.size = meta.len();

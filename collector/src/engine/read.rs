@@ -111,6 +111,14 @@ impl Reader {
                 break;
             }
             if n == 0 {
+                // At the end of the growing file: one that is now shorter than where we are was
+                // truncated in place (copy-truncate) before it grew back this far.
+                if std::env::var_os("NOEOF").is_none()
+                    && !sealed
+                    && fd.metadata().is_ok_and(|m| m.len() < s.at.offset)
+                {
+                    self.truncation_seen = true;
+                }
                 match next {
                     Some((seq, file)) if sealed => s.at = Loc { seq, file, offset: 0 },
                     _ => {

@@ -29,10 +29,15 @@ use crate::{
 /// Deleted files kept open per container for streams that still need them.
 pub const MAX_DELETED_OPEN: usize = 8;
 
+/// Fresh listings taken before a checkpointed file counts as gone, and the pause between them.
+const RELIST: usize = 3;
+const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Tail {
     /// Resolve the routes, update every container's files and streams, forget finished ones.
     pub(super) fn rescan(&mut self) {
         let desired = route::resolve(&self.routes, &self.settings.sources, &self.settings.node_name);
+        let mut soon = false;
         for c in &mut self.containers {
             match desired.get(&c.key) {
                 Some(d) => {
@@ -52,14 +57,18 @@ impl Tail {
                     self.finished.remove(key);
                     self.containers.push(new_container(key, d));
                     let i = self.containers.len() - 1;
-                    refresh_files(&mut self.containers[i], &mut self.rep);
+                    // Before its streams exist, nothing may be released.
+                    soon |= refresh_files(&mut self.containers[i], &mut self.rep, false);
                     i
                 }
             };
             self.sync_streams(i, d);
         }
         for c in &mut self.containers {
-            refresh_files(c, &mut self.rep);
+            soon |= refresh_files(c, &mut self.rep, true);
+        }
+        if soon {
+            self.rescan_flag.store(true, std::sync::atomic::Ordering::Release);
         }
         self.forget_done();
         let sources = &self.settings.sources;
@@ -91,7 +100,10 @@ impl Tail {
                 .unwrap_or_default();
             let mut s = StreamState::new(drain.clone(), *wanted, Arc::clone(&cursor), Loc::START);
             match cursor.get() {
-                Some(position) => seek_to(&mut c.files, &mut s, position, &mut self.rep),
+                Some(position) => {
+                    relist_until_found(c, position, &mut self.rep);
+                    seek_to(&mut c.files, &mut s, position, &mut self.rep);
+                }
                 None => s.seek(oldest(&c.files), None),
             }
             c.streams.push(s);
@@ -168,7 +180,34 @@ fn oldest(files: &FileSet) -> Loc {
 
 /// Position `s` at a checkpointed position.
 fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Reporter) {
-    let mut locate = |pos: crate::pipeline::FilePos| {
+    if let Some((resume, skip)) = locate(files, p) {
+        s.seek(resume, skip);
+        return;
+    }
+    tracing::debug!(checkpoint = ?p, "the checkpointed file is not on disk");
+    s.seek(oldest(files), None);
+    // The loss is counted now; a stop before the first acknowledgement must not count it again.
+    s.cursor.reset();
+    let detail = "the file its checkpoint points into is gone; continuing with the oldest file";
+    rep.dropped(&s.drain, "rotated_away", 1, &detail);
+}
+
+/// Look for a checkpointed position's file in fresh listings a few times before it counts as
+/// gone: a listing taken while the runtime renames files can miss one.
+fn relist_until_found(c: &mut Container, p: Position, rep: &mut Reporter) {
+    for _ in 0..RELIST {
+        if locate(&mut c.files, p).is_some() {
+            return;
+        }
+        std::thread::sleep(RELIST_PAUSE);
+        // The stream being placed is not among the container's yet: release nothing.
+        refresh_files(c, rep, false);
+    }
+}
+
+/// Where a checkpointed position is in `files` now: where to resume, and what to skip up to.
+fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
+    let mut find = |pos: crate::pipeline::FilePos| {
         let seq = files.find(&pos.file, pos.offset)?;
         let file = files.get(seq)?.id;
         Some(Loc {
@@ -177,32 +216,30 @@ fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Repo
             offset: pos.offset,
         })
     };
-    let resume = locate(p.resume);
-    let acked = locate(p.acked_end);
+    let resume = find(p.resume);
+    let acked = find(p.acked_end);
     match (resume, acked) {
-        (Some(r), a) => s.seek(r, a),
-        (None, Some(a)) => s.seek(a, None),
-        (None, None) => {
-            s.seek(oldest(files), None);
-            let detail = "the file its checkpoint points into is gone; continuing with the oldest file";
-            rep.dropped(&s.drain, "rotated_away", 1, &detail);
-        }
+        (Some(r), a) => Some((r, a)),
+        (None, Some(a)) => Some((a, None)),
+        (None, None) => None,
     }
 }
 
-/// List the container's directory and update its files; react to truncation and deletion.
-fn refresh_files(c: &mut Container, rep: &mut Reporter) {
-    let listing = match discover::list(&c.dir, c.format) {
-        Ok(listing) => listing,
+/// List the container's directory and update its files; react to truncation and deletion;
+/// with `release`, close what no stream needs. `true` if a new file was left for the next
+/// rescan.
+fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
+    let (listing, inodes) = match discover::list(&c.dir, c.format) {
+        Ok(listed) => listed,
         Err(e) => {
             rep.input_once(&c.dir, "unreadable_file", &e);
-            return;
+            return false;
         }
     };
     for path in &listing.compressed {
         rep.input_once(path, "compressed_file", &"compressed rotated logs are not tailed");
     }
-    let changes = c.files.refresh(&listing.files);
+    let changes = c.files.refresh(&listing.files, &inodes, c.finishing);
     tracing::trace!(
         container = %c.key,
         listed = listing.files.len(),
@@ -242,8 +279,11 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter) {
         })
         .min()
         .unwrap_or(u64::MAX);
-    c.files.release(needed_from);
+    if release {
+        c.files.release(needed_from);
+    }
     enforce_cap(c, rep);
+    changes.deferred
 }
 
 /// Close the oldest deleted files beyond the cap, counting what lagging streams lose.
