@@ -304,9 +304,20 @@ async fn http_503_for_a_while_then_everything_arrives_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_400_drops_that_batch_counts_it_and_goes_on() {
-    let receiver = http_receiver(|_, body| {
+    refused_batch_is_dropped_counted_and_not_retried(StatusCode::BAD_REQUEST).await;
+}
+
+/// A redirect is not followed (it would take credentials somewhere nobody configured) nor
+/// retried: the batch is refused and counted like a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_redirect_is_refused_not_followed_nor_retried() {
+    refused_batch_is_dropped_counted_and_not_retried(StatusCode::PERMANENT_REDIRECT).await;
+}
+
+async fn refused_batch_is_dropped_counted_and_not_retried(refusal: StatusCode) {
+    let receiver = http_receiver(move |_, body| {
         if body.contains("\"line-1000\"") {
-            StatusCode::BAD_REQUEST
+            refusal
         } else {
             StatusCode::OK
         }
@@ -332,5 +343,7 @@ async fn http_400_drops_that_batch_counts_it_and_goes_on() {
         metrics.lines_delivered.with_label_values(&["strict"]).get(),
         1_750
     );
+    // One request per batch of 250: the refused one was not sent again.
+    assert_eq!(receiver.requests.load(Ordering::SeqCst), 8, "{refusal}");
     drain.abort();
 }

@@ -51,7 +51,7 @@ pub enum Error {
         /// The start of the response body.
         body: String,
     },
-    /// The server refused the request as invalid (4xx other than 408 and 429).
+    /// The server refused the request as invalid (4xx other than 408 and 429), or redirected it.
     #[error("{url} rejected the batch with {status}: {body}")]
     Rejected {
         /// The drain URL.
@@ -249,8 +249,22 @@ impl Service<Arc<Batch>> for HttpService {
             if status.is_success() {
                 return Ok(());
             }
-            let body = body_head(response.into_body()).await;
             let url = inner.url.clone();
+            // A redirect does not go away by retrying, and following it would send credentials
+            // to an address nobody configured: the batch is rejected, saying where it points.
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(no Location header)")
+                    .to_owned();
+                let body = format!(
+                    "redirect to {location}; drains do not follow redirects: set the drain's URL to the final address"
+                );
+                return Err(Error::Rejected { url, status, body }.into());
+            }
+            let body = body_head(response.into_body()).await;
             let retryable = !status.is_client_error()
                 || status == StatusCode::REQUEST_TIMEOUT
                 || status == StatusCode::TOO_MANY_REQUESTS;
