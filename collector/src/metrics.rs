@@ -111,7 +111,7 @@ impl Metrics {
         let lag_bytes = IntGaugeVec::new(
             Opts::new(
                 "sluice_collector_lag_bytes",
-                "Bytes the drain is behind the ends of its files.",
+                "Bytes in the tailed files after the drain's last acknowledged line.",
             ),
             &["drain"],
         )?;

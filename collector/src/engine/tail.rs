@@ -286,14 +286,24 @@ impl Tail {
         let mut lag: BTreeMap<&str, u64> = self.outlets.keys().map(|k| (k.as_str(), 0)).collect();
         for c in &self.containers {
             for s in &c.streams {
+                // From what the drain acknowledged (what a restart would resume from); with
+                // nothing acknowledged yet, from the start of the files.
+                let (seq, offset) = s
+                    .cursor
+                    .get()
+                    .and_then(|p| {
+                        let f = c.files.files.iter().find(|f| f.id == p.acked_end.file)?;
+                        Some((f.seq, p.acked_end.offset))
+                    })
+                    .unwrap_or((0, 0));
                 let behind: u64 = c
                     .files
                     .files
                     .iter()
-                    .filter(|f| f.seq >= s.at.seq)
+                    .filter(|f| f.seq >= seq)
                     .map(|f| {
-                        if f.seq == s.at.seq {
-                            f.size.saturating_sub(s.at.offset)
+                        if f.seq == seq {
+                            f.size.saturating_sub(offset)
                         } else {
                             f.size
                         }
