@@ -76,7 +76,14 @@ pub async fn churn(client: &Client, args: &Args, pids: &Pids) -> Result<()> {
     let lag_before = probe::buckets(&probe::operator_metrics(pids.operator_port).await?, lag);
     let cpu_before = cpu(pids)?;
     let started = Instant::now();
+    let profile = args
+        .apiserver_profile
+        .clone()
+        .map(|path| tokio::spawn(apiserver_profile(client.clone(), path)));
     replace_pods(client, args, &pending).await?;
+    if let Some(profile) = profile {
+        profile.await??;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !lock(&pending)?.waiting.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -125,6 +132,19 @@ pub async fn churn(client: &Client, args: &Args, pids: &Pids) -> Result<()> {
         let used = cpu_after[i] - cpu_before[i];
         println!("churn_cpu_cores {name} {:.2}", used / wall);
     }
+    Ok(())
+}
+
+/// From 20 s into the churn, a 20 s CPU profile of the apiserver (its `/debug/pprof`), saved.
+async fn apiserver_profile(client: Client, path: std::path::PathBuf) -> Result<()> {
+    use futures::AsyncReadExt;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let request = http::Request::get("/debug/pprof/profile?seconds=20").body(Vec::new())?;
+    let mut body = Box::pin(client.request_stream(request).await?);
+    let mut bytes = Vec::new();
+    body.read_to_end(&mut bytes).await?;
+    std::fs::write(&path, bytes)?;
+    eprintln!("apiserver CPU profile: {}", path.display());
     Ok(())
 }
 

@@ -51,6 +51,10 @@ struct Args {
     /// with its lag and write time) to this file.
     #[arg(long)]
     operator_log: Option<std::path::PathBuf>,
+    /// Save a 20 s CPU profile of the apiserver+etcd process, taken from 20 s into the churn, to
+    /// this file (Go pprof format: `go tool pprof -top FILE`).
+    #[arg(long)]
+    apiserver_profile: Option<std::path::PathBuf>,
     /// One more argument for the operator (repeatable), e.g. `--operator-arg=--write-concurrency=32`.
     #[arg(long = "operator-arg", value_name = "ARG", allow_hyphen_values = true)]
     operator_args: Vec<String>,
