@@ -5,6 +5,8 @@
 #   bench/operator-scale.sh --nodes 50 --pods 1000 --bindings 20 --churn-seconds 10   # a quick run
 #
 #   bench/operator-scale.sh --operator-log /tmp/op.log   # also keep the operator's debug log
+#   bench/operator-scale.sh --apiserver-profile /tmp/api.pprof   # Go CPU profile of the apiserver
+#   bench/operator-scale.sh --operator-arg=--write-concurrency=64   # pass flags to the operator
 #   REPEAT=3 bench/operator-scale.sh                      # three runs, each on a fresh apiserver
 #
 # Prints: converge_seconds (operator start → every node has its config), writes_per_node,
