@@ -184,7 +184,11 @@ fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Repo
         s.seek(resume, skip);
         return;
     }
-    tracing::debug!(checkpoint = ?p, "the checkpointed file is not on disk");
+    tracing::debug!(
+        checkpoint = ?p,
+        files = ?files.files.iter().map(|f| (f.seq, f.id, f.size, &f.path)).collect::<Vec<_>>(),
+        "the checkpointed file is not on disk"
+    );
     s.seek(oldest(files), None);
     // The loss is counted now; a stop before the first acknowledgement must not count it again.
     s.cursor.reset();
