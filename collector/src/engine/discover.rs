@@ -43,38 +43,34 @@ pub fn locate(key: &str, sources: &Sources) -> Option<(PathBuf, Format)> {
 pub struct Listing {
     /// Files to tail, oldest first.
     pub files: Vec<PathBuf>,
+    /// The device and inode behind each of `files` when listed (`None`: gone meanwhile).
+    pub inodes: Vec<Option<(u64, u64)>>,
     /// Compressed rotated files (CRI `.gz`).
     pub compressed: Vec<PathBuf>,
 }
 
-/// The device and inode behind a listed path, if it still exists.
-pub type DevIno = Option<(u64, u64)>;
-
-/// List the log files in a container's directory, with the device and inode behind each path
-/// (`None`: gone meanwhile). A missing directory lists nothing.
+/// List the log files in a container's directory. A missing directory lists nothing.
 ///
 /// A directory read while files in it are renamed (a rotation) can miss a file; the listing is
-/// taken again until two agree (a few times at most), so files are rarely seen out of order. The
-/// caller checks the inodes again as it opens the files: a rename after the listing shows there.
-pub fn list(dir: &Path, format: Format) -> io::Result<(Listing, Vec<DevIno>)> {
+/// taken again until two agree, inodes included (a few times at most), so files are rarely seen
+/// out of order. The caller checks the inodes again as it opens the files: a rename after the
+/// listing shows there.
+pub fn list(dir: &Path, format: Format) -> io::Result<Listing> {
     let mut previous = list_once(dir, format)?;
-    let mut inodes = identities(&previous);
     for _ in 0..8 {
         let again = list_once(dir, format)?;
-        let again_inodes = identities(&again);
-        if again == previous && again_inodes == inodes {
+        if again == previous {
             break;
         }
-        (previous, inodes) = (again, again_inodes);
+        previous = again;
     }
-    Ok((previous, inodes))
+    Ok(previous)
 }
 
 /// Device and inode behind each listed path, to notice a rename between listing and use.
-fn identities(listing: &Listing) -> Vec<DevIno> {
+fn identities(files: &[PathBuf]) -> Vec<Option<(u64, u64)>> {
     use std::os::unix::fs::MetadataExt;
-    listing
-        .files
+    files
         .iter()
         .map(|p| fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
         .collect()
@@ -89,13 +85,15 @@ fn list_once(dir: &Path, format: Format) -> io::Result<Listing> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listing::default()),
         Err(e) => return Err(e),
     };
-    Ok(match format {
+    let mut listing = match format {
         Format::Docker => {
             let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             docker_listing(dir, id, names)
         }
         Format::Cri => cri_listing(dir, names),
-    })
+    };
+    listing.inodes = identities(&listing.files);
+    Ok(listing)
 }
 
 /// `<id>-json.log.N` (highest N is oldest), then `<id>-json.log`.
@@ -121,7 +119,7 @@ fn docker_listing(dir: &Path, id: &str, names: Vec<String>) -> Listing {
     }
     Listing {
         files,
-        compressed: Vec::new(),
+        ..Listing::default()
     }
 }
 
@@ -147,6 +145,7 @@ fn cri_listing(dir: &Path, names: Vec<String>) -> Listing {
     files.sort();
     Listing {
         files: files.into_iter().map(|(_, p)| p).collect(),
+        inodes: Vec::new(),
         compressed,
     }
 }
@@ -247,7 +246,6 @@ mod tests {
             fs::write(d.join(name), b"").unwrap();
         }
         let names: Vec<_> = list(&d, Format::Docker)
-            .map(|l| l.0)
             .unwrap()
             .files
             .iter()
@@ -273,7 +271,7 @@ mod tests {
         ] {
             fs::write(c.join(name), b"").unwrap();
         }
-        let listing = list(&c, Format::Cri).unwrap().0;
+        let listing = list(&c, Format::Cri).unwrap();
         let names: Vec<_> = listing
             .files
             .iter()
@@ -285,7 +283,7 @@ mod tests {
         );
         assert_eq!(listing.compressed.len(), 1);
         assert_eq!(
-            list(&dir.path().join("missing"), Format::Cri).unwrap().0,
+            list(&dir.path().join("missing"), Format::Cri).unwrap(),
             Listing::default()
         );
     }

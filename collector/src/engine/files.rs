@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::identity;
+use super::{discover::Listing, identity};
 use crate::pipeline::FileId;
 
 /// Entries of files gone from disk kept per container (see [`FileSet::release`]).
@@ -156,9 +156,6 @@ impl FileSet {
                 .filter(long_enough)
                 .is_some_and(|f| f.dev_ino == (id.dev, id.ino))
         });
-        if std::env::var_os("NOFIND").is_some() {
-            return on_inode.copied();
-        }
         on_inode
             .or_else(|| {
                 matching
@@ -192,10 +189,11 @@ impl FileSet {
     /// Bring the set up to date with `paths` (the container's files on disk, oldest first).
     /// `finished`: nothing writes the files any more, so a newest file whose first line is not
     /// complete is taken as it is rather than waited for.
-    /// `inodes` are the device and inode of each path when it was listed: a path that names
+    /// `listing.inodes` are the device and inode of each path when it was listed: a path that names
     /// another file now was renamed since, and the whole refresh is left for the next rescan
     /// (taking some files of a rotation and not others would get their order wrong).
-    pub fn refresh(&mut self, paths: &[PathBuf], inodes: &[Option<(u64, u64)>], finished: bool) -> Changes {
+    pub fn refresh(&mut self, listing: &Listing, finished: bool) -> Changes {
+        let (paths, inodes) = (&listing.files[..], &listing.inodes[..]);
         let mut changes = Changes::default();
         self.detect_truncation(paths, &mut changes);
         let mut seen = Vec::new();
@@ -303,11 +301,10 @@ impl FileSet {
             .iter()
             .any(|f| identity::same_head(&fd, &f.id).unwrap_or(false))
             || self.files.iter().filter_map(|f| f.fd.as_ref()).any(starts_alike)
-            || std::env::var_os("OLDCOPY").is_none()
-                && later
-                    .iter()
-                    .filter_map(|p| open_regular(p).ok())
-                    .any(|(other, _)| starts_alike(&other))
+            || later
+                .iter()
+                .filter_map(|p| open_regular(p).ok())
+                .any(|(other, _)| starts_alike(&other))
     }
 
     /// Whether the file at `path` (with the inode of entry `i`, which holds no descriptor) is
@@ -349,7 +346,7 @@ impl FileSet {
             return Ok(Added::Known);
         }
         let (id, settled) = identity::identify(&fd)?;
-        if newest && !settled && std::env::var_os("NO_DEFER").is_none() {
+        if newest && !settled {
             tracing::trace!(path = %path.display(), "new file's first line is not complete yet");
             return Ok(Added::Later);
         }

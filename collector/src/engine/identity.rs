@@ -35,7 +35,15 @@ pub fn head_hash(bytes: &[u8]) -> u64 {
 /// Read up to `len` bytes from the start of `file` (fewer only at the end of the file).
 pub fn read_head(file: &File, len: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
-    let mut got = 0;
+    let got = fill_from(file, &mut buf, 0)?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Fill `buf[from..]` with the file's bytes at the same offsets; how far it got (less than
+/// `buf.len()` only at the end of the file).
+fn fill_from(file: &File, buf: &mut [u8], from: usize) -> io::Result<usize> {
+    let mut got = from;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], got as u64) {
             Ok(0) => break,
@@ -44,8 +52,7 @@ pub fn read_head(file: &File, len: u32) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(got);
-    Ok(buf)
+    Ok(got)
 }
 
 /// The head of `file`: its first line through the newline, else its first [`HEAD_MAX`] bytes,
@@ -58,15 +65,7 @@ pub fn read_first_line(file: &File) -> io::Result<(Vec<u8>, bool)> {
         let from = buf.len();
         let want = (from + HEAD_STEP).min(HEAD_MAX as usize);
         buf.resize(want, 0);
-        let mut got = from;
-        while got < want {
-            match file.read_at(&mut buf[got..want], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let got = fill_from(file, &mut buf, from)?;
         buf.truncate(got);
         if let Some(nl) = buf[from..].iter().position(|&b| b == b'\n') {
             buf.truncate(from + nl + 1);

@@ -113,10 +113,7 @@ impl Reader {
             if n == 0 {
                 // At the end of the growing file: one that is now shorter than where we are was
                 // truncated in place (copy-truncate) before it grew back this far.
-                if std::env::var_os("NOEOF").is_none()
-                    && !sealed
-                    && fd.metadata().is_ok_and(|m| m.len() < s.at.offset)
-                {
+                if !sealed && fd.metadata().is_ok_and(|m| m.len() < s.at.offset) {
                     self.truncation_seen = true;
                 }
                 match next {

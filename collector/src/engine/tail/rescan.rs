@@ -233,8 +233,8 @@ fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
 /// with `release`, close what no stream needs. `true` if a new file was left for the next
 /// rescan.
 fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
-    let (listing, inodes) = match discover::list(&c.dir, c.format) {
-        Ok(listed) => listed,
+    let listing = match discover::list(&c.dir, c.format) {
+        Ok(listing) => listing,
         Err(e) => {
             rep.input_once(&c.dir, "unreadable_file", &e);
             return false;
@@ -243,7 +243,7 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
     for path in &listing.compressed {
         rep.input_once(path, "compressed_file", &"compressed rotated logs are not tailed");
     }
-    let changes = c.files.refresh(&listing.files, &inodes, c.finishing);
+    let changes = c.files.refresh(&listing, c.finishing);
     tracing::trace!(
         container = %c.key,
         listed = listing.files.len(),
@@ -268,22 +268,22 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
             );
         }
     }
-    let needed_from = c
-        .streams
-        .iter()
-        .map(|s| {
-            let acked = s.cursor.get().and_then(|p| {
-                c.files
-                    .files
-                    .iter()
-                    .find(|f| f.id == p.resume.file)
-                    .map(|f| f.seq)
-            });
-            acked.map_or(s.at.seq, |a| a.min(s.at.seq))
-        })
-        .min()
-        .unwrap_or(u64::MAX);
     if release {
+        let needed_from = c
+            .streams
+            .iter()
+            .map(|s| {
+                let acked = s.cursor.get().and_then(|p| {
+                    c.files
+                        .files
+                        .iter()
+                        .find(|f| f.id == p.resume.file)
+                        .map(|f| f.seq)
+                });
+                acked.map_or(s.at.seq, |a| a.min(s.at.seq))
+            })
+            .min()
+            .unwrap_or(u64::MAX);
         c.files.release(needed_from);
     }
     enforce_cap(c, rep);
