@@ -58,8 +58,11 @@ pub struct Changes {
     pub truncated_lost: Vec<(u64, u64)>,
     /// Paths that could not be opened or are not regular files, with the reason.
     pub unreadable: Vec<(PathBuf, String)>,
-    /// A new file was left for later (its first line is not complete yet): look again soon.
+    /// A new file was left for later (its first line is not complete yet, or the directory
+    /// changed while it was looked at): look again soon.
     pub deferred: bool,
+    /// The `seq` of each file first seen in this refresh.
+    pub added: Vec<u64>,
 }
 
 /// What [`FileSet::add`] did.
@@ -264,6 +267,7 @@ impl FileSet {
                 Ok(Added::Yes(seq)) => {
                     listed[n] = Some(seq);
                     seen.push(seq);
+                    changes.added.push(seq);
                 }
                 Ok(Added::Known) => {}
                 Ok(Added::Later) => changes.deferred = true,
@@ -275,11 +279,25 @@ impl FileSet {
                 f.path = None;
             }
         }
+        self.seal();
+        changes
+    }
+
+    /// Forget files just added (`Changes::added`): the directory changed while they were opened,
+    /// so what they hold may not be what the listing's order says (copy-truncate can copy and
+    /// truncate a file between its listing and its opening: its old content is then in a copy
+    /// the listing did not show). The next refresh takes them again, from a fresh listing.
+    pub fn withdraw(&mut self, added: &[u64]) {
+        self.files.retain(|f| !added.contains(&f.seq));
+        self.seal();
+    }
+
+    /// Every file but the newest is sealed.
+    fn seal(&mut self) {
         let newest = self.newest_seq();
         for f in &mut self.files {
             f.sealed = f.seq != newest;
         }
-        changes
     }
 
     /// Whether the file at `path` is a copy: it has the head of a file we know (a finished

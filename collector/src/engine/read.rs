@@ -104,20 +104,24 @@ impl Reader {
                 }
             };
             let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
-            // A growing file truncated and rewritten in place (copy-truncate) no longer has its
-            // head: what was just read is not this file's. Leave it to the rescan.
-            if n > 0 && !sealed && !identity::same_head(fd, &f.id).unwrap_or(true) {
+            // A file truncated and rewritten in place (copy-truncate) no longer has its head:
+            // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
+            // a newer file can appear before the truncation of the one it follows is noticed.)
+            if n > 0 && !identity::same_head(fd, &f.id).unwrap_or(true) {
                 self.truncation_seen = true;
                 break;
             }
             if n == 0 {
-                // At the end of the growing file: one that is now shorter than where we are was
-                // truncated in place (copy-truncate) before it grew back this far.
-                if !sealed && fd.metadata().is_ok_and(|m| m.len() < s.at.offset) {
-                    self.truncation_seen = true;
-                }
+                // At the end of the file: one now shorter than where we are was truncated in
+                // place before it grew back this far. What it holds now is a new file, which the
+                // rescan numbers after this one: do not move past it.
+                let truncated = fd.metadata().is_ok_and(|m| m.len() < s.at.offset);
+                self.truncation_seen |= truncated;
                 match next {
-                    Some((seq, file)) if sealed => s.at = Loc { seq, file, offset: 0 },
+                    Some((seq, file)) if sealed && !truncated => {
+                        tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = seq, "read to the end of a rotated file; next file");
+                        s.at = Loc { seq, file, offset: 0 };
+                    }
                     _ => {
                         s.at_end = true;
                         break;
@@ -181,6 +185,7 @@ impl Reader {
             // Not readable (never started, or the file is gone): go on with the next one.
             match ctx.files.next_after(s.at.seq) {
                 Some(next) => {
+                    tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = next.seq, "file not readable; next file");
                     s.at = Loc {
                         seq: next.seq,
                         file: next.id,

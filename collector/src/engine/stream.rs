@@ -153,6 +153,7 @@ impl StreamState {
 
     /// Read again from `at`, skipping lines that complete at or before `skip_until`.
     pub fn seek(&mut self, at: Loc, skip_until: Option<Loc>) {
+        tracing::debug!(drain = %self.drain, seq = at.seq, offset = at.offset, skip_until = ?skip_until.map(|s| (s.seq, s.offset)), "stream seeks");
         self.at = at;
         self.skip_until = skip_until.filter(|s| !s.le(&at));
         for p in &mut self.pending {

@@ -243,7 +243,13 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
     for path in &listing.compressed {
         rep.input_once(path, "compressed_file", &"compressed rotated logs are not tailed");
     }
-    let changes = c.files.refresh(&listing, c.finishing);
+    let mut changes = c.files.refresh(&listing, c.finishing);
+    // New files are numbered by the listing's order: it must still hold once they are open.
+    if !changes.added.is_empty() && discover::list(&c.dir, c.format).ok().as_ref() != Some(&listing) {
+        tracing::debug!(container = %c.key, "the directory changed while new files were opened; looking again");
+        c.files.withdraw(&changes.added);
+        changes.deferred = true;
+    }
     tracing::trace!(
         container = %c.key,
         listed = listing.files.len(),
