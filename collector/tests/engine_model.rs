@@ -228,6 +228,9 @@ impl Model<'_> {
     }
 
     fn apply(&mut self, op: &Op) {
+        // With `ENGINE_LOG=sluice_collector=debug,engine_model=debug`, the model's steps show
+        // among the engine's own logs.
+        tracing::debug!(?op, files = self.files.len(), "model step");
         match *op {
             Op::Write { lines, long, stderr } => self.write(lines, long, stderr),
             Op::SplitAcrossRotation => {
@@ -282,6 +285,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
     let node = Node::new();
     let drain = MockDrain::start("a", 3, &node.waker);
     let c = DockerContainer::new(&node.docker_root(), 99);
+    tracing::debug!(dir = %node.tmp.path().display(), "model case begins");
     c.append_raw(b"");
     let mut m = Model {
         node: &node,
@@ -384,8 +388,9 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
         .filter(|l| !counts.contains_key(l.as_str()))
         .count();
     if lost > 0 && !m.uncountable {
+        // The last engine may still be starting: it counts the loss as it finds its checkpoint.
         prop_assert!(
-            node.recorder.get("dropped") > 0,
+            poll(T, || node.recorder.get("dropped") > 0),
             "{lost} lines lost without being counted"
         );
     }
