@@ -416,8 +416,9 @@ impl FileSet {
             let f = &self.files[i];
             let Some(fd) = &f.fd else { continue };
             let now = fd.metadata().map(|m| m.len()).unwrap_or(0);
+            // (A deleted file is checked too: a stream may be waiting at its end for the verdict.)
             let intact = now >= f.size && identity::same_head(fd, &f.id).unwrap_or(false);
-            if intact || f.path.is_none() {
+            if intact {
                 continue;
             }
             // Files we hold open cannot be the copy; a closed entry's file may have been

@@ -135,6 +135,12 @@ impl Reader {
                 digest: f.digest,
                 path: &path,
             };
+            // The file is at least as long as what was read: the rescan's truncation check
+            // then agrees with the one above (a reader waiting on it is never left waiting).
+            let read_to = s.at.offset + n as u64;
+            if let Some(f) = ctx.files.get_mut(s.at.seq) {
+                f.size = f.size.max(read_to);
+            }
             let (consumed, blocked) = self.lines(ctx, &file, s, d, n);
             total += consumed;
             if blocked {
