@@ -220,6 +220,21 @@ pub fn wait_for_lines(
     )
 }
 
+/// Wait until `received()` holds as many lines as `want` (see [`wait_for_lines`]), then require
+/// exactly `want`: none missing, none twice, none never written. `label` names both the wait and
+/// the comparison.
+pub fn expect_exact(
+    label: &str,
+    want: &Multiset,
+    timeout: Duration,
+    received: impl Fn() -> Multiset,
+    context: impl Fn() -> String,
+) -> Result<()> {
+    let got = wait_for_lines(label, want.len(), timeout, received, context)?;
+    crate::multiset::assert_exact(label, want, &got);
+    Ok(())
+}
+
 /// What every Docker end-to-end test needs: the static binaries, rsyslog, and a Docker daemon of
 /// its own with the loggen image built.
 pub struct DockerRig {

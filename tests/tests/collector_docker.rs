@@ -10,9 +10,9 @@ use sluice_tests::{
     LineSpec,
     collector::{Collector, NODE},
     docker::{Docker, RunSpec},
-    fixture::{DockerRig, Drain, config_yaml, docker_rig, lines, loggen_args, select, wait_for_lines},
+    fixture::{DockerRig, Drain, config_yaml, docker_rig, expect_exact, lines, loggen_args, select},
     http::HttpReceiver,
-    multiset::{Multiset, assert_exact},
+    multiset::Multiset,
     support::{bin_dir, need, temp_dir},
     syslog::{Received, Rsyslog, SyslogNg},
 };
@@ -95,32 +95,14 @@ fn steady_flow_reaches_every_drain_kind_exactly_once() -> Result<()> {
     }
 
     let ctx = || collector.log_tail(15);
-    let rs = wait_for_lines(
-        "rsyslog (TCP+UDP)",
-        written.len() + 20,
-        DELIVERY_TIMEOUT,
-        || msgs(&rsyslog.received()),
-        ctx,
-    )?;
-    let ng_got = wait_for_lines(
-        "syslog-ng (TLS)",
-        written.len(),
-        DELIVERY_TIMEOUT,
-        || msgs(&ng.received()),
-        ctx,
-    )?;
-    let http_got = wait_for_lines(
-        "HTTP",
-        written.len(),
-        DELIVERY_TIMEOUT,
-        || http.messages().into_iter().collect(),
-        ctx,
-    )?;
     let mut rs_want = written.clone();
     rs_want.merge(&lines(&udp_spec, 0, 20));
-    assert_exact("rsyslog TCP + UDP", &rs_want, &rs);
-    assert_exact("syslog-ng TLS", &written, &ng_got);
-    assert_exact("HTTP", &written, &http_got);
+    let rs_got = || msgs(&rsyslog.received());
+    expect_exact("rsyslog TCP + UDP", &rs_want, DELIVERY_TIMEOUT, rs_got, ctx)?;
+    let ng_got = || msgs(&ng.received());
+    expect_exact("syslog-ng TLS", &written, DELIVERY_TIMEOUT, ng_got, ctx)?;
+    let http_got = || http.messages().into_iter().collect();
+    expect_exact("HTTP", &written, DELIVERY_TIMEOUT, http_got, ctx)?;
 
     // What the receivers parsed: on a plain Docker host APP-NAME is the container name, HOSTNAME
     // the node, and STRUCTURED-DATA names the container and its id.
@@ -185,14 +167,13 @@ fn docker_rotation_at_a_high_rate() -> Result<()> {
     let id = run_loggen(&docker, "rot-a", &spec, count, 2000, Some(("100k", 3)))?;
     assert_eq!(docker.wait(&id)?, 0);
     let want = lines(&spec, 0, count);
-    let got = wait_for_lines(
-        "rsyslog",
-        count,
+    expect_exact(
+        "rotation at 2000 lines/s through 100 KiB files",
+        &want,
         DELIVERY_TIMEOUT,
         || msgs(&rsyslog.received()),
         || collector.log_tail(15),
     )?;
-    assert_exact("rotation at 2000 lines/s through 100 KiB files", &want, &got);
     let dropped = collector.metric_sum("sluice_collector_lines_dropped_total", &[]);
     assert_eq!(dropped, 0.0, "the collector reports dropped lines");
     Ok(())
@@ -241,22 +222,20 @@ fn exited_container_and_long_lines_arrive_whole() -> Result<()> {
     let mut want = lines(&long, 0, 700);
     want.merge(&lines(&short, 0, 500));
     let ctx = || collector.log_tail(15);
-    let got = wait_for_lines(
-        "rsyslog",
-        want.len(),
+    expect_exact(
+        "long lines and an exited container via rsyslog",
+        &want,
         DELIVERY_TIMEOUT,
         || msgs(&rsyslog.received()),
         ctx,
     )?;
-    assert_exact("long lines and an exited container via rsyslog", &want, &got);
-    let got = wait_for_lines(
-        "HTTP",
-        want.len(),
+    expect_exact(
+        "long lines and an exited container via HTTP",
+        &want,
         DELIVERY_TIMEOUT,
         || http.messages().into_iter().collect(),
         ctx,
     )?;
-    assert_exact("long lines and an exited container via HTTP", &want, &got);
     docker.rm(&short_id)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use sluice_loggen::json_file::{JsonFileWriter, Rotation};
 use sluice_tests::{
     LineSpec, Stream,
     collector::Collector,
-    fixture::{Drain, FakeContainer, config_yaml, lines, select, wait_for_lines},
+    fixture::{Drain, FakeContainer, config_yaml, expect_exact, lines, select, wait_for_lines},
     multiset::{Multiset, assert_exact, compare},
     support::{bin_dir, need, temp_dir, wait_until},
     syslog::Rsyslog,
@@ -69,6 +69,16 @@ impl Setup {
         )
     }
 
+    fn expect(&self, label: &str, want: &Multiset) -> Result<()> {
+        expect_exact(
+            label,
+            want,
+            DELIVERY_TIMEOUT,
+            || self.received(),
+            || self.collector.log_tail(15),
+        )
+    }
+
     fn wait_metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
         wait_until(
             &format!("{name}{labels:?} > 0"),
@@ -120,9 +130,7 @@ fn copy_truncate_rotation() -> Result<()> {
             .set_len(0)?;
     }
     write_lines(&mut w, &spec, 5 * per_phase..6 * per_phase)?;
-    let got = s.wait("rsyslog", 6 * per_phase)?;
-    assert_exact("copy-truncate x5", &lines(&spec, 0, 6 * per_phase), &got);
-    Ok(())
+    s.expect("copy-truncate x5", &lines(&spec, 0, 6 * per_phase))
 }
 
 /// Lines of 40,000 bytes (three 16 KiB entries) through 64 KiB files, so that many are split

@@ -17,9 +17,9 @@ use sluice_tests::{
     LineSpec,
     collector::Collector,
     docker::RunSpec,
-    fixture::{DockerRig, Drain, config_yaml, docker_rig, lines, loggen_args, select, wait_for_lines},
+    fixture::{DockerRig, Drain, config_yaml, docker_rig, expect_exact, lines, loggen_args, select},
     http::HttpReceiver,
-    multiset::{Multiset, assert_exact},
+    multiset::Multiset,
     support::{free_port, temp_dir, wait_until},
     syslog::Rsyslog,
 };
@@ -70,14 +70,13 @@ fn one_drain_down_for_30s_does_not_hold_back_the_other() -> Result<()> {
     })?;
     assert_eq!(docker.wait(&id)?, 0); // 30 s of writing, with the HTTP drain down throughout
     let want = lines(&spec, 0, count);
-    let got = wait_for_lines(
-        "rsyslog while HTTP is down",
-        count,
+    expect_exact(
+        "the healthy drain during the outage",
+        &want,
         DELIVERY_TIMEOUT,
         || rs_msgs(&rsyslog),
         || collector.log_tail(10),
     )?;
-    assert_exact("the healthy drain during the outage", &want, &got);
     assert!(
         http.messages().is_empty(),
         "the failing drain recorded lines while answering 503"
@@ -99,14 +98,13 @@ fn one_drain_down_for_30s_does_not_hold_back_the_other() -> Result<()> {
     );
 
     http.set_failing(false);
-    let got = wait_for_lines(
-        "HTTP after the outage",
-        count,
+    expect_exact(
+        "the drain that was down, after catching up",
+        &want,
         DELIVERY_TIMEOUT,
         || http.messages().into_iter().collect(),
         || collector.log_tail(10),
     )?;
-    assert_exact("the drain that was down, after catching up", &want, &got);
     Ok(())
 }
 
@@ -166,18 +164,13 @@ fn refusing_and_hanging_drains_do_not_stall_the_others() -> Result<()> {
         ..RunSpec::default()
     })?;
     assert_eq!(docker.wait(&id)?, 0);
-    let got = wait_for_lines(
-        "the good drain",
-        count,
+    expect_exact(
+        "the good drain beside a refusing and a hanging one",
+        &lines(&spec, 0, count),
         DELIVERY_TIMEOUT,
         || rs_msgs(&rsyslog),
         || collector.log_tail(10),
     )?;
-    assert_exact(
-        "the good drain beside a refusing and a hanging one",
-        &lines(&spec, 0, count),
-        &got,
-    );
     wait_until(
         "failures of the refusing drain to be counted",
         Duration::from_secs(30),

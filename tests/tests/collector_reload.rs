@@ -9,9 +9,9 @@ use sluice_tests::{
     LineSpec,
     collector::Collector,
     docker::{Docker, RunSpec},
-    fixture::{Drain, Selector, config_yaml, lines, loggen_args, select, wait_for_lines},
+    fixture::{Drain, Selector, config_yaml, expect_exact, lines, loggen_args, select, wait_for_lines},
     http::HttpReceiver,
-    multiset::{Multiset, assert_exact, compare},
+    multiset::{Multiset, compare},
     support::{bin_dir, need, temp_dir, wait_until},
     syslog::{Rsyslog, SyslogNg},
 };
@@ -167,14 +167,13 @@ fn config_changes_while_lines_flow() -> Result<()> {
     }
     let mut want = lines(&a, 0, count);
     want.merge(&lines(&b, 0, count));
-    let got = wait_for_lines(
-        "keep",
-        want.len(),
+    expect_exact(
+        "the unchanged drain across four config changes",
+        &want,
         DELIVERY_TIMEOUT,
         || rs_msgs(&rsyslog),
         || collector.log_tail(15),
     )?;
-    assert_exact("the unchanged drain across four config changes", &want, &got);
     assert_subset("the removed drain", &want, &http.messages().into_iter().collect());
     assert!(
         http.messages().len() <= http_after_removal + 2048,

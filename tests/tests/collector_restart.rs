@@ -8,9 +8,11 @@ use sluice_tests::{
     LineSpec,
     collector::Collector,
     docker::RunSpec,
-    fixture::{DockerRig, Drain, config_yaml, docker_rig, lines, loggen_args, select, wait_for_lines},
+    fixture::{
+        DockerRig, Drain, config_yaml, docker_rig, expect_exact, lines, loggen_args, select, wait_for_lines,
+    },
     http::HttpReceiver,
-    multiset::{Multiset, assert_exact, assert_no_loss},
+    multiset::{Multiset, assert_no_loss},
     support::temp_dir,
     syslog::Rsyslog,
 };
@@ -74,26 +76,20 @@ fn sigterm_restart_mid_stream_loses_and_repeats_nothing() -> Result<()> {
     assert_eq!(docker.wait(&id)?, 0);
 
     let want = lines(&spec, 0, count);
-    let got = wait_for_lines(
-        "rsyslog",
-        count,
+    expect_exact(
+        &format!("rsyslog across a SIGTERM restart ({delivered_at_stop} lines before the stop)"),
+        &want,
         DELIVERY_TIMEOUT,
         || msgs(&rsyslog),
         || collector.log_tail(15),
     )?;
-    assert_exact(
-        &format!("rsyslog across a SIGTERM restart ({delivered_at_stop} lines before the stop)"),
+    expect_exact(
+        "HTTP across a SIGTERM restart",
         &want,
-        &got,
-    );
-    let got = wait_for_lines(
-        "HTTP",
-        count,
         DELIVERY_TIMEOUT,
         || http.messages().into_iter().collect(),
         || collector.log_tail(15),
     )?;
-    assert_exact("HTTP across a SIGTERM restart", &want, &got);
     Ok(())
 }
 
