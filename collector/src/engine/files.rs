@@ -201,7 +201,7 @@ impl FileSet {
         self.detect_truncation(paths, &mut changes);
         let mut seen = Vec::new();
         // First the files we know (by inode, and by head for entries without a descriptor).
-        let mut unknown = Vec::new();
+        let (mut unknown, mut empty) = (Vec::new(), Vec::new());
         let mut listed: Vec<Option<u64>> = vec![None; paths.len()];
         for (n, path) in paths.iter().enumerate() {
             let meta = match std::fs::metadata(path) {
@@ -247,33 +247,12 @@ impl FileSet {
                     f.path = Some(path.clone());
                     f.size = f.size.max(meta.len());
                 }
-                None if meta.len() == 0 => {}
-                None => unknown.push((n, path)),
+                None if meta.len() == 0 => empty.push(n),
+                None => unknown.push(n),
             }
         }
-        // Then new files, oldest first. One that sorts before another file and starts like it
-        // or like a file we know is a copy (copy-truncate), being made or made: the original's
-        // entry adopts it once the original is truncated (`detect_truncation`). Any other is
-        // tailed, even one that sorts before a known file (a listing taken during a rename can
-        // miss a file once): late, but not lost.
-        for (n, path) in unknown {
-            if n + 1 < paths.len() && self.is_copy(path, &paths[n + 1..]) {
-                tracing::debug!(path = %path.display(), "new file is a copy of another: not tailed");
-                continue;
-            }
-            let newest = n + 1 == paths.len() && !finished;
-            let before = listed[n + 1..].iter().flatten().next().copied();
-            match self.add(path, inodes[n], newest, before) {
-                Ok(Added::Yes(seq)) => {
-                    listed[n] = Some(seq);
-                    seen.push(seq);
-                    changes.added.push(seq);
-                }
-                Ok(Added::Known) => {}
-                Ok(Added::Later) => changes.deferred = true,
-                Err(e) => changes.unreadable.push((path.clone(), e.to_string())),
-            }
-        }
+        self.take_new(listing, &unknown, &empty, &mut listed, finished, &mut changes);
+        seen.extend_from_slice(&changes.added);
         for f in &mut self.files {
             if !seen.contains(&f.seq) {
                 f.path = None;
@@ -281,6 +260,65 @@ impl FileSet {
         }
         self.seal();
         changes
+    }
+
+    /// Track the files of the listing not known yet (`unknown`, by index), oldest first. One that
+    /// sorts before another file and starts like it or like a file we know is a copy
+    /// (copy-truncate), being made or made: the original's entry adopts it once the original is
+    /// truncated (`detect_truncation`). Any other is tailed, even one that sorts before a known
+    /// file (a listing taken during a rename can miss a file once): late, but not lost.
+    ///
+    /// The new files are numbered by the listing's order, passing over the `empty` files and the
+    /// copies. That order holds only if those are still empty and still copies once the new files
+    /// are open: copy-truncate may have truncated a copy's original in between, and then the copy
+    /// holds the only old content while the file just opened holds new lines. If one is not,
+    /// the new files are withdrawn and taken again from the next listing.
+    fn take_new(
+        &mut self,
+        listing: &Listing,
+        unknown: &[usize],
+        empty: &[usize],
+        listed: &mut [Option<u64>],
+        finished: bool,
+        changes: &mut Changes,
+    ) {
+        let (paths, inodes) = (&listing.files[..], &listing.inodes[..]);
+        let mut copies = Vec::new();
+        let mut last = None;
+        for &n in unknown {
+            let path = &paths[n];
+            if n + 1 < paths.len() && self.is_copy(path, &paths[n + 1..]) {
+                tracing::debug!(path = %path.display(), "new file is a copy of another: not tailed");
+                copies.push(n);
+                continue;
+            }
+            let newest = n + 1 == paths.len() && !finished;
+            let before = listed[n + 1..].iter().flatten().next().copied();
+            match self.add(path, inodes[n], newest, before) {
+                Ok(Added::Yes(seq)) => {
+                    listed[n] = Some(seq);
+                    changes.added.push(seq);
+                    last = Some(n);
+                }
+                Ok(Added::Known) => {}
+                Ok(Added::Later) => changes.deferred = true,
+                // Renamed or deleted since the listing: the next rescan sees where it went.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => changes.deferred = true,
+                Err(e) => changes.unreadable.push((path.clone(), e.to_string())),
+            }
+        }
+        let Some(last) = last else { return };
+        let filled = |n: usize| std::fs::metadata(&paths[n]).is_ok_and(|m| m.len() > 0);
+        let stale = empty.iter().any(|&n| n < last && filled(n))
+            || copies
+                .iter()
+                .any(|&n| n < last && !self.is_copy(&paths[n], &paths[n + 1..]));
+        if stale {
+            tracing::debug!("a file passed over as empty or a copy no longer is; looking again");
+            let added = std::mem::take(&mut changes.added);
+            self.withdraw(&added);
+            changes.deferred = true;
+        }
     }
 
     /// Forget files just added (`Changes::added`): the directory changed while they were opened,
