@@ -192,6 +192,14 @@ fn cri_logs_with_partial_lines() {
     assert_eq!(node.recorder.get("input:malformed_cri"), 1);
     assert_eq!(node.recorder.get("input:compressed_file"), 1);
     assert!(a.received.lock().unwrap().iter().all(|r| r.pod == "web-1"));
+    assert_eq!(node.recorder.get("open_files"), 1, "the newest file stays open");
+    // The pod is deleted and the kubelet removes its directory: the container, read to its end,
+    // is forgotten even while the routes still name it (the operator's update comes later).
+    fs::remove_dir_all(node.pods_root().join("shop_web-1_uid-1")).unwrap();
+    wait_for("the removed pod's container to be forgotten", T, || {
+        node.recorder.get("open_files") == 0
+    });
+    assert_eq!(a.count(), expected.len(), "nothing more arrived");
     engine.join();
 }
 

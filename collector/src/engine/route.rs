@@ -75,10 +75,11 @@ pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<Strin
                 (key, dir, Format::Cri, id)
             }
         };
+        // A removed container's directory is gone (Docker removes it with the container, the
+        // kubelet with the pod): it is finished, even while the routes still name it.
         let running = match format {
-            // A removed container's directory is gone: it is finished.
             Format::Docker => dir.is_dir() && discover::docker_info(&dir).is_none_or(|info| info.running),
-            Format::Cri => true,
+            Format::Cri => dir.is_dir(),
         };
         let desired = out.entry(key).or_insert_with(|| Desired {
             dir,
