@@ -47,7 +47,8 @@ pub struct Tracked {
     pub size: u64,
     /// A newer file exists: this one will not grow.
     pub sealed: bool,
-    /// Found truncated in place once, without a copy (yet).
+    /// Found truncated in place once, without a copy (yet). What its inode holds now is another
+    /// file's content: the entry no longer claims the inode (see [`FileSet::by_inode`]).
     pub truncated_once: bool,
 }
 
@@ -168,6 +169,14 @@ impl FileSet {
             .copied()
     }
 
+    /// The entry whose file is the inode `dev_ino`. An entry found truncated in place does not
+    /// count: the inode holds new content, which is a new file (the entry waits for its copy).
+    fn by_inode(&self, dev_ino: (u64, u64)) -> Option<usize> {
+        self.files
+            .iter()
+            .position(|f| f.dev_ino == dev_ino && !f.truncated_once)
+    }
+
     /// Make sure the entry `seq` has an open descriptor (re-opening it by path, checking that it
     /// is still the same file). `false` if the file cannot be read any more.
     pub fn ensure_open(&mut self, seq: u64) -> bool {
@@ -226,10 +235,7 @@ impl FileSet {
                 changes.deferred = true;
                 return changes;
             }
-            let known = self
-                .files
-                .iter()
-                .position(|f| f.dev_ino == (meta.dev(), meta.ino()));
+            let known = self.by_inode((meta.dev(), meta.ino()));
             // An entry without a descriptor does not pin its inode: a new file may have it now.
             let known = match known {
                 Some(i) if self.files[i].fd.is_none() => match self.still_same(i, path) {
@@ -356,7 +362,12 @@ impl FileSet {
         self.files
             .iter()
             .any(|f| identity::same_head(&fd, &f.id).unwrap_or(false))
-            || self.files.iter().filter_map(|f| f.fd.as_ref()).any(starts_alike)
+            || self
+                .files
+                .iter()
+                .filter(|f| !f.truncated_once)
+                .filter_map(|f| f.fd.as_ref())
+                .any(starts_alike)
             || later
                 .iter()
                 .filter_map(|p| open_regular(p).ok())
@@ -398,7 +409,7 @@ impl FileSet {
         if listed != Some(dev_ino) {
             return Ok(Added::Later);
         }
-        if self.files.iter().any(|f| f.dev_ino == dev_ino) || meta.len() == 0 {
+        if self.by_inode(dev_ino).is_some() || meta.len() == 0 {
             return Ok(Added::Known);
         }
         let (id, settled) = identity::identify(&fd)?;
@@ -492,6 +503,7 @@ impl FileSet {
                     f.dev_ino = (meta.dev(), meta.ino());
                     f.size = meta.len();
                     f.fd = Some(fd);
+                    f.truncated_once = false;
                 }
                 // The listing may predate the copy: look again at the next rescan first.
                 None if !f.truncated_once => {
