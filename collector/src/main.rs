@@ -43,6 +43,11 @@ struct Args {
     /// On SIGTERM, how long drains may take to deliver what is in flight.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     grace_period: u64,
+    /// /healthz fails once the tail engine has been stuck this long (it goes round its loop
+    /// about once a second); a liveness probe then restarts the collector, which resumes from
+    /// its checkpoint.
+    #[arg(long, default_value = "60", value_name = "SECONDS")]
+    stall_timeout: u64,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -82,7 +87,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
-    let health = server::Health::new(metrics.clone());
+    let stall_after = Duration::from_secs(args.stall_timeout);
+    let health = server::Health::new(metrics.clone(), stall_after);
     let cancel = CancellationToken::new();
     let server = server::serve(args.listen, health.clone(), cancel.child_token())
         .await

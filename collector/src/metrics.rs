@@ -9,10 +9,11 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::time::Instant;
 
 /// Every metric the collector exports.
 #[derive(Clone, Debug)]
@@ -44,8 +45,14 @@ pub struct Metrics {
     /// Syslog messages longer than a `syslog-udp://` drain's datagram limit, by drain and action
     /// (`split` into several datagrams, or `truncate`d).
     pub udp_oversize: IntCounterVec,
+    /// Seconds since the tail engine last went round its loop (0 or 1 while it runs).
+    pub engine_silent_seconds: IntGauge,
     /// Unix time (seconds) of the last checkpoint write; 0 before the first.
     last_checkpoint: Arc<AtomicU64>,
+    /// When these metrics were made: the engine's silence is measured from here (monotonic).
+    started: Instant,
+    /// Milliseconds after `started` when the engine last went round its loop.
+    engine_alive_ms: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -108,6 +115,10 @@ impl Metrics {
             "Seconds since the checkpoint file was last written.",
         )?;
         let open_files = gauge("open_files", "Log files held open.")?;
+        let engine_silent_seconds = gauge(
+            "engine_silent_seconds",
+            "Seconds since the tail engine last went round its loop (it does about once a second; /healthz fails past --stall-timeout).",
+        )?;
         let lag_bytes = IntGaugeVec::new(
             Opts::new(
                 "sluice_collector_lag_bytes",
@@ -130,13 +141,26 @@ impl Metrics {
             open_files,
             config_reloads,
             udp_oversize,
+            engine_silent_seconds,
             last_checkpoint: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            engine_alive_ms: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// The registry, for the `/metrics` endpoint. Derived gauges (checkpoint age) are brought
-    /// up to date first.
+    /// How long the tail engine has been silent: since it last went round its loop, or since
+    /// these metrics were made if it never did (so a slow start has the same allowance).
+    pub fn engine_silent_for(&self) -> Duration {
+        let alive = Duration::from_millis(self.engine_alive_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(alive)
+    }
+
+    /// The registry, for the `/metrics` endpoint. Derived gauges (checkpoint age, engine
+    /// silence) are brought up to date first.
     pub fn registry(&self) -> &Registry {
+        let silent = self.engine_silent_for().as_secs();
+        self.engine_silent_seconds
+            .set(silent.try_into().unwrap_or(i64::MAX));
         let last = self.last_checkpoint.load(Ordering::Relaxed);
         if last > 0 {
             self.checkpoint_age_seconds
@@ -184,5 +208,11 @@ impl crate::engine::Emitter for Metrics {
     fn checkpoint_written(&self) {
         self.last_checkpoint.store(unix_now(), Ordering::Relaxed);
         self.checkpoint_age_seconds.set(0);
+    }
+
+    fn engine_alive(&self) {
+        let ms = self.started.elapsed().as_millis();
+        self.engine_alive_ms
+            .store(ms.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }

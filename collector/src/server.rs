@@ -1,5 +1,7 @@
-//! The collector's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process is
-//! alive), `/readyz` (a config is loaded and the engine runs).
+//! The collector's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the tail engine is
+//! going round its loop: a hung or dead engine fails it, so a liveness probe restarts the
+//! collector, which resumes from its checkpoint), `/readyz` (a config is loaded and the engine
+//! runs).
 
 use std::{
     net::SocketAddr,
@@ -7,6 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -20,14 +23,17 @@ use crate::metrics::Metrics;
 pub struct Health {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    stall_after: Duration,
 }
 
 impl Health {
-    /// Not ready until [`Health::set_ready`].
-    pub fn new(metrics: Metrics) -> Self {
+    /// Not ready until [`Health::set_ready`]; not live once the tail engine has been silent for
+    /// longer than `stall_after`.
+    pub fn new(metrics: Metrics, stall_after: Duration) -> Self {
         Self {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            stall_after,
         }
     }
 
@@ -47,7 +53,7 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health);
     Ok(async move {
@@ -69,10 +75,53 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     }
 }
 
+async fn healthz(State(health): State<Health>) -> impl IntoResponse {
+    liveness(health.metrics.engine_silent_for(), health.stall_after)
+}
+
+/// The `/healthz` answer for an engine silent for `silent`.
+fn liveness(silent: Duration, stall_after: Duration) -> (StatusCode, String) {
+    if silent <= stall_after {
+        return (StatusCode::OK, "ok\n".into());
+    }
+    let message = format!(
+        "the tail engine has not gone round its loop for {} s (limit {} s): it is hung or died; restarting the collector resumes from its checkpoint\n",
+        silent.as_secs(),
+        stall_after.as_secs()
+    );
+    (StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     if health.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_engine_fails_the_liveness_check() {
+        let limit = Duration::from_secs(60);
+        assert_eq!(liveness(Duration::from_secs(1), limit).0, StatusCode::OK);
+        assert_eq!(liveness(limit, limit).0, StatusCode::OK);
+        let (status, message) = liveness(Duration::from_secs(75), limit);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message.contains("for 75 s (limit 60 s)"), "{message}");
+    }
+
+    #[test]
+    fn the_engine_is_silent_from_the_start_until_it_reports() {
+        use crate::engine::Emitter as _;
+        let metrics = Metrics::new().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let before = metrics.engine_silent_for();
+        assert!(before >= Duration::from_millis(200));
+        metrics.engine_alive();
+        assert!(metrics.engine_silent_for() < before);
     }
 }

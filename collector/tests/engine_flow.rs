@@ -77,6 +77,11 @@ fn steady_flow_to_two_drains() {
         node.recorder.get("read:stdout") + node.recorder.get("read:stderr"),
         expected.len() as u64
     );
+    // The engine says it is alive about once a second (what the collector's /healthz checks).
+    let beats = node.recorder.get("alive");
+    wait_for("the engine to report it is alive again", T, || {
+        node.recorder.get("alive") > beats
+    });
     engine.join();
 }
 

@@ -314,6 +314,9 @@ impl engine::Emitter for Recorder {
     fn checkpoint_written(&self) {
         self.add("checkpoints".into(), 1);
     }
+    fn engine_alive(&self) {
+        self.add("alive".into(), 1);
+    }
 }
 
 /// A test node: temp roots, a state dir, one waker.

@@ -135,6 +135,7 @@ impl Tail {
                 return;
             }
             if self.stopped {
+                self.rep.emitter.engine_alive();
                 self.waker.wait(Duration::from_secs(1));
                 continue;
             }
@@ -150,6 +151,7 @@ impl Tail {
                 self.next_checkpoint = now + self.settings.checkpoint_interval;
             }
             if now >= self.next_lag {
+                self.rep.emitter.engine_alive();
                 self.report_lag();
                 self.next_lag = now + LAG_INTERVAL;
             }
