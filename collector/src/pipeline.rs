@@ -100,7 +100,7 @@ impl fmt::Display for MsgId {
 }
 
 /// Who a line came from: everything templates and structured data may use.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerMeta {
     /// Runtime id without the scheme (Docker: the 64-hex container id).
     pub container_id: String,

@@ -8,6 +8,7 @@
 use std::{collections::HashSet, path::Path, sync::Arc};
 
 use super::Emitter;
+use crate::pipeline::ContainerMeta;
 
 /// How many (subject, cause) pairs are remembered before the memory is cleared.
 const MAX_REMEMBERED: usize = 10_000;
@@ -53,9 +54,84 @@ impl Reporter {
         }
     }
 
-    /// Lines `drain` will never get.
-    pub fn dropped(&mut self, drain: &str, cause: &'static str, lines: u64, detail: &dyn std::fmt::Display) {
+    /// Lines of container `whose` that `drain` will never get: counted per drain and cause, and
+    /// logged naming the drain and the container (namespace, pod, container; on a plain Docker
+    /// host the pod is the container's name), so whoever owns either can tell it is theirs.
+    pub fn dropped(
+        &mut self,
+        drain: &str,
+        whose: &ContainerMeta,
+        cause: &'static str,
+        lines: u64,
+        detail: &dyn std::fmt::Display,
+    ) {
         self.emitter.lines_dropped(drain, cause, lines);
-        tracing::warn!(drain, cause, lines, "lines lost for this drain: {detail}");
+        tracing::warn!(
+            drain,
+            namespace = %whose.namespace,
+            pod = %whose.pod,
+            container = %whose.container,
+            cause,
+            lines,
+            "lines lost for this drain: {detail}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A `MakeWriter` that keeps what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_loss_names_the_drain_and_the_container() {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let mut rep = Reporter::new(Arc::new(metrics.clone()));
+        let whose = ContainerMeta {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            container: "app".into(),
+            ..ContainerMeta::default()
+        };
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            rep.dropped("audit", &whose, "rotated_away", 3, &"the file was deleted unread");
+        });
+        let logged = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        for field in [
+            "drain=\"audit\"",
+            "namespace=shop",
+            "pod=web-1",
+            "container=app",
+            "lines=3",
+        ] {
+            assert!(logged.contains(field), "{field} missing from: {logged}");
+        }
+        assert!(logged.contains("the file was deleted unread"), "{logged}");
+        let counted = metrics
+            .lines_dropped
+            .with_label_values(&["audit", "rotated_away"])
+            .get();
+        assert_eq!(counted, 3);
     }
 }

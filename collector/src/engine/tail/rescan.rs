@@ -23,7 +23,7 @@ use crate::{
         route::{self, Desired},
         stream::{Loc, StreamState},
     },
-    pipeline::Position,
+    pipeline::{ContainerMeta, Position},
 };
 
 /// Deleted files kept open per container for streams that still need them.
@@ -102,7 +102,7 @@ impl Tail {
             match cursor.get() {
                 Some(position) => {
                     relist_until_found(c, position, &mut self.rep);
-                    seek_to(&mut c.files, &mut s, position, &mut self.rep);
+                    seek_to(&mut c.files, &c.meta, &mut s, position, &mut self.rep);
                 }
                 None => s.seek(oldest(&c.files), None),
             }
@@ -115,7 +115,7 @@ impl Tail {
         for c in &mut self.containers {
             for s in c.streams.iter_mut().filter(|s| s.drain == drain) {
                 match s.cursor.get() {
-                    Some(position) => seek_to(&mut c.files, s, position, &mut self.rep),
+                    Some(position) => seek_to(&mut c.files, &c.meta, s, position, &mut self.rep),
                     None => s.seek(oldest(&c.files), None),
                 }
             }
@@ -179,7 +179,7 @@ fn oldest(files: &FileSet) -> Loc {
 }
 
 /// Position `s` at a checkpointed position.
-fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Reporter) {
+fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut StreamState, p: Position, rep: &mut Reporter) {
     if let Some((resume, skip)) = locate(files, p) {
         s.seek(resume, skip);
         return;
@@ -193,7 +193,7 @@ fn seek_to(files: &mut FileSet, s: &mut StreamState, p: Position, rep: &mut Repo
     // The loss is counted now; a stop before the first acknowledgement must not count it again.
     s.cursor.reset();
     let detail = "the file its checkpoint points into is gone; continuing with the oldest file";
-    rep.dropped(&s.drain, "rotated_away", 1, &detail);
+    rep.dropped(&s.drain, whose, "rotated_away", 1, &detail);
 }
 
 /// Look for a checkpointed position's file in fresh listings a few times before it counts as
@@ -268,6 +268,7 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
         {
             rep.dropped(
                 &s.drain,
+                &c.meta,
                 "rotated_away",
                 1,
                 &"file truncated in place before it was read and no copy was found",
@@ -321,6 +322,7 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
         for (drain, n) in lost {
             rep.dropped(
                 &drain,
+                &c.meta,
                 "rotated_away",
                 n,
                 &"a deleted file was closed before this drain read it (too many deleted files held open)",
