@@ -195,6 +195,67 @@ fn deleted_files_are_read_to_the_end_and_finished_containers_forgotten() {
     engine.join();
 }
 
+/// A lagging drain does not pin deleted files without bound (Vector's DiskPressure complaint):
+/// at most 8 deleted files per container stay open for it; closing an older one counts exactly
+/// the lines that drain had not read, and it gets every other line once, while a healthy drain
+/// gets everything.
+#[test]
+fn a_lagging_drain_holds_a_bounded_number_of_deleted_files_and_counts_what_it_loses() {
+    let node = Node::new();
+    let (a, b) = (
+        MockDrain::start("a", 2, &node.waker),
+        MockDrain::start("b", 4, &node.waker),
+    );
+    a.paused.store(true, std::sync::atomic::Ordering::Release);
+    let c = DockerContainer::new(&node.docker_root(), 60);
+    let engine = node.start(node.settings(), routes(&[&a, &b], vec![c.config(&["a", "b"])]));
+    // 20 files of 100 lines, rotated with `max-file=2`: each rotation deletes the file before.
+    // The healthy drain gets each file's lines before the next rotation, so the engine saw every
+    // file before it was deleted.
+    let (files, per_file) = (20, 100);
+    let mut expected = Vec::new();
+    let mut by_file = Vec::new();
+    for f in 0..files {
+        let lines = write_lines(&c, f * per_file, per_file);
+        expected.extend(lines.iter().cloned());
+        by_file.push(lines);
+        assert_exact(&b, &expected);
+        if f + 1 < files {
+            c.rotate(2);
+        }
+    }
+    // The 8 newest deleted files stay open for `a`, plus the two on disk.
+    wait_for("the open files to settle at the cap", T, || {
+        node.recorder.get("open_files") == 8 + 2
+    });
+    let dropped = node.recorder.get("dropped:a:rotated_away");
+    assert!(dropped > 0, "closing unread deleted files is counted");
+    assert_eq!(node.recorder.get("dropped"), dropped, "only a lost lines");
+    a.paused.store(false, std::sync::atomic::Ordering::Release);
+    poll(T, || a.count() as u64 + dropped >= expected.len() as u64);
+    let got = a.messages();
+    assert_eq!(
+        got.len() as u64 + dropped,
+        expected.len() as u64,
+        "every line either arrived at a or was counted lost for it"
+    );
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), got.len(), "a got no line twice");
+    assert!(
+        got.iter().all(|l| expected.contains(l)),
+        "a got only lines written"
+    );
+    let kept: Vec<String> = by_file[files - 10..].concat();
+    assert!(
+        kept.iter().all(|l| got.contains(l)),
+        "a got every line of the files kept open"
+    );
+    assert_same_lines("drain b", b.messages(), expected);
+    engine.join();
+}
+
 #[test]
 fn a_drain_that_never_takes_anything_does_not_hold_back_the_other() {
     let node = Node::new();

@@ -316,8 +316,11 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
         let mut lost: BTreeMap<String, u64> = BTreeMap::new();
         for s in c.streams.iter().filter(|s| s.at.seq <= seq) {
             let from = if s.at.seq == seq { s.at.offset } else { 0 };
-            let n = count_lines(fd, from).unwrap_or(1).max(1);
-            *lost.entry(s.drain.clone()).or_default() += n;
+            // A stream at the file's end loses nothing; an unreadable rest counts as one line.
+            let n = count_lines(fd, from).unwrap_or(1);
+            if n > 0 {
+                *lost.entry(s.drain.clone()).or_default() += n;
+            }
         }
         for (drain, n) in lost {
             rep.dropped(
