@@ -256,6 +256,26 @@ fn a_lagging_drain_holds_a_bounded_number_of_deleted_files_and_counts_what_it_lo
     engine.join();
 }
 
+/// Labels that churn (Alloy re-exported logs whenever a target's labels changed): routes
+/// re-applied with new labels keep every cursor, so nothing is repeated or lost.
+#[test]
+fn routes_reapplied_with_churning_labels_repeat_nothing() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 61);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = Vec::new();
+    for round in 0..20 {
+        expected.extend(write_lines(&c, round * 200, 200));
+        let mut config = c.config(&["a"]);
+        config.labels.insert("revision".into(), round.to_string());
+        engine.apply(routes(&[&a], vec![config]));
+    }
+    assert_exact(&a, &expected);
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
 #[test]
 fn a_drain_that_never_takes_anything_does_not_hold_back_the_other() {
     let node = Node::new();
