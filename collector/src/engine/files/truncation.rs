@@ -1,0 +1,96 @@
+//! Files truncated in place (copy-truncate) and inodes reused by other files.
+//!
+//! Invariant: an entry keeps reading its own content: from the copy once its file was
+//! truncated, or not at all (the loss counted) when no copy is found.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::{Changes, FileSet, identity, open_regular};
+
+impl FileSet {
+    /// A file that shrank or whose head changed was truncated in place (copy-truncate). Its old
+    /// content is looked for among the files on disk by head; if found, the entry reads the copy
+    /// from now on, and the truncated file becomes a new entry on the next pass.
+    pub(super) fn detect_truncation(&mut self, paths: &[PathBuf], changes: &mut Changes) {
+        for i in 0..self.files.len() {
+            let f = &self.files[i];
+            let Some(fd) = &f.fd else { continue };
+            let now = fd.metadata().map(|m| m.len()).unwrap_or(0);
+            // (A deleted file is checked too: a stream may be waiting at its end for the verdict.)
+            let intact = now >= f.size && identity::same_head(fd, &f.id).unwrap_or(false);
+            if intact {
+                continue;
+            }
+            // Files we hold open cannot be the copy; a closed entry's file may have been
+            // overwritten by it (logrotate copying onto the same `.1` again).
+            let known: Vec<(u64, u64)> = self
+                .files
+                .iter()
+                .filter(|f| f.fd.is_some())
+                .map(|f| f.dev_ino)
+                .collect();
+            let id = f.id;
+            let copy = paths.iter().find_map(|p| {
+                let (fd, meta) = open_regular(p).ok()?;
+                let dev_ino = (meta.dev(), meta.ino());
+                (!known.contains(&dev_ino) && identity::same_head(&fd, &id).ok()?)
+                    .then(|| (p.clone(), fd, meta))
+            });
+            if let Some((_, _, meta)) = &copy {
+                for stale in self
+                    .files
+                    .iter_mut()
+                    .filter(|f| f.dev_ino == (meta.dev(), meta.ino()))
+                {
+                    stale.path = None;
+                    stale.dev_ino = (0, 0);
+                }
+            }
+            let f = &mut self.files[i];
+            match copy {
+                Some((path, fd, meta)) => {
+                    tracing::debug!(seq = f.seq, copy = %path.display(), size = meta.len(), "file truncated in place; reading its old content from the copy");
+                    f.path = Some(path);
+                    f.dev_ino = (meta.dev(), meta.ino());
+                    f.size = meta.len();
+                    f.fd = Some(fd);
+                    f.truncated_once = false;
+                }
+                // The listing may predate the copy: look again at the next rescan first.
+                None if !f.truncated_once => {
+                    tracing::debug!(seq = f.seq, "file truncated in place; looking for its copy");
+                    f.truncated_once = true;
+                }
+                None => {
+                    changes.truncated_lost.push((f.seq, f.size));
+                    f.path = None;
+                    f.fd = None;
+                    f.dev_ino = (0, 0);
+                }
+            }
+        }
+    }
+
+    /// Whether the file at `path` (with the inode of entry `i`, which holds no descriptor) is
+    /// still that entry's file; if not, the entry is marked gone. `None` if `path` was renamed
+    /// between the listing and now.
+    pub(super) fn still_same(&mut self, i: usize, path: &Path) -> Option<bool> {
+        let f = &mut self.files[i];
+        let (fd, meta) = open_regular(path).ok()?;
+        if (meta.dev(), meta.ino()) != f.dev_ino {
+            return None;
+        }
+        // Log files only grow: a smaller one with this inode is another file, even when its
+        // head looks the same (long lines split by the runtime have heads of the same bytes).
+        let same = meta.len() >= f.size && identity::same_head(&fd, &f.id).unwrap_or(false);
+        if !same {
+            tracing::debug!(seq = f.seq, path = %path.display(), "inode reused by another file");
+            f.path = None;
+            f.dev_ino = (0, 0);
+        }
+        Some(same)
+    }
+}
