@@ -82,6 +82,25 @@ fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     Ok((file, meta))
 }
 
+/// The metadata of a listed path, if it is a regular file; one that is not, or cannot be read,
+/// is reported in `changes`. `None` without a report: gone since the listing (renamed or
+/// deleted; the next rescan sees where it went).
+fn regular_meta(path: &Path, changes: &mut Changes) -> Option<std::fs::Metadata> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Some(meta),
+        Ok(_) => {
+            let why = "not a regular file".to_owned();
+            changes.unreadable.push((path.to_owned(), why));
+            None
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_err() => None,
+        Err(e) => {
+            changes.unreadable.push((path.to_owned(), e.to_string()));
+            None
+        }
+    }
+}
+
 impl FileSet {
     /// The entry with `seq`.
     pub fn get(&self, seq: u64) -> Option<&Tracked> {
@@ -205,22 +224,8 @@ impl FileSet {
         let (mut unknown, mut empty) = (Vec::new(), Vec::new());
         let mut listed: Vec<Option<u64>> = vec![None; paths.len()];
         for (n, path) in paths.iter().enumerate() {
-            let meta = match std::fs::metadata(path) {
-                Ok(meta) if meta.is_file() => meta,
-                Ok(_) => {
-                    changes
-                        .unreadable
-                        .push((path.clone(), "not a regular file".into()));
-                    continue;
-                }
-                // Renamed or deleted since the listing: the next rescan sees where it went.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_err() => {
-                    continue;
-                }
-                Err(e) => {
-                    changes.unreadable.push((path.clone(), e.to_string()));
-                    continue;
-                }
+            let Some(meta) = regular_meta(path, &mut changes) else {
+                continue;
             };
             if inodes.get(n).copied().flatten() != Some((meta.dev(), meta.ino())) {
                 tracing::debug!(path = %path.display(), "renamed since the listing; looking again");
