@@ -404,6 +404,11 @@ fn tail_engine_matches_the_model() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
+    // `MODEL_MAX_OPS` makes longer sequences (default 40).
+    let max_ops = std::env::var("MODEL_MAX_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let mut runner = TestRunner::new(ProptestConfig {
         cases,
         max_shrink_iters: std::env::var("MODEL_SHRINK_ITERS")
@@ -413,7 +418,7 @@ fn tail_engine_matches_the_model() {
         ..ProptestConfig::default()
     });
     runner
-        .run(&prop::collection::vec(op(), 5..40), |ops| run_case(&ops))
+        .run(&prop::collection::vec(op(), 5..max_ops), |ops| run_case(&ops))
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
