@@ -44,7 +44,7 @@ pub trait Emitter: Send + Sync + 'static {
     /// Complete lines read from log files (counted once, however many drains read them).
     fn lines_read(&self, stream: Stream, lines: u64, bytes: u64);
     /// Bad input that was skipped or repaired: `malformed_json`, `malformed_cri`, `invalid_utf8`,
-    /// `truncated`, `unreadable_file`, `garbage`, `compressed_file`, `checkpoint_corrupt`.
+    /// `truncated`, `unreadable_file`, `garbage`, `checkpoint_corrupt`.
     fn input_error(&self, cause: &'static str);
     /// Lines a drain will never get, by cause (`rotated_away`).
     fn lines_dropped(&self, drain: &str, cause: &'static str, lines: u64);

@@ -168,6 +168,8 @@ fn cri_logs_with_partial_lines() {
         format!("{TIME} stdout F one\n{TIME} stdout P two-a \n{TIME} stderr F err\n{TIME} stdout F two-b\n"),
     )
     .unwrap();
+    // A compressed rotated file is history: not tailed (the exact comparison below shows it),
+    // read only when a checkpoint points into it.
     fs::write(dir.join("0.log.20261120-000000.gz"), b"compressed").unwrap();
     let engine = node.start(node.settings(), routes(&[&a], vec![config]));
     // The container restarts: a new file with the next number.
@@ -190,7 +192,6 @@ fn cri_logs_with_partial_lines() {
         expected.iter().map(|s| s.to_string()).collect(),
     );
     assert_eq!(node.recorder.get("input:malformed_cri"), 1);
-    assert_eq!(node.recorder.get("input:compressed_file"), 1);
     assert!(a.received.lock().unwrap().iter().all(|r| r.pod == "web-1"));
     assert_eq!(node.recorder.get("open_files"), 1, "the newest file stays open");
     // The pod is deleted and the kubelet removes its directory: the container, read to its end,

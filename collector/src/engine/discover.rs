@@ -1,9 +1,13 @@
 //! The on-disk layouts of container logs; the only code that knows them.
 //!
 //! * Docker json-file: `<dockerRoot>/containers/<id>/<id>-json.log`, rotated by renaming to
-//!   `<id>-json.log.1 … .N` (`.1` is the newest rotated file), with `config.v2.json` beside it.
+//!   `<id>-json.log.1 … .N` (`.1` is the newest rotated file; `.N.gz` with `compress=true`), with
+//!   `config.v2.json` beside it.
 //! * CRI: `<podsRoot>/<ns>_<pod>_<uid>/<container>/<n>.log` (`n` is the restart count), rotated by
-//!   the kubelet to `<n>.log.<timestamp>` and later compressed to `….gz` (not tailed).
+//!   the kubelet to `<n>.log.<timestamp>` and later compressed to `….gz`.
+//!
+//! Compressed files are listed apart: they are never tailed (nothing writes them), only read
+//! when a checkpoint points into one (see `files::inflate`).
 //!
 //! Invariants: file lists are ordered oldest first; a container is named by a stable key
 //! (`docker/<id>` or `cri/<ns>_<pod>_<uid>/<container>`) that the checkpoint uses.
@@ -96,30 +100,41 @@ fn list_once(dir: &Path, format: Format) -> io::Result<Listing> {
     Ok(listing)
 }
 
-/// `<id>-json.log.N` (highest N is oldest), then `<id>-json.log`.
+/// `<id>-json.log.N` (highest N is oldest), then `<id>-json.log`; compressed ones
+/// (`--log-opt compress=true`: `<id>-json.log.N.gz`) apart, oldest first.
 fn docker_listing(dir: &Path, id: &str, names: Vec<String>) -> Listing {
     let current = format!("{id}-json.log");
     let mut rotated: Vec<(u64, String)> = Vec::new();
+    let mut compressed: Vec<(u64, String)> = Vec::new();
     let mut has_current = false;
     for name in names {
         if name == current {
             has_current = true;
-        } else if let Some(n) = name
-            .strip_prefix(&current)
-            .and_then(|s| s.strip_prefix('.'))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            rotated.push((n, name));
+            continue;
+        }
+        let Some(suffix) = name.strip_prefix(&current).and_then(|s| s.strip_prefix('.')) else {
+            continue;
+        };
+        let (n, into) = match suffix.strip_suffix(".gz") {
+            Some(n) => (n, &mut compressed),
+            None => (suffix, &mut rotated),
+        };
+        if let Ok(n) = n.parse::<u64>() {
+            into.push((n, name));
         }
     }
-    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, name)| dir.join(name)).collect();
+    let oldest_first = |mut v: Vec<(u64, String)>| -> Vec<PathBuf> {
+        v.sort_by_key(|r| std::cmp::Reverse(r.0));
+        v.into_iter().map(|(_, name)| dir.join(name)).collect()
+    };
+    let mut files = oldest_first(rotated);
     if has_current {
         files.push(dir.join(current));
     }
     Listing {
         files,
-        ..Listing::default()
+        inodes: Vec::new(),
+        compressed: oldest_first(compressed),
     }
 }
 
@@ -135,18 +150,18 @@ fn cri_listing(dir: &Path, names: Vec<String>) -> Listing {
         if rest.is_empty() {
             files.push(((n, 1, String::new()), dir.join(&name)));
         } else if let Some(suffix) = rest.strip_prefix('.') {
-            if suffix.ends_with(".gz") {
-                compressed.push(dir.join(&name));
-            } else {
-                files.push(((n, 0, suffix.to_owned()), dir.join(&name)));
+            match suffix.strip_suffix(".gz") {
+                Some(stamp) => compressed.push(((n, stamp.to_owned()), dir.join(&name))),
+                None => files.push(((n, 0, suffix.to_owned()), dir.join(&name))),
             }
         }
     }
     files.sort();
+    compressed.sort();
     Listing {
         files: files.into_iter().map(|(_, p)| p).collect(),
         inodes: Vec::new(),
-        compressed,
+        compressed: compressed.into_iter().map(|(_, p)| p).collect(),
     }
 }
 
@@ -240,17 +255,25 @@ mod tests {
             "abc-json.log.1",
             "abc-json.log.10",
             "abc-json.log.2",
+            "abc-json.log.3.gz",
+            "abc-json.log.12.gz",
             "config.v2.json",
             "x",
         ] {
             fs::write(d.join(name), b"").unwrap();
         }
-        let names: Vec<_> = list(&d, Format::Docker)
-            .unwrap()
-            .files
-            .iter()
-            .map(|p| p.file_name().unwrap().to_owned())
-            .collect();
+        let docker = list(&d, Format::Docker).unwrap();
+        let file_names = |paths: &[PathBuf]| -> Vec<String> {
+            paths
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            file_names(&docker.compressed),
+            ["abc-json.log.12.gz", "abc-json.log.3.gz"]
+        );
+        let names = file_names(&docker.files);
         assert_eq!(
             names,
             [
@@ -267,6 +290,8 @@ mod tests {
             "0.log",
             "1.log.20261121-101010",
             "0.log.20261120-000000.gz",
+            "1.log.20261121-080000.gz",
+            "1.log.20261121-070000.gz",
             "1.log.20261121-090000",
         ] {
             fs::write(c.join(name), b"").unwrap();
@@ -281,7 +306,14 @@ mod tests {
             names,
             ["0.log", "1.log.20261121-090000", "1.log.20261121-101010", "1.log"]
         );
-        assert_eq!(listing.compressed.len(), 1);
+        assert_eq!(
+            file_names(&listing.compressed),
+            [
+                "0.log.20261120-000000.gz",
+                "1.log.20261121-070000.gz",
+                "1.log.20261121-080000.gz"
+            ]
+        );
         assert_eq!(
             list(&dir.path().join("missing"), Format::Cri).unwrap(),
             Listing::default()

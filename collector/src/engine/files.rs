@@ -18,6 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+mod inflate;
 mod intake;
 mod truncation;
 

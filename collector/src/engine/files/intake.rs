@@ -161,7 +161,7 @@ impl FileSet {
     /// The sequence number for a new file: after every other, or, for a file found late that is
     /// older than the file `before`, between that one and the file preceding it (when there is
     /// still room).
-    fn seq_for(&mut self, before: Option<u64>) -> u64 {
+    pub(super) fn seq_for(&mut self, before: Option<u64>) -> u64 {
         if let Some(upper) = before {
             let lower = self
                 .files

@@ -12,7 +12,7 @@
 //!   acknowledged all of it; its cursors stay
 //!   in the checkpoint (dormant) as long as its directory exists.
 
-use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, sync::Arc};
+use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, path::Path, sync::Arc};
 
 use super::{Container, Tail};
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
         route::{self, Desired},
         stream::{Loc, StreamState},
     },
-    pipeline::{ContainerMeta, Position},
+    pipeline::{ContainerMeta, FileId, Position},
 };
 
 /// Deleted files kept open per container for streams that still need them.
@@ -89,6 +89,14 @@ impl Tail {
         for s in gone {
             self.dormant.insert((c.key.clone(), s.drain), s.cursor);
         }
+        let resuming: Vec<Position> = d
+            .drains
+            .keys()
+            .filter(|drain| !c.streams.iter().any(|s| s.drain == **drain))
+            .filter_map(|drain| self.dormant.get(&(c.key.clone(), drain.clone())))
+            .filter_map(|cursor| cursor.get())
+            .collect();
+        find_checkpointed(c, &resuming, &self.settings.state_dir, &mut self.rep);
         for (drain, wanted) in &d.drains {
             if let Some(s) = c.streams.iter_mut().find(|s| s.drain == *drain) {
                 s.wanted = *wanted;
@@ -100,10 +108,7 @@ impl Tail {
                 .unwrap_or_default();
             let mut s = StreamState::new(drain.clone(), *wanted, Arc::clone(&cursor), Loc::START);
             match cursor.get() {
-                Some(position) => {
-                    relist_until_found(c, position, &mut self.rep);
-                    seek_to(&mut c.files, &c.meta, &mut s, position, &mut self.rep);
-                }
+                Some(position) => seek_to(&mut c.files, &c.meta, &mut s, position, &mut self.rep),
                 None => s.seek(oldest(&c.files), None),
             }
             c.streams.push(s);
@@ -196,16 +201,39 @@ fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut StreamState, p: P
     rep.dropped(&s.drain, whose, "rotated_away", 1, &detail);
 }
 
-/// Look for a checkpointed position's file in fresh listings a few times before it counts as
-/// gone: a listing taken while the runtime renames files can miss one.
-fn relist_until_found(c: &mut Container, p: Position, rep: &mut Reporter) {
+/// Make the files of checkpointed positions `resuming` known before streams resume from them.
+/// A file missing from a listing is looked for in fresh listings a few times (a listing taken
+/// while the runtime renames files can miss one); one still missing may have been compressed
+/// meanwhile, and is then read from its compressed form (inflated into `spill`).
+fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep: &mut Reporter) {
     for _ in 0..RELIST {
-        if locate(&mut c.files, p).is_some() {
+        if resuming.iter().all(|&p| locate(&mut c.files, p).is_some()) {
             return;
         }
         std::thread::sleep(RELIST_PAUSE);
-        // The stream being placed is not among the container's yet: release nothing.
+        // The streams being placed are not among the container's yet: release nothing.
         refresh_files(c, rep, false);
+    }
+    let missing: Vec<FileId> = resuming
+        .iter()
+        .filter(|&&p| locate(&mut c.files, p).is_none())
+        .flat_map(|p| [p.resume.file, p.acked_end.file])
+        .collect();
+    let compressed = match discover::list(&c.dir, c.format) {
+        Ok(listing) if !listing.compressed.is_empty() => listing.compressed,
+        _ => return,
+    };
+    match c.files.inflate(&compressed, &missing, spill) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            container = %c.key,
+            files = n,
+            "a checkpointed file was compressed meanwhile: reading it and the compressed files after it"
+        ),
+        Err(e) => {
+            let detail = format!("cannot inflate a compressed log into the state directory: {e}");
+            rep.input_once(&c.dir, "unreadable_file", &detail);
+        }
     }
 }
 
@@ -240,9 +268,6 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
             return false;
         }
     };
-    for path in &listing.compressed {
-        rep.input_once(path, "compressed_file", &"compressed rotated logs are not tailed");
-    }
     let mut changes = c.files.refresh(&listing, c.finishing);
     // New files are numbered by the listing's order: it must still hold once they are open.
     if !changes.added.is_empty() && discover::list(&c.dir, c.format).ok().as_ref() != Some(&listing) {

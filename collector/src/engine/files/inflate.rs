@@ -1,0 +1,99 @@
+//! Compressed rotated logs (the kubelet's `….gz`; Docker's with `--log-opt compress=true`).
+//!
+//! Nothing writes them, so they are never tailed: their lines were read before the runtime
+//! compressed them. But a collector that was down, or a drain that lagged, can hold a checkpoint
+//! into a file that has been compressed since. Then that file and the compressed files after it
+//! are inflated into unnamed temporary files in the state directory (gone once closed, even
+//! after a crash) and read like deleted files, so the drain resumes where it was instead of
+//! losing the rest.
+//!
+//! Invariants: inflated entries have no path and no inode of their own (`dev_ino` is `(0, 0)`),
+//! so they are forgotten once no stream needs them; they are numbered in the compressed files'
+//! order, before every file on disk; a compressed file is inflated at most once at a time (one
+//! already inflated is recognised by its head).
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    path::{Path, PathBuf},
+};
+
+use flate2::read::MultiGzDecoder;
+
+use super::{FileSet, Tracked, identity};
+use crate::pipeline::FileId;
+
+impl FileSet {
+    /// Inflate, into temporary files in `spill`, the earliest of the `compressed` files (oldest
+    /// first) that starts like one of `wanted` (checkpointed files not found on disk), and every
+    /// compressed file after it not inflated yet. How many were inflated (0: no compressed file
+    /// is one of `wanted`).
+    pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> io::Result<usize> {
+        let Some(first) = compressed
+            .iter()
+            .position(|p| wanted.iter().any(|id| starts_like(p, id).unwrap_or(false)))
+        else {
+            return Ok(0);
+        };
+        // Each compressed file's entry if it is inflated already (its head is an entry's).
+        let mut entries: Vec<Option<u64>> = compressed.iter().map(|p| self.inflated_as(p)).collect();
+        let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
+        let mut count = 0;
+        // Newest first, each numbered just before its successor, so they end up in order.
+        for j in (first..compressed.len()).rev() {
+            if entries[j].is_some() {
+                continue;
+            }
+            let before = entries[j + 1..].iter().flatten().next().copied().or(on_disk);
+            let fd = inflate_into(&compressed[j], spill)?;
+            let (id, _) = identity::identify(&fd)?;
+            let size = fd.metadata()?.len();
+            let seq = self.seq_for(before);
+            tracing::debug!(path = %compressed[j].display(), seq, size, "inflated a compressed log");
+            let at = self.files.partition_point(|f| f.seq < seq);
+            self.files.insert(
+                at,
+                Tracked {
+                    id,
+                    digest: id.digest(),
+                    seq,
+                    path: None,
+                    fd: Some(fd),
+                    dev_ino: (0, 0),
+                    size,
+                    sealed: true,
+                    truncated_once: false,
+                },
+            );
+            entries[j] = Some(seq);
+            count += 1;
+        }
+        self.seal();
+        Ok(count)
+    }
+
+    /// The inflated entry holding the content of the compressed file at `path`, if any.
+    fn inflated_as(&self, path: &Path) -> Option<u64> {
+        self.files
+            .iter()
+            .filter(|f| f.path.is_none() && f.dev_ino == (0, 0) && f.fd.is_some())
+            .find(|f| starts_like(path, &f.id).unwrap_or(false))
+            .map(|f| f.seq)
+    }
+}
+
+/// Whether the compressed file at `path` starts with the head `id` was taken from.
+fn starts_like(path: &Path, id: &FileId) -> io::Result<bool> {
+    let mut head = Vec::with_capacity(id.head_len as usize);
+    MultiGzDecoder::new(File::open(path)?)
+        .take(u64::from(id.head_len))
+        .read_to_end(&mut head)?;
+    Ok(head.len() == id.head_len as usize && identity::head_hash(&head) == id.head_hash)
+}
+
+/// The content of the compressed file at `path`, in an unnamed temporary file in `spill`.
+fn inflate_into(path: &Path, spill: &Path) -> io::Result<File> {
+    let mut out = tempfile::tempfile_in(spill)?;
+    io::copy(&mut MultiGzDecoder::new(File::open(path)?), &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,128 @@
+//! Compressed rotated logs: a checkpoint that points into a file compressed while the engine was
+//! down resumes inside the compressed file, and the compressed files after it are read too;
+//! nothing is lost, nothing repeated. Docker (`--log-opt compress=true`: `<id>-json.log.N.gz`) and
+//! CRI (the kubelet's `<n>.log.<timestamp>.gz`).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+#[path = "engine_support.rs"]
+mod support;
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use flate2::{Compression, write::GzEncoder};
+use sluice_api::node_config::{ContainerConfig, Stream};
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Compress `path` into `gz` and remove it, as the runtimes do after a rotation.
+fn compress(path: &Path, gz: &Path) {
+    let data = fs::read(path).unwrap();
+    let mut encoder = GzEncoder::new(fs::File::create(gz).unwrap(), Compression::fast());
+    encoder.write_all(&data).unwrap();
+    encoder.finish().unwrap();
+    fs::remove_file(path).unwrap();
+}
+
+/// Write lines `from..from + n` to the Docker container; what a drain must receive.
+fn docker_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let m = format!("line-{i}-{}", "z".repeat(40 + i % 50));
+        text.push_str(&docker_records(Stream::Stdout, &m));
+        out.push(format!("stdout:{m}"));
+    }
+    c.append_raw(text.as_bytes());
+    out
+}
+
+#[test]
+fn docker_checkpoint_into_a_file_compressed_while_down() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 70);
+    let configs = vec![c.config(&["a"])];
+    let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
+    let mut expected = docker_lines(&c, 0, 300);
+    wait_for("the first lines", T, || a.count() == expected.len());
+    graceful_stop(engine, &[&a]);
+    // Down: the file the checkpoint points into grows, is rotated and compressed; so is the next.
+    expected.extend(docker_lines(&c, 300, 200));
+    fs::rename(c.log(), c.rotated(1)).unwrap();
+    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    expected.extend(docker_lines(&c, 500, 100));
+    fs::rename(gz(&c.rotated(1)), gz(&c.rotated(2))).unwrap();
+    fs::rename(c.log(), c.rotated(1)).unwrap();
+    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    expected.extend(docker_lines(&c, 600, 50));
+    let engine = node.start(node.settings(), routes(&[&a], configs));
+    wait_for("every line", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+    engine.join();
+}
+
+fn gz(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.gz", path.display()))
+}
+
+/// Write CRI lines `from..from + n` to `file`; what a drain must receive.
+fn cri_lines(file: &Path, from: usize, n: usize) -> Vec<String> {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let m = format!("line-{i}-{}", "c".repeat(30 + i % 40));
+        text.push_str(&format!("2026-11-21T15:15:34.{i:09}Z stdout F {m}\n"));
+        out.push(format!("stdout:{m}"));
+    }
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    out
+}
+
+#[test]
+fn cri_checkpoint_into_a_file_the_kubelet_compressed_while_down() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let dir = node.pods_root().join("shop_web-1_uid-1/app");
+    fs::create_dir_all(&dir).unwrap();
+    let config = ContainerConfig {
+        id: "containerd://abcdef".into(),
+        namespace: "shop".into(),
+        pod: "web-1".into(),
+        pod_uid: "uid-1".into(),
+        container: "app".into(),
+        labels: Default::default(),
+        streams: Stream::all(),
+        drains: vec!["a".into()],
+    };
+    let log = dir.join("0.log");
+    let engine = node.start(node.settings(), routes(&[&a], vec![config.clone()]));
+    let mut expected = cri_lines(&log, 0, 200);
+    wait_for("the first lines", T, || a.count() == expected.len());
+    graceful_stop(engine, &[&a]);
+    // Down: the kubelet rotates twice; the older rotated file is compressed, the newer is not.
+    expected.extend(cri_lines(&log, 200, 150));
+    let first = dir.join("0.log.20261121-151600");
+    fs::rename(&log, &first).unwrap();
+    expected.extend(cri_lines(&log, 350, 80));
+    fs::rename(&log, dir.join("0.log.20261121-151700")).unwrap();
+    compress(&first, &gz(&first));
+    expected.extend(cri_lines(&log, 430, 40));
+    let engine = node.start(node.settings(), routes(&[&a], vec![config]));
+    wait_for("every line", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+    engine.join();
+}
