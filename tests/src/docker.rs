@@ -44,6 +44,8 @@ pub struct RunSpec {
     pub max_size: Option<String>,
     /// `--log-opt max-file`.
     pub max_file: Option<u32>,
+    /// `--log-opt compress=true`: rotated files are gzipped (`<id>-json.log.N.gz`).
+    pub compress: bool,
 }
 
 /// Which binaries this harness needs, or what is missing.
@@ -171,6 +173,9 @@ impl Docker {
         }
         if let Some(n) = spec.max_file {
             cmd.arg("--log-opt").arg(format!("max-file={n}"));
+        }
+        if spec.compress {
+            cmd.arg("--log-opt").arg("compress=true");
         }
         cmd.arg(LOGGEN_IMAGE).args(&spec.args);
         let id = run(&mut cmd)?.trim().to_owned();

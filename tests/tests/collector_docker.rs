@@ -37,6 +37,7 @@ fn run_loggen(
         args: loggen_args(spec, count, rate),
         max_size: rotate.map(|(s, _)| s.to_owned()),
         max_file: rotate.map(|(_, n)| n),
+        compress: false,
     })
 }
 

@@ -20,7 +20,9 @@ use sluice_tests::{
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// SIGTERM mid-stream, then a restart from the same state dir: the collector exits 0 and every
-/// line arrives exactly once at both drains.
+/// line arrives exactly once at both drains. Docker rotates the log every 64 KiB and gzips the
+/// rotated files (`compress=true`), so while the collector is down the file its checkpoint
+/// points into is compressed: it resumes inside the `.gz`.
 #[test]
 fn sigterm_restart_mid_stream_loses_and_repeats_nothing() -> Result<()> {
     let test = "sigterm_restart_mid_stream_loses_and_repeats_nothing";
@@ -54,6 +56,9 @@ fn sigterm_restart_mid_stream_loses_and_repeats_nothing() -> Result<()> {
     let id = docker.run(&RunSpec {
         name: "term-a".into(),
         args: loggen_args(&spec, count, 1000),
+        max_size: Some("64k".into()),
+        max_file: Some(100),
+        compress: true,
         ..RunSpec::default()
     })?;
     // Let some lines through, then stop gracefully while the container keeps writing.
