@@ -126,3 +126,36 @@ fn cri_checkpoint_into_a_file_the_kubelet_compressed_while_down() {
     assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
     engine.join();
 }
+
+#[test]
+fn checkpointed_file_deleted_while_down_reads_every_compressed_file_after_it() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 71);
+    let configs = vec![c.config(&["a"])];
+    let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
+    let mut expected = docker_lines(&c, 0, 300);
+    wait_for("the first lines", T, || a.count() == expected.len());
+    graceful_stop(engine, &[&a]);
+    // Down: the checkpointed file is rotated, compressed, and then deleted (`max-file`); the
+    // compressed file after it stays.
+    let lost = docker_lines(&c, 300, 200);
+    fs::rename(c.log(), c.rotated(1)).unwrap();
+    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    expected.extend(docker_lines(&c, 500, 100));
+    fs::rename(gz(&c.rotated(1)), gz(&c.rotated(2))).unwrap();
+    fs::rename(c.log(), c.rotated(1)).unwrap();
+    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    fs::remove_file(gz(&c.rotated(2))).unwrap();
+    expected.extend(docker_lines(&c, 600, 50));
+    let engine = node.start(node.settings(), routes(&[&a], configs));
+    wait_for("every line still on disk", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(
+        node.recorder.get("dropped:a:rotated_away"),
+        1,
+        "the loss of the deleted file ({} lines) is counted, once",
+        lost.len()
+    );
+    engine.join();
+}

@@ -124,11 +124,12 @@ impl FileSet {
         self.files.iter().find(|f| f.seq > seq)
     }
 
-    /// The oldest entry still on disk, else the oldest one.
+    /// The oldest entry that can still be read (on disk, or held open: deleted, or inflated from
+    /// a compressed file), else the oldest one.
     pub fn oldest(&self) -> Option<&Tracked> {
         self.files
             .iter()
-            .find(|f| f.path.is_some())
+            .find(|f| f.path.is_some() || f.fd.is_some())
             .or(self.files.first())
     }
 

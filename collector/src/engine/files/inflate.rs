@@ -5,7 +5,8 @@
 //! into a file that has been compressed since. Then that file and the compressed files after it
 //! are inflated into unnamed temporary files in the state directory (gone once closed, even
 //! after a crash) and read like deleted files, so the drain resumes where it was instead of
-//! losing the rest.
+//! losing the rest. (When the checkpointed file is gone altogether, every compressed file is
+//! newer than it, and all of them are read.)
 //!
 //! Invariants: inflated entries have no path and no inode of their own (`dev_ino` is `(0, 0)`),
 //! so they are forgotten once no stream needs them; they are numbered in the compressed files'
@@ -24,17 +25,9 @@ use super::{FileSet, Tracked, identity};
 use crate::pipeline::FileId;
 
 impl FileSet {
-    /// Inflate, into temporary files in `spill`, the earliest of the `compressed` files (oldest
-    /// first) that starts like one of `wanted` (checkpointed files not found on disk), and every
-    /// compressed file after it not inflated yet. How many were inflated (0: no compressed file
-    /// is one of `wanted`).
-    pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> io::Result<usize> {
-        let Some(first) = compressed
-            .iter()
-            .position(|p| wanted.iter().any(|id| starts_like(p, id).unwrap_or(false)))
-        else {
-            return Ok(0);
-        };
+    /// Inflate, into temporary files in `spill`, the `compressed` files (oldest first) from
+    /// `first` on that are not inflated yet. How many were inflated.
+    pub fn inflate(&mut self, compressed: &[PathBuf], first: usize, spill: &Path) -> io::Result<usize> {
         // Each compressed file's entry if it is inflated already (its head is an entry's).
         let mut entries: Vec<Option<u64>> = compressed.iter().map(|p| self.inflated_as(p)).collect();
         let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
@@ -70,6 +63,13 @@ impl FileSet {
         }
         self.seal();
         Ok(count)
+    }
+
+    /// The earliest of the `compressed` files (oldest first) that starts like one of `wanted`.
+    pub fn compressed_match(compressed: &[PathBuf], wanted: &[FileId]) -> Option<usize> {
+        compressed
+            .iter()
+            .position(|p| wanted.iter().any(|id| starts_like(p, id).unwrap_or(false)))
     }
 
     /// The inflated entry holding the content of the compressed file at `path`, if any.

@@ -204,7 +204,8 @@ fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut StreamState, p: P
 /// Make the files of checkpointed positions `resuming` known before streams resume from them.
 /// A file missing from a listing is looked for in fresh listings a few times (a listing taken
 /// while the runtime renames files can miss one); one still missing may have been compressed
-/// meanwhile, and is then read from its compressed form (inflated into `spill`).
+/// meanwhile, and is then read from its compressed form (inflated into `spill`), with the
+/// compressed files after it; if it is gone altogether, all compressed files are newer and read.
 fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep: &mut Reporter) {
     for _ in 0..RELIST {
         if resuming.iter().all(|&p| locate(&mut c.files, p).is_some()) {
@@ -223,12 +224,15 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
         Ok(listing) if !listing.compressed.is_empty() => listing.compressed,
         _ => return,
     };
-    match c.files.inflate(&compressed, &missing, spill) {
+    // A checkpointed file that is not among them is gone: the runtime deletes the oldest files
+    // first, so every compressed file is newer than it and is read (after counting the loss).
+    let first = FileSet::compressed_match(&compressed, &missing).unwrap_or(0);
+    match c.files.inflate(&compressed, first, spill) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             container = %c.key,
             files = n,
-            "a checkpointed file was compressed meanwhile: reading it and the compressed files after it"
+            "a checkpointed file was compressed or deleted meanwhile: reading the compressed files after it"
         ),
         Err(e) => {
             let detail = format!("cannot inflate a compressed log into the state directory: {e}");
