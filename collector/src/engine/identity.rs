@@ -93,7 +93,11 @@ pub fn identify(file: &File) -> io::Result<(FileId, bool)> {
 }
 
 /// Whether `file` still starts with the head `id` was taken from (ignoring device and inode).
+/// An empty head identifies nothing: it matches no file.
 pub fn same_head(file: &File, id: &FileId) -> io::Result<bool> {
+    if id.head_len == 0 {
+        return Ok(false);
+    }
     let head = read_head(file, id.head_len)?;
     Ok(head.len() == id.head_len as usize && head_hash(&head) == id.head_hash)
 }

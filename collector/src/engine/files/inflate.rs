@@ -39,8 +39,11 @@ impl FileSet {
             }
             let before = entries[j + 1..].iter().flatten().next().copied().or(on_disk);
             let fd = inflate_into(&compressed[j], spill)?;
-            let (id, _) = identity::identify(&fd)?;
             let size = fd.metadata()?.len();
+            if size == 0 {
+                continue; // nothing to read (and an empty head would match any file)
+            }
+            let (id, _) = identity::identify(&fd)?;
             let seq = self.seq_for(before);
             tracing::debug!(path = %compressed[j].display(), seq, size, "inflated a compressed log");
             let at = self.files.partition_point(|f| f.seq < seq);
@@ -84,6 +87,9 @@ impl FileSet {
 
 /// Whether the compressed file at `path` starts with the head `id` was taken from.
 fn starts_like(path: &Path, id: &FileId) -> io::Result<bool> {
+    if id.head_len == 0 {
+        return Ok(false);
+    }
     let mut head = Vec::with_capacity(id.head_len as usize);
     MultiGzDecoder::new(File::open(path)?)
         .take(u64::from(id.head_len))
