@@ -10,8 +10,8 @@
 //!
 //! Invariants: inflated entries have no path and no inode of their own (`dev_ino` is `(0, 0)`),
 //! so they are forgotten once no stream needs them; they are numbered in the compressed files'
-//! order, before every file on disk; a compressed file is inflated at most once at a time (one
-//! already inflated is recognised by its head).
+//! order, before every file on disk; a compressed file whose content is readable already
+//! (inflated before, or its original still on disk) is not inflated (recognised by its head).
 
 use std::{
     fs::File,
@@ -28,8 +28,9 @@ impl FileSet {
     /// Inflate, into temporary files in `spill`, the `compressed` files (oldest first) from
     /// `first` on that are not inflated yet. How many were inflated.
     pub fn inflate(&mut self, compressed: &[PathBuf], first: usize, spill: &Path) -> io::Result<usize> {
-        // Each compressed file's entry if it is inflated already (its head is an entry's).
-        let mut entries: Vec<Option<u64>> = compressed.iter().map(|p| self.inflated_as(p)).collect();
+        // Each compressed file's entry if its content is readable already: inflated before, or
+        // still on disk uncompressed (the runtime removes the original once the `.gz` is whole).
+        let mut entries: Vec<Option<u64>> = compressed.iter().map(|p| self.readable_as(p)).collect();
         let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
         let mut count = 0;
         // Newest first, each numbered just before its successor, so they end up in order.
@@ -75,11 +76,12 @@ impl FileSet {
             .position(|p| wanted.iter().any(|id| starts_like(p, id).unwrap_or(false)))
     }
 
-    /// The inflated entry holding the content of the compressed file at `path`, if any.
-    fn inflated_as(&self, path: &Path) -> Option<u64> {
+    /// The readable entry (on disk, held open, or inflated) with the content of the compressed
+    /// file at `path`, if any.
+    fn readable_as(&self, path: &Path) -> Option<u64> {
         self.files
             .iter()
-            .filter(|f| f.path.is_none() && f.dev_ino == (0, 0) && f.fd.is_some())
+            .filter(|f| f.path.is_some() || f.fd.is_some())
             .find(|f| starts_like(path, &f.id).unwrap_or(false))
             .map(|f| f.seq)
     }
