@@ -130,6 +130,11 @@ mod tests {
         // A copy matches by head.
         std::fs::write(dir.path().join("b.log"), b"first line\nmore").unwrap();
         assert!(same_head(&File::open(dir.path().join("b.log")).unwrap(), &id).unwrap());
+        // An empty head (an empty file's) matches nothing, not everything.
+        std::fs::write(dir.path().join("empty.log"), b"").unwrap();
+        let (empty, _) = identify(&File::open(dir.path().join("empty.log")).unwrap()).unwrap();
+        assert_eq!(empty.head_len, 0);
+        assert!(!same_head(&reopened, &empty).unwrap());
     }
 
     #[test]
