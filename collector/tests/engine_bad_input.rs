@@ -151,18 +151,7 @@ fn garbage_and_unreadable_files_do_not_stall_anything() {
 fn cri_logs_with_partial_lines() {
     let node = Node::new();
     let a = MockDrain::start("a", 4, &node.waker);
-    let dir = node.pods_root().join("shop_web-1_uid-1/app");
-    fs::create_dir_all(&dir).unwrap();
-    let config = ContainerConfig {
-        id: "containerd://abcdef".into(),
-        namespace: "shop".into(),
-        pod: "web-1".into(),
-        pod_uid: "uid-1".into(),
-        container: "app".into(),
-        labels: Default::default(),
-        streams: Stream::all(),
-        drains: vec!["a".into()],
-    };
+    let (config, dir) = cri_container(&node, &["a"]);
     fs::write(
         dir.join("0.log"),
         format!("{TIME} stdout F one\n{TIME} stdout P two-a \n{TIME} stderr F err\n{TIME} stdout F two-b\n"),

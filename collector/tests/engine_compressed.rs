@@ -30,6 +30,29 @@ fn compress(path: &Path, gz: &Path) {
     fs::remove_file(path).unwrap();
 }
 
+/// Start the engine, deliver the lines `write` writes, and stop gracefully: the checkpoint ends
+/// after them. Returns them.
+fn deliver_then_stop(
+    node: &Node,
+    a: &MockDrain,
+    config: &ContainerConfig,
+    write: impl FnOnce() -> Vec<String>,
+) -> Vec<String> {
+    let engine = node.start(node.settings(), routes(&[a], vec![config.clone()]));
+    let lines = write();
+    wait_for("the first lines", T, || a.count() == lines.len());
+    graceful_stop(engine, &[a]);
+    lines
+}
+
+/// Start the engine again and require that `a` received exactly `expected` in all.
+fn restart_and_expect(node: &Node, a: &MockDrain, config: ContainerConfig, expected: Vec<String>) {
+    let engine = node.start(node.settings(), routes(&[a], vec![config]));
+    wait_for("every line", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    engine.join();
+}
+
 /// Write lines `from..from + n` to the Docker container; what a drain must receive.
 fn docker_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
     let mut text = String::new();
@@ -48,11 +71,8 @@ fn docker_checkpoint_into_a_file_compressed_while_down() {
     let node = Node::new();
     let a = MockDrain::start("a", 4, &node.waker);
     let c = DockerContainer::new(&node.docker_root(), 70);
-    let configs = vec![c.config(&["a"])];
-    let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
-    let mut expected = docker_lines(&c, 0, 300);
-    wait_for("the first lines", T, || a.count() == expected.len());
-    graceful_stop(engine, &[&a]);
+    let config = c.config(&["a"]);
+    let mut expected = deliver_then_stop(&node, &a, &config, || docker_lines(&c, 0, 300));
     // Down: the file the checkpoint points into grows, is rotated and compressed; so is the next.
     expected.extend(docker_lines(&c, 300, 200));
     fs::rename(c.log(), c.rotated(1)).unwrap();
@@ -62,11 +82,8 @@ fn docker_checkpoint_into_a_file_compressed_while_down() {
     fs::rename(c.log(), c.rotated(1)).unwrap();
     compress(&c.rotated(1), &gz(&c.rotated(1)));
     expected.extend(docker_lines(&c, 600, 50));
-    let engine = node.start(node.settings(), routes(&[&a], configs));
-    wait_for("every line", T, || a.count() >= expected.len());
-    assert_same_lines("drain a", a.messages(), expected);
+    restart_and_expect(&node, &a, config, expected);
     assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
-    engine.join();
 }
 
 fn gz(path: &Path) -> PathBuf {
@@ -95,23 +112,9 @@ fn cri_lines(file: &Path, from: usize, n: usize) -> Vec<String> {
 fn cri_checkpoint_into_a_file_the_kubelet_compressed_while_down() {
     let node = Node::new();
     let a = MockDrain::start("a", 4, &node.waker);
-    let dir = node.pods_root().join("shop_web-1_uid-1/app");
-    fs::create_dir_all(&dir).unwrap();
-    let config = ContainerConfig {
-        id: "containerd://abcdef".into(),
-        namespace: "shop".into(),
-        pod: "web-1".into(),
-        pod_uid: "uid-1".into(),
-        container: "app".into(),
-        labels: Default::default(),
-        streams: Stream::all(),
-        drains: vec!["a".into()],
-    };
+    let (config, dir) = cri_container(&node, &["a"]);
     let log = dir.join("0.log");
-    let engine = node.start(node.settings(), routes(&[&a], vec![config.clone()]));
-    let mut expected = cri_lines(&log, 0, 200);
-    wait_for("the first lines", T, || a.count() == expected.len());
-    graceful_stop(engine, &[&a]);
+    let mut expected = deliver_then_stop(&node, &a, &config, || cri_lines(&log, 0, 200));
     // Down: the kubelet rotates twice; the older rotated file is compressed, the newer is not.
     expected.extend(cri_lines(&log, 200, 150));
     let first = dir.join("0.log.20261121-151600");
@@ -120,11 +123,8 @@ fn cri_checkpoint_into_a_file_the_kubelet_compressed_while_down() {
     fs::rename(&log, dir.join("0.log.20261121-151700")).unwrap();
     compress(&first, &gz(&first));
     expected.extend(cri_lines(&log, 430, 40));
-    let engine = node.start(node.settings(), routes(&[&a], vec![config]));
-    wait_for("every line", T, || a.count() >= expected.len());
-    assert_same_lines("drain a", a.messages(), expected);
+    restart_and_expect(&node, &a, config, expected);
     assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
-    engine.join();
 }
 
 #[test]
@@ -132,11 +132,8 @@ fn checkpointed_file_deleted_while_down_reads_every_compressed_file_after_it() {
     let node = Node::new();
     let a = MockDrain::start("a", 4, &node.waker);
     let c = DockerContainer::new(&node.docker_root(), 71);
-    let configs = vec![c.config(&["a"])];
-    let engine = node.start(node.settings(), routes(&[&a], configs.clone()));
-    let mut expected = docker_lines(&c, 0, 300);
-    wait_for("the first lines", T, || a.count() == expected.len());
-    graceful_stop(engine, &[&a]);
+    let config = c.config(&["a"]);
+    let mut expected = deliver_then_stop(&node, &a, &config, || docker_lines(&c, 0, 300));
     // Down: the checkpointed file is rotated, compressed, and then deleted (`max-file`); the
     // compressed file after it stays.
     let lost = docker_lines(&c, 300, 200);
@@ -148,14 +145,11 @@ fn checkpointed_file_deleted_while_down_reads_every_compressed_file_after_it() {
     compress(&c.rotated(1), &gz(&c.rotated(1)));
     fs::remove_file(gz(&c.rotated(2))).unwrap();
     expected.extend(docker_lines(&c, 600, 50));
-    let engine = node.start(node.settings(), routes(&[&a], configs));
-    wait_for("every line still on disk", T, || a.count() >= expected.len());
-    assert_same_lines("drain a", a.messages(), expected);
+    restart_and_expect(&node, &a, config, expected);
     assert_eq!(
         node.recorder.get("dropped:a:rotated_away"),
         1,
         "the loss of the deleted file ({} lines) is counted, once",
         lost.len()
     );
-    engine.join();
 }

@@ -366,6 +366,24 @@ impl Node {
     }
 }
 
+/// A CRI container (`shop/web-1`, container `app`) routed to `drains`, with its log directory
+/// (created) under the node's pods root.
+pub fn cri_container(node: &Node, drains: &[&str]) -> (ContainerConfig, PathBuf) {
+    let dir = node.pods_root().join("shop_web-1_uid-1/app");
+    fs::create_dir_all(&dir).unwrap();
+    let config = ContainerConfig {
+        id: "containerd://abcdef".into(),
+        namespace: "shop".into(),
+        pod: "web-1".into(),
+        pod_uid: "uid-1".into(),
+        container: "app".into(),
+        labels: Default::default(),
+        streams: Stream::all(),
+        drains: drains.iter().map(|d| d.to_string()).collect(),
+    };
+    (config, dir)
+}
+
 pub fn routes(drains: &[&MockDrain], containers: Vec<ContainerConfig>) -> Routes {
     Routes {
         drains: drains.iter().map(|d| (d.name.clone(), d.endpoint())).collect(),

@@ -52,6 +52,24 @@ pub struct Tracked {
     pub truncated_once: bool,
 }
 
+impl Tracked {
+    /// A file first seen now as `id`, numbered `seq`, open as `fd`, `size` bytes long; with no
+    /// path or inode of its own yet.
+    fn new(id: FileId, seq: u64, fd: File, size: u64) -> Self {
+        Self {
+            id,
+            digest: id.digest(),
+            seq,
+            path: None,
+            fd: Some(fd),
+            dev_ino: (0, 0),
+            size,
+            sealed: false,
+            truncated_once: false,
+        }
+    }
+}
+
 /// What a refresh noticed that the streams must react to.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -274,6 +292,12 @@ impl FileSet {
     pub fn withdraw(&mut self, added: &[u64]) {
         self.files.retain(|f| !added.contains(&f.seq));
         self.seal();
+    }
+
+    /// Add `file`, in `seq` order.
+    fn insert(&mut self, file: Tracked) {
+        let at = self.files.partition_point(|f| f.seq < file.seq);
+        self.files.insert(at, file);
     }
 
     /// Every file but the newest is sealed.

@@ -47,21 +47,10 @@ impl FileSet {
             let (id, _) = identity::identify(&fd)?;
             let seq = self.seq_for(before);
             tracing::debug!(path = %compressed[j].display(), seq, size, "inflated a compressed log");
-            let at = self.files.partition_point(|f| f.seq < seq);
-            self.files.insert(
-                at,
-                Tracked {
-                    id,
-                    digest: id.digest(),
-                    seq,
-                    path: None,
-                    fd: Some(fd),
-                    dev_ino: (0, 0),
-                    size,
-                    sealed: true,
-                    truncated_once: false,
-                },
-            );
+            self.insert(Tracked {
+                sealed: true,
+                ..Tracked::new(id, seq, fd, size)
+            });
             entries[j] = Some(seq);
             count += 1;
         }

@@ -140,21 +140,11 @@ impl FileSet {
         }
         let seq = self.seq_for(before);
         tracing::debug!(path = %path.display(), seq, "new log file");
-        let at = self.files.partition_point(|f| f.seq < seq);
-        self.files.insert(
-            at,
-            Tracked {
-                id,
-                digest: id.digest(),
-                seq,
-                path: Some(path.to_owned()),
-                fd: Some(fd),
-                dev_ino,
-                size: meta.len(),
-                sealed: false,
-                truncated_once: false,
-            },
-        );
+        self.insert(Tracked {
+            path: Some(path.to_owned()),
+            dev_ino,
+            ..Tracked::new(id, seq, fd, meta.len())
+        });
         Ok(Added::Yes(seq))
     }
 
