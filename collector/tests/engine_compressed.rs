@@ -75,15 +75,22 @@ fn docker_checkpoint_into_a_file_compressed_while_down() {
     let mut expected = deliver_then_stop(&node, &a, &config, || docker_lines(&c, 0, 300));
     // Down: the file the checkpoint points into grows, is rotated and compressed; so is the next.
     expected.extend(docker_lines(&c, 300, 200));
-    fs::rename(c.log(), c.rotated(1)).unwrap();
-    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    rotate_compressed(&c);
     expected.extend(docker_lines(&c, 500, 100));
-    fs::rename(gz(&c.rotated(1)), gz(&c.rotated(2))).unwrap();
-    fs::rename(c.log(), c.rotated(1)).unwrap();
-    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    rotate_compressed(&c);
     expected.extend(docker_lines(&c, 600, 50));
     restart_and_expect(&node, &a, config, expected);
     assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+}
+
+/// Docker's rotation with `compress=true`: `.N.gz` → `.N+1.gz`, the current file → `.1.gz`.
+fn rotate_compressed(c: &DockerContainer) {
+    let rotated = (1..).take_while(|&n| gz(&c.rotated(n)).exists()).count();
+    for n in (1..=rotated).rev() {
+        fs::rename(gz(&c.rotated(n)), gz(&c.rotated(n + 1))).unwrap();
+    }
+    fs::rename(c.log(), c.rotated(1)).unwrap();
+    compress(&c.rotated(1), &gz(&c.rotated(1)));
 }
 
 fn gz(path: &Path) -> PathBuf {
@@ -137,12 +144,9 @@ fn checkpointed_file_deleted_while_down_reads_every_compressed_file_after_it() {
     // Down: the checkpointed file is rotated, compressed, and then deleted (`max-file`); the
     // compressed file after it stays.
     let lost = docker_lines(&c, 300, 200);
-    fs::rename(c.log(), c.rotated(1)).unwrap();
-    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    rotate_compressed(&c);
     expected.extend(docker_lines(&c, 500, 100));
-    fs::rename(gz(&c.rotated(1)), gz(&c.rotated(2))).unwrap();
-    fs::rename(c.log(), c.rotated(1)).unwrap();
-    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    rotate_compressed(&c);
     fs::remove_file(gz(&c.rotated(2))).unwrap();
     expected.extend(docker_lines(&c, 600, 50));
     restart_and_expect(&node, &a, config, expected);
