@@ -25,12 +25,24 @@ use super::{FileSet, Tracked, identity};
 use crate::pipeline::FileId;
 
 impl FileSet {
-    /// Inflate, into temporary files in `spill`, the `compressed` files (oldest first) from
-    /// `first` on that are not inflated yet. How many were inflated.
-    pub fn inflate(&mut self, compressed: &[PathBuf], first: usize, spill: &Path) -> io::Result<usize> {
+    /// Inflate, into temporary files in `spill`, the earliest of the `compressed` files (oldest
+    /// first) that starts like one of `wanted` (checkpointed files not on disk) and the ones
+    /// after it; when none does, the checkpointed files are gone altogether (the runtime deletes
+    /// the oldest first), so every compressed file is newer than them and all are inflated.
+    /// Files whose content is readable already are skipped. How many were inflated.
+    pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> io::Result<usize> {
+        // Each head is inflated once (a failure to read one counts as no match).
+        let heads: Vec<Vec<u8>> = compressed
+            .iter()
+            .map(|p| inflated_head(p).unwrap_or_default())
+            .collect();
+        let first = heads
+            .iter()
+            .position(|h| wanted.iter().any(|id| starts_with(h, id)))
+            .unwrap_or(0);
         // Each compressed file's entry if its content is readable already: inflated before, or
         // still on disk uncompressed (the runtime removes the original once the `.gz` is whole).
-        let mut entries: Vec<Option<u64>> = compressed.iter().map(|p| self.readable_as(p)).collect();
+        let mut entries: Vec<Option<u64>> = heads.iter().map(|h| self.readable_as(h)).collect();
         let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
         let mut count = 0;
         // Newest first, each numbered just before its successor, so they end up in order.
@@ -58,34 +70,31 @@ impl FileSet {
         Ok(count)
     }
 
-    /// The earliest of the `compressed` files (oldest first) that starts like one of `wanted`.
-    pub fn compressed_match(compressed: &[PathBuf], wanted: &[FileId]) -> Option<usize> {
-        compressed
-            .iter()
-            .position(|p| wanted.iter().any(|id| starts_like(p, id).unwrap_or(false)))
-    }
-
-    /// The readable entry (on disk, held open, or inflated) with the content of the compressed
-    /// file at `path`, if any.
-    fn readable_as(&self, path: &Path) -> Option<u64> {
+    /// The readable entry (on disk, held open, or inflated) whose file starts with `head` (a
+    /// compressed file's first bytes), if any.
+    fn readable_as(&self, head: &[u8]) -> Option<u64> {
         self.files
             .iter()
             .filter(|f| f.path.is_some() || f.fd.is_some())
-            .find(|f| starts_like(path, &f.id).unwrap_or(false))
+            .find(|f| starts_with(head, &f.id))
             .map(|f| f.seq)
     }
 }
 
-/// Whether the compressed file at `path` starts with the head `id` was taken from.
-fn starts_like(path: &Path, id: &FileId) -> io::Result<bool> {
-    if id.head_len == 0 {
-        return Ok(false);
-    }
-    let mut head = Vec::with_capacity(id.head_len as usize);
+/// The first [`identity::HEAD_MAX`] bytes of the compressed file at `path`, inflated.
+fn inflated_head(path: &Path) -> io::Result<Vec<u8>> {
+    let mut head = Vec::new();
     MultiGzDecoder::new(File::open(path)?)
-        .take(u64::from(id.head_len))
+        .take(u64::from(identity::HEAD_MAX))
         .read_to_end(&mut head)?;
-    Ok(head.len() == id.head_len as usize && identity::head_hash(&head) == id.head_hash)
+    Ok(head)
+}
+
+/// Whether `head` (a file's first bytes) starts with the head `id` was taken from. An empty head
+/// identifies nothing.
+fn starts_with(head: &[u8], id: &FileId) -> bool {
+    let len = id.head_len as usize;
+    len > 0 && head.len() >= len && identity::head_hash(&head[..len]) == id.head_hash
 }
 
 /// The content of the compressed file at `path`, in an unnamed temporary file in `spill`.

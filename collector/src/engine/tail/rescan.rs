@@ -224,10 +224,7 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
         Ok(listing) if !listing.compressed.is_empty() => listing.compressed,
         _ => return,
     };
-    // A checkpointed file that is not among them is gone: the runtime deletes the oldest files
-    // first, so every compressed file is newer than it and is read (after counting the loss).
-    let first = FileSet::compressed_match(&compressed, &missing).unwrap_or(0);
-    match c.files.inflate(&compressed, first, spill) {
+    match c.files.inflate(&compressed, &missing, spill) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             container = %c.key,
