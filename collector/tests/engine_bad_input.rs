@@ -159,7 +159,11 @@ fn cri_logs_with_partial_lines() {
     .unwrap();
     // A compressed rotated file is history: not tailed (the exact comparison below shows it),
     // read only when a checkpoint points into it.
-    fs::write(dir.join("0.log.20261120-000000.gz"), b"compressed").unwrap();
+    let history = dir.join("0.log.20261120-000000.gz");
+    fs::write(&history, b"compressed").unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let history = fs::File::options().write(true).open(history).unwrap();
+    history.set_modified(an_hour_ago).unwrap();
     let engine = node.start(node.settings(), routes(&[&a], vec![config]));
     // The container restarts: a new file with the next number.
     fs::write(

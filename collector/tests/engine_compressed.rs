@@ -157,3 +157,119 @@ fn checkpointed_file_deleted_while_down_reads_every_compressed_file_after_it() {
         lost.len()
     );
 }
+
+/// Compress `data` into `gz` elsewhere first and rename it into place, so the file is never seen
+/// uncompressed or half written: what a look sees when the runtime rotated and compressed a file
+/// between two looks of the engine.
+fn place_compressed(node: &Node, data: &[u8], gz: &Path) {
+    let staged = node.tmp.path().join("staged.gz");
+    let mut encoder = GzEncoder::new(fs::File::create(&staged).unwrap(), Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap();
+    fs::rename(&staged, gz).unwrap();
+}
+
+/// Docker lines `from..from + n` as file content, and what a drain must receive of them.
+fn docker_text(from: usize, n: usize) -> (String, Vec<String>) {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let m = format!("line-{i}-{}", "m".repeat(30 + i % 60));
+        text.push_str(&docker_records(Stream::Stdout, &m));
+        out.push(format!("stdout:{m}"));
+    }
+    (text, out)
+}
+
+/// The runtime wrote a whole file, rotated and compressed it between two looks of the engine (a
+/// busy node, a fast writer: Docker compresses `.1` at once): it is only ever seen compressed.
+/// It is read, in its place between the files around it.
+#[test]
+fn a_file_rotated_and_compressed_between_two_looks_is_read() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 72);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = docker_lines(&c, 0, 200);
+    wait_for("the first file's lines", T, || a.count() == expected.len());
+    rotate_compressed(&c);
+    // The next file never shows uncompressed: `.1.gz` → `.2.gz`, then the new `.1.gz` appears.
+    let (text, missed) = docker_text(200, 150);
+    fs::rename(gz(&c.rotated(1)), gz(&c.rotated(2))).unwrap();
+    place_compressed(&node, text.as_bytes(), &gz(&c.rotated(1)));
+    expected.extend(missed);
+    expected.extend(docker_lines(&c, 350, 100));
+    wait_for("every line", T, || a.count() >= expected.len());
+    // Later looks see the same compressed files again: nothing is read twice.
+    expected.extend(docker_lines(&c, 450, 10));
+    wait_for("the last lines", T, || a.count() >= expected.len());
+    graceful_stop(engine, &[&a]);
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+}
+
+/// A container first seen after the engine started: files it rotated and compressed before the
+/// engine looked at it were written since the engine started, and are read, oldest first.
+#[test]
+fn a_new_container_compressed_before_it_was_seen_is_read_whole() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let engine = node.start(node.settings(), routes(&[&a], Vec::new()));
+    let c = DockerContainer::new(&node.docker_root(), 73);
+    let (first, mut expected) = docker_text(0, 120);
+    let (second, lines) = docker_text(120, 80);
+    expected.extend(lines);
+    place_compressed(&node, first.as_bytes(), &gz(&c.rotated(2)));
+    place_compressed(&node, second.as_bytes(), &gz(&c.rotated(1)));
+    expected.extend(docker_lines(&c, 200, 50));
+    engine.apply(routes(&[&a], vec![c.config(&["a"])]));
+    wait_for("every line", T, || a.count() >= expected.len());
+    expected.extend(docker_lines(&c, 250, 10));
+    wait_for("the last lines", T, || a.count() >= expected.len());
+    graceful_stop(engine, &[&a]);
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+}
+
+/// Compressed history (written before the engine started, with no checkpoint) is not read:
+/// shipping starts at the oldest uncompressed file, as other shippers do (inflating all of a
+/// node's history at first start could take gigabytes of disk).
+#[test]
+fn compressed_history_before_the_first_start_is_not_read() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 74);
+    let (history, _) = docker_text(0, 100);
+    place_compressed(&node, history.as_bytes(), &gz(&c.rotated(1)));
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let gz_file = fs::File::options().write(true).open(gz(&c.rotated(1))).unwrap();
+    gz_file.set_modified(an_hour_ago).unwrap();
+    let mut expected = docker_lines(&c, 100, 60);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    wait_for("the uncompressed lines", T, || a.count() >= expected.len());
+    expected.extend(docker_lines(&c, 160, 10));
+    wait_for("the last lines", T, || a.count() >= expected.len());
+    graceful_stop(engine, &[&a]);
+    assert_same_lines("drain a", a.messages(), expected);
+}
+
+/// A compressed file that is not gzip appears beside a running container: it is reported once
+/// (`unreadable_file`), and the container's lines go on flowing.
+#[test]
+fn a_corrupt_compressed_file_is_reported_and_stalls_nothing() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 75);
+    let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = docker_lines(&c, 0, 50);
+    wait_for("the first lines", T, || a.count() == expected.len());
+    fs::write(gz(&c.rotated(1)), b"not gzip at all").unwrap();
+    fs::rename(c.log(), c.rotated(2)).unwrap();
+    expected.extend(docker_lines(&c, 50, 50));
+    wait_for("the lines after it", T, || a.count() >= expected.len());
+    wait_for("the report", T, || {
+        node.recorder.get("input:unreadable_file") == 1
+    });
+    graceful_stop(engine, &[&a]);
+    assert_same_lines("drain a", a.messages(), expected);
+}

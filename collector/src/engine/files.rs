@@ -90,6 +90,8 @@ pub struct FileSet {
     /// Oldest first.
     pub files: Vec<Tracked>,
     next_seq: u64,
+    /// Compressed files looked at (see [`FileSet::take_missed`]).
+    compressed: inflate::Compressed,
 }
 
 fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
@@ -101,26 +103,51 @@ fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     Ok((file, meta))
 }
 
-/// The metadata of a listed path, if it is a regular file; one that is not, or cannot be read,
-/// is reported in `changes`. `None` without a report: gone since the listing (renamed or
-/// deleted; the next rescan sees where it went).
-fn regular_meta(path: &Path, changes: &mut Changes) -> Option<std::fs::Metadata> {
+/// What a listed path is now.
+enum Found {
+    /// A regular file.
+    Regular(std::fs::Metadata),
+    /// Not a regular file, or not readable: reported in `changes`.
+    Bad,
+    /// Gone since the listing (renamed or deleted; the next rescan sees where it went).
+    Gone,
+}
+
+/// What the listed `path` is now; a bad one is reported in `changes`.
+fn regular_meta(path: &Path, changes: &mut Changes) -> Found {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Some(meta),
+        Ok(meta) if meta.is_file() => Found::Regular(meta),
         Ok(_) => {
             let why = "not a regular file".to_owned();
             changes.unreadable.push((path.to_owned(), why));
-            None
+            Found::Bad
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_err() => None,
+        // A dangling symlink is bad input; anything else not found was renamed or deleted (a
+        // rotation may have put another file at the path since).
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            Found::Gone
+        }
         Err(e) => {
             changes.unreadable.push((path.to_owned(), e.to_string()));
-            None
+            Found::Bad
         }
     }
 }
 
 impl FileSet {
+    /// The files of a container not looked at yet. At its first look, compressed files last
+    /// written before `history_before` are history, and not read; later ones hold lines never
+    /// seen, and are (see [`FileSet::take_missed`]).
+    pub fn new(history_before: std::time::SystemTime) -> Self {
+        Self {
+            compressed: inflate::Compressed::new(history_before),
+            ..Self::default()
+        }
+    }
+
     /// The entry with `seq`.
     pub fn get(&self, seq: u64) -> Option<&Tracked> {
         self.files
@@ -229,13 +256,14 @@ impl FileSet {
         }
     }
 
-    /// Bring the set up to date with `paths` (the container's files on disk, oldest first).
+    /// Bring the set up to date with `paths` (the container's files on disk, oldest first), and
+    /// read compressed files that hold lines never seen (inflated into `spill`).
     /// `finished`: nothing writes the files any more, so a newest file whose first line is not
     /// complete is taken as it is rather than waited for.
     /// `listing.inodes` are the device and inode of each path when it was listed: a path that names
     /// another file now was renamed since, and the whole refresh is left for the next rescan
     /// (taking some files of a rotation and not others would get their order wrong).
-    pub fn refresh(&mut self, listing: &Listing, finished: bool) -> Changes {
+    pub fn refresh(&mut self, listing: &Listing, finished: bool, spill: &Path) -> Changes {
         let (paths, inodes) = (&listing.files[..], &listing.inodes[..]);
         let mut changes = Changes::default();
         self.detect_truncation(paths, &mut changes);
@@ -244,8 +272,16 @@ impl FileSet {
         let (mut unknown, mut empty) = (Vec::new(), Vec::new());
         let mut listed: Vec<Option<u64>> = vec![None; paths.len()];
         for (n, path) in paths.iter().enumerate() {
-            let Some(meta) = regular_meta(path, &mut changes) else {
-                continue;
+            let meta = match regular_meta(path, &mut changes) {
+                Found::Regular(meta) => meta,
+                Found::Bad => continue,
+                // Perhaps compressed, after a listing that did not show the compressed file yet:
+                // taking newer files now could put a reader past the place that file goes to.
+                Found::Gone => {
+                    tracing::debug!(path = %path.display(), "gone since the listing; looking again");
+                    changes.deferred = true;
+                    return changes;
+                }
             };
             if inodes.get(n).copied().flatten() != Some((meta.dev(), meta.ino())) {
                 tracing::debug!(path = %path.display(), "renamed since the listing; looking again");
@@ -281,7 +317,7 @@ impl FileSet {
                 f.path = None;
             }
         }
-        self.seal();
+        self.take_missed(&listing.compressed, spill, &mut changes);
         changes
     }
 
@@ -291,6 +327,8 @@ impl FileSet {
     /// the listing did not show). The next refresh takes them again, from a fresh listing.
     pub fn withdraw(&mut self, added: &[u64]) {
         self.files.retain(|f| !added.contains(&f.seq));
+        // A compressed file recognised as one of them is looked at again with them.
+        self.forget_compressed(added);
         self.seal();
     }
 

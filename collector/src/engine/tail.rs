@@ -75,10 +75,17 @@ pub(crate) struct Tail {
     next_checkpoint: Instant,
     next_lag: Instant,
     stopped: bool,
+    /// Compressed logs last written before this (the engine's start, less a margin for coarse
+    /// file clocks) are history when a container is first seen (see `files::inflate`).
+    history_before: std::time::SystemTime,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Compressed logs written this long before the engine started may hold lines written after it
+/// (file times come from a coarse clock): they are read, not taken for history.
+const HISTORY_MARGIN: Duration = Duration::from_secs(1);
 
 impl Tail {
     /// Load the checkpoint and set everything up (on the caller's thread).
@@ -122,6 +129,7 @@ impl Tail {
             next_checkpoint: now,
             next_lag: now,
             stopped: false,
+            history_before: std::time::SystemTime::now() - HISTORY_MARGIN,
             _watcher: watcher,
         };
         tail.apply(routes);

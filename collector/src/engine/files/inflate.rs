@@ -1,28 +1,95 @@
 //! Compressed rotated logs (the kubelet's `….gz`; Docker's with `--log-opt compress=true`).
 //!
-//! Nothing writes them, so they are never tailed: their lines were read before the runtime
-//! compressed them. But a collector that was down, or a drain that lagged, can hold a checkpoint
-//! into a file that has been compressed since. Then that file and the compressed files after it
-//! are inflated into unnamed temporary files in the state directory (gone once closed, even
-//! after a crash) and read like deleted files, so the drain resumes where it was instead of
-//! losing the rest. (When the checkpointed file is gone altogether, every compressed file is
-//! newer than it, and all of them are read.)
+//! Nothing writes them, so they are never tailed: their lines are normally read before the
+//! runtime compresses them. Compressed files are read (inflated into unnamed temporary files in
+//! the state directory, gone once closed, even after a crash, and read like deleted files) when
+//! their lines would otherwise be lost:
+//! * a collector that was down, or a drain that lagged, holds a checkpoint into a file that has
+//!   been compressed since: that file and the compressed files after it are read, so the drain
+//!   resumes where it was (when the checkpointed file is gone altogether, every compressed file
+//!   is newer than it, and all are read) — [`FileSet::inflate`];
+//! * a file was rotated and compressed between two looks (a fast writer on a busy node: Docker
+//!   compresses a rotated file at once), so it was never seen uncompressed: every compressed file
+//!   that appears is recognised by its head as a file known (or remembered as a ghost), else it
+//!   is such a missed file and is read — [`FileSet::take_missed`]. At a container's first look,
+//!   compressed files last written before the engine started are history, and not read (shipping
+//!   starts at the oldest uncompressed file); later ones were missed too (a container that
+//!   rotated before the engine first looked).
 //!
 //! Invariants: inflated entries have no path and no inode of their own (`dev_ino` is `(0, 0)`),
 //! so they are forgotten once no stream needs them; they are numbered in the compressed files'
-//! order, before every file on disk; a compressed file whose content is readable already
-//! (inflated before, or its original still on disk) is not inflated (recognised by its head).
+//! order (after the entry of the compressed file before them, else before every file on disk); a compressed file whose content is readable already
+//! (inflated before, or its original still on disk) is not inflated (recognised by its head);
+//! a compressed file is looked at once (by device, inode and size: renames keep them).
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::{self, Read},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use flate2::read::MultiGzDecoder;
 
-use super::{FileSet, Tracked, identity};
+use super::{Changes, FileSet, Tracked, identity};
 use crate::pipeline::FileId;
+
+/// Listings in a row that must miss a compressed file looked at before it is forgotten (a
+/// listing taken during a rename can miss a file once).
+const FORGET_AFTER_MISSES: u8 = 3;
+
+/// How long a compressed file may end early before it counts as bad input: a runtime writes
+/// one in place, and a half-written one cannot be read yet.
+const UNREADABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// The compressed files of a container already looked at.
+#[derive(Debug, Default)]
+pub struct Compressed {
+    /// At the first look, compressed files last written before this are history; later ones
+    /// are read. (`None`: all are history.)
+    history_before: Option<SystemTime>,
+    /// Whether the first look was taken.
+    primed: bool,
+    /// Compressed files looked at, by device, inode and size: the entry whose content each one
+    /// holds (if known, for numbering files around it), and how many listings in a row missed it.
+    seen: HashMap<(u64, u64, u64), Looked>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Looked {
+    seq: Option<u64>,
+    misses: u8,
+}
+
+impl Compressed {
+    /// Compressed files last written before `history_before` are history at the first look.
+    pub fn new(history_before: SystemTime) -> Self {
+        Self {
+            history_before: Some(history_before),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a compressed file holds (see [`FileSet::take_missed`]).
+enum Look {
+    /// The file of the entry `seq` (`None`: nothing, or not known any more).
+    Known(Option<u64>),
+    /// A file never seen, inflated: its descriptor, identity and size.
+    Missed((File, FileId, u64)),
+}
+
+/// Missed compressed files, inflated (descriptor, identity, size), by device, inode and size.
+type Missed = HashMap<(u64, u64, u64), (File, FileId, u64)>;
+
+/// A listed compressed file.
+struct Listed<'a> {
+    path: &'a Path,
+    key: (u64, u64, u64),
+    modified: SystemTime,
+}
 
 impl FileSet {
     /// Inflate, into temporary files in `spill`, the earliest of the `compressed` files (oldest
@@ -51,23 +118,205 @@ impl FileSet {
                 continue;
             }
             let before = entries[j + 1..].iter().flatten().next().copied().or(on_disk);
-            let fd = inflate_into(&compressed[j], spill)?;
-            let size = fd.metadata()?.len();
-            if size == 0 {
-                continue; // nothing to read (and an empty head would match any file)
+            if let Some(seq) = self.inflate_entry(&compressed[j], before, spill)? {
+                entries[j] = Some(seq);
+                count += 1;
             }
-            let (id, _) = identity::identify(&fd)?;
-            let seq = self.seq_for(before);
-            tracing::debug!(path = %compressed[j].display(), seq, size, "inflated a compressed log");
+        }
+        self.seal();
+        Ok(count)
+    }
+
+    /// Look at the compressed files of a listing (oldest first) not looked at before, and read
+    /// those that hold lines never seen (see the module doc): inflated into `spill`, numbered
+    /// before the files on disk and after the compressed files before them. Runs after the files
+    /// on disk were brought up to date, so a file's original still on disk is known.
+    ///
+    /// All or nothing: when a compressed file cannot be looked at yet (still being written, or
+    /// renamed since the listing), it may be a missed file older than the others and than the
+    /// files just added, so none of them is taken now (a reader must not pass the place it goes
+    /// to); a later look takes them together.
+    pub(super) fn take_missed(&mut self, listed: &[PathBuf], spill: &Path, changes: &mut Changes) {
+        let metas: Vec<io::Result<std::fs::Metadata>> = listed.iter().map(std::fs::metadata).collect();
+        // One gone since the listing (renamed, most likely) is looked at under its new name.
+        let mut complete = metas.iter().all(Result::is_ok);
+        let listed: Vec<Listed<'_>> = listed
+            .iter()
+            .zip(metas)
+            .filter_map(|(path, meta)| {
+                let meta = meta.ok()?;
+                Some(Listed {
+                    path,
+                    key: (meta.dev(), meta.ino(), meta.len()),
+                    modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                })
+            })
+            .collect();
+        self.prime(&listed);
+        tracing::trace!(
+            compressed = ?listed.iter().map(|l| (l.path.file_name(), l.key, self.compressed.seen.get(&l.key).map(|s| s.seq))).collect::<Vec<_>>(),
+            files = ?self.files.iter().map(|f| (f.seq, f.path.as_ref().and_then(|p| p.file_name()), f.fd.is_some())).collect::<Vec<_>>(),
+            "looking at compressed files"
+        );
+        let missed = self.look_at_new(&listed, spill, &mut complete, changes);
+        if !complete {
+            let added = std::mem::take(&mut changes.added);
+            self.withdraw(&added);
+            changes.deferred = true;
+            return;
+        }
+        self.number_missed(&listed, missed, changes);
+        self.seal();
+    }
+
+    /// Look at the listed compressed files not looked at before: record those that hold known
+    /// files (or are bad, reported in `changes`), and return the missed ones, inflated. One that
+    /// cannot be looked at yet clears `complete`.
+    fn look_at_new(
+        &mut self,
+        listed: &[Listed<'_>],
+        spill: &Path,
+        complete: &mut bool,
+        changes: &mut Changes,
+    ) -> Missed {
+        let mut missed = HashMap::new();
+        for l in listed {
+            if self.compressed.seen.contains_key(&l.key) {
+                continue;
+            }
+            match self.look_at(l, spill) {
+                Ok(Look::Known(seq)) => {
+                    tracing::debug!(path = %l.path.display(), seq, "compressed log holds a known file");
+                    self.compressed.seen.insert(l.key, Looked { seq, misses: 0 });
+                }
+                Ok(Look::Missed(file)) => {
+                    missed.insert(l.key, file);
+                }
+                Err(e)
+                    if !may_be_unfinished(&e)
+                        || l.modified.elapsed().unwrap_or_default() >= UNREADABLE_AFTER =>
+                {
+                    let why = format!("cannot read this compressed log into the state directory: {e}");
+                    changes.unreadable.push((l.path.to_owned(), why));
+                    self.compressed
+                        .seen
+                        .insert(l.key, Looked { seq: None, misses: 0 });
+                }
+                Err(e) => {
+                    tracing::debug!(path = %l.path.display(), error = %e, "compressed log not readable yet");
+                    *complete = false;
+                }
+            }
+        }
+        missed
+    }
+
+    /// Track the `missed` compressed files of the listing, in its order (oldest first).
+    fn number_missed(&mut self, listed: &[Listed<'_>], mut missed: Missed, changes: &mut Changes) {
+        // Oldest first, each numbered just after the file before it (the compressed files'
+        // order is the runtime's; a file on disk may be the original of one of them still),
+        // the first one before the files on disk.
+        let mut after = None;
+        let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
+        for l in listed {
+            let Some((fd, id, size)) = missed.remove(&l.key) else {
+                after = self
+                    .compressed
+                    .seen
+                    .get(&l.key)
+                    .and_then(|looked| looked.seq)
+                    .or(after);
+                continue;
+            };
+            let seq = match after {
+                Some(after) => self.seq_after(after),
+                None => self.seq_for(on_disk),
+            };
+            tracing::info!(
+                path = %l.path.display(),
+                seq,
+                "a log file was rotated and compressed before it was seen: reading it from its compressed form"
+            );
             self.insert(Tracked {
                 sealed: true,
                 ..Tracked::new(id, seq, fd, size)
             });
-            entries[j] = Some(seq);
-            count += 1;
+            self.compressed.seen.insert(
+                l.key,
+                Looked {
+                    seq: Some(seq),
+                    misses: 0,
+                },
+            );
+            // Numbered from this listing: withdrawn with the files it added if it did not hold.
+            changes.added.push(seq);
+            after = Some(seq);
         }
-        self.seal();
-        Ok(count)
+    }
+
+    /// Forget compressed files looked at that are not listed any more, and at the first look,
+    /// take those last written before the engine started for history.
+    fn prime(&mut self, listed: &[Listed<'_>]) {
+        let compressed = &mut self.compressed;
+        compressed.seen.retain(|key, looked| {
+            looked.misses = match listed.iter().any(|l| l.key == *key) {
+                true => 0,
+                false => looked.misses + 1,
+            };
+            looked.misses < FORGET_AFTER_MISSES
+        });
+        if compressed.primed {
+            return;
+        }
+        compressed.primed = true;
+        let history_before = compressed.history_before;
+        for l in listed {
+            if history_before.is_none_or(|before| l.modified < before) {
+                tracing::debug!(path = %l.path.display(), "compressed log is history");
+                compressed.seen.insert(l.key, Looked { seq: None, misses: 0 });
+            }
+        }
+    }
+
+    /// Look again at compressed files recognised as the entries `seqs` (withdrawn).
+    pub(super) fn forget_compressed(&mut self, seqs: &[u64]) {
+        self.compressed
+            .seen
+            .retain(|_, looked| !looked.seq.is_some_and(|seq| seqs.contains(&seq)));
+    }
+
+    /// What a compressed file not looked at before holds: the file of a known entry, nothing,
+    /// or a file never seen (then inflated into `spill`).
+    fn look_at(&self, l: &Listed<'_>, spill: &Path) -> io::Result<Look> {
+        let head = inflated_head(l.path)?;
+        if let Some(f) = self.files.iter().find(|f| starts_with(&head, &f.id)) {
+            return Ok(Look::Known(Some(f.seq)));
+        }
+        if head.is_empty() {
+            return Ok(Look::Known(None));
+        }
+        let fd = inflate_into(l.path, spill)?;
+        let size = fd.metadata()?.len();
+        let (id, _) = identity::identify(&fd)?;
+        Ok(Look::Missed((fd, id, size)))
+    }
+
+    /// Inflate the compressed file at `path` into `spill` and track it, numbered before `before`
+    /// (sealed: nothing writes it). `None`: it holds nothing (an empty head would match any file).
+    fn inflate_entry(&mut self, path: &Path, before: Option<u64>, spill: &Path) -> io::Result<Option<u64>> {
+        let fd = inflate_into(path, spill)?;
+        let size = fd.metadata()?.len();
+        if size == 0 {
+            return Ok(None);
+        }
+        let (id, _) = identity::identify(&fd)?;
+        let seq = self.seq_for(before);
+        tracing::debug!(path = %path.display(), seq, size, "inflated a compressed log");
+        self.insert(Tracked {
+            sealed: true,
+            ..Tracked::new(id, seq, fd, size)
+        });
+        Ok(Some(seq))
     }
 
     /// The readable entry (on disk, held open, or inflated) whose file starts with `head` (a
@@ -79,6 +328,12 @@ impl FileSet {
             .find(|f| starts_with(head, &f.id))
             .map(|f| f.seq)
     }
+}
+
+/// Whether `e`, from reading a compressed file, may come from one still being written (it ends
+/// early) or renamed since it was listed, rather than from bad content.
+fn may_be_unfinished(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::NotFound)
 }
 
 /// The first [`identity::HEAD_MAX`] bytes of the compressed file at `path`, inflated.

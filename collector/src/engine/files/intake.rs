@@ -167,4 +167,15 @@ impl FileSet {
         self.next_seq += SEQ_STEP;
         self.next_seq
     }
+
+    /// The sequence number for a file found late that is newer than the file numbered `after`:
+    /// between that one and the file following it (when there is still room), else after every
+    /// other.
+    pub(super) fn seq_after(&mut self, after: u64) -> u64 {
+        let upper = self.files.iter().map(|f| f.seq).filter(|&s| s > after).min();
+        match upper {
+            Some(upper) if upper - after > 1 => after + (upper - after) / 2,
+            upper => self.seq_for(upper),
+        }
+    }
 }

@@ -55,17 +55,18 @@ impl Tail {
                 None if !d.running && self.finished.contains(key) => continue,
                 None => {
                     self.finished.remove(key);
-                    self.containers.push(new_container(key, d));
+                    self.containers.push(new_container(key, d, self.history_before));
                     let i = self.containers.len() - 1;
                     // Before its streams exist, nothing may be released.
-                    soon |= refresh_files(&mut self.containers[i], &mut self.rep, false);
+                    let spill = &self.settings.state_dir;
+                    soon |= refresh_files(&mut self.containers[i], &mut self.rep, spill, false);
                     i
                 }
             };
             self.sync_streams(i, d);
         }
         for c in &mut self.containers {
-            soon |= refresh_files(c, &mut self.rep, true);
+            soon |= refresh_files(c, &mut self.rep, &self.settings.state_dir, true);
         }
         if soon {
             self.rescan_flag.store(true, std::sync::atomic::Ordering::Release);
@@ -161,13 +162,15 @@ impl Tail {
     }
 }
 
-fn new_container(key: &str, d: &Desired) -> Container {
+/// A container first seen now; its compressed files last written before `history_before` are
+/// history, not read (see `files::inflate`).
+fn new_container(key: &str, d: &Desired, history_before: std::time::SystemTime) -> Container {
     Container {
         key: key.to_owned(),
         dir: d.dir.clone(),
         format: d.format,
         meta: d.meta.clone(),
-        files: FileSet::default(),
+        files: FileSet::new(history_before),
         streams: Vec::new(),
         hw: Loc::START,
         finishing: !d.running,
@@ -213,7 +216,7 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
         }
         std::thread::sleep(RELIST_PAUSE);
         // The streams being placed are not among the container's yet: release nothing.
-        refresh_files(c, rep, false);
+        refresh_files(c, rep, spill, false);
     }
     let missing: Vec<FileId> = resuming
         .iter()
@@ -258,10 +261,10 @@ fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
     }
 }
 
-/// List the container's directory and update its files; react to truncation and deletion;
-/// with `release`, close what no stream needs. `true` if a new file was left for the next
+/// List the container's directory and update its files (inflating into `spill` compressed files
+/// never seen); react to truncation and deletion; with `release`, close what no stream needs. `true` if a new file was left for the next
 /// rescan.
-fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
+fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: bool) -> bool {
     let listing = match discover::list(&c.dir, c.format) {
         Ok(listing) => listing,
         Err(e) => {
@@ -269,7 +272,7 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, release: bool) -> bool {
             return false;
         }
     };
-    let mut changes = c.files.refresh(&listing, c.finishing);
+    let mut changes = c.files.refresh(&listing, c.finishing, spill);
     // New files are numbered by the listing's order: it must still hold once they are open.
     if !changes.added.is_empty() && discover::list(&c.dir, c.format).ok().as_ref() != Some(&listing) {
         tracing::debug!(container = %c.key, "the directory changed while new files were opened; looking again");
