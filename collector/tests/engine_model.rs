@@ -91,9 +91,11 @@ struct Model<'a> {
     kills: usize,
     /// Lines were deleted while down before the first checkpoint: their loss cannot be known.
     uncountable: bool,
-    /// A kill came before the first checkpoint: the next engine starts from the oldest file,
-    /// whose first record may continue a line that began in a file deleted before. Nothing
-    /// marks such a record as a continuation, so its cut line cannot be known either.
+    /// A kill came before the first checkpoint, or an engine started without one while a
+    /// compressed file (history, not read) ended in a split line: the engine starts from the
+    /// oldest file it reads, whose first record may continue a line that began in a file deleted
+    /// or not read. Nothing marks such a record as a continuation, so its cut line cannot be
+    /// known either.
     blind_restart: bool,
     n: usize,
     engine: Option<sluice_collector::engine::EngineHandle>,
@@ -103,9 +105,11 @@ impl Model<'_> {
     fn start(&mut self) {
         // Without a checkpoint the engine starts at the oldest file on disk: compressed history
         // is not read, and what it held was never known to be missed.
+        // The last line of such a file may go on in the next one: that tail arrives alone.
         if !self.checkpointed() {
             for f in self.files.iter().filter(|f| f.compressed) {
                 self.uncountable |= !f.lines.is_empty();
+                self.blind_restart |= f.splits_into_next;
                 self.may_be_lost.extend(f.lines.iter().cloned());
             }
         }
@@ -752,6 +756,50 @@ mod regressions {
             CompressRotated,
             Rotate,
             CopyTruncate,
+        ])
+        .unwrap();
+    }
+
+    /// A rename put another compressed file at a path between the engine's look at it and its
+    /// reading: the engine took the other file's (empty) content for it, and never read it.
+    #[test]
+    fn a_compressed_file_renamed_between_its_look_and_its_reading() {
+        run_case(&[
+            e(35),
+            Rotate,
+            CopyTruncate,
+            CompressRotated,
+            Rotate,
+            Rotate,
+            Rotate,
+            e(5),
+            w(7),
+            Rotate,
+            Rotate,
+            CompressRotated,
+            CompressRotated,
+            e(17),
+            Rotate,
+            e(34),
+            Rotate,
+            CompressRotated,
+            Restart,
+            long(33, true),
+            Rotate,
+            Kill {
+                delete_while_down: true,
+            },
+            e(11),
+            DeleteOldest,
+            e(9),
+            long(2, true),
+            CompressRotated,
+            DeleteOldest,
+            e(12),
+            e(8),
+            CompressRotated,
+            CompressRotated,
+            CompressRotated,
         ])
         .unwrap();
     }

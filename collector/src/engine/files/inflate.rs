@@ -25,7 +25,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, Read},
+    io::{self, Read, Seek, SeekFrom},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -84,9 +84,10 @@ enum Look {
 /// Missed compressed files, inflated (descriptor, identity, size), by device, inode and size.
 type Missed = HashMap<(u64, u64, u64), (File, FileId, u64)>;
 
-/// A listed compressed file.
+/// A listed compressed file, open (a rename cannot swap it between looks).
 struct Listed<'a> {
     path: &'a Path,
+    file: File,
     key: (u64, u64, u64),
     modified: SystemTime,
 }
@@ -98,10 +99,12 @@ impl FileSet {
     /// the oldest first), so every compressed file is newer than them and all are inflated.
     /// Files whose content is readable already are skipped. How many were inflated.
     pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> io::Result<usize> {
-        // Each head is inflated once (a failure to read one counts as no match).
-        let heads: Vec<Vec<u8>> = compressed
+        // Each file is opened once (a rename cannot swap it between looks), and its head
+        // inflated once (a failure to read one counts as no match).
+        let opened: Vec<Option<File>> = compressed.iter().map(|p| File::open(p).ok()).collect();
+        let heads: Vec<Vec<u8>> = opened
             .iter()
-            .map(|p| inflated_head(p).unwrap_or_default())
+            .map(|f| f.as_ref().and_then(|f| inflated_head(f).ok()).unwrap_or_default())
             .collect();
         let first = heads
             .iter()
@@ -118,7 +121,8 @@ impl FileSet {
                 continue;
             }
             let before = entries[j + 1..].iter().flatten().next().copied().or(on_disk);
-            if let Some(seq) = self.inflate_entry(&compressed[j], before, spill)? {
+            let Some(file) = &opened[j] else { continue };
+            if let Some(seq) = self.inflate_entry(&compressed[j], file, before, spill)? {
                 entries[j] = Some(seq);
                 count += 1;
             }
@@ -137,16 +141,24 @@ impl FileSet {
     /// files just added, so none of them is taken now (a reader must not pass the place it goes
     /// to); a later look takes them together.
     pub(super) fn take_missed(&mut self, listed: &[PathBuf], spill: &Path, changes: &mut Changes) {
-        let metas: Vec<io::Result<std::fs::Metadata>> = listed.iter().map(std::fs::metadata).collect();
+        let opened: Vec<io::Result<(File, std::fs::Metadata)>> = listed
+            .iter()
+            .map(|path| {
+                let file = File::open(path)?;
+                let meta = file.metadata()?;
+                Ok((file, meta))
+            })
+            .collect();
         // One gone since the listing (renamed, most likely) is looked at under its new name.
-        let mut complete = metas.iter().all(Result::is_ok);
+        let mut complete = opened.iter().all(Result::is_ok);
         let listed: Vec<Listed<'_>> = listed
             .iter()
-            .zip(metas)
-            .filter_map(|(path, meta)| {
-                let meta = meta.ok()?;
+            .zip(opened)
+            .filter_map(|(path, opened)| {
+                let (file, meta) = opened.ok()?;
                 Some(Listed {
                     path,
+                    file,
                     key: (meta.dev(), meta.ino(), meta.len()),
                     modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 })
@@ -288,23 +300,29 @@ impl FileSet {
     /// What a compressed file not looked at before holds: the file of a known entry, nothing,
     /// or a file never seen (then inflated into `spill`).
     fn look_at(&self, l: &Listed<'_>, spill: &Path) -> io::Result<Look> {
-        let head = inflated_head(l.path)?;
+        let head = inflated_head(&l.file)?;
         if let Some(f) = self.files.iter().find(|f| starts_with(&head, &f.id)) {
             return Ok(Look::Known(Some(f.seq)));
         }
         if head.is_empty() {
             return Ok(Look::Known(None));
         }
-        let fd = inflate_into(l.path, spill)?;
+        let fd = inflate_into(&l.file, spill)?;
         let size = fd.metadata()?.len();
         let (id, _) = identity::identify(&fd)?;
         Ok(Look::Missed((fd, id, size)))
     }
 
-    /// Inflate the compressed file at `path` into `spill` and track it, numbered before `before`
+    /// Inflate the compressed `file` (at `path`) into `spill` and track it, numbered before `before`
     /// (sealed: nothing writes it). `None`: it holds nothing (an empty head would match any file).
-    fn inflate_entry(&mut self, path: &Path, before: Option<u64>, spill: &Path) -> io::Result<Option<u64>> {
-        let fd = inflate_into(path, spill)?;
+    fn inflate_entry(
+        &mut self,
+        path: &Path,
+        file: &File,
+        before: Option<u64>,
+        spill: &Path,
+    ) -> io::Result<Option<u64>> {
+        let fd = inflate_into(file, spill)?;
         let size = fd.metadata()?.len();
         if size == 0 {
             return Ok(None);
@@ -336,13 +354,19 @@ fn may_be_unfinished(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::NotFound)
 }
 
-/// The first [`identity::HEAD_MAX`] bytes of the compressed file at `path`, inflated.
-fn inflated_head(path: &Path) -> io::Result<Vec<u8>> {
+/// The first [`identity::HEAD_MAX`] bytes of the compressed `file`, inflated.
+fn inflated_head(file: &File) -> io::Result<Vec<u8>> {
     let mut head = Vec::new();
-    MultiGzDecoder::new(File::open(path)?)
+    MultiGzDecoder::new(from_start(file)?)
         .take(u64::from(identity::HEAD_MAX))
         .read_to_end(&mut head)?;
     Ok(head)
+}
+
+/// `file`, read from its start.
+fn from_start(mut file: &File) -> io::Result<&File> {
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 /// Whether `head` (a file's first bytes) starts with the head `id` was taken from. An empty head
@@ -352,9 +376,9 @@ fn starts_with(head: &[u8], id: &FileId) -> bool {
     len > 0 && head.len() >= len && identity::head_hash(&head[..len]) == id.head_hash
 }
 
-/// The content of the compressed file at `path`, in an unnamed temporary file in `spill`.
-fn inflate_into(path: &Path, spill: &Path) -> io::Result<File> {
+/// The content of the compressed `file`, in an unnamed temporary file in `spill`.
+fn inflate_into(file: &File, spill: &Path) -> io::Result<File> {
     let mut out = tempfile::tempfile_in(spill)?;
-    io::copy(&mut MultiGzDecoder::new(File::open(path)?), &mut out)?;
+    io::copy(&mut MultiGzDecoder::new(from_start(file)?), &mut out)?;
     Ok(out)
 }
