@@ -803,4 +803,26 @@ mod regressions {
         ])
         .unwrap();
     }
+
+    /// A graceful restart, then every rotated file compressed while the new engine first looks:
+    /// its looks had to be taken again while the compression went on, and it took the
+    /// checkpointed file for gone, read everything again and counted a loss.
+    #[test]
+    fn a_restart_while_the_rotated_files_are_compressed() {
+        run_case(&[
+            e(6),
+            long(38, true),
+            long(34, false),
+            Rotate,
+            w(27),
+            long(37, true),
+            SplitAcrossRotation,
+            w(32),
+            Rotate,
+            w(11),
+            Restart,
+            CompressRotated,
+        ])
+        .unwrap();
+    }
 }

@@ -31,6 +31,8 @@ pub const MAX_DELETED_OPEN: usize = 8;
 
 /// Fresh listings taken before a checkpointed file counts as gone, and the pause between them.
 const RELIST: usize = 3;
+/// Fresh listings taken at most, counting those that had to look again (see `find_checkpointed`).
+const RELIST_MAX: usize = 100;
 const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Tail {
@@ -210,13 +212,19 @@ fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut StreamState, p: P
 /// meanwhile, and is then read from its compressed form (inflated into `spill`), with the
 /// compressed files after it; if it is gone altogether, all compressed files are newer and read.
 fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep: &mut Reporter) {
-    for _ in 0..RELIST {
+    // Listings that held (a refresh that had to look again, a rotation in progress, does not
+    // count: its files may be missing for now), up to a bound on all.
+    let (mut held, mut tries) = (0, 0);
+    while held < RELIST && tries < RELIST_MAX {
         if resuming.iter().all(|&p| locate(&mut c.files, p).is_some()) {
             return;
         }
         std::thread::sleep(RELIST_PAUSE);
         // The streams being placed are not among the container's yet: release nothing.
-        refresh_files(c, rep, spill, false);
+        if !refresh_files(c, rep, spill, false) {
+            held += 1;
+        }
+        tries += 1;
     }
     let missing: Vec<FileId> = resuming
         .iter()
