@@ -40,9 +40,10 @@ use crate::pipeline::FileId;
 /// listing taken during a rename can miss a file once).
 const FORGET_AFTER_MISSES: u8 = 3;
 
-/// How long a compressed file may end early before it counts as bad input: a runtime writes
-/// one in place, and a half-written one cannot be read yet.
-const UNREADABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long since its last write a compressed file that cannot be read counts as bad input:
+/// a runtime writes one in place, and one being written cannot be read yet (it ends early, or
+/// mid-block looks corrupt).
+const UNREADABLE_AFTER: Duration = Duration::from_secs(2);
 
 /// The compressed files of a container already looked at.
 #[derive(Debug, Default)]
@@ -204,11 +205,8 @@ impl FileSet {
                 Ok(Look::Missed(file)) => {
                     missed.insert(l.key, file);
                 }
-                Err(e)
-                    if !may_be_unfinished(&e)
-                        || l.modified.elapsed().unwrap_or_default() >= UNREADABLE_AFTER =>
-                {
-                    let why = format!("cannot read this compressed log into the state directory: {e}");
+                Err(e) if !may_be_unfinished(&e, l) => {
+                    let why = format!("cannot inflate this compressed log into the state directory: {e}");
                     changes.unreadable.push((l.path.to_owned(), why));
                     self.compressed
                         .seen
@@ -348,10 +346,10 @@ impl FileSet {
     }
 }
 
-/// Whether `e`, from reading a compressed file, may come from one still being written (it ends
-/// early) or renamed since it was listed, rather than from bad content.
-fn may_be_unfinished(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::NotFound)
+/// Whether `e`, from reading the compressed file `l`, may come from one still being written
+/// (written to recently) or renamed since it was listed, rather than from bad content.
+fn may_be_unfinished(e: &io::Error, l: &Listed<'_>) -> bool {
+    e.kind() == io::ErrorKind::NotFound || l.modified.elapsed().unwrap_or_default() < UNREADABLE_AFTER
 }
 
 /// The first [`identity::HEAD_MAX`] bytes of the compressed `file`, inflated.
