@@ -17,6 +17,7 @@ use std::{
 
 use flate2::{Compression, write::GzEncoder};
 use sluice_api::node_config::{ContainerConfig, Stream};
+use sluice_collector::engine::EngineHandle;
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -55,13 +56,7 @@ fn restart_and_expect(node: &Node, a: &MockDrain, config: ContainerConfig, expec
 
 /// Write lines `from..from + n` to the Docker container; what a drain must receive.
 fn docker_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
-    let mut text = String::new();
-    let mut out = Vec::new();
-    for i in from..from + n {
-        let m = format!("line-{i}-{}", "z".repeat(40 + i % 50));
-        text.push_str(&docker_records(Stream::Stdout, &m));
-        out.push(format!("stdout:{m}"));
-    }
+    let (text, out) = docker_text(from, n);
     c.append_raw(text.as_bytes());
     out
 }
@@ -174,11 +169,30 @@ fn docker_text(from: usize, n: usize) -> (String, Vec<String>) {
     let mut text = String::new();
     let mut out = Vec::new();
     for i in from..from + n {
-        let m = format!("line-{i}-{}", "m".repeat(30 + i % 60));
+        let m = format!("line-{i}-{}", "z".repeat(40 + i % 50));
         text.push_str(&docker_records(Stream::Stdout, &m));
         out.push(format!("stdout:{m}"));
     }
     (text, out)
+}
+
+/// Wait for `expected` (lines up to `next`), write a few more (later looks see the same
+/// compressed files again: nothing may be read twice), stop, and require exactly those lines
+/// and no loss.
+fn expect_exactly(
+    node: &Node,
+    engine: EngineHandle,
+    a: &MockDrain,
+    c: &DockerContainer,
+    mut expected: Vec<String>,
+    next: usize,
+) {
+    wait_for("every line", T, || a.count() >= expected.len());
+    expected.extend(docker_lines(c, next, 10));
+    wait_for("the last lines", T, || a.count() >= expected.len());
+    graceful_stop(engine, &[a]);
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
 }
 
 /// The runtime wrote a whole file, rotated and compressed it between two looks of the engine (a
@@ -199,13 +213,7 @@ fn a_file_rotated_and_compressed_between_two_looks_is_read() {
     place_compressed(&node, text.as_bytes(), &gz(&c.rotated(1)));
     expected.extend(missed);
     expected.extend(docker_lines(&c, 350, 100));
-    wait_for("every line", T, || a.count() >= expected.len());
-    // Later looks see the same compressed files again: nothing is read twice.
-    expected.extend(docker_lines(&c, 450, 10));
-    wait_for("the last lines", T, || a.count() >= expected.len());
-    graceful_stop(engine, &[&a]);
-    assert_same_lines("drain a", a.messages(), expected);
-    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+    expect_exactly(&node, engine, &a, &c, expected, 450);
 }
 
 /// A container first seen after the engine started: files it rotated and compressed before the
@@ -223,12 +231,7 @@ fn a_new_container_compressed_before_it_was_seen_is_read_whole() {
     place_compressed(&node, second.as_bytes(), &gz(&c.rotated(1)));
     expected.extend(docker_lines(&c, 200, 50));
     engine.apply(routes(&[&a], vec![c.config(&["a"])]));
-    wait_for("every line", T, || a.count() >= expected.len());
-    expected.extend(docker_lines(&c, 250, 10));
-    wait_for("the last lines", T, || a.count() >= expected.len());
-    graceful_stop(engine, &[&a]);
-    assert_same_lines("drain a", a.messages(), expected);
-    assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
+    expect_exactly(&node, engine, &a, &c, expected, 250);
 }
 
 /// Compressed history (written before the engine started, with no checkpoint) is not read:
@@ -244,13 +247,9 @@ fn compressed_history_before_the_first_start_is_not_read() {
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     let gz_file = fs::File::options().write(true).open(gz(&c.rotated(1))).unwrap();
     gz_file.set_modified(an_hour_ago).unwrap();
-    let mut expected = docker_lines(&c, 100, 60);
+    let expected = docker_lines(&c, 100, 60);
     let engine = node.start(node.settings(), routes(&[&a], vec![c.config(&["a"])]));
-    wait_for("the uncompressed lines", T, || a.count() >= expected.len());
-    expected.extend(docker_lines(&c, 160, 10));
-    wait_for("the last lines", T, || a.count() >= expected.len());
-    graceful_stop(engine, &[&a]);
-    assert_same_lines("drain a", a.messages(), expected);
+    expect_exactly(&node, engine, &a, &c, expected, 160);
 }
 
 /// A compressed file that is not gzip appears beside a running container: it is reported once
@@ -266,10 +265,8 @@ fn a_corrupt_compressed_file_is_reported_and_stalls_nothing() {
     fs::write(gz(&c.rotated(1)), b"not gzip at all").unwrap();
     fs::rename(c.log(), c.rotated(2)).unwrap();
     expected.extend(docker_lines(&c, 50, 50));
-    wait_for("the lines after it", T, || a.count() >= expected.len());
     wait_for("the report", T, || {
         node.recorder.get("input:unreadable_file") == 1
     });
-    graceful_stop(engine, &[&a]);
-    assert_same_lines("drain a", a.messages(), expected);
+    expect_exactly(&node, engine, &a, &c, expected, 100);
 }
