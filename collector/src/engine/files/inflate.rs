@@ -105,7 +105,10 @@ impl FileSet {
         let opened: Vec<Option<File>> = compressed.iter().map(|p| File::open(p).ok()).collect();
         let heads: Vec<Vec<u8>> = opened
             .iter()
-            .map(|f| f.as_ref().and_then(|f| inflated_head(f).ok()).unwrap_or_default())
+            .map(|f| match f.as_ref().map(inflated_head) {
+                Some((head, None)) => head,
+                _ => Vec::new(),
+            })
             .collect();
         let first = heads
             .iter()
@@ -298,9 +301,13 @@ impl FileSet {
     /// What a compressed file not looked at before holds: the file of a known entry, nothing,
     /// or a file never seen (then inflated into `spill`).
     fn look_at(&self, l: &Listed<'_>, spill: &Path) -> io::Result<Look> {
-        let head = inflated_head(&l.file)?;
+        // A file still being written is known by the part written so far.
+        let (head, cut_short) = inflated_head(&l.file);
         if let Some(f) = self.files.iter().find(|f| starts_with(&head, &f.id)) {
             return Ok(Look::Known(Some(f.seq)));
+        }
+        if let Some(e) = cut_short {
+            return Err(e);
         }
         if head.is_empty() {
             return Ok(Look::Known(None));
@@ -352,13 +359,16 @@ fn may_be_unfinished(e: &io::Error, l: &Listed<'_>) -> bool {
     e.kind() == io::ErrorKind::NotFound || l.modified.elapsed().unwrap_or_default() < UNREADABLE_AFTER
 }
 
-/// The first [`identity::HEAD_MAX`] bytes of the compressed `file`, inflated.
-fn inflated_head(file: &File) -> io::Result<Vec<u8>> {
+/// The first [`identity::HEAD_MAX`] bytes of the compressed `file`, inflated, and the error that
+/// cut them short, if any (what was read of a file still being written is its beginning).
+fn inflated_head(file: &File) -> (Vec<u8>, Option<io::Error>) {
     let mut head = Vec::new();
-    MultiGzDecoder::new(from_start(file)?)
-        .take(u64::from(identity::HEAD_MAX))
-        .read_to_end(&mut head)?;
-    Ok(head)
+    let read = from_start(file).and_then(|file| {
+        MultiGzDecoder::new(file)
+            .take(u64::from(identity::HEAD_MAX))
+            .read_to_end(&mut head)
+    });
+    (head, read.err())
 }
 
 /// `file`, read from its start.
@@ -379,4 +389,44 @@ fn inflate_into(file: &File, spill: &Path) -> io::Result<File> {
     let mut out = tempfile::tempfile_in(spill)?;
     io::copy(&mut MultiGzDecoder::new(from_start(file)?), &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use flate2::{Compression, write::GzEncoder};
+
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile().expect("a temporary file");
+        file.write_all(bytes).expect("written");
+        file
+    }
+
+    #[test]
+    fn a_head_is_read_from_the_part_of_a_file_written_so_far() {
+        let content: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&content).expect("compressed");
+        let whole = gz.finish().expect("compressed");
+
+        let (head, cut_short) = inflated_head(&file_with(&whole));
+        assert!(cut_short.is_none());
+        assert_eq!(head, content[..identity::HEAD_MAX as usize]);
+
+        // Half written: the head is there already.
+        let (head, cut_short) = inflated_head(&file_with(&whole[..whole.len() / 2]));
+        assert!(cut_short.is_none());
+        assert_eq!(head, content[..identity::HEAD_MAX as usize]);
+
+        // Barely begun: what was read is the file's beginning, and the error says it is not all.
+        let (head, cut_short) = inflated_head(&file_with(&whole[..1_000]));
+        assert!(cut_short.is_some());
+        assert!(!head.is_empty() && head.len() < identity::HEAD_MAX as usize);
+        assert_eq!(head, content[..head.len()]);
+    }
 }
