@@ -129,7 +129,9 @@ impl Tail {
             next_checkpoint: now,
             next_lag: now,
             stopped: false,
-            history_before: std::time::SystemTime::now() - HISTORY_MARGIN,
+            history_before: std::time::SystemTime::now()
+                .checked_sub(HISTORY_MARGIN)
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH),
             _watcher: watcher,
         };
         tail.apply(routes);
