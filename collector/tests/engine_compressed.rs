@@ -270,3 +270,45 @@ fn a_corrupt_compressed_file_is_reported_and_stalls_nothing() {
     });
     expect_exactly(&node, engine, &a, &c, expected, 100);
 }
+
+/// Copy-truncate and a graceful restart; the copy is compressed while the engine is down, or
+/// once it runs again. The copy's lines were delivered before the restart and are not read
+/// again.
+fn copy_compressed_around_a_restart(compress_while_down: bool) {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 76);
+    let config = c.config(&["a"]);
+    let mut expected = deliver_then_stop(&node, &a, &config, || {
+        let mut lines = docker_lines(&c, 0, 40);
+        wait_for("the first lines", T, || a.count() == lines.len());
+        fs::copy(c.log(), c.rotated(1)).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(c.log())
+            .unwrap();
+        lines.extend(docker_lines(&c, 40, 30));
+        lines
+    });
+    if compress_while_down {
+        compress(&c.rotated(1), &gz(&c.rotated(1)));
+    }
+    let engine = node.start(node.settings(), routes(&[&a], vec![config]));
+    expected.extend(docker_lines(&c, 70, 5));
+    wait_for("the lines after the restart", T, || a.count() >= expected.len());
+    if !compress_while_down {
+        compress(&c.rotated(1), &gz(&c.rotated(1)));
+    }
+    expect_exactly(&node, engine, &a, &c, expected, 75);
+}
+
+#[test]
+fn a_copy_compressed_after_a_restart_is_not_read_again() {
+    copy_compressed_around_a_restart(false);
+}
+
+#[test]
+fn a_copy_compressed_during_a_restart_is_not_read_again() {
+    copy_compressed_around_a_restart(true);
+}
