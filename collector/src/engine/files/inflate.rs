@@ -85,12 +85,34 @@ enum Look {
 /// Missed compressed files, inflated (descriptor, identity, size), by device, inode and size.
 type Missed = HashMap<(u64, u64, u64), (File, FileId, u64)>;
 
-/// A listed compressed file, open (a rename cannot swap it between looks).
+/// A listed compressed file.
 struct Listed<'a> {
     path: &'a Path,
-    file: File,
+    /// Device, inode and size when listed.
     key: (u64, u64, u64),
     modified: SystemTime,
+}
+
+/// The key a compressed file is looked at by: device, inode and size (renames keep them).
+fn key_of(meta: &std::fs::Metadata) -> (u64, u64, u64) {
+    (meta.dev(), meta.ino(), meta.len())
+}
+
+impl Listed<'_> {
+    /// The file, opened; its identity, head and content are all read through this descriptor,
+    /// so a rename cannot swap it between them. Still the file listed (it may have grown while
+    /// being written), or `NotFound`.
+    fn open(&self) -> io::Result<File> {
+        let file = File::open(self.path)?;
+        let (dev, ino, _) = key_of(&file.metadata()?);
+        if (dev, ino) != (self.key.0, self.key.1) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "renamed since it was listed",
+            ));
+        }
+        Ok(file)
+    }
 }
 
 impl FileSet {
@@ -145,25 +167,17 @@ impl FileSet {
     /// files just added, so none of them is taken now (a reader must not pass the place it goes
     /// to); a later look takes them together.
     pub(super) fn take_missed(&mut self, listed: &[PathBuf], spill: &Path, changes: &mut Changes) {
-        let opened: Vec<io::Result<(File, std::fs::Metadata)>> = listed
-            .iter()
-            .map(|path| {
-                let file = File::open(path)?;
-                let meta = file.metadata()?;
-                Ok((file, meta))
-            })
-            .collect();
+        let metas: Vec<io::Result<std::fs::Metadata>> = listed.iter().map(std::fs::metadata).collect();
         // One gone since the listing (renamed, most likely) is looked at under its new name.
-        let mut complete = opened.iter().all(Result::is_ok);
+        let mut complete = metas.iter().all(Result::is_ok);
         let listed: Vec<Listed<'_>> = listed
             .iter()
-            .zip(opened)
-            .filter_map(|(path, opened)| {
-                let (file, meta) = opened.ok()?;
+            .zip(metas)
+            .filter_map(|(path, meta)| {
+                let meta = meta.ok()?;
                 Some(Listed {
                     path,
-                    file,
-                    key: (meta.dev(), meta.ino(), meta.len()),
+                    key: key_of(&meta),
                     modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 })
             })
@@ -301,8 +315,9 @@ impl FileSet {
     /// What a compressed file not looked at before holds: the file of a known entry, nothing,
     /// or a file never seen (then inflated into `spill`).
     fn look_at(&self, l: &Listed<'_>, spill: &Path) -> io::Result<Look> {
+        let file = l.open()?;
         // A file still being written is known by the part written so far.
-        let (head, cut_short) = inflated_head(&l.file);
+        let (head, cut_short) = inflated_head(&file);
         if let Some(f) = self.files.iter().find(|f| starts_with(&head, &f.id)) {
             return Ok(Look::Known(Some(f.seq)));
         }
@@ -312,7 +327,7 @@ impl FileSet {
         if head.is_empty() {
             return Ok(Look::Known(None));
         }
-        let fd = inflate_into(&l.file, spill)?;
+        let fd = inflate_into(&file, spill)?;
         let size = fd.metadata()?.len();
         let (id, _) = identity::identify(&fd)?;
         Ok(Look::Missed((fd, id, size)))
