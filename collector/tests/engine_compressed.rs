@@ -24,11 +24,15 @@ const T: Duration = Duration::from_secs(30);
 
 /// Compress `path` into `gz` and remove it, as the runtimes do after a rotation.
 fn compress(path: &Path, gz: &Path) {
-    let data = fs::read(path).unwrap();
-    let mut encoder = GzEncoder::new(fs::File::create(gz).unwrap(), Compression::fast());
-    encoder.write_all(&data).unwrap();
-    encoder.finish().unwrap();
+    gzip(&fs::read(path).unwrap(), gz);
     fs::remove_file(path).unwrap();
+}
+
+/// Write `data`, gzipped, to `gz` (in place, as the runtimes do).
+fn gzip(data: &[u8], gz: &Path) {
+    let mut encoder = GzEncoder::new(fs::File::create(gz).unwrap(), Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap();
 }
 
 /// Start the engine, deliver the lines `write` writes, and stop gracefully: the checkpoint ends
@@ -158,9 +162,7 @@ fn checkpointed_file_deleted_while_down_reads_every_compressed_file_after_it() {
 /// between two looks of the engine.
 fn place_compressed(node: &Node, data: &[u8], gz: &Path) {
     let staged = node.tmp.path().join("staged.gz");
-    let mut encoder = GzEncoder::new(fs::File::create(&staged).unwrap(), Compression::fast());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap();
+    gzip(data, &staged);
     fs::rename(&staged, gz).unwrap();
 }
 
@@ -282,12 +284,7 @@ fn copy_compressed_around_a_restart(compress_while_down: bool) {
     let mut expected = deliver_then_stop(&node, &a, &config, || {
         let mut lines = docker_lines(&c, 0, 40);
         wait_for("the first lines", T, || a.count() == lines.len());
-        fs::copy(c.log(), c.rotated(1)).unwrap();
-        fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(c.log())
-            .unwrap();
+        c.copy_truncate();
         lines.extend(docker_lines(&c, 40, 30));
         lines
     });

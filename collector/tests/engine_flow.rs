@@ -144,23 +144,13 @@ fn copy_truncate_while_a_drain_lags() {
         node.recorder.get("read:stdout") > 0
     });
     // The writer pauses while logrotate copies and truncates.
-    fs::copy(c.log(), c.rotated(1)).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(c.log())
-        .unwrap();
+    c.copy_truncate();
     expected.extend(write_lines(&c, 3000, 100));
     a.paused.store(false, std::sync::atomic::Ordering::Release);
     assert_exact(&a, &expected);
     // And once more with the reader caught up (logrotate shifts `.1` to `.2` first).
     fs::rename(c.rotated(1), c.rotated(2)).unwrap();
-    fs::copy(c.log(), c.rotated(1)).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(c.log())
-        .unwrap();
+    c.copy_truncate();
     expected.extend(write_lines(&c, 3100, 100));
     assert_exact(&a, &expected);
     assert_eq!(node.recorder.get("dropped"), 0);

@@ -258,12 +258,7 @@ impl Model<'_> {
             return;
         }
         self.shift();
-        fs::copy(self.c.log(), self.c.rotated(1)).unwrap();
-        fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(self.c.log())
-            .unwrap();
+        self.c.copy_truncate();
         self.files.last_mut().expect("invariant: a current file").copy = true;
         self.files.push(ModelFile::default());
     }

@@ -114,6 +114,17 @@ impl DockerContainer {
         self.append_raw(docker_records(stream, message).as_bytes());
     }
 
+    /// logrotate's copy-truncate: the current file is copied to `.1` (which must be free), then
+    /// truncated in place.
+    pub fn copy_truncate(&self) {
+        fs::copy(self.log(), self.rotated(1)).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.log())
+            .unwrap();
+    }
+
     /// Docker's rotation: `.N-1` → `.N` … current → `.1`, keeping `max_file` files in all.
     pub fn rotate(&self, max_file: usize) {
         let _ = fs::remove_file(self.rotated(max_file - 1));
