@@ -79,11 +79,14 @@ enum Look {
     /// The file of the entry `seq` (`None`: nothing, or not known any more).
     Known(Option<u64>),
     /// A file never seen, inflated: its descriptor, identity and size.
-    Missed((File, FileId, u64)),
+    Missed(Inflated),
 }
 
-/// Missed compressed files, inflated (descriptor, identity, size), by device, inode and size.
-type Missed = HashMap<(u64, u64, u64), (File, FileId, u64)>;
+/// An inflated compressed file: its descriptor, identity and size.
+type Inflated = (File, FileId, u64);
+
+/// Missed compressed files, inflated, by device, inode and size.
+type Missed = HashMap<(u64, u64, u64), Inflated>;
 
 /// A listed compressed file.
 struct Listed<'a> {
@@ -246,7 +249,7 @@ impl FileSet {
         let mut after = None;
         let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
         for l in listed {
-            let Some((fd, id, size)) = missed.remove(&l.key) else {
+            let Some(file) = missed.remove(&l.key) else {
                 after = self
                     .compressed
                     .seen
@@ -264,10 +267,7 @@ impl FileSet {
                 seq,
                 "a log file was rotated and compressed before it was seen: reading it from its compressed form"
             );
-            self.insert(Tracked {
-                sealed: true,
-                ..Tracked::new(id, seq, fd, size)
-            });
+            self.track_inflated(file, seq);
             self.compressed.seen.insert(
                 l.key,
                 Looked {
@@ -327,10 +327,7 @@ impl FileSet {
         if head.is_empty() {
             return Ok(Look::Known(None));
         }
-        let fd = inflate_into(&file, spill)?;
-        let size = fd.metadata()?.len();
-        let (id, _) = identity::identify(&fd)?;
-        Ok(Look::Missed((fd, id, size)))
+        Ok(Look::Missed(inflated(&file, spill)?))
     }
 
     /// Inflate the compressed `file` (at `path`) into `spill` and track it, numbered before `before`
@@ -342,19 +339,22 @@ impl FileSet {
         before: Option<u64>,
         spill: &Path,
     ) -> io::Result<Option<u64>> {
-        let fd = inflate_into(file, spill)?;
-        let size = fd.metadata()?.len();
-        if size == 0 {
+        let inflated = inflated(file, spill)?;
+        if inflated.2 == 0 {
             return Ok(None);
         }
-        let (id, _) = identity::identify(&fd)?;
         let seq = self.seq_for(before);
-        tracing::debug!(path = %path.display(), seq, size, "inflated a compressed log");
+        tracing::debug!(path = %path.display(), seq, size = inflated.2, "inflated a compressed log");
+        self.track_inflated(inflated, seq);
+        Ok(Some(seq))
+    }
+
+    /// Track an inflated file as `seq` (sealed: nothing writes it).
+    fn track_inflated(&mut self, (fd, id, size): Inflated, seq: u64) {
         self.insert(Tracked {
             sealed: true,
             ..Tracked::new(id, seq, fd, size)
         });
-        Ok(Some(seq))
     }
 
     /// The readable entry (on disk, held open, or inflated) whose file starts with `head` (a
@@ -397,6 +397,14 @@ fn from_start(mut file: &File) -> io::Result<&File> {
 fn starts_with(head: &[u8], id: &FileId) -> bool {
     let len = id.head_len as usize;
     len > 0 && head.len() >= len && identity::head_hash(&head[..len]) == id.head_hash
+}
+
+/// The compressed `file`, inflated into `spill`, with its identity and size.
+fn inflated(file: &File, spill: &Path) -> io::Result<Inflated> {
+    let fd = inflate_into(file, spill)?;
+    let size = fd.metadata()?.len();
+    let (id, _) = identity::identify(&fd)?;
+    Ok((fd, id, size))
 }
 
 /// The content of the compressed `file`, in an unnamed temporary file in `spill`.
