@@ -171,7 +171,20 @@ pub(crate) enum Command {
     WriteCheckpoint {
         done: mpsc::Sender<Result<()>>,
     },
+    Rescan {
+        done: mpsc::Sender<()>,
+    },
+    Pause {
+        paused: mpsc::Sender<()>,
+        resume: mpsc::Receiver<()>,
+    },
     Shutdown,
+}
+
+/// The tail thread held still by [`EngineHandle::pause`]; dropping it lets the thread go on.
+#[derive(Debug)]
+pub struct Paused {
+    _resume: mpsc::Sender<()>,
 }
 
 /// The running engine.
@@ -235,6 +248,29 @@ impl EngineHandle {
             return Err(Error::Stopped);
         }
         wait.recv().map_err(|_| Error::Stopped)?
+    }
+
+    /// List every container's directory again now, without waiting for the rescan interval or a
+    /// file event; returns once done. Lets a caller order a look before or after its own writes.
+    pub fn rescan(&self) -> Result<()> {
+        let (done, wait) = mpsc::channel();
+        if !self.send(Command::Rescan { done }) {
+            return Err(Error::Stopped);
+        }
+        wait.recv().map_err(|_| Error::Stopped)
+    }
+
+    /// Hold the tail thread still (as a SIGSTOP of the process would) until the returned guard is
+    /// dropped; returns once the thread has stopped. Lets a caller make files change between two
+    /// of the engine's looks, the way a paused or starved collector sees them.
+    pub fn pause(&self) -> Result<Paused> {
+        let (paused, confirmed) = mpsc::channel();
+        let (resume_tx, resume) = mpsc::channel();
+        if !self.send(Command::Pause { paused, resume }) {
+            return Err(Error::Stopped);
+        }
+        confirmed.recv().map_err(|_| Error::Stopped)?;
+        Ok(Paused { _resume: resume_tx })
     }
 
     /// Stop the thread and wait for it.

@@ -186,7 +186,11 @@ fn cri_logs_with_partial_lines() {
     );
     assert_eq!(node.recorder.get("input:malformed_cri"), 1);
     assert!(a.received.lock().unwrap().iter().all(|r| r.pod == "web-1"));
-    assert_eq!(node.recorder.get("open_files"), 1, "the newest file stays open");
+    // The count of open files is taken at each look: the one that found 1.log still saw a
+    // stream at the end of 0.log; a later one closes 0.log, and the newest file stays open.
+    wait_for("the older file to be closed", T, || {
+        node.recorder.get("open_files") == 1
+    });
     // The pod is deleted and the kubelet removes its directory: the container, read to its end,
     // is forgotten even while the routes still name it (the operator's update comes later).
     fs::remove_dir_all(node.pods_root().join("shop_web-1_uid-1")).unwrap();
@@ -223,5 +227,52 @@ fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     with_repeats.extend(again);
     assert_same_lines("drain a", a.messages(), with_repeats);
     assert!(node.tmp.path().join("state/checkpoints.json.corrupt").exists());
+    engine.join();
+}
+
+/// However many drains read a line, its problems are counted once, and every byte read is
+/// counted once, runtime split pieces (CRI `P`) and unparsable lines included.
+#[test]
+fn bad_input_and_bytes_are_counted_once_whatever_the_number_of_drains() {
+    let node = Node::new();
+    let (a, b) = (
+        MockDrain::start("a", 4, &node.waker),
+        MockDrain::start("b", 4, &node.waker),
+    );
+    let c = DockerContainer::new(&node.docker_root(), 43);
+    let (cri, dir) = cri_container(&node, &["a", "b"]);
+    let mut settings = node.settings();
+    settings.max_line_bytes = 1024;
+    let engine = node.start(settings, routes(&[&a, &b], vec![c.config(&["a", "b"]), cri]));
+    let mut expected = good(&c, "before", 3);
+    c.append_raw(b"this is not json\n");
+    let mut bytes = b"{\"log\":\"bad ".to_vec();
+    bytes.push(0xff);
+    bytes.extend_from_slice(format!(" byte\\n\",\"stream\":\"stdout\",\"time\":\"{TIME}\"}}\n").as_bytes());
+    c.append_raw(&bytes);
+    expected.push("stdout:bad \u{fffd} byte".into());
+    c.write(Stream::Stdout, &"z".repeat(5000));
+    expected.push(format!("stdout:{}", "z".repeat(1024)));
+    expected.extend(good(&c, "after", 3));
+    let cri_log =
+        format!("{TIME} stdout P first half, \n{TIME} stdout F second half\n{TIME} stderr F whole\n");
+    fs::write(dir.join("0.log"), &cri_log).unwrap();
+    expected.extend([
+        "stdout:first half, second half".to_owned(),
+        "stderr:whole".to_owned(),
+    ]);
+    for d in [&a, &b] {
+        wait_for("all lines", T, || d.count() >= expected.len());
+        assert_same_lines(&d.name, d.messages(), expected.clone());
+    }
+    assert_eq!(node.recorder.get("input:malformed_json"), 1);
+    assert_eq!(node.recorder.get("input:invalid_utf8"), 1);
+    assert_eq!(node.recorder.get("input:truncated"), 1);
+    let on_disk = fs::metadata(c.log()).unwrap().len() + cri_log.len() as u64;
+    assert!(
+        poll(T, || node.recorder.get("bytes") == on_disk),
+        "bytes read: {} of {on_disk}",
+        node.recorder.get("bytes")
+    );
     engine.join();
 }

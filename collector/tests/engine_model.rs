@@ -1,7 +1,9 @@
 //! Model-based test of the tail engine: random sequences of writes (short lines and lines over
 //! 16 KiB that Docker splits, on both streams, some split across a rotation), Docker rotations,
 //! copy-truncate, gzipped rotated files (`compress=true`), deletions, graceful restarts and kills,
-//! checked against a model of what was written.
+//! and short-lived second containers (created with no file, then run and exited while the
+//! engine's loop is held still or its drain's channel is full, with looks before and after the
+//! writes), checked against a model of what was written.
 //!
 //! Checked: every line written arrives, except lines whose file was deleted while the engine was
 //! down (then the loss must have been counted); no line arrives that was not written; no line
@@ -26,14 +28,30 @@ const T: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { lines: u8, long: bool, stderr: bool },
+    Write {
+        lines: u8,
+        long: bool,
+        stderr: bool,
+    },
     SplitAcrossRotation,
     Rotate,
     CopyTruncate,
     CompressRotated,
     DeleteOldest,
     Restart,
-    Kill { delete_while_down: bool },
+    Kill {
+        delete_while_down: bool,
+    },
+    /// A short-lived second container: created (seen by a look with no log file, or an empty
+    /// one), then started, written and exited, either while the engine's loop is held still or
+    /// while the drain's channel is full (then a look comes after the writes, before the drain
+    /// takes anything again).
+    Lifecycle {
+        lines: u8,
+        seen_empty: bool,
+        paused: bool,
+        drain_full: bool,
+    },
 }
 
 /// Weight of an op kind: `MODEL_WEIGHTS=split:2,copy:0,kill:1,killdelete:0` overrides the
@@ -61,6 +79,8 @@ fn op() -> impl Strategy<Value = Op> {
         weight("compress", 1) => Just(Op::CompressRotated),
         1 => Just(Op::DeleteOldest),
         1 => Just(Op::Restart),
+        weight("lifecycle", 1) => (1u8..60, any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(lines, seen_empty, paused, drain_full)| Op::Lifecycle { lines, seen_empty, paused, drain_full }),
         weight("kill", 1) => prop::bool::weighted(if weight("killdelete", 1) > 0 { 0.5 } else { 0.0 })
             .prop_map(|delete_while_down| Op::Kill { delete_while_down }),
     ]
@@ -99,6 +119,8 @@ struct Model<'a> {
     blind_restart: bool,
     n: usize,
     engine: Option<sluice_collector::engine::EngineHandle>,
+    /// The short-lived containers of `Lifecycle` ops, routed like `c`.
+    others: Vec<DockerContainer>,
 }
 
 impl Model<'_> {
@@ -113,8 +135,65 @@ impl Model<'_> {
                 self.may_be_lost.extend(f.lines.iter().cloned());
             }
         }
-        let routes = routes(&[self.drain], vec![self.c.config(&["a"])]);
-        self.engine = Some(self.node.start(self.node.settings(), routes));
+        self.engine = Some(self.node.start(self.node.settings(), self.routes()));
+    }
+
+    fn routes(&self) -> sluice_collector::engine::Routes {
+        let containers = std::iter::once(&self.c).chain(&self.others);
+        routes(&[self.drain], containers.map(|c| c.config(&["a"])).collect())
+    }
+
+    /// A second container's whole life (see [`Op::Lifecycle`]). Its lines must all arrive.
+    fn lifecycle(&mut self, lines: u8, seen_empty: bool, paused: bool, drain_full: bool) {
+        let b = DockerContainer::new(&self.node.docker_root(), 1000 + self.others.len());
+        b.set_created();
+        if seen_empty {
+            b.append_raw(b"");
+        }
+        self.others.push(b);
+        let engine = self.engine.as_ref().expect("invariant: running");
+        engine.apply(self.routes());
+        engine.rescan().unwrap();
+        // Rounds read what there is (nothing) before the container runs.
+        engine.rescan().unwrap();
+        let hold = paused.then(|| engine.pause().unwrap());
+        if drain_full {
+            self.drain
+                .paused
+                .store(true, std::sync::atomic::Ordering::Release);
+            if !paused {
+                // More than the channel and a batch being built hold: the engine stops reading.
+                self.write(255, false, false);
+                self.write(255, false, false);
+            }
+        }
+        let b = self.others.last().expect("invariant: just pushed");
+        b.set_running(true);
+        let mut text = String::new();
+        let mut written = Vec::new();
+        for _ in 0..lines {
+            self.n += 1;
+            let m = format!("{}-b{}", self.n, "r".repeat(20 + self.n % 90));
+            text.push_str(&docker_records(Stream::Stdout, &m));
+            written.push(format!("stdout:{m}"));
+        }
+        let b = self.others.last().expect("invariant: just pushed");
+        b.append_raw(text.as_bytes());
+        b.set_running(false);
+        self.written.extend(written);
+        let engine = self.engine.as_ref().expect("invariant: running");
+        if !paused {
+            engine.rescan().unwrap();
+        }
+        drop(hold);
+        if drain_full {
+            if !paused {
+                engine.rescan().unwrap();
+            }
+            self.drain
+                .paused
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Whether the engine's checkpoint holds a cursor for the container.
@@ -300,6 +379,12 @@ impl Model<'_> {
                     self.split_across_rotation();
                 }
             }
+            Op::Lifecycle {
+                lines,
+                seen_empty,
+                paused,
+                drain_full,
+            } => self.lifecycle(lines, seen_empty, paused, drain_full),
             Op::Rotate => self.rotate(),
             Op::CopyTruncate => self.copy_truncate(),
             Op::CompressRotated => self.compress_rotated(),
@@ -362,6 +447,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
         blind_restart: false,
         n: 0,
         engine: None,
+        others: Vec::new(),
     };
     m.start();
     for op in ops {
@@ -512,6 +598,72 @@ mod regressions {
             long: true,
             stderr,
         }
+    }
+
+    /// A container seen with no log file yet (`docker create`), then started, written and
+    /// exited while the engine's loop was held still (a stopped collector), was forgotten on a
+    /// stale "read to the end" and its lines lost unseen.
+    #[test]
+    fn container_created_then_run_and_exited_while_the_loop_is_held() {
+        run_case(&[
+            w(3),
+            Lifecycle {
+                lines: 50,
+                seen_empty: false,
+                paused: true,
+                drain_full: false,
+            },
+            w(2),
+        ])
+        .unwrap();
+    }
+
+    /// A container seen with an empty log, written and exited while the drain's channel was
+    /// full, was forgotten before its stream read anything.
+    #[test]
+    fn container_seen_empty_then_run_and_exited_while_the_drain_is_full() {
+        run_case(&[
+            Lifecycle {
+                lines: 40,
+                seen_empty: true,
+                paused: false,
+                drain_full: true,
+            },
+            w(5),
+            Lifecycle {
+                lines: 7,
+                seen_empty: false,
+                paused: true,
+                drain_full: true,
+            },
+        ])
+        .unwrap();
+    }
+
+    /// The same container lives and exits around restarts and kills: a finished container's
+    /// cursor carries it, and nothing is read twice beyond the kill bound.
+    #[test]
+    fn short_lived_containers_around_restarts_and_kills() {
+        run_case(&[
+            Lifecycle {
+                lines: 20,
+                seen_empty: true,
+                paused: true,
+                drain_full: false,
+            },
+            Restart,
+            Lifecycle {
+                lines: 30,
+                seen_empty: false,
+                paused: false,
+                drain_full: true,
+            },
+            Kill {
+                delete_while_down: false,
+            },
+            w(4),
+        ])
+        .unwrap();
     }
 
     // The three below failed when the engine's timing let copy-truncate act between its

@@ -92,6 +92,12 @@ impl DockerContainer {
         fs::write(self.dir.join("config.v2.json"), config.to_string()).unwrap();
     }
 
+    /// Docker's state after `docker create`: not running, never finished (about to start).
+    pub fn set_created(&self) {
+        let config = serde_json::json!({"Name": format!("/c-{}", &self.id[..8]), "Config": {"Labels": {"app": "t"}}, "State": {"Running": false, "FinishedAt": "0001-01-01T00:00:00Z"}});
+        fs::write(self.dir.join("config.v2.json"), config.to_string()).unwrap();
+    }
+
     pub fn log(&self) -> PathBuf {
         self.dir.join(format!("{}-json.log", self.id))
     }
@@ -306,8 +312,9 @@ impl Recorder {
 }
 
 impl engine::Emitter for Recorder {
-    fn lines_read(&self, stream: Stream, lines: u64, _bytes: u64) {
+    fn lines_read(&self, stream: Stream, lines: u64, bytes: u64) {
         self.add(format!("read:{}", stream.as_str()), lines);
+        self.add("bytes".into(), bytes);
     }
     fn input_error(&self, cause: &'static str) {
         self.add(format!("input:{cause}"), 1);

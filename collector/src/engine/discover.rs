@@ -71,6 +71,28 @@ pub fn list(dir: &Path, format: Format) -> io::Result<Listing> {
     Ok(previous)
 }
 
+/// What a container's directory holds: every listed file (compressed ones too) with its inode and
+/// length, so a container read to its end can tell whether anything was written since. An
+/// unreadable directory holds nothing.
+pub type Footprint = Vec<(PathBuf, (u64, u64), u64)>;
+
+/// The [`Footprint`] of the container in `dir` now.
+pub fn footprint(dir: &Path, format: Format) -> Footprint {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(listing) = list_once(dir, format) else {
+        return Vec::new();
+    };
+    listing
+        .files
+        .iter()
+        .chain(&listing.compressed)
+        .filter_map(|p| {
+            let m = fs::metadata(p).ok()?;
+            Some((p.clone(), (m.dev(), m.ino()), m.len()))
+        })
+        .collect()
+}
+
 /// Device and inode behind each listed path, to notice a rename between listing and use.
 fn identities(files: &[PathBuf]) -> Vec<Option<(u64, u64)>> {
     use std::os::unix::fs::MetadataExt;

@@ -38,6 +38,9 @@ pub struct Ctx<'a> {
     pub format: Format,
     /// The furthest line end any of its streams read (lines are counted once, there).
     pub hw: &'a mut Loc,
+    /// Per output stream (stdout, stderr), the furthest end of a line any of its streams
+    /// delivered (problems found in a delivered line are counted once, there).
+    pub delivered: &'a mut [Loc; 2],
     /// Where problems are reported.
     pub rep: &'a mut Reporter,
 }
@@ -87,7 +90,6 @@ impl Reader {
         // Each pass reads one buffer from the current file, or moves on to the next file.
         while total < budget {
             if !self.position(ctx, s) {
-                s.at_end = true;
                 break;
             }
             let f = ctx
@@ -122,14 +124,10 @@ impl Reader {
                         tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = seq, "read to the end of a rotated file; next file");
                         s.at = Loc { seq, file, offset: 0 };
                     }
-                    _ => {
-                        s.at_end = true;
-                        break;
-                    }
+                    _ => break,
                 }
                 continue;
             }
-            s.at_end = false;
             let path = f.path.clone().unwrap_or_default();
             let file = FileCtx {
                 digest: f.digest,
@@ -157,12 +155,19 @@ impl Reader {
                 } else {
                     "unterminated_line"
                 };
-                ctx.rep.input(
-                    &path,
-                    cause,
-                    1,
-                    &format_args!("{n} bytes without a newline at offset {}", s.at.offset),
-                );
+                let end = Loc {
+                    offset: s.at.offset + n as u64,
+                    ..s.at
+                };
+                if first_read(ctx.hw, end) {
+                    self.counts[0].1 += n as u64;
+                    ctx.rep.input(
+                        &path,
+                        cause,
+                        1,
+                        &format_args!("{n} bytes without a newline at offset {}", s.at.offset),
+                    );
+                }
                 s.discarding = n == self.buf.len();
                 s.at.offset += n as u64;
                 total += n as u64;
@@ -175,7 +180,7 @@ impl Reader {
     fn emit(&mut self, ctx: &mut Ctx<'_>) {
         let counts = std::mem::take(&mut self.counts);
         for (stream, (lines, bytes)) in [Stream::Stdout, Stream::Stderr].into_iter().zip(counts) {
-            if lines > 0 {
+            if lines > 0 || bytes > 0 {
                 ctx.rep.emitter.lines_read(stream, lines, bytes);
             }
         }
@@ -192,6 +197,13 @@ impl Reader {
             match ctx.files.next_after(s.at.seq) {
                 Some(next) => {
                     tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = next.seq, "file not readable; next file");
+                    // Passing over the unread rest of a file this stream was reading is a loss.
+                    let unread = ctx.files.get(s.at.seq).is_some_and(|f| f.size > s.at.offset);
+                    if unread {
+                        let detail =
+                            "the file being read can no longer be opened; going on with the next one";
+                        ctx.rep.dropped(&s.drain, ctx.meta, "rotated_away", 1, &detail);
+                    }
                     s.at = Loc {
                         seq: next.seq,
                         file: next.id,
@@ -228,8 +240,12 @@ impl Reader {
             let start = s.at;
             pos += i + 1;
             s.at.offset += i as u64 + 1;
+            let first = first_read(ctx.hw, s.at);
             if s.discarding {
                 s.discarding = false;
+                if first {
+                    counts[0].1 += i as u64 + 1;
+                }
                 continue;
             }
             let mut one = Line {
@@ -237,6 +253,7 @@ impl Reader {
                 text,
                 max_line: *max_line,
                 counts,
+                first,
             };
             if !one.handle(ctx, file, s, d, line, start) {
                 return (pos as u64, true);
@@ -252,6 +269,8 @@ struct Line<'r> {
     text: &'r mut String,
     max_line: usize,
     counts: &'r mut [(u64, u64); 2],
+    /// No stream of the container read this line before: it is counted (read, bad input) now.
+    first: bool,
 }
 
 impl Line<'_> {
@@ -265,19 +284,27 @@ impl Line<'_> {
         line: &[u8],
         start: Loc,
     ) -> bool {
+        let first = self.first;
         let frag = match parse::parse(ctx.format, line, self.scratch) {
             Ok(frag) => frag,
             Err(bad) => {
-                ctx.rep.input(
-                    file.path,
-                    bad.cause(),
-                    1,
-                    &format_args!("line at offset {}", start.offset),
-                );
+                if first {
+                    self.counts[0].1 += line.len() as u64 + 1;
+                    ctx.rep.input(
+                        file.path,
+                        bad.cause(),
+                        1,
+                        &format_args!("line at offset {}", start.offset),
+                    );
+                }
                 return true;
             }
         };
         let idx = stream_index(frag.stream);
+        if first {
+            self.counts[idx].0 += u64::from(!frag.partial);
+            self.counts[idx].1 += line.len() as u64 + 1;
+        }
         if !s.wanted[idx] {
             return true;
         }
@@ -289,11 +316,6 @@ impl Line<'_> {
             }
             p.append(frag.log, self.max_line);
             return true;
-        }
-        if !end.le(ctx.hw) {
-            *ctx.hw = end;
-            self.counts[idx].0 += 1;
-            self.counts[idx].1 += line.len() as u64 + 1;
         }
         if let Some(skip) = s.skip_until {
             if end.le(&skip) {
@@ -322,7 +344,9 @@ impl Line<'_> {
             }
         };
         let (message, invalid) = text(bytes, truncated, self.max_line, self.text);
-        if invalid || frag.replaced {
+        // Whether this line was delivered before, to any drain: its problems are counted once.
+        let first = first_read(&mut ctx.delivered[idx], end);
+        if first && (invalid || frag.replaced) {
             ctx.rep.input(
                 file.path,
                 "invalid_utf8",
@@ -330,7 +354,7 @@ impl Line<'_> {
                 &format_args!("line at offset {}", id.offset),
             );
         }
-        if truncated {
+        if first && truncated {
             ctx.rep.input(
                 file.path,
                 "truncated",
@@ -358,6 +382,17 @@ impl Line<'_> {
         s.marked = Some(position);
         !d.full() || d.flush()
     }
+}
+
+/// Whether the line ending at `end` is read for the first time by any stream of its container
+/// (`hw`, the furthest line end read so far, moves past it): what is read is counted once, not
+/// once per drain.
+fn first_read(hw: &mut Loc, end: Loc) -> bool {
+    let first = !end.le(hw);
+    if first {
+        *hw = end;
+    }
+    first
 }
 
 /// The message as UTF-8: borrowed when valid; a cut line loses an incomplete last character;

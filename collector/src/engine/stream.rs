@@ -123,8 +123,6 @@ pub struct StreamState {
     pub pending: [Pending; 2],
     /// The next newline ends a physical line too long to buffer: discard up to it.
     pub discarding: bool,
-    /// The last read reached the end of the newest file.
-    pub at_end: bool,
     /// The last position put in a batch for this stream (its drain has not necessarily
     /// acknowledged it yet).
     pub marked: Option<Position>,
@@ -141,7 +139,6 @@ impl StreamState {
             skip_until: None,
             pending: Default::default(),
             discarding: false,
-            at_end: false,
             marked: None,
         }
     }
@@ -160,7 +157,6 @@ impl StreamState {
             p.clear();
         }
         self.discarding = false;
-        self.at_end = false;
         self.marked = None;
     }
 

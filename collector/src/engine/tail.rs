@@ -12,7 +12,7 @@ mod rescan;
 mod watch;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::PathBuf,
     sync::{
         Arc,
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::{
     Command, EngineSettings, Error, Result, Routes, Waker,
     checkpoint::{Store, StreamKey},
+    discover,
     files::FileSet,
     outlet::Outlet,
     parse::Format,
@@ -48,6 +49,7 @@ pub(crate) struct Container {
     files: FileSet,
     streams: Vec<StreamState>,
     hw: Loc,
+    delivered: [Loc; 2],
     /// Not running or no longer routed: read to the end, then forget.
     finishing: bool,
 }
@@ -65,8 +67,9 @@ pub(crate) struct Tail {
     /// Cursors of streams not being read (loaded, or of forgotten containers), kept in the
     /// checkpoint while their container's directory exists.
     dormant: BTreeMap<StreamKey, Arc<Cursor>>,
-    /// Containers read to their end and forgotten while not running.
-    finished: BTreeSet<String>,
+    /// Containers read to their end and forgotten while not running, with what their directory
+    /// held then: one whose files changed since is read again.
+    finished: BTreeMap<String, discover::Footprint>,
     reader: Reader,
     rr: usize,
     written: Option<BTreeMap<StreamKey, Position>>,
@@ -121,7 +124,7 @@ impl Tail {
             outlets: BTreeMap::new(),
             containers: Vec::new(),
             dormant,
-            finished: BTreeSet::new(),
+            finished: BTreeMap::new(),
             rr: 0,
             written: None,
             rescan_flag,
@@ -187,6 +190,17 @@ impl Tail {
                 Ok(Command::WriteCheckpoint { done }) => {
                     let _ = done.send(self.checkpoint(true));
                 }
+                Ok(Command::Rescan { done }) => {
+                    if !self.stopped {
+                        self.rescan();
+                    }
+                    let _ = done.send(());
+                }
+                Ok(Command::Pause { paused, resume }) => {
+                    let _ = paused.send(());
+                    // Returns when the guard is dropped (the sender is gone).
+                    let _ = resume.recv();
+                }
                 Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
@@ -219,6 +233,7 @@ impl Tail {
             meta: &c.meta,
             format: c.format,
             hw: &mut c.hw,
+            delivered: &mut c.delivered,
             rep: &mut self.rep,
         };
         let mut progress = false;
@@ -346,6 +361,10 @@ impl Tail {
                 }
                 None => {
                     self.outlets.insert(name.clone(), Outlet::new(endpoint.clone()));
+                    // A drain removed and added again before the rescan that parks its streams
+                    // still has them, read past the batches its old outlet and channel held:
+                    // they go back to what the drain acknowledged. (A new drain has none.)
+                    self.rewind(name);
                 }
             }
         }

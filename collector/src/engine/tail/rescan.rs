@@ -8,9 +8,10 @@
 //!   unknown) and logged with the drain's name;
 //! * a deleted file stays open while a stream still needs it, up to [`MAX_DELETED_OPEN`] per
 //!   container; closing one a stream had not finished counts the lines that stream loses;
-//! * a finishing container is forgotten once every stream read it to the end and its drain
-//!   acknowledged all of it; its cursors stay
-//!   in the checkpoint (dormant) as long as its directory exists.
+//! * a finishing container is forgotten only once every stream read to the end of its newest
+//!   file as a fresh `fstat` finds it, and its drain acknowledged all of it; its cursors stay in
+//!   the checkpoint (dormant) as long as its directory exists, and if its files change after
+//!   that (a container created, then started and finished between two looks) it is read again.
 
 use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, path::Path, sync::Arc};
 
@@ -54,9 +55,18 @@ impl Tail {
         for (key, d) in &desired {
             let i = match self.containers.iter().position(|c| c.key == *key) {
                 Some(i) => i,
-                None if !d.running && self.finished.contains(key) => continue,
+                None if !d.running
+                    && self
+                        .finished
+                        .get(key)
+                        .is_some_and(|then| *then == discover::footprint(&d.dir, d.format)) =>
+                {
+                    continue;
+                }
                 None => {
-                    self.finished.remove(key);
+                    if self.finished.remove(key).is_some() {
+                        tracing::info!(container = %key, "a finished container's files changed since it was read to its end; reading it again");
+                    }
                     self.containers.push(new_container(key, d, self.history_before));
                     let i = self.containers.len() - 1;
                     // Before its streams exist, nothing may be released.
@@ -77,7 +87,7 @@ impl Tail {
         let sources = &self.settings.sources;
         let exists = |key: &str| discover::locate(key, sources).is_some_and(|(dir, _)| dir.exists());
         self.dormant.retain(|(key, _), _| exists(key));
-        self.finished.retain(|key| exists(key));
+        self.finished.retain(|key, _| exists(key));
         let open: usize = self.containers.iter().map(|c| c.files.open_count()).sum();
         self.rep.emitter.open_files(open as u64);
     }
@@ -130,22 +140,19 @@ impl Tail {
         }
     }
 
-    /// Forget finishing containers whose streams all read to the end.
+    /// Forget finishing containers that every stream read to the end, as the files are now, and
+    /// whose drains acknowledged everything handed to them.
     fn forget_done(&mut self) {
         let mut i = 0;
         while i < self.containers.len() {
-            let c = &self.containers[i];
-            // A runtime split whose last fragment never came (the container died mid-line) does
-            // not keep a finished container alive: the piece is counted and dropped.
-            // Read to the end is not enough: until its drain acknowledged what it was handed, a
-            // stream's cursor must stay tracked (and checkpointed), and its files open.
-            let done = c.finishing && c.streams.iter().all(|s| s.at_end && s.settled());
-            if !done {
+            if !(self.containers[i].finishing && read_and_acknowledged(&mut self.containers[i])) {
                 i += 1;
                 continue;
             }
             let c = self.containers.swap_remove(i);
             tracing::info!(container = %c.key, "container finished and read to its end; forgetting it");
+            // A runtime split whose last fragment never came (the container died mid-line) does
+            // not keep a finished container alive: the piece is counted and dropped.
             let unfinished = c
                 .streams
                 .iter()
@@ -159,9 +166,31 @@ impl Tail {
             for s in c.streams {
                 self.dormant.insert((c.key.clone(), s.drain), s.cursor);
             }
-            self.finished.insert(c.key);
+            let footprint = discover::footprint(&c.dir, c.format);
+            self.finished.insert(c.key, footprint);
         }
     }
+}
+
+/// Whether every stream of `c` has read to the end of its newest file, as a fresh `fstat` of
+/// that file says, and its drain acknowledged everything it was handed. Flags a read set earlier
+/// do not count: a file may have grown since, or a stream may not have been read at all while
+/// its drain's channel was full.
+fn read_and_acknowledged(c: &mut Container) -> bool {
+    let Some(newest) = c.files.files.last_mut() else {
+        // No file: nothing was written, or everything was deleted (counted where it happened).
+        return true;
+    };
+    if let Some(fd) = &newest.fd {
+        match fd.metadata() {
+            Ok(m) => newest.size = newest.size.max(m.len()),
+            Err(_) => return false,
+        }
+    }
+    let (seq, size) = (newest.seq, newest.size);
+    c.streams
+        .iter()
+        .all(|s| s.at.seq == seq && s.at.offset >= size && s.settled())
 }
 
 /// A container first seen now; its compressed files last written before `history_before` are
@@ -175,6 +204,7 @@ fn new_container(key: &str, d: &Desired, history_before: std::time::SystemTime) 
         files: FileSet::new(history_before),
         streams: Vec::new(),
         hw: Loc::START,
+        delivered: [Loc::START; 2],
         finishing: !d.running,
     }
 }
@@ -291,7 +321,7 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
         container = %c.key,
         listed = listing.files.len(),
         files = ?c.files.files.iter().map(|f| (f.seq, f.fd.is_some(), f.path.is_some(), f.size)).collect::<Vec<_>>(),
-        streams = ?c.streams.iter().map(|s| (s.at.seq, s.at.offset, s.at_end)).collect::<Vec<_>>(),
+        streams = ?c.streams.iter().map(|s| (s.at.seq, s.at.offset)).collect::<Vec<_>>(),
         "rescanned"
     );
     for (path, why) in &changes.unreadable {
