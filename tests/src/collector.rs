@@ -138,6 +138,13 @@ impl Collector {
         }
     }
 
+    /// SIGSTOP/SIGCONT: a stopped collector reads, sends and looks at nothing until continued.
+    pub fn pause(&self, paused: bool) {
+        if let Some(daemon) = &self.daemon {
+            daemon.signal(if paused { libc::SIGSTOP } else { libc::SIGCONT });
+        }
+    }
+
     /// Start again with the same config and state dir.
     pub fn restart(&mut self) -> Result<()> {
         if self.daemon.is_some() {

@@ -165,23 +165,50 @@ pub struct FakeContainer {
     pub dir: PathBuf,
 }
 
+/// A Docker container's state, as `config.v2.json` records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerState {
+    /// `docker create`: not running, never finished (about to start).
+    Created,
+    /// Running.
+    Running,
+    /// Exited.
+    Exited,
+}
+
 impl FakeContainer {
     /// Create the directory and `config.v2.json` (running, with `labels`).
     pub fn create(docker_root: &Path, name: &str, labels: &BTreeMap<String, String>) -> Result<Self> {
         let id = fake_id(name);
         let dir = docker_root.join("containers").join(&id);
         fs::create_dir_all(&dir)?;
-        let config = serde_json::json!({
-            "ID": id, "Name": format!("/{name}"),
-            "Config": { "Labels": labels, "Image": "sluice-loggen:test" },
-            "State": { "Running": true, "Pid": 1 },
-        });
-        fs::write(dir.join("config.v2.json"), serde_json::to_vec(&config)?)?;
-        Ok(Self {
+        let c = Self {
             id,
             name: name.into(),
             dir,
-        })
+        };
+        c.set_state(DockerState::Running, labels)?;
+        Ok(c)
+    }
+
+    /// Write `config.v2.json` as Docker does for a container in `state`, with `labels`.
+    pub fn set_state(&self, state: DockerState, labels: &BTreeMap<String, String>) -> Result<()> {
+        let zero = "0001-01-01T00:00:00Z";
+        let (running, pid, finished) = match state {
+            DockerState::Created => (false, 0, zero),
+            DockerState::Running => (true, 1, zero),
+            DockerState::Exited => (false, 0, "2026-01-01T00:00:00.000000001Z"),
+        };
+        let config = serde_json::json!({
+            "ID": self.id, "Name": format!("/{}", self.name),
+            "Config": { "Labels": labels, "Image": "sluice-loggen:test" },
+            "State": { "Running": running, "Pid": pid, "FinishedAt": finished },
+        });
+        // Docker replaces the file atomically; a reader never sees half of it.
+        let tmp = self.dir.join(".config.v2.json.tmp");
+        fs::write(&tmp, serde_json::to_vec(&config)?)?;
+        fs::rename(tmp, self.dir.join("config.v2.json"))?;
+        Ok(())
     }
 
     /// The json-file log path (`<id>-json.log`).
@@ -265,5 +292,38 @@ pub fn docker_rig(test: &str) -> Result<Option<DockerRig>> {
         bins,
         rsyslog_bin,
         docker,
+    }))
+}
+
+/// What every end-to-end test on json-file logs it writes itself needs: the static binaries,
+/// rsyslog, and an empty fake Docker root (`<root>/containers`) and pods root.
+pub struct FileRig {
+    /// `SLUICE_BIN_DIR`: the static `sluice-collector`.
+    pub bins: PathBuf,
+    /// The rsyslogd binary.
+    pub rsyslog_bin: PathBuf,
+    /// The fake Docker root.
+    pub root: tempfile::TempDir,
+    /// The (empty) pods root.
+    pub pods: tempfile::TempDir,
+}
+
+/// Start a [`FileRig`] for `test`: `Ok(None)` after a loud SKIPPED banner when a part is
+/// missing locally (with `SLUICE_REQUIRE_ALL=1` a missing part fails the test instead).
+pub fn file_rig(test: &str) -> Result<Option<FileRig>> {
+    use crate::support::{bin_dir, need, temp_dir};
+    let Some(bins) = need(test, bin_dir()) else {
+        return Ok(None);
+    };
+    let Some(rsyslog_bin) = need(test, crate::syslog::Rsyslog::available()) else {
+        return Ok(None);
+    };
+    let (root, pods) = (temp_dir("sluice-docker-root-")?, temp_dir("sluice-pods-")?);
+    fs::create_dir_all(root.path().join("containers"))?;
+    Ok(Some(FileRig {
+        bins,
+        rsyslog_bin,
+        root,
+        pods,
     }))
 }

@@ -10,7 +10,9 @@ use sluice_loggen::json_file::{JsonFileWriter, Rotation};
 use sluice_tests::{
     LineSpec, Stream,
     collector::Collector,
-    fixture::{Drain, FakeContainer, config_yaml, expect_exact, lines, select, wait_for_lines},
+    fixture::{
+        Drain, FakeContainer, FileRig, config_yaml, expect_exact, file_rig, lines, select, wait_for_lines,
+    },
     multiset::{Multiset, assert_exact, compare},
     support::{bin_dir, need, temp_dir, wait_until},
     syslog::Rsyslog,
@@ -28,15 +30,16 @@ struct Setup {
 
 impl Setup {
     fn start(test: &str) -> Result<Option<Self>> {
-        let Some(bins) = need(test, bin_dir()) else {
+        let Some(FileRig {
+            bins,
+            rsyslog_bin,
+            root,
+            pods,
+        }) = file_rig(test)?
+        else {
             return Ok(None);
         };
-        let Some(rs_bin) = need(test, Rsyslog::available()) else {
-            return Ok(None);
-        };
-        let rsyslog = Rsyslog::start(&rs_bin)?;
-        let (root, pods) = (temp_dir("sluice-docker-root-")?, temp_dir("sluice-pods-")?);
-        fs::create_dir_all(root.path().join("containers"))?;
+        let rsyslog = Rsyslog::start(&rsyslog_bin)?;
         let drains = [Drain::new(
             "rs-tcp",
             format!("syslog://127.0.0.1:{}", rsyslog.ports.tcp),
