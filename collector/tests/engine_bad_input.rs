@@ -276,3 +276,36 @@ fn bad_input_and_bytes_are_counted_once_whatever_the_number_of_drains() {
     );
     engine.join();
 }
+
+/// A symbolic link in a log directory is not followed (it could lead to any file on the node),
+/// and a FIFO where a log should be neither blocks the engine nor is read: both are counted as
+/// unreadable, and the other containers flow.
+#[test]
+fn a_symlink_or_a_fifo_in_a_log_directory_is_neither_followed_nor_blocking() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let healthy = DockerContainer::new(&node.docker_root(), 50);
+    let linked = DockerContainer::new(&node.docker_root(), 51);
+    let fifo = DockerContainer::new(&node.docker_root(), 52);
+    let secret = node.tmp.path().join("secret");
+    fs::write(&secret, docker_records(Stream::Stdout, "a secret of the node")).unwrap();
+    symlink(&secret, linked.log()).unwrap();
+    let path = std::ffi::CString::new(fifo.log().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let configs: Vec<ContainerConfig> = [&healthy, &linked, &fifo]
+        .iter()
+        .map(|c| c.config(&["a"]))
+        .collect();
+    let engine = node.start(node.settings(), routes(&[&a], configs));
+    let expected = good(&healthy, "healthy", 20);
+    wait_for("the healthy lines", T, || a.count() >= expected.len());
+    wait_for("both bad logs to be counted", T, || {
+        node.recorder.get("input:unreadable_file") == 2
+    });
+    let more = good(&healthy, "more", 5);
+    let expected: Vec<String> = expected.into_iter().chain(more).collect();
+    wait_for("the lines after", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    engine.join();
+}

@@ -94,8 +94,19 @@ pub struct FileSet {
     compressed: inflate::Compressed,
 }
 
-fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
-    let file = File::open(path)?;
+/// Open a log file for reading the way every log file is opened: a symbolic link is not
+/// followed (a link in a log directory must not lead the collector to another file), opening a
+/// FIFO or device does not block, and what was opened is checked (`fstat`) to be a regular file.
+fn open_log(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other("a symbolic link (not followed)"),
+            _ => e,
+        })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::other("not a regular file"));
@@ -115,21 +126,18 @@ enum Found {
 
 /// What the listed `path` is now; a bad one is reported in `changes`.
 fn regular_meta(path: &Path, changes: &mut Changes) -> Found {
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Found::Regular(meta),
-        Ok(_) => {
-            let why = "not a regular file".to_owned();
-            changes.unreadable.push((path.to_owned(), why));
+        Ok(meta) => {
+            let why = match meta.file_type().is_symlink() {
+                true => "a symbolic link (not followed)",
+                false => "not a regular file",
+            };
+            changes.unreadable.push((path.to_owned(), why.to_owned()));
             Found::Bad
         }
-        // A dangling symlink is bad input; anything else not found was renamed or deleted (a
-        // rotation may have put another file at the path since).
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                && !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
-        {
-            Found::Gone
-        }
+        // Not found: renamed or deleted (a rotation may have put another file at the path since).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Found::Gone,
         Err(e) => {
             changes.unreadable.push((path.to_owned(), e.to_string()));
             Found::Bad
@@ -243,7 +251,7 @@ impl FileSet {
             return true;
         }
         let Some(path) = &f.path else { return false };
-        match open_regular(path) {
+        match open_log(path) {
             Ok((fd, meta))
                 if (meta.dev(), meta.ino()) == f.dev_ino
                     && meta.len() >= f.size

@@ -106,8 +106,8 @@ impl Listed<'_> {
     /// so a rename cannot swap it between them. Still the file listed (it may have grown while
     /// being written), or `NotFound`.
     fn open(&self) -> io::Result<File> {
-        let file = File::open(self.path)?;
-        let (dev, ino, _) = key_of(&file.metadata()?);
+        let (file, meta) = super::open_log(self.path)?;
+        let (dev, ino, _) = key_of(&meta);
         if (dev, ino) != (self.key.0, self.key.1) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -127,7 +127,10 @@ impl FileSet {
     pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> io::Result<usize> {
         // Each file is opened once (a rename cannot swap it between looks), and its head
         // inflated once (a failure to read one counts as no match).
-        let opened: Vec<Option<File>> = compressed.iter().map(|p| File::open(p).ok()).collect();
+        let opened: Vec<Option<File>> = compressed
+            .iter()
+            .map(|p| super::open_log(p).ok().map(|(f, _)| f))
+            .collect();
         let heads: Vec<Vec<u8>> = opened
             .iter()
             .map(|f| match f.as_ref().map(inflated_head) {
@@ -170,7 +173,8 @@ impl FileSet {
     /// files just added, so none of them is taken now (a reader must not pass the place it goes
     /// to); a later look takes them together.
     pub(super) fn take_missed(&mut self, listed: &[PathBuf], spill: &Path, changes: &mut Changes) {
-        let metas: Vec<io::Result<std::fs::Metadata>> = listed.iter().map(std::fs::metadata).collect();
+        let metas: Vec<io::Result<std::fs::Metadata>> =
+            listed.iter().map(std::fs::symlink_metadata).collect();
         // One gone since the listing (renamed, most likely) is looked at under its new name.
         let mut complete = metas.iter().all(Result::is_ok);
         let listed: Vec<Listed<'_>> = listed

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Changes, FileSet, Tracked, identity, open_regular};
+use super::{Changes, FileSet, Tracked, identity, open_log};
 use crate::engine::discover::Listing;
 
 /// The gap between the sequence numbers of files found in order, so that a file found late
@@ -89,7 +89,7 @@ impl FileSet {
     /// copy, even if the original was truncated since), or its first bytes are the first bytes of
     /// a file we hold open or of a file listed after it (a copy still being written).
     fn is_copy(&self, path: &Path, later: &[PathBuf]) -> bool {
-        let Ok((fd, _)) = open_regular(path) else {
+        let Ok((fd, _)) = open_log(path) else {
             return false;
         };
         let Ok((head, _)) = identity::read_first_line(&fd) else {
@@ -111,7 +111,7 @@ impl FileSet {
                 .any(starts_alike)
             || later
                 .iter()
-                .filter_map(|p| open_regular(p).ok())
+                .filter_map(|p| open_log(p).ok())
                 .any(|(other, _)| starts_alike(&other))
     }
 
@@ -125,7 +125,7 @@ impl FileSet {
         newest: bool,
         before: Option<u64>,
     ) -> io::Result<Added> {
-        let (fd, meta) = open_regular(path)?;
+        let (fd, meta) = open_log(path)?;
         let dev_ino = (meta.dev(), meta.ino());
         if listed != Some(dev_ino) {
             return Ok(Added::Later);

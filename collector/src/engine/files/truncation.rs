@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Changes, FileSet, identity, open_regular};
+use super::{Changes, FileSet, identity, open_log};
 
 impl FileSet {
     /// A file that shrank or whose head changed was truncated in place (copy-truncate). Its old
@@ -34,7 +34,7 @@ impl FileSet {
                 .collect();
             let id = f.id;
             let copy = paths.iter().find_map(|p| {
-                let (fd, meta) = open_regular(p).ok()?;
+                let (fd, meta) = open_log(p).ok()?;
                 let dev_ino = (meta.dev(), meta.ino());
                 (!known.contains(&dev_ino) && identity::same_head(&fd, &id).ok()?)
                     .then(|| (p.clone(), fd, meta))
@@ -79,7 +79,7 @@ impl FileSet {
     /// between the listing and now.
     pub(super) fn still_same(&mut self, i: usize, path: &Path) -> Option<bool> {
         let f = &mut self.files[i];
-        let (fd, meta) = open_regular(path).ok()?;
+        let (fd, meta) = open_log(path).ok()?;
         if (meta.dev(), meta.ino()) != f.dev_ino {
             return None;
         }
