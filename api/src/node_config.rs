@@ -122,6 +122,8 @@ pub struct Limits {
 impl Limits {
     /// The default [`Limits::max_line_bytes`]: 1 MiB.
     pub const DEFAULT_MAX_LINE_BYTES: u32 = 1024 * 1024;
+    /// The largest `maxLineBytes` accepted.
+    pub const MAX_LINE_BYTES_CAP: u32 = 16 * 1024 * 1024;
     fn default_max_line_bytes() -> u32 {
         Self::DEFAULT_MAX_LINE_BYTES
     }
@@ -445,6 +447,35 @@ impl ContainerConfig {
     }
 }
 
+impl ContainerConfig {
+    /// The names that become parts of a CRI log path (`<ns>_<pod>_<uid>/<container>/`) are
+    /// single path components: not empty, not `.` or `..`, without `/` or NUL, at most 253
+    /// bytes. Anything else could point the collector at another directory.
+    pub fn check_path_names(&self) -> Result<(), (&'static str, String)> {
+        for (field, name) in [
+            ("namespace", &self.namespace),
+            ("pod", &self.pod),
+            ("podUid", &self.pod_uid),
+            ("container", &self.container),
+        ] {
+            let bad = name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.len() > 253
+                || name.bytes().any(|b| b == b'/' || b == 0);
+            if bad {
+                return Err((
+                    field,
+                    format!(
+                        "{name:?} is not a single path component (it names the container's log directory)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Containers picked by name and labels on a plain Docker host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -625,10 +656,13 @@ impl NodeConfig {
                 ),
             ));
         }
-        if self.limits.max_line_bytes < 1024 {
+        if !(1024..=Limits::MAX_LINE_BYTES_CAP).contains(&self.limits.max_line_bytes) {
             return Err(ConfigError::invalid(
                 "limits.maxLineBytes",
-                "must be at least 1024",
+                format!(
+                    "must be between 1024 and {} (16 MiB): the collector holds a line this long in memory per drain and stream",
+                    Limits::MAX_LINE_BYTES_CAP
+                ),
             ));
         }
         let mut names = BTreeSet::new();
@@ -668,8 +702,13 @@ impl NodeConfig {
             }
         };
         for (i, c) in self.containers.iter().enumerate() {
-            c.runtime_id()
+            let runtime = c
+                .runtime_id()
                 .map_err(|m| ConfigError::invalid(format!("containers[{i}].id"), m))?;
+            if let RuntimeId::Cri(_) = runtime {
+                c.check_path_names()
+                    .map_err(|(field, m)| ConfigError::invalid(format!("containers[{i}].{field}"), m))?;
+            }
             check_refs(format!("containers[{i}]"), &c.drains, &c.streams)?;
         }
         for (i, s) in self.selectors.iter().enumerate() {

@@ -146,3 +146,25 @@ fn secrets_are_redacted_in_debug() {
     };
     assert!(!format!("{tls:?}").contains("PRIVATE"));
 }
+
+#[test]
+fn cri_names_that_would_leave_the_log_directory_are_refused() {
+    let cri = GOOD.replace("docker://0123abcd", "containerd://0123abcd");
+    assert_eq!(error_field(&cri), "accepted");
+    for (from, to, field) in [
+        ("namespace: shop", "namespace: \"..\"", "containers[0].namespace"),
+        ("pod: web-1", "pod: \"a/../../etc\"", "containers[0].pod"),
+        ("podUid: 5e2f", "podUid: \"\"", "containers[0].podUid"),
+        ("container: nginx", "container: \".\"", "containers[0].container"),
+    ] {
+        assert_eq!(error_field(&cri.replace(from, to)), field, "{to}");
+    }
+}
+
+#[test]
+fn max_line_bytes_is_bounded() {
+    let with = |n: u64| format!("{GOOD}limits: {{ maxLineBytes: {n} }}\n");
+    assert_eq!(error_field(&with(16 * 1024 * 1024)), "accepted");
+    assert_eq!(error_field(&with(16 * 1024 * 1024 + 1)), "limits.maxLineBytes");
+    assert_eq!(error_field(&with(1023)), "limits.maxLineBytes");
+}

@@ -58,6 +58,7 @@ pub struct Desired {
 pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<String, Desired> {
     let mut out = BTreeMap::new();
     for c in &routes.containers {
+        // Invalid ids and names (the config validation rejects them) are never made into paths.
         let Ok(runtime) = c.runtime_id() else { continue };
         let (key, dir, format, id) = match runtime {
             RuntimeId::Docker(id) => (
@@ -66,6 +67,7 @@ pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<Strin
                 Format::Docker,
                 id,
             ),
+            RuntimeId::Cri(_) if c.check_path_names().is_err() => continue,
             RuntimeId::Cri(id) => {
                 let key = discover::cri_key(&c.namespace, &c.pod, &c.pod_uid, &c.container);
                 let dir = sources
