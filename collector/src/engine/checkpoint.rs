@@ -90,9 +90,16 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Err
 }
 
 impl Store {
-    /// The store in `dir`, which is created if missing.
+    /// The store in `dir`, which is created if missing. The directory is made private (0700):
+    /// besides the cursors it holds inflated copies of compressed logs, which are tenants' lines.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir, "create directory"))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir, "make private"))?;
         Ok(Self { dir: dir.to_owned() })
     }
 
@@ -147,7 +154,22 @@ impl Store {
         };
         let text = serde_json::to_vec(&file).expect("invariant: positions always serialize");
         let tmp = self.dir.join("checkpoints.json.tmp");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp, "create"))?
+        };
+        // A temporary file left by an older release may have wider permissions.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&tmp, "make private"))?;
+        }
         f.write_all(&text).map_err(io_err(&tmp, "write"))?;
         f.sync_all().map_err(io_err(&tmp, "fsync"))?;
         drop(f);
@@ -218,6 +240,22 @@ mod tests {
                 offset: offset + 5,
             },
         }
+    }
+
+    #[test]
+    fn the_state_directory_and_checkpoint_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::open(&dir).unwrap();
+        store
+            .write(&BTreeMap::from([(("docker/a".into(), "d".into()), pos(7))]))
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&store.path()), 0o600);
     }
 
     #[test]
