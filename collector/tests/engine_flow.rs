@@ -472,3 +472,46 @@ fn a_drain_removed_and_added_again_before_a_rescan_loses_nothing() {
     assert_eq!(node.recorder.get("dropped"), 0);
     engine.join();
 }
+
+/// CRI `P` fragments whose `F` comes after the kubelet rotated the file, or after a graceful
+/// restart of the engine, are delivered as one whole line, once.
+#[test]
+fn cri_partial_lines_across_a_rotation_and_a_restart_arrive_whole() {
+    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let (config, dir) = cri_container(&node, &["a"]);
+    let append = |text: String| {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("0.log"))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let routes = || routes(&[&a], vec![config.clone()]);
+    let engine = node.start(node.settings(), routes());
+    append(format!("{TIME} stdout F before\n{TIME} stdout P across-the-"));
+    append("rotation-a \n".into());
+    wait_for("the first line", T, || a.count() == 1);
+    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
+    append(format!("{TIME} stdout P b \n{TIME} stdout F c\n"));
+    wait_for("the line split across the rotation", T, || a.count() == 2);
+    append(format!("{TIME} stderr P across-the-restart \n"));
+    // The fragment is read (and held) before the stop: the checkpoint must bring it back.
+    std::thread::sleep(Duration::from_millis(300));
+    graceful_stop(engine, &[&a]);
+    append(format!("{TIME} stderr F done\n{TIME} stdout F after\n"));
+    let engine = node.start(node.settings(), routes());
+    assert_exact(
+        &a,
+        &[
+            "stdout:before".to_owned(),
+            "stdout:across-the-rotation-a b c".to_owned(),
+            "stderr:across-the-restart done".to_owned(),
+            "stdout:after".to_owned(),
+        ],
+    );
+    engine.join();
+}
