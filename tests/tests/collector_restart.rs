@@ -158,6 +158,24 @@ fn ten_sigkills_in_a_row_lose_nothing() -> Result<()> {
     let got = wait_for_distinct(count, || http.messages().into_iter().collect(), ctx)?;
     let dup_http = assert_no_loss(&format!("HTTP across {kills} SIGKILLs"), &want, &got);
     eprintln!("SIGKILL x{kills}: duplicates rsyslog {dup_rs}, HTTP {dup_http} (of {count} lines)");
+    // A repeat carries the MSGID of its first copy, so a receiver can drop it; distinct lines
+    // have distinct ids.
+    let mut ids: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for r in rsyslog.received() {
+        assert!(
+            !r.msgid.is_empty() && r.msgid != "-",
+            "a message without MSGID: {r:?}"
+        );
+        ids.entry(r.msg).or_default().insert(r.msgid);
+    }
+    let changed: Vec<_> = ids.iter().filter(|(_, set)| set.len() > 1).take(3).collect();
+    assert!(
+        changed.is_empty(),
+        "repeated lines with another MSGID: {changed:?}"
+    );
+    let distinct: std::collections::BTreeSet<&String> = ids.values().flatten().collect();
+    assert_eq!(distinct.len(), ids.len(), "two lines share a MSGID");
+    eprintln!("the {dup_rs} repeats at rsyslog carry their first copy's MSGID");
     // The in-flight window of a kill: what was acknowledged since the last checkpoint (written
     // every second, but a restarted collector catching up acknowledges faster than loggen writes)
     // plus the batches in flight. Seen here: 1.2-2.1 s of lines per kill; the bound is 5 s.
