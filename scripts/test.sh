@@ -20,8 +20,11 @@ say "cargo test --workspace (SLUICE_BIN_DIR=$SLUICE_BIN_DIR SLUICE_REQUIRE_ALL=1
 cargo test --workspace --locked --no-fail-fast
 
 # ---- drift checks: regenerate generated files and fail when they differ from the commit ----
-# (owners of generated files add their steps here, e.g.
-#   cargo run -p sluice-api --features crd --bin crdgen && git diff --exit-code crds/ )
+say "drift check: crds/ is what crdgen writes from the Rust types"
+generated="$(mktemp -d)"
+trap 'rm -rf "$generated"' EXIT
+cargo run -q --locked -p sluice-api --features crd --bin crdgen -- "$generated"
+diff -ru "$generated" crds/ || die "crds/ is stale: run cargo run -p sluice-api --features crd --bin crdgen"
 # ---- end of drift checks ----
 
 say "all checks passed"
