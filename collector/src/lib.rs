@@ -14,6 +14,7 @@
 pub mod config;
 pub mod drain;
 pub mod engine;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;

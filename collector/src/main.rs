@@ -87,6 +87,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
+    match sluice_collector::limits::raise_open_files() {
+        Ok(limit) => metrics.open_files_limit.set(limit.try_into().unwrap_or(i64::MAX)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit; a busy node may run out of descriptors")
+        }
+    }
     let stall_after = Duration::from_secs(args.stall_timeout);
     let health = server::Health::new(metrics.clone(), stall_after);
     let cancel = CancellationToken::new();
