@@ -54,6 +54,8 @@ pub trait Emitter: Send + Sync + 'static {
     fn open_files(&self, files: u64);
     /// The checkpoint file was written.
     fn checkpoint_written(&self);
+    /// Writing the checkpoint failed (it is retried at the next interval).
+    fn checkpoint_failed(&self);
     /// The tail thread went round its loop: called about once a second while it runs, so a
     /// thread that hangs or died shows as silence (the collector's `/healthz` fails on it).
     fn engine_alive(&self);

@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -36,8 +36,12 @@ pub struct Metrics {
     pub input_errors: IntCounterVec,
     /// Bytes a drain is behind the end of the files it reads.
     pub lag_bytes: IntGaugeVec,
-    /// Seconds since the checkpoint file was last written.
+    /// Seconds since the checkpoint file was last written (since the start, before the first).
     pub checkpoint_age_seconds: IntGauge,
+    /// Checkpoint writes that failed (unwritable or full state directory).
+    pub checkpoint_errors: IntCounter,
+    /// The open-files limit in force (the soft limit, raised at start).
+    pub open_files_limit: IntGauge,
     /// Log files held open.
     pub open_files: IntGauge,
     /// Config reloads, by result (`applied`, `rejected`).
@@ -47,8 +51,10 @@ pub struct Metrics {
     pub udp_oversize: IntCounterVec,
     /// Seconds since the tail engine last went round its loop (0 or 1 while it runs).
     pub engine_silent_seconds: IntGauge,
-    /// Unix time (seconds) of the last checkpoint write; 0 before the first.
+    /// Unix time (seconds) of the last checkpoint write; the start before the first.
     last_checkpoint: Arc<AtomicU64>,
+    /// The last checkpoint write failed (and none succeeded since): `/readyz` fails.
+    checkpoint_failing: Arc<AtomicBool>,
     /// When these metrics were made: the engine's silence is measured from here (monotonic).
     started: Instant,
     /// Milliseconds after `started` when the engine last went round its loop.
@@ -112,9 +118,18 @@ impl Metrics {
         registry.register(Box::new(bytes_read.clone()))?;
         let checkpoint_age_seconds = gauge(
             "checkpoint_age_seconds",
-            "Seconds since the checkpoint file was last written.",
+            "Seconds since the checkpoint file was last written (since the start, before the first write).",
         )?;
         let open_files = gauge("open_files", "Log files held open.")?;
+        let open_files_limit = gauge(
+            "open_files_limit",
+            "The process's open-files limit (its soft limit, raised at start toward the hard limit).",
+        )?;
+        let checkpoint_errors = IntCounter::new(
+            "sluice_collector_checkpoint_errors_total",
+            "Checkpoint writes that failed (unwritable or full state directory); /readyz fails until one succeeds.",
+        )?;
+        registry.register(Box::new(checkpoint_errors.clone()))?;
         let engine_silent_seconds = gauge(
             "engine_silent_seconds",
             "Seconds since the tail engine last went round its loop (it does about once a second; /healthz fails past --stall-timeout).",
@@ -138,11 +153,14 @@ impl Metrics {
             input_errors,
             lag_bytes,
             checkpoint_age_seconds,
+            checkpoint_errors,
+            open_files_limit,
             open_files,
             config_reloads,
             udp_oversize,
             engine_silent_seconds,
-            last_checkpoint: Arc::new(AtomicU64::new(0)),
+            last_checkpoint: Arc::new(AtomicU64::new(unix_now())),
+            checkpoint_failing: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             engine_alive_ms: Arc::new(AtomicU64::new(0)),
         })
@@ -162,11 +180,14 @@ impl Metrics {
         self.engine_silent_seconds
             .set(silent.try_into().unwrap_or(i64::MAX));
         let last = self.last_checkpoint.load(Ordering::Relaxed);
-        if last > 0 {
-            self.checkpoint_age_seconds
-                .set(unix_now().saturating_sub(last).try_into().unwrap_or(i64::MAX));
-        }
+        self.checkpoint_age_seconds
+            .set(unix_now().saturating_sub(last).try_into().unwrap_or(i64::MAX));
         &self.registry
+    }
+
+    /// Whether the last checkpoint write failed (none succeeded since).
+    pub fn checkpoint_failing(&self) -> bool {
+        self.checkpoint_failing.load(Ordering::Relaxed)
     }
 }
 
@@ -208,6 +229,12 @@ impl crate::engine::Emitter for Metrics {
     fn checkpoint_written(&self) {
         self.last_checkpoint.store(unix_now(), Ordering::Relaxed);
         self.checkpoint_age_seconds.set(0);
+        self.checkpoint_failing.store(false, Ordering::Relaxed);
+    }
+
+    fn checkpoint_failed(&self) {
+        self.checkpoint_errors.inc();
+        self.checkpoint_failing.store(true, Ordering::Relaxed);
     }
 
     fn engine_alive(&self) {

@@ -1,7 +1,7 @@
 //! The collector's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the tail engine is
 //! going round its loop: a hung or dead engine fails it, so a liveness probe restarts the
-//! collector, which resumes from its checkpoint), `/readyz` (a config is loaded and the engine
-//! runs).
+//! collector, which resumes from its checkpoint), `/readyz` (a config is loaded, the engine
+//! runs, and its checkpoint can be written).
 
 use std::{
     net::SocketAddr,
@@ -93,11 +93,16 @@ fn liveness(silent: Duration, stall_after: Duration) -> (StatusCode, String) {
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !health.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
     }
+    if health.metrics.checkpoint_failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the checkpoint cannot be written (state directory unwritable or full); lines still ship, but a restart would send some again\n",
+        );
+    }
+    (StatusCode::OK, "ready\n")
 }
 
 #[cfg(test)]

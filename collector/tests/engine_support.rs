@@ -332,6 +332,9 @@ impl engine::Emitter for Recorder {
     fn checkpoint_written(&self) {
         self.add("checkpoints".into(), 1);
     }
+    fn checkpoint_failed(&self) {
+        self.add("checkpoint_errors".into(), 1);
+    }
     fn engine_alive(&self) {
         self.add("alive".into(), 1);
     }

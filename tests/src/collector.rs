@@ -37,8 +37,14 @@ pub struct Collector {
 impl Collector {
     /// Write `config_yaml`, start the collector from `bin_dir`, and wait until it is ready.
     pub fn start(bin_dir: &Path, config_yaml: &str) -> Result<Self> {
+        Self::start_with_state(bin_dir, config_yaml, None)
+    }
+
+    /// As [`Collector::start`], with the state directory at `state` (else in its own temp dir).
+    pub fn start_with_state(bin_dir: &Path, config_yaml: &str, state: Option<&Path>) -> Result<Self> {
         let dir = temp_dir("sluice-collector-")?;
-        let (config, state) = (dir.path().join("sluice.yaml"), dir.path().join("state"));
+        let config = dir.path().join("sluice.yaml");
+        let state = state.map_or_else(|| dir.path().join("state"), Path::to_owned);
         fs::create_dir_all(&state)?;
         fs::write(&config, config_yaml)?;
         let mut c = Self {

@@ -73,6 +73,8 @@ pub(crate) struct Tail {
     reader: Reader,
     rr: usize,
     written: Option<BTreeMap<StreamKey, Position>>,
+    /// Checkpoint writes failed in a row (the first failure and the recovery are logged).
+    checkpoint_failures: u64,
     rescan_flag: Arc<AtomicBool>,
     next_rescan: Instant,
     next_checkpoint: Instant,
@@ -127,6 +129,7 @@ impl Tail {
             finished: BTreeMap::new(),
             rr: 0,
             written: None,
+            checkpoint_failures: 0,
             rescan_flag,
             next_rescan: now,
             next_checkpoint: now,
@@ -294,14 +297,26 @@ impl Tail {
         }
         match self.store.write(&positions) {
             Ok(()) => {
+                if self.checkpoint_failures > 0 {
+                    tracing::info!(
+                        failures = self.checkpoint_failures,
+                        "the checkpoint is written again"
+                    );
+                    self.checkpoint_failures = 0;
+                }
                 self.written = Some(positions);
                 self.rep.emitter.checkpoint_written();
                 Ok(())
             }
             Err(e) => {
-                if self.written.is_some() || force {
-                    tracing::error!(error = %e, "cannot write the checkpoint; will retry");
+                self.rep.emitter.checkpoint_failed();
+                if self.checkpoint_failures == 0 || force {
+                    tracing::error!(
+                        error = %e,
+                        "cannot write the checkpoint (retried every interval; /readyz fails meanwhile): shipping goes on, but a restart now would send again what was delivered since the last checkpoint"
+                    );
                 }
+                self.checkpoint_failures += 1;
                 self.written = None;
                 Err(Error::Checkpoint(e))
             }
