@@ -82,6 +82,9 @@ pub struct Changes {
     pub deferred: bool,
     /// The `seq` of each file first seen in this refresh.
     pub added: Vec<u64>,
+    /// Compressed files never read that could not be inflated and were given up: their lines
+    /// are lost to every drain of the container.
+    pub lost_compressed: Vec<PathBuf>,
 }
 
 /// The files of one container, by `seq`.

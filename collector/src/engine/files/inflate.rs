@@ -45,6 +45,11 @@ const FORGET_AFTER_MISSES: u8 = 3;
 /// mid-block looks corrupt).
 const UNREADABLE_AFTER: Duration = Duration::from_secs(2);
 
+/// The most a compressed log is inflated to. A rotated log is a few to a few hundred MiB; one
+/// that inflates past this is taken for a decompression bomb and not read (the state directory
+/// it is inflated into is on the node's disk).
+pub const MAX_INFLATED_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// The compressed files of a container already looked at.
 #[derive(Debug, Default)]
 pub struct Compressed {
@@ -80,6 +85,8 @@ enum Look {
     Known(Option<u64>),
     /// A file never seen, inflated: its descriptor, identity and size.
     Missed(Inflated),
+    /// A file never seen (its head is no known file's) that could not be inflated.
+    MissedUnreadable(io::Error),
 }
 
 /// An inflated compressed file: its descriptor, identity and size.
@@ -221,25 +228,40 @@ impl FileSet {
             if self.compressed.seen.contains_key(&l.key) {
                 continue;
             }
-            match self.look_at(l, spill) {
+            let (e, never_read) = match self.look_at(l, spill) {
                 Ok(Look::Known(seq)) => {
                     tracing::debug!(path = %l.path.display(), seq, "compressed log holds a known file");
                     self.compressed.seen.insert(l.key, Looked { seq, misses: 0 });
+                    continue;
                 }
                 Ok(Look::Missed(file)) => {
                     missed.insert(l.key, file);
+                    continue;
                 }
-                Err(e) if !may_be_unfinished(&e, l) => {
-                    let why = format!("cannot inflate this compressed log into the state directory: {e}");
-                    changes.unreadable.push((l.path.to_owned(), why));
-                    self.compressed
-                        .seen
-                        .insert(l.key, Looked { seq: None, misses: 0 });
+                Ok(Look::MissedUnreadable(e)) => (e, true),
+                Err(e) => (e, false),
+            };
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                // The state directory is full: look again later, and take no newer file before
+                // this one is read (a reader must not pass the place it goes to).
+                let why = format!(
+                    "cannot inflate a compressed log into the state directory, retrying at every look (newer files of this container wait): {e}"
+                );
+                changes.unreadable.push((spill.to_owned(), why));
+                *complete = false;
+            } else if may_be_unfinished(&e, l) {
+                tracing::debug!(path = %l.path.display(), error = %e, "compressed log not readable yet");
+                *complete = false;
+            } else {
+                let why = format!("cannot inflate this compressed log into the state directory: {e}");
+                changes.unreadable.push((l.path.to_owned(), why));
+                if never_read {
+                    // It holds lines no drain will get: counted per drain by the caller.
+                    changes.lost_compressed.push(l.path.to_owned());
                 }
-                Err(e) => {
-                    tracing::debug!(path = %l.path.display(), error = %e, "compressed log not readable yet");
-                    *complete = false;
-                }
+                self.compressed
+                    .seen
+                    .insert(l.key, Looked { seq: None, misses: 0 });
             }
         }
         missed
@@ -331,7 +353,10 @@ impl FileSet {
         if head.is_empty() {
             return Ok(Look::Known(None));
         }
-        Ok(Look::Missed(inflated(&file, spill)?))
+        Ok(match inflated(&file, spill) {
+            Ok(file) => Look::Missed(file),
+            Err(e) => Look::MissedUnreadable(e),
+        })
     }
 
     /// Inflate the compressed `file` (at `path`) into `spill` and track it, numbered before `before`
@@ -411,10 +436,22 @@ fn inflated(file: &File, spill: &Path) -> io::Result<Inflated> {
     Ok((fd, id, size))
 }
 
-/// The content of the compressed `file`, in an unnamed temporary file in `spill`.
+/// The content of the compressed `file`, in an unnamed temporary file in `spill`, if it is at
+/// most [`MAX_INFLATED_BYTES`].
 fn inflate_into(file: &File, spill: &Path) -> io::Result<File> {
+    inflate_at_most(file, spill, MAX_INFLATED_BYTES)
+}
+
+fn inflate_at_most(file: &File, spill: &Path, max: u64) -> io::Result<File> {
     let mut out = tempfile::tempfile_in(spill)?;
-    io::copy(&mut MultiGzDecoder::new(from_start(file)?), &mut out)?;
+    let decoder = MultiGzDecoder::new(from_start(file)?);
+    let copied = io::copy(&mut decoder.take(max + 1), &mut out)?;
+    if copied > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it inflates to more than {max} bytes; not read (taken for a decompression bomb)"),
+        ));
+    }
     Ok(out)
 }
 
@@ -430,6 +467,18 @@ mod tests {
         let mut file = tempfile::tempfile().expect("a temporary file");
         file.write_all(bytes).expect("written");
         file
+    }
+
+    #[test]
+    fn inflation_stops_at_the_bound() {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        gz.write_all(&vec![b'x'; 100_000]).expect("compressed");
+        let bomb = file_with(&gz.finish().expect("compressed"));
+        let spill = tempfile::tempdir().expect("a temporary dir");
+        let err = inflate_at_most(&bomb, spill.path(), 10_000).expect_err("over the bound");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let whole = inflate_at_most(&bomb, spill.path(), 100_000).expect("within the bound");
+        assert_eq!(whole.metadata().expect("fstat").len(), 100_000);
     }
 
     #[test]

@@ -327,6 +327,15 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
     for (path, why) in &changes.unreadable {
         rep.input_once(path, "unreadable_file", why);
     }
+    for path in &changes.lost_compressed {
+        for s in &c.streams {
+            let detail = format!(
+                "the compressed log {} held lines never read, and cannot be inflated",
+                path.display()
+            );
+            rep.dropped(&s.drain, &c.meta, "unreadable_compressed", 1, &detail);
+        }
+    }
     for &(seq, size) in &changes.truncated_lost {
         for s in c
             .streams
