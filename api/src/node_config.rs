@@ -23,6 +23,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+mod buildable;
+pub mod template;
+
 /// The node-config schema version this crate reads and writes.
 pub const CURRENT_VERSION: u32 = 1;
 
@@ -163,6 +166,22 @@ impl DrainConfig {
     /// The drain's kind and address, parsed from [`DrainConfig::url`].
     pub fn kind(&self) -> Result<DrainKind, String> {
         DrainKind::parse(&self.url)
+    }
+
+    /// Check this drain on its own: its settings, and everything a collector checks when it builds
+    /// the drain. The error names the field relative to the drain (`url`, `syslog.appName`);
+    /// [`NodeConfig::validate`] reports the same as `drains[i].…`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|(field, message)| ConfigError::invalid(field, message))
+    }
+
+    fn check(&self) -> Result<(), buildable::Failure> {
+        validate_drain(self).map_err(|(field, message)| (field.unwrap_or_default().to_owned(), message))?;
+        match self.kind() {
+            Ok(kind) => buildable::check(self, &kind),
+            Err(message) => Err(("url".to_owned(), message)),
+        }
     }
 }
 
@@ -633,14 +652,13 @@ impl NodeConfig {
         }
         let mut names = BTreeSet::new();
         for (i, drain) in self.drains.iter().enumerate() {
-            validate_drain(drain).map_err(|(field, message)| {
-                ConfigError::invalid(
-                    format!(
-                        "drains[{i}]{}",
-                        field.map(|f| format!(".{f}")).unwrap_or_default()
-                    ),
-                    message,
-                )
+            drain.check().map_err(|(field, message)| {
+                let field = if field.is_empty() {
+                    format!("drains[{i}]")
+                } else {
+                    format!("drains[{i}].{field}")
+                };
+                ConfigError::invalid(field, message)
             })?;
             if !names.insert(drain.name.as_str()) {
                 return Err(ConfigError::invalid(

@@ -23,3 +23,5 @@ mod retry;
 mod schema;
 #[path = "operator/status.rs"]
 mod status;
+#[path = "operator/tenancy.rs"]
+mod tenancy;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use sluice_api::{
     crd::{LogDrain, LogDrainSpec, condition::reason},
     node_config::{
-        BasicAuth, DeliveryOptions, DrainConfig, HttpOptions, NodeConfig, Redacted, SyslogFormat, TlsConfig,
+        BasicAuth, ConfigError, DeliveryOptions, DrainConfig, HttpOptions, Redacted, SyslogFormat, TlsConfig,
     },
 };
 
@@ -190,29 +190,34 @@ pub fn resolve_drain(
             ..DeliveryOptions::default()
         },
     };
-    // The collector's own validation is the final word: a drain it would refuse never ships.
-    let probe = NodeConfig {
-        version: sluice_api::node_config::CURRENT_VERSION,
-        drains: vec![config],
-        ..NodeConfig::default()
-    };
-    if let Err(e) = probe.validate() {
+    // The collector's own checks (the shared validation) are the final word: a drain it would
+    // refuse never ships.
+    config.validate().map_err(|e| {
         let message = match e {
-            sluice_api::node_config::ConfigError::Invalid { field, message } => {
-                format!(
-                    "spec ({}): {message}",
-                    field.trim_start_matches("drains[0]").trim_start_matches('.')
-                )
-            }
+            ConfigError::Invalid { field, message } => format!("{}: {message}", spec_field(&field)),
             other => other.to_string(),
         };
-        return Err(Problem::new(reason::INVALID_SPEC, message));
+        Problem::new(reason::INVALID_SPEC, message)
+    })?;
+    Ok(config)
+}
+
+/// The `LogDrain` field a node-config drain field comes from, so a person is pointed at what they
+/// wrote (`syslog.appName` → `spec.format.appName`).
+fn spec_field(field: &str) -> String {
+    let (head, rest) = field.split_once('.').unwrap_or((field, ""));
+    match (head, rest) {
+        ("syslog", _) => format!("spec.format.{rest}"),
+        ("tls", "caPem") => "spec.tls.ca".into(),
+        ("tls", "certPem" | "keyPem") => "spec.tls.clientCertificate".into(),
+        ("http", r) if r.starts_with("bearerToken") || r.starts_with("basicAuth") => {
+            "spec.credentials".into()
+        }
+        ("http", "") => "spec.credentials".into(),
+        ("delivery", "maxLinesPerSecond") => "spec.rateLimit.linesPerSecond".into(),
+        ("", _) => "spec".into(),
+        _ => format!("spec.{field}"),
     }
-    Ok(probe
-        .drains
-        .into_iter()
-        .next()
-        .expect("invariant: the probe holds the one drain it was built with"))
 }
 
 /// A Secret's data from the API object (`data` wins over `stringData`, as the API server merges).
