@@ -24,8 +24,28 @@ pub use pod::{PodInfo, SlimPod};
 /// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
 pub type ObjKey = (String, String);
 
-/// A Secret's data as the operator keeps it: `None` when the Secret does not exist.
-pub type SecretData = Option<BTreeMap<String, Vec<u8>>>;
+/// A Secret a drain names, as the operator keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretData {
+    /// It does not exist.
+    Missing,
+    /// It exists but has not opted in to serve drains (no
+    /// [`DRAIN_CREDENTIALS_LABEL`](sluice_api::crd::DRAIN_CREDENTIALS_LABEL)); its data is not kept.
+    NotPermitted,
+    /// It opted in: its data by key.
+    Permitted(BTreeMap<String, Vec<u8>>),
+}
+
+impl std::fmt::Debug for SecretData {
+    // Keys only: the values are credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("Missing"),
+            Self::NotPermitted => f.write_str("NotPermitted"),
+            Self::Permitted(data) => f.debug_tuple("Permitted").field(&data.keys()).finish(),
+        }
+    }
+}
 
 /// What a change may have affected.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -66,7 +86,7 @@ pub struct World {
     pub pods: HashMap<ObjKey, PodInfo>,
     pods_by_node: HashMap<String, BTreeSet<ObjKey>>,
     pods_by_namespace: HashMap<String, BTreeSet<ObjKey>>,
-    /// Secrets named by drains, by key (`None`: looked up and not found).
+    /// Secrets named by drains, by key.
     pub secrets: HashMap<ObjKey, SecretData>,
     /// What each drain resolves to with its Secrets (the collector's settings, or why not), kept
     /// up to date by [`World::set_drain`] and [`World::set_secret`], so rendering a node never

@@ -21,6 +21,8 @@ mod rendering;
 mod retry;
 #[path = "operator/schema.rs"]
 mod schema;
+#[path = "operator/secrets.rs"]
+mod secrets;
 #[path = "operator/status.rs"]
 mod status;
 #[path = "operator/tenancy.rs"]

@@ -14,6 +14,9 @@ pub mod reason {
     pub const DRAIN_NOT_READY: &str = "DrainNotReady";
     /// A drain names a Secret that does not exist in its namespace.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A drain names a Secret that has not opted in to serve drains (it lacks the
+    /// [`DRAIN_CREDENTIALS_LABEL`](crate::crd::DRAIN_CREDENTIALS_LABEL) label).
+    pub const SECRET_NOT_PERMITTED: &str = "SecretNotPermitted";
     /// A drain names a key its Secret does not have.
     pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
     /// A CA bundle or client certificate (or its key) is unusable: not PEM, not X.509, outside its

@@ -346,7 +346,7 @@ impl Leader {
                 Ok(found) => {
                     let dirty = self
                         .world
-                        .set_secret(key, found.map(|s| render::drain::secret_data(&s)));
+                        .set_secret(key, render::drain::secret_state(found.as_ref()));
                     self.dirty.merge(dirty);
                 }
                 Err(e) => {

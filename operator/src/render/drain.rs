@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sluice_api::{
-    crd::{LogDrain, LogDrainSpec, condition::reason},
+    crd::{DRAIN_CREDENTIALS_LABEL, LogDrain, LogDrainSpec, condition::reason},
     node_config::{
         BasicAuth, ConfigError, DeliveryOptions, DrainConfig, HttpOptions, Redacted, SyslogFormat, TlsConfig,
     },
@@ -56,13 +56,24 @@ struct SecretLookup<'a> {
 impl SecretLookup<'_> {
     fn get(&self, field: &str, secret: &str, key: &str) -> Result<&[u8], Problem> {
         let data = match self.secrets.get(&(self.namespace.to_owned(), secret.to_owned())) {
-            Some(Some(data)) => data,
-            Some(None) => {
+            Some(SecretData::Permitted(data)) => data,
+            Some(SecretData::Missing) => {
                 return Err(Problem::new(
                     reason::SECRET_NOT_FOUND,
                     format!(
                         "{field} names Secret {secret:?}, which does not exist in namespace {:?}",
                         self.namespace
+                    ),
+                ));
+            }
+            Some(SecretData::NotPermitted) => {
+                return Err(Problem::new(
+                    reason::SECRET_NOT_PERMITTED,
+                    format!(
+                        "{field} names Secret {secret:?}, which has not opted in to serve LogDrains; if it \
+                         is meant to, someone allowed to edit Secrets in namespace {ns:?} can run: \
+                         kubectl label secret {secret} -n {ns} {DRAIN_CREDENTIALS_LABEL}=true",
+                        ns = self.namespace
                     ),
                 ));
             }
@@ -220,8 +231,28 @@ fn spec_field(field: &str) -> String {
     }
 }
 
+/// What the operator keeps of a Secret a drain names (`None`: it does not exist): its data only
+/// when it opted in with the [`DRAIN_CREDENTIALS_LABEL`] label.
+pub fn secret_state(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> SecretData {
+    match secret {
+        None => SecretData::Missing,
+        Some(s) if opted_in(s) => SecretData::Permitted(secret_data(s)),
+        Some(_) => SecretData::NotPermitted,
+    }
+}
+
+/// Whether a Secret carries `sluice.dev/drain-credentials: "true"`.
+pub fn opted_in(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DRAIN_CREDENTIALS_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
 /// A Secret's data from the API object (`data` wins over `stringData`, as the API server merges).
-pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in secret.string_data.iter().flatten() {
         out.insert(k.clone(), v.clone().into_bytes());

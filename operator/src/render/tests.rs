@@ -9,7 +9,10 @@ use sluice_api::{
 };
 
 use super::*;
-use crate::{fixtures::*, world::World};
+use crate::{
+    fixtures::*,
+    world::{SecretData, World},
+};
 
 fn world_with(pods: Vec<crate::world::PodInfo>) -> World {
     let mut world = World::default();
@@ -202,14 +205,27 @@ fn drains_resolve_their_secrets_or_say_why_not() {
         "an unresolved drain is left out"
     );
 
+    world.set_secret(("ns".into(), "creds".into()), SecretData::NotPermitted);
+    world.set_secret(("ns".into(), "ca".into()), SecretData::NotPermitted);
+    let problem = resolve(&world).unwrap_err();
+    assert_eq!(problem.reason, reason::SECRET_NOT_PERMITTED);
+    assert!(
+        problem
+            .message
+            .ends_with("kubectl label secret ca -n ns sluice.dev/drain-credentials=true"),
+        "{}",
+        problem.message
+    );
+    assert!(render_node(&world, "n").is_none(), "a refused Secret is not used");
+
     world.set_secret(
         ("ns".into(), "creds".into()),
-        Some(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
     );
     let ca = ca_pem();
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("other".into(), ca.as_bytes().to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("other".into(), ca.as_bytes().to_vec())])),
     );
     let problem = resolve(&world).unwrap_err();
     assert_eq!(problem.reason, reason::SECRET_KEY_NOT_FOUND);
@@ -217,13 +233,13 @@ fn drains_resolve_their_secrets_or_say_why_not() {
 
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("ca.crt".into(), b"not pem".to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("ca.crt".into(), b"not pem".to_vec())])),
     );
     assert_eq!(resolve(&world).unwrap_err().reason, reason::INVALID_CERTIFICATE);
 
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
     );
     let config = render_node(&world, "n").expect("resolves now");
     let http = config.drains[0].http.as_ref().expect("http options");

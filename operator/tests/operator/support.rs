@@ -359,6 +359,14 @@ pub fn ready(
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// The labels of a Secret that may serve LogDrains (`sluice.dev/drain-credentials: "true"`).
+pub fn credential_labels() -> Option<BTreeMap<String, String>> {
+    Some(BTreeMap::from([(
+        sluice_api::crd::DRAIN_CREDENTIALS_LABEL.to_owned(),
+        "true".to_owned(),
+    )]))
+}
+
 /// The Ready condition of LogDrain `ns/name`, if it has one.
 pub async fn drain_ready(client: &Client, ns: &str, name: &str) -> Result<Option<(String, String, String)>> {
     let api: Api<sluice_api::crd::LogDrain> = Api::namespaced(client.clone(), ns);
