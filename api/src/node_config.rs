@@ -69,6 +69,10 @@ pub struct NodeConfig {
     /// Limits that protect the collector from bad input.
     #[serde(default)]
     pub limits: Limits,
+    /// CA bundles (PEM) by name, for the drains whose `tls.caBundle` names them: a bundle that
+    /// several drains trust is carried once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ca_bundles: BTreeMap<String, String>,
     /// The destinations, by name.
     #[serde(default)]
     pub drains: Vec<DrainConfig>,
@@ -176,6 +180,22 @@ impl DrainConfig {
             .map_err(|(field, message)| ConfigError::invalid(field, message))
     }
 
+    /// The pod labels this drain's messages carry: `None` for all of them (the JSON lines of an
+    /// HTTP drain have a `labels` object), else the keys its syslog templates read (`{label:KEY}`;
+    /// syslog STRUCTURED-DATA carries no labels).
+    pub fn labels_used(&self) -> Option<BTreeSet<String>> {
+        if matches!(self.kind(), Ok(DrainKind::Http { .. })) {
+            return None;
+        }
+        let f = &self.syslog;
+        Some(
+            [&f.app_name, &f.hostname, &f.procid]
+                .into_iter()
+                .flat_map(|t| template::labels(t))
+                .collect(),
+        )
+    }
+
     fn check(&self) -> Result<(), buildable::Failure> {
         validate_drain(self).map_err(|(field, message)| (field.unwrap_or_default().to_owned(), message))?;
         match self.kind() {
@@ -213,6 +233,9 @@ pub struct TlsConfig {
     /// A file with such a bundle (standalone mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The name of such a bundle in the node config's `caBundles` (what the operator renders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// PEM client certificate chain for mutual TLS (needs a key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_pem: Option<String>,
@@ -622,10 +645,24 @@ impl DrainKind {
 
 impl NodeConfig {
     /// Parse and validate a node config.
+    /// The drains come out self-contained (see [`NodeConfig::inline_ca_bundles`]).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: NodeConfig = serde_yaml::from_str(text)?;
+        let mut config: NodeConfig = serde_yaml::from_str(text)?;
         config.validate()?;
+        config.inline_ca_bundles();
         Ok(config)
+    }
+
+    /// Make every drain self-contained: a `tls.caBundle` reference becomes that bundle's PEM in
+    /// `tls.caPem`, and `caBundles` is emptied, so a collector builds and compares drains without
+    /// the shared table (a drain whose bundle changed is a changed drain).
+    pub fn inline_ca_bundles(&mut self) {
+        for tls in self.drains.iter_mut().filter_map(|d| d.tls.as_mut()) {
+            if let Some(pem) = tls.ca_bundle.take().and_then(|name| self.ca_bundles.get(&name)) {
+                tls.ca_pem = Some(pem.clone());
+            }
+        }
+        self.ca_bundles.clear();
     }
 
     /// Render as YAML (the operator's output; stable field order).
@@ -667,6 +704,7 @@ impl NodeConfig {
                 ));
             }
         }
+        self.validate_ca_bundles()?;
         let check_refs = |field: String, drains: &[String], streams: &[Stream]| -> Result<(), ConfigError> {
             if drains.is_empty() {
                 return Err(ConfigError::invalid(format!("{field}.drains"), "names no drain"));
@@ -703,6 +741,25 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// Every `caBundles` entry is a usable CA bundle, and every `tls.caBundle` names one.
+    fn validate_ca_bundles(&self) -> Result<(), ConfigError> {
+        for (name, pem) in &self.ca_bundles {
+            buildable::ca_pem(pem).map_err(|m| ConfigError::invalid(format!("caBundles.{name}"), m))?;
+        }
+        for (i, drain) in self.drains.iter().enumerate() {
+            let bundle = drain.tls.as_ref().and_then(|t| t.ca_bundle.as_ref());
+            if let Some(name) = bundle.filter(|n| !self.ca_bundles.contains_key(*n)) {
+                return Err(ConfigError::invalid(
+                    format!("drains[{i}].tls.caBundle"),
+                    format!("names {name:?}, which caBundles does not hold"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, String)> {
     let name_ok = !drain.name.is_empty()
         && drain.name.len() <= 63
@@ -732,10 +789,15 @@ fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, Stri
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err((Some("tls"), "certFile and keyFile go together".into()));
         }
-        if tls.ca_pem.is_some() && tls.ca_file.is_some() {
-            return Err((Some("tls"), "give caPem or caFile, not both".into()));
+        let cas = [
+            tls.ca_pem.is_some(),
+            tls.ca_file.is_some(),
+            tls.ca_bundle.is_some(),
+        ];
+        if cas.iter().filter(|c| **c).count() > 1 {
+            return Err((Some("tls"), "give one of caPem, caFile and caBundle".into()));
         }
-        if tls.insecure_skip_verify && (tls.ca_pem.is_some() || tls.ca_file.is_some()) {
+        if tls.insecure_skip_verify && cas.contains(&true) {
             return Err((
                 Some("tls.insecureSkipVerify"),
                 "a CA is pointless when verification is off".into(),

@@ -44,6 +44,9 @@ pub struct Settings {
     pub watch_namespaces: Vec<String>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: do not serve).
     pub listen: Option<SocketAddr>,
+    /// The most bytes of YAML a node's config may take; drains that would push it over are left
+    /// out (largest first) and say so in their status.
+    pub node_config_limit: usize,
 }
 
 impl Settings {
@@ -61,6 +64,7 @@ impl Settings {
             write_concurrency: 32,
             watch_namespaces: Vec::new(),
             listen: None,
+            node_config_limit: crate::render::NODE_CONFIG_LIMIT,
         }
     }
 }

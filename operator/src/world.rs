@@ -92,6 +92,9 @@ pub struct World {
     /// up to date by [`World::set_drain`] and [`World::set_secret`], so rendering a node never
     /// parses certificates again.
     resolved: HashMap<ObjKey, Resolved>,
+    /// Drains left out of node configs that would be too large with them: drain → node → (bytes
+    /// the drain would add, the node's limit).
+    left_out: HashMap<ObjKey, BTreeMap<String, (usize, usize)>>,
 }
 
 /// A drain resolved with its Secrets: the settings a collector gets, or why it cannot be used.
@@ -291,6 +294,52 @@ impl World {
     /// What drain `key` resolves to (`None`: no such drain).
     pub fn resolved(&self, key: &ObjKey) -> Option<&Resolved> {
         self.resolved.get(key)
+    }
+
+    /// Why drain `key` is not (everywhere) in use: it does not resolve, or some node's config left
+    /// it out for size.
+    pub fn problem(&self, key: &ObjKey) -> Option<Problem> {
+        if let Some(Err(problem)) = self.resolved(key) {
+            return Some(problem.clone());
+        }
+        let nodes = self.left_out.get(key)?;
+        let (adds, limit) = nodes.values().max()?;
+        let names: Vec<&str> = nodes.keys().map(String::as_str).collect();
+        Some(Problem {
+            reason: sluice_api::crd::condition::reason::CONFIG_TOO_LARGE,
+            message: format!(
+                "left out of the config of node(s) {}: with this drain (about {} KiB of settings and \
+                 pod labels) the node's config would exceed its {} KiB limit; make its settings \
+                 smaller or bind fewer pods on those nodes",
+                names.join(", "),
+                adds.div_ceil(1024),
+                limit / 1024
+            ),
+        })
+    }
+
+    /// Record which drains the config of `node` left out for size (drain → bytes it would add),
+    /// under the node's `limit`; returns the drains whose status that changes.
+    pub fn set_left_out(&mut self, node: &str, drains: &BTreeMap<ObjKey, usize>, limit: usize) -> Dirty {
+        let mut dirty = Dirty::default();
+        for (key, nodes) in &mut self.left_out {
+            if !drains.contains_key(key) && nodes.remove(node).is_some() {
+                dirty.drains.insert(key.clone());
+            }
+        }
+        for (key, adds) in drains {
+            let nodes = self.left_out.entry(key.clone()).or_default();
+            if nodes.insert(node.to_owned(), (*adds, limit)).is_none() {
+                dirty.drains.insert(key.clone());
+            }
+        }
+        self.left_out.retain(|_, nodes| !nodes.is_empty());
+        dirty
+    }
+
+    /// How many (drain, node) pairs are left out for size.
+    pub fn left_out_count(&self) -> usize {
+        self.left_out.values().map(BTreeMap::len).sum()
     }
 
     /// Resolve every drain again (a certificate may have expired, or become valid, with nothing

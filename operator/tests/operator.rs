@@ -23,6 +23,8 @@ mod retry;
 mod schema;
 #[path = "operator/secrets.rs"]
 mod secrets;
+#[path = "operator/size.rs"]
+mod size;
 #[path = "operator/status.rs"]
 mod status;
 #[path = "operator/tenancy.rs"]

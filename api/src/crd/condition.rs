@@ -23,6 +23,9 @@ pub mod reason {
     /// validity period (for a CA bundle: every certificate in it), or a private key that does not
     /// belong to the client certificate.
     pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
+    /// A drain's settings take more than a drain's budget once rendered, or a node's config would
+    /// exceed its size limit with the drain, so it is left out of that node's config.
+    pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
     /// A drain's settings are invalid (written before the schema forbade it).
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// An object names something in another namespace, which sluice refuses.

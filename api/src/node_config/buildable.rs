@@ -76,20 +76,23 @@ fn certificates(field: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
+/// A CA bundle: at least one certificate, each usable as a trust anchor.
+pub fn ca_pem(pem: &str) -> Result<(), String> {
+    let certs = certificates("", pem).map_err(|(_, m)| m)?;
+    for (i, cert) in certs.iter().enumerate() {
+        webpki::anchor_from_trusted_cert(cert)
+            .map_err(|e| format!("certificate {} cannot be a trust anchor ({e})", i + 1))?;
+    }
+    Ok(())
+}
+
 fn tls(drain: &DrainConfig) -> Result<(), Failure> {
     let Some(tls) = &drain.tls else { return Ok(()) };
     if let Some(name) = &tls.server_name {
         server_name("tls.serverName", name)?;
     }
     if let Some(pem) = &tls.ca_pem {
-        for (i, cert) in certificates("tls.caPem", pem)?.iter().enumerate() {
-            webpki::anchor_from_trusted_cert(cert).map_err(|e| {
-                fail(
-                    "tls.caPem",
-                    format!("certificate {} cannot be a trust anchor ({e})", i + 1),
-                )
-            })?;
-        }
+        ca_pem(pem).map_err(|m| fail("tls.caPem", m))?;
     }
     if let Some(pem) = &tls.cert_pem {
         certificates("tls.certPem", pem)?;

@@ -77,6 +77,7 @@ impl Leader {
             writer,
             ctx,
             retry,
+            dirty,
             ..
         } = self;
         queue.take_while(|node, queued| {
@@ -88,7 +89,16 @@ impl Leader {
                 return Some(false);
             }
             let started = Instant::now();
-            let change = match node_config::plan(hashes, node, render::render_node(world, node)) {
+            let limit = ctx.settings.node_config_limit;
+            let rendered = render::render_within(world, node, limit);
+            if !rendered.left_out.is_empty() {
+                tracing::warn!(node, drains = ?rendered.left_out.keys().collect::<Vec<_>>(), limit, "node config too large; drains left out");
+            }
+            dirty.merge(world.set_left_out(node, &rendered.left_out, limit));
+            ctx.metrics
+                .drains_left_out
+                .set(i64::try_from(world.left_out_count()).unwrap_or(i64::MAX));
+            let change = match node_config::plan(hashes, node, rendered.config) {
                 Ok(Some(change)) => change,
                 Ok(None) => return Some(true),
                 Err(e) => {

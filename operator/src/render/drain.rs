@@ -210,6 +210,18 @@ pub fn resolve_drain(
         };
         Problem::new(reason::INVALID_SPEC, message)
     })?;
+    let size = serde_yaml::to_string(&config).map_or(0, |yaml| yaml.len());
+    if size > super::DRAIN_BUDGET {
+        return Err(Problem::new(
+            reason::CONFIG_TOO_LARGE,
+            format!(
+                "the drain's settings take {} KiB once rendered (CA bundle and HTTP headers included); \
+                 a drain may take at most {} KiB",
+                size.div_ceil(1024),
+                super::DRAIN_BUDGET / 1024
+            ),
+        ));
+    }
     Ok(config)
 }
 

@@ -299,3 +299,70 @@ fn rendering_is_deterministic_whatever_the_insertion_order() {
     // Two bindings to the same drain give one entry per container, not two.
     assert_eq!(NodeConfig::from_yaml(&one).expect("valid").containers.len(), 3);
 }
+
+#[test]
+fn node_configs_stay_within_their_limit() {
+    let mut world = world_with(vec![
+        pod("a", "web", "web", "n", &[("app", "docker://1")]),
+        pod("b", "web", "web", "n", &[("app", "docker://2")]),
+    ]);
+    let ca = ca_pem();
+    for ns in ["a", "b"] {
+        world.set_secret(
+            (ns.into(), "ca".into()),
+            SecretData::Permitted(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
+        );
+        let mut d = drain(ns, "tls", "syslog-tls://logs.example:6514");
+        d.spec.tls = Some(DrainTls {
+            ca: Some(SecretKeyRef {
+                name: "ca".into(),
+                key: "ca.crt".into(),
+            }),
+            ..DrainTls::default()
+        });
+        world.set_drain((ns.into(), "tls".into()), Some(d));
+    }
+    let mut big = drain("b", "big", "https://in.example/v1");
+    big.spec.http = Some(sluice_api::crd::HttpSettings {
+        headers: (0..8).map(|i| (format!("X-{i}"), "p".repeat(1000))).collect(),
+        ..Default::default()
+    });
+    world.set_drain(("b".into(), "big".into()), Some(big));
+    world.set_binding(
+        ("a".into(), "web".into()),
+        Some(binding("a", "web", "web", &["tls"])),
+    );
+    world.set_binding(
+        ("b".into(), "web".into()),
+        Some(binding("b", "web", "web", &["tls", "big"])),
+    );
+
+    let whole = render_within(&world, "n", usize::MAX);
+    assert!(whole.left_out.is_empty());
+    let config = whole.config.expect("bound");
+    assert_eq!(config.drains.len(), 3);
+    assert_eq!(config.ca_bundles.len(), 1, "one bundle for both tenants");
+    let size = config.to_yaml().expect("yaml").len();
+    let labels: Vec<_> = config.containers.iter().map(|c| c.labels.len()).collect();
+    assert_eq!(labels, [0, 1], "labels only where an HTTP drain emits them");
+
+    let bounded = render_within(&world, "n", size - 1);
+    assert_eq!(
+        bounded.left_out.keys().collect::<Vec<_>>(),
+        [&("b".to_owned(), "big".to_owned())],
+        "the largest drain goes first, and alone"
+    );
+    let config = bounded.config.expect("the rest still renders");
+    let names: Vec<&str> = config.drains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["a-tls", "b-tls"]);
+    assert!(config.containers.iter().all(|c| c.labels.is_empty()));
+    let read = NodeConfig::from_yaml(&config.to_yaml().expect("yaml")).expect("the collector accepts it");
+    assert!(
+        read.drains
+            .iter()
+            .all(|d| d.tls.as_ref().and_then(|t| t.ca_pem.as_deref()) == Some(ca.as_str()))
+    );
+
+    let none = render_within(&world, "n", 10);
+    assert!(none.config.is_none() && none.left_out.len() == 3, "{none:?}");
+}

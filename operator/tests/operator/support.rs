@@ -165,9 +165,21 @@ impl TestEnv {
 
     /// Start an operator replica watching the tenant namespace (and `extra`).
     pub async fn operator(&self, identity: &str, extra: &[&str]) -> Result<Operator> {
+        self.operator_with(identity, extra, |_| {}).await
+    }
+
+    /// [`TestEnv::operator`] with settings changed by `tune`.
+    pub async fn operator_with(
+        &self,
+        identity: &str,
+        extra: &[&str],
+        tune: impl FnOnce(&mut Settings),
+    ) -> Result<Operator> {
         let mut namespaces = vec![self.tenant.as_str()];
         namespaces.extend_from_slice(extra);
-        let ctx = Context::new(self.harness.client().await?, self.settings(identity, &namespaces));
+        let mut settings = self.settings(identity, &namespaces);
+        tune(&mut settings);
+        let ctx = Context::new(self.harness.client().await?, settings);
         Ok(Operator::start(ctx))
     }
 
