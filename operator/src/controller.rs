@@ -179,9 +179,13 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
     let mut counts = tokio::time::interval(leader.ctx.settings.status_count_interval);
     resync.reset();
     missing.reset();
+    // A write of the previous leader can land after this leader's first read of the node configs;
+    // by one lease duration it has landed or been given up, so they are read once more then.
+    let mut recheck = Some(Instant::now() + leader.ctx.settings.lease_duration);
     // The loop only decides; API writes run in `inflight` and report back here, so a slow write
     // never holds up the events behind it.
     loop {
+        leader.ctx.health.beat();
         let retry_at = leader.retry.next_at();
         tokio::select! {
             biased;
@@ -209,6 +213,10 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                 }
             }
             _ = missing.tick() => leader.resync(true).await,
+            () = sleep_until(recheck) => {
+                recheck = None;
+                leader.recheck_stored().await;
+            }
         }
         if leader.relist.synced.len() == leader.relist.watches {
             leader.pass().await;

@@ -299,6 +299,35 @@ impl Leader {
         }
     }
 
+    /// Compare the node configs as stored with what this leader believes they hold, and render
+    /// again those that differ (a late write of a deposed leader).
+    pub(super) async fn recheck_stored(&mut self) {
+        let stored = match self.writer.stored().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the node configs again");
+                return;
+            }
+        };
+        let changed: BTreeSet<String> = (stored.keys().chain(self.hashes.keys()))
+            .filter(|n| stored.get(*n) != self.hashes.get(*n))
+            .cloned()
+            .collect();
+        if !changed.is_empty() {
+            tracing::warn!(
+                nodes = changed.len(),
+                "node configs changed behind this leader; rendering them again"
+            );
+        }
+        for node in &changed {
+            match stored.get(node) {
+                Some(hash) => self.hashes.insert(node.clone(), hash.clone()),
+                None => self.hashes.remove(node),
+            };
+        }
+        self.dirty.nodes.extend(changed);
+    }
+
     /// The Secrets named by dirty drains that were never read.
     async fn load_new_secrets(&mut self) {
         let world = &self.world;
