@@ -8,7 +8,9 @@
 //! * the first pass considers every node that has pods or a config Secret, every drain and every
 //!   binding; later passes only what changed ([`Dirty`]);
 //! * Secrets are read with `get` by name in the drain's namespace, never listed or watched;
-//! * a failed write is retried after a jittered, growing delay, without blocking other work.
+//! * a failed write is retried after a jittered, growing delay, without blocking other work;
+//! * the node configs are read when the loop starts and once more a lease duration later, so a
+//!   late write of a deposed leader is found and rewritten.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

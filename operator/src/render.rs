@@ -6,8 +6,12 @@
 //!   credential material that drain names;
 //! * a binding reaches only pods and drains of its own namespace (lookups are by
 //!   `(binding namespace, name)`, never by a name from the spec alone);
-//! * a drain that does not resolve (missing Secret, bad certificate, invalid settings) is left out
-//!   of every node config; its status and the bindings' statuses say why;
+//! * a drain that does not resolve (missing Secret, Secret not opted in, bad certificate, invalid
+//!   settings, over its budget) is left out of every node config; its status and the bindings'
+//!   statuses say why;
+//! * a container carries only the pod labels its drains emit, each CA bundle appears once
+//!   (`caBundles`), and [`render_within`] keeps a config within its size limit by leaving out the
+//!   drains that push it over, largest first;
 //! * the output is deterministic (sorted), so equal inputs give byte-identical YAML and hashes.
 
 use std::collections::{BTreeMap, BTreeSet};
