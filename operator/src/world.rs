@@ -334,6 +334,10 @@ impl World {
             }
         }
         self.left_out.retain(|_, nodes| !nodes.is_empty());
+        // The bindings that name those drains say so too.
+        for ns in dirty.drains.iter().map(|k| k.0.clone()).collect::<BTreeSet<_>>() {
+            dirty.merge(self.statuses_in(&ns));
+        }
         dirty
     }
 

@@ -12,10 +12,11 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 use serde_json::{Value, json};
+use sluice_api::crd::LogBinding;
 
 use crate::{
     env_or_skip,
-    support::{TestEnv, credential_labels, has_event, wait_for},
+    support::{TestEnv, credential_labels, has_event, ready, wait_for},
     tenancy::{drain_and_binding, node_drains, wait_ready},
 };
 
@@ -119,6 +120,16 @@ async fn one_tenants_oversized_drain_leaves_the_others_config_intact() -> Result
     assert!(message.ends_with("a drain may take at most 64 KiB"), "{message}");
     wait_for("a ConfigTooLarge Event", || {
         has_event(&env.client, &b, "big", "ConfigTooLarge")
+    })
+    .await?;
+    let bindings: Api<LogBinding> = Api::namespaced(env.client.clone(), &b);
+    wait_for("the binding of the left-out drain says why", || async {
+        let status = bindings.get("big").await?.status;
+        Ok(status
+            .and_then(|s| ready(&s.conditions))
+            .is_some_and(|(s, r, m)| {
+                s == "False" && r == "DrainNotReady" && m.contains("(ConfigTooLarge): left out")
+            }))
     })
     .await?;
     wait_ready(&env, &a, "logs", "True", "Resolved").await?;
