@@ -1,6 +1,8 @@
 //! Two replicas: only the leader writes; killing the leader hands over to the other, which
 //! rewrites a node config the old leader's late write changed.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use serde_json::json;
 use sluice_api::crd::{LogBinding, LogDrain};
@@ -79,7 +81,10 @@ async fn a_late_write_of_a_deposed_leader_is_corrected() -> Result<()> {
     })
     .await?;
     one.kill();
-    let two = env.operator("late-2", &[]).await?;
+    // A long lease: the new leader's second read comes well after the late write below.
+    let two = env
+        .operator_with("late-2", &[], |s| s.lease_duration = Duration::from_secs(10))
+        .await?;
     two.wait_ready_leader().await?;
     // The deposed leader's write of an older config lands after the new leader read the configs.
     let stale = format!("version: 1\nnode: {node}\n");
