@@ -10,7 +10,11 @@
 //! * drain names are unique, non-empty DNS labels, and every drain URL parses to a [`DrainKind`];
 //! * every drain a container or selector names exists;
 //! * TLS and HTTP options appear only on drains whose scheme uses them, and options that need each
-//!   other (a client certificate and its key) come together.
+//!   other (a client certificate and its key) come together;
+//! * every drain passes the checks a collector makes when it builds it (templates, server name, PEM
+//!   material, header names and values, credential characters: see `buildable`), so a drain that
+//!   validates can be built, and [`DrainConfig::validate`] checks one drain on its own;
+//! * every `tls.caBundle` names an entry of [`NodeConfig::ca_bundles`], each a usable CA bundle.
 //!
 //! Errors name the offending field as a path (`drains[1].url`), so a person fixing a hand-written
 //! file is pointed at the line to change.
