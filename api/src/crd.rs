@@ -31,6 +31,11 @@ pub use drain::{
     LogDrainStatus, MessageFormat, RateLimit, SecretKeyRef,
 };
 
+/// The label by which a Secret opts in to serve as a LogDrain's credentials or TLS material:
+/// `sluice.dev/drain-credentials: "true"`. The operator refuses any other Secret a drain names, so
+/// creating a LogDrain never lets its author send a Secret they could not read or label themselves.
+pub const DRAIN_CREDENTIALS_LABEL: &str = "sluice.dev/drain-credentials";
+
 /// The API group of sluice's custom resources.
 pub const GROUP: &str = "sluice.dev";
 /// The served (and stored) version.

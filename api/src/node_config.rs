@@ -10,7 +10,11 @@
 //! * drain names are unique, non-empty DNS labels, and every drain URL parses to a [`DrainKind`];
 //! * every drain a container or selector names exists;
 //! * TLS and HTTP options appear only on drains whose scheme uses them, and options that need each
-//!   other (a client certificate and its key) come together.
+//!   other (a client certificate and its key) come together;
+//! * every drain passes the checks a collector makes when it builds it (templates, server name, PEM
+//!   material, header names and values, credential characters: see `buildable`), so a drain that
+//!   validates can be built, and [`DrainConfig::validate`] checks one drain on its own;
+//! * every `tls.caBundle` names an entry of [`NodeConfig::ca_bundles`], each a usable CA bundle.
 //!
 //! Errors name the offending field as a path (`drains[1].url`), so a person fixing a hand-written
 //! file is pointed at the line to change.
@@ -22,6 +26,9 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+mod buildable;
+pub mod template;
 
 /// The node-config schema version this crate reads and writes.
 pub const CURRENT_VERSION: u32 = 1;
@@ -66,6 +73,10 @@ pub struct NodeConfig {
     /// Limits that protect the collector from bad input.
     #[serde(default)]
     pub limits: Limits,
+    /// CA bundles (PEM) by name, for the drains whose `tls.caBundle` names them: a bundle that
+    /// several drains trust is carried once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ca_bundles: BTreeMap<String, String>,
     /// The destinations, by name.
     #[serde(default)]
     pub drains: Vec<DrainConfig>,
@@ -166,6 +177,38 @@ impl DrainConfig {
     pub fn kind(&self) -> Result<DrainKind, String> {
         DrainKind::parse(&self.url)
     }
+
+    /// Check this drain on its own: its settings, and everything a collector checks when it builds
+    /// the drain. The error names the field relative to the drain (`url`, `syslog.appName`);
+    /// [`NodeConfig::validate`] reports the same as `drains[i].…`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|(field, message)| ConfigError::invalid(field, message))
+    }
+
+    /// The pod labels this drain's messages carry: `None` for all of them (the JSON lines of an
+    /// HTTP drain have a `labels` object), else the keys its syslog templates read (`{label:KEY}`;
+    /// syslog STRUCTURED-DATA carries no labels).
+    pub fn labels_used(&self) -> Option<BTreeSet<String>> {
+        if matches!(self.kind(), Ok(DrainKind::Http { .. })) {
+            return None;
+        }
+        let f = &self.syslog;
+        Some(
+            [&f.app_name, &f.hostname, &f.procid]
+                .into_iter()
+                .flat_map(|t| template::labels(t))
+                .collect(),
+        )
+    }
+
+    fn check(&self) -> Result<(), buildable::Failure> {
+        validate_drain(self).map_err(|(field, message)| (field.unwrap_or_default().to_owned(), message))?;
+        match self.kind() {
+            Ok(kind) => buildable::check(self, &kind),
+            Err(message) => Err(("url".to_owned(), message)),
+        }
+    }
 }
 
 /// A string that must not be printed: credentials and private keys. `Debug` shows `***`.
@@ -196,6 +239,9 @@ pub struct TlsConfig {
     /// A file with such a bundle (standalone mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The name of such a bundle in the node config's `caBundles` (what the operator renders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// PEM client certificate chain for mutual TLS (needs a key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_pem: Option<String>,
@@ -634,10 +680,24 @@ impl DrainKind {
 
 impl NodeConfig {
     /// Parse and validate a node config.
+    /// The drains come out self-contained (see [`NodeConfig::inline_ca_bundles`]).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: NodeConfig = serde_yaml::from_str(text)?;
+        let mut config: NodeConfig = serde_yaml::from_str(text)?;
         config.validate()?;
+        config.inline_ca_bundles();
         Ok(config)
+    }
+
+    /// Make every drain self-contained: a `tls.caBundle` reference becomes that bundle's PEM in
+    /// `tls.caPem`, and `caBundles` is emptied, so a collector builds and compares drains without
+    /// the shared table (a drain whose bundle changed is a changed drain).
+    pub fn inline_ca_bundles(&mut self) {
+        for tls in self.drains.iter_mut().filter_map(|d| d.tls.as_mut()) {
+            if let Some(pem) = tls.ca_bundle.take().and_then(|name| self.ca_bundles.get(&name)) {
+                tls.ca_pem = Some(pem.clone());
+            }
+        }
+        self.ca_bundles.clear();
     }
 
     /// Render as YAML (the operator's output; stable field order).
@@ -667,14 +727,13 @@ impl NodeConfig {
         }
         let mut names = BTreeSet::new();
         for (i, drain) in self.drains.iter().enumerate() {
-            validate_drain(drain).map_err(|(field, message)| {
-                ConfigError::invalid(
-                    format!(
-                        "drains[{i}]{}",
-                        field.map(|f| format!(".{f}")).unwrap_or_default()
-                    ),
-                    message,
-                )
+            drain.check().map_err(|(field, message)| {
+                let field = if field.is_empty() {
+                    format!("drains[{i}]")
+                } else {
+                    format!("drains[{i}].{field}")
+                };
+                ConfigError::invalid(field, message)
             })?;
             if !names.insert(drain.name.as_str()) {
                 return Err(ConfigError::invalid(
@@ -683,6 +742,7 @@ impl NodeConfig {
                 ));
             }
         }
+        self.validate_ca_bundles()?;
         let check_refs = |field: String, drains: &[String], streams: &[Stream]| -> Result<(), ConfigError> {
             if drains.is_empty() {
                 return Err(ConfigError::invalid(format!("{field}.drains"), "names no drain"));
@@ -724,6 +784,25 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// Every `caBundles` entry is a usable CA bundle, and every `tls.caBundle` names one.
+    fn validate_ca_bundles(&self) -> Result<(), ConfigError> {
+        for (name, pem) in &self.ca_bundles {
+            buildable::ca_pem(pem).map_err(|m| ConfigError::invalid(format!("caBundles.{name}"), m))?;
+        }
+        for (i, drain) in self.drains.iter().enumerate() {
+            let bundle = drain.tls.as_ref().and_then(|t| t.ca_bundle.as_ref());
+            if let Some(name) = bundle.filter(|n| !self.ca_bundles.contains_key(*n)) {
+                return Err(ConfigError::invalid(
+                    format!("drains[{i}].tls.caBundle"),
+                    format!("names {name:?}, which caBundles does not hold"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, String)> {
     let name_ok = !drain.name.is_empty()
         && drain.name.len() <= 63
@@ -753,10 +832,15 @@ fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, Stri
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err((Some("tls"), "certFile and keyFile go together".into()));
         }
-        if tls.ca_pem.is_some() && tls.ca_file.is_some() {
-            return Err((Some("tls"), "give caPem or caFile, not both".into()));
+        let cas = [
+            tls.ca_pem.is_some(),
+            tls.ca_file.is_some(),
+            tls.ca_bundle.is_some(),
+        ];
+        if cas.iter().filter(|c| **c).count() > 1 {
+            return Err((Some("tls"), "give one of caPem, caFile and caBundle".into()));
         }
-        if tls.insecure_skip_verify && (tls.ca_pem.is_some() || tls.ca_file.is_some()) {
+        if tls.insecure_skip_verify && cas.contains(&true) {
             return Err((
                 Some("tls.insecureSkipVerify"),
                 "a CA is pointless when verification is off".into(),

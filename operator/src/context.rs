@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
+
 use crate::metrics::Metrics;
 
 /// The name of the field manager of every write (server-side apply) and of Event reporting.
@@ -44,6 +46,12 @@ pub struct Settings {
     pub watch_namespaces: Vec<String>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: do not serve).
     pub listen: Option<SocketAddr>,
+    /// How long the leader's loop (or a standby's) may go without making progress before
+    /// `/healthz` fails, so the kubelet restarts a stuck replica.
+    pub stall_after: Duration,
+    /// The most bytes of YAML a node's config may take; drains that would push it over are left
+    /// out (largest first) and say so in their status.
+    pub node_config_limit: usize,
 }
 
 impl Settings {
@@ -61,6 +69,8 @@ impl Settings {
             write_concurrency: 32,
             watch_namespaces: Vec::new(),
             listen: None,
+            node_config_limit: crate::render::NODE_CONFIG_LIMIT,
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -70,6 +80,7 @@ impl Settings {
 pub struct Health {
     ready: AtomicBool,
     leader: AtomicBool,
+    beat: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -89,6 +100,21 @@ impl Health {
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);
     }
+    /// The replica's loop made progress (a standby's attempt on the Lease, a leader's loop turn).
+    pub fn beat(&self) {
+        if let Ok(mut beat) = self.beat.lock() {
+            *beat = Some(Instant::now());
+        }
+    }
+    /// Whether `/healthz` answers 200: the loop made progress within `stall_after` (or has not
+    /// started yet).
+    pub fn is_live(&self, stall_after: Duration) -> bool {
+        self.beat
+            .lock()
+            .ok()
+            .and_then(|beat| *beat)
+            .is_none_or(|at| at.elapsed() < stall_after)
+    }
 }
 
 /// Shared state of one operator replica.
@@ -102,6 +128,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Health flags.
     pub health: Arc<Health>,
+    /// Until when this replica may write as the leader.
+    pub fence: Arc<crate::lease::Fence>,
 }
 
 impl Context {
@@ -112,6 +140,37 @@ impl Context {
             settings: Arc::new(settings),
             metrics: Metrics::new(),
             health: Arc::default(),
+            fence: Arc::default(),
         }
+    }
+
+    /// Count an API write about to be sent, or refuse it when this replica may no longer lead (its
+    /// Lease may have expired), so a deposed leader never writes.
+    pub fn before_write(&self, resource: &str, verb: &str) -> crate::Result<()> {
+        if !self.fence.is_open() {
+            return Err(crate::Error::NotLeader);
+        }
+        self.metrics.write(resource, verb);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn healthz_fails_once_the_loop_stops_making_progress() {
+        let health = Health::default();
+        let stall = Duration::from_secs(60);
+        assert!(health.is_live(stall), "live until the loop starts");
+        health.beat();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(health.is_live(stall));
+        health.beat();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(health.is_live(stall), "each beat restarts the clock");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!health.is_live(stall));
     }
 }

@@ -8,7 +8,9 @@
 //! * the first pass considers every node that has pods or a config Secret, every drain and every
 //!   binding; later passes only what changed ([`Dirty`]);
 //! * Secrets are read with `get` by name in the drain's namespace, never listed or watched;
-//! * a failed write is retried after a jittered, growing delay, without blocking other work.
+//! * a failed write is retried after a jittered, growing delay, without blocking other work;
+//! * the node configs are read when the loop starts, once more a lease duration later and then on
+//!   every resync, so a late write of a deposed leader (or a hand edit) is found and rewritten.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -179,9 +181,14 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
     let mut counts = tokio::time::interval(leader.ctx.settings.status_count_interval);
     resync.reset();
     missing.reset();
+    // A write of the previous leader can land after this leader's first read of the node configs;
+    // by one lease duration it has landed or been given up, so they are read once more then (and
+    // on every resync after, which also undoes hand edits).
+    let mut recheck = Some(Instant::now() + leader.ctx.settings.lease_duration);
     // The loop only decides; API writes run in `inflight` and report back here, so a slow write
     // never holds up the events behind it.
     loop {
+        leader.ctx.health.beat();
         let retry_at = leader.retry.next_at();
         tokio::select! {
             biased;
@@ -209,6 +216,10 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                 }
             }
             _ = missing.tick() => leader.resync(true).await,
+            () = sleep_until(recheck) => {
+                recheck = Some(Instant::now() + leader.ctx.settings.resync_interval);
+                leader.recheck_stored().await;
+            }
         }
         if leader.relist.synced.len() == leader.relist.watches {
             leader.pass().await;

@@ -45,6 +45,10 @@ pub enum Error {
         source: kube::Error,
     },
     /// The metrics/health server could not start.
+    /// A write was not sent: this replica's leader Lease may have expired.
+    #[error("not writing: this replica may no longer hold the leader Lease")]
+    NotLeader,
+    /// The metrics/health server could not start.
     #[error("serving metrics and health on {addr}: {source}")]
     Serve {
         /// The listen address.
@@ -72,6 +76,7 @@ impl Error {
             Error::Watch { .. } => "WatchFailed",
             Error::Render { .. } => "RenderFailed",
             Error::Serve { .. } => "ServeFailed",
+            Error::NotLeader => "NotLeader",
         }
     }
 

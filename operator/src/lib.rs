@@ -37,7 +37,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<()> {
         None => None,
     };
     let s = &ctx.settings;
-    let elector = lease::LeaderElector::new(
+    let mut elector = lease::LeaderElector::new(
         ctx.client.clone(),
         &s.namespace,
         &s.lease_name,
@@ -48,7 +48,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<()> {
         ctx.health.set_leader(false);
         ctx.metrics.leader.set(0);
         ctx.health.set_ready(true);
-        if !wait_for_lease(&ctx, &elector, &shutdown).await {
+        if !wait_for_lease(&ctx, &mut elector, &shutdown).await {
             break;
         }
         tracing::info!(identity = %s.identity, lease = %s.lease_name, "became leader");
@@ -56,7 +56,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<()> {
         ctx.health.set_ready(false);
         ctx.health.set_leader(true);
         ctx.metrics.leader.set(1);
-        lead(&ctx, &elector, &shutdown).await;
+        lead(&ctx, &mut elector, &shutdown).await;
     }
     ctx.health.set_leader(false);
     ctx.metrics.leader.set(0);
@@ -66,13 +66,25 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<()> {
     Ok(())
 }
 
-/// Standby: try the Lease every renew interval. `false` when shut down first.
-async fn wait_for_lease(ctx: &Context, elector: &lease::LeaderElector, shutdown: &CancellationToken) -> bool {
+/// Standby: try the Lease every renew interval. `false` when shut down first. On success the
+/// write fence is open until the renew deadline after the winning attempt started.
+async fn wait_for_lease(
+    ctx: &Context,
+    elector: &mut lease::LeaderElector,
+    shutdown: &CancellationToken,
+) -> bool {
     loop {
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "could not read the leader Lease"),
+        ctx.health.beat();
+        let started = Instant::now();
+        let attempt = tokio::time::timeout(elector.renew_deadline(), elector.try_acquire_or_renew());
+        match attempt.await {
+            Ok(Ok(true)) => {
+                ctx.fence.extend(started + elector.renew_deadline());
+                return true;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not read the leader Lease"),
+            Err(_) => tracing::warn!("reading the leader Lease took too long"),
         }
         tokio::select! {
             () = shutdown.cancelled() => return false,
@@ -81,13 +93,14 @@ async fn wait_for_lease(ctx: &Context, elector: &lease::LeaderElector, shutdown:
     }
 }
 
-/// Leader: run the controller while renewing; stop it when the Lease is lost or on shutdown.
-async fn lead(ctx: &Context, elector: &lease::LeaderElector, shutdown: &CancellationToken) {
+/// Leader: run the controller while renewing; stop it when the Lease is lost or may have
+/// expired (a renewal did not succeed before the fence's deadline), or on shutdown. Writes stop
+/// the moment the fence closes, whatever the controller is doing.
+async fn lead(ctx: &Context, elector: &mut lease::LeaderElector, shutdown: &CancellationToken) {
     let stop = shutdown.child_token();
     let mut task = tokio::spawn(controller::run(ctx.clone(), stop.clone()));
-    let mut renewed = Instant::now();
     let mut finished = false;
-    loop {
+    while let Some(until) = ctx.fence.until() {
         tokio::select! {
             () = shutdown.cancelled() => break,
             result = &mut task => {
@@ -100,20 +113,27 @@ async fn lead(ctx: &Context, elector: &lease::LeaderElector, shutdown: &Cancella
                 break;
             }
             () = tokio::time::sleep(ctx.settings.renew_interval) => {}
+            () = tokio::time::sleep_until(until) => {
+                tracing::error!("could not renew the leader Lease in time; stepping down");
+                break;
+            }
         }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => renewed = Instant::now(),
-            Ok(false) => {
+        // A renewal must succeed while the fence is still open: one that takes longer is abandoned.
+        let started = Instant::now();
+        match tokio::time::timeout_at(until, elector.try_acquire_or_renew()).await {
+            Ok(Ok(true)) => ctx.fence.extend(started + elector.renew_deadline()),
+            Ok(Ok(false)) => {
                 tracing::warn!("another replica holds the leader Lease; stepping down");
                 break;
             }
-            Err(e) if renewed.elapsed() > elector.renew_deadline() => {
-                tracing::error!(error = %e, "could not renew the leader Lease in time; stepping down");
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the leader Lease; retrying"),
+            Err(_) => {
+                tracing::error!("renewing the leader Lease did not finish in time; stepping down");
                 break;
             }
-            Err(e) => tracing::warn!(error = %e, "could not renew the leader Lease; retrying"),
         }
     }
+    ctx.fence.close();
     stop.cancel();
     if !finished {
         let _ = task.await;

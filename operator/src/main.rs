@@ -41,6 +41,14 @@ struct Args {
     /// their own, so they never hold node configs back).
     #[arg(long, default_value_t = 32)]
     write_concurrency: usize,
+    /// /healthz fails when the operator's loop (a leader's, or a standby's attempts on the Lease)
+    /// has made no progress for this many seconds, so a liveness probe restarts a stuck replica.
+    #[arg(long, default_value_t = 60)]
+    stall_seconds: u64,
+    /// The most bytes of YAML one node's config may take (well below the API server's 1 MiB);
+    /// drains that would push a node's config over it are left out of it, largest first.
+    #[arg(long, default_value_t = sluice_operator::render::NODE_CONFIG_LIMIT)]
+    node_config_limit: usize,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -78,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
     settings.listen = Some(args.listen);
     settings.watch_namespaces = args.watch_namespaces;
     settings.write_concurrency = args.write_concurrency.max(1);
+    settings.node_config_limit = args.node_config_limit.clamp(64 * 1024, 900 * 1024);
+    // Beyond the slowest beat of the leader's loop (the status count interval).
+    settings.stall_after = Duration::from_secs(args.stall_seconds.max(30));
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub node_configs: IntGauge,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// (drain, node) pairs left out of node configs because the node's config would be too large.
+    pub drains_left_out: IntGauge,
     /// Seconds from the first change that made a node's config stale to its new config written.
     pub node_config_lag: Histogram,
     api_writes_total: Arc<AtomicU64>,
@@ -86,6 +88,11 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
         )
         .expect("invariant: static metric definition is valid");
+        let drains_left_out = IntGauge::new(
+            "sluice_operator_drains_left_out",
+            "(drain, node) pairs left out of node configs because the config would exceed its size limit",
+        )
+        .expect("invariant: static metric definition is valid");
         let node_config_lag = Histogram::with_opts(
             HistogramOpts::new(
                 "sluice_operator_node_config_lag_seconds",
@@ -103,6 +110,7 @@ impl Metrics {
             Box::new(api_writes.clone()),
             Box::new(node_configs.clone()),
             Box::new(leader.clone()),
+            Box::new(drains_left_out.clone()),
             Box::new(node_config_lag.clone()),
         ] {
             registry
@@ -117,6 +125,7 @@ impl Metrics {
             api_writes,
             node_configs,
             leader,
+            drains_left_out,
             node_config_lag,
             api_writes_total: Arc::default(),
         }

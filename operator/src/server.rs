@@ -28,7 +28,19 @@ pub async fn serve(
             "/metrics",
             get(|State(ctx): State<Context>| async move { ctx.metrics.render() }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|State(ctx): State<Context>| async move {
+                if ctx.health.is_live(ctx.settings.stall_after) {
+                    (StatusCode::OK, "ok\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "stalled: the operator's loop made no progress recently\n",
+                    )
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(ctx): State<Context>| async move {

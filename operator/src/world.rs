@@ -24,8 +24,28 @@ pub use pod::{PodInfo, SlimPod};
 /// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
 pub type ObjKey = (String, String);
 
-/// A Secret's data as the operator keeps it: `None` when the Secret does not exist.
-pub type SecretData = Option<BTreeMap<String, Vec<u8>>>;
+/// A Secret a drain names, as the operator keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretData {
+    /// It does not exist.
+    Missing,
+    /// It exists but has not opted in to serve drains (no
+    /// [`DRAIN_CREDENTIALS_LABEL`](sluice_api::crd::DRAIN_CREDENTIALS_LABEL)); its data is not kept.
+    NotPermitted,
+    /// It opted in: its data by key.
+    Permitted(BTreeMap<String, Vec<u8>>),
+}
+
+impl std::fmt::Debug for SecretData {
+    // Keys only: the values are credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("Missing"),
+            Self::NotPermitted => f.write_str("NotPermitted"),
+            Self::Permitted(data) => f.debug_tuple("Permitted").field(&data.keys()).finish(),
+        }
+    }
+}
 
 /// What a change may have affected.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -66,12 +86,15 @@ pub struct World {
     pub pods: HashMap<ObjKey, PodInfo>,
     pods_by_node: HashMap<String, BTreeSet<ObjKey>>,
     pods_by_namespace: HashMap<String, BTreeSet<ObjKey>>,
-    /// Secrets named by drains, by key (`None`: looked up and not found).
+    /// Secrets named by drains, by key.
     pub secrets: HashMap<ObjKey, SecretData>,
     /// What each drain resolves to with its Secrets (the collector's settings, or why not), kept
     /// up to date by [`World::set_drain`] and [`World::set_secret`], so rendering a node never
     /// parses certificates again.
     resolved: HashMap<ObjKey, Resolved>,
+    /// Drains left out of node configs that would be too large with them: drain → node → (bytes
+    /// the drain would add, the node's limit).
+    left_out: HashMap<ObjKey, BTreeMap<String, (usize, usize)>>,
 }
 
 /// A drain resolved with its Secrets: the settings a collector gets, or why it cannot be used.
@@ -271,6 +294,56 @@ impl World {
     /// What drain `key` resolves to (`None`: no such drain).
     pub fn resolved(&self, key: &ObjKey) -> Option<&Resolved> {
         self.resolved.get(key)
+    }
+
+    /// Why drain `key` is not (everywhere) in use: it does not resolve, or some node's config left
+    /// it out for size.
+    pub fn problem(&self, key: &ObjKey) -> Option<Problem> {
+        if let Some(Err(problem)) = self.resolved(key) {
+            return Some(problem.clone());
+        }
+        let nodes = self.left_out.get(key)?;
+        let (adds, limit) = nodes.values().max()?;
+        let names: Vec<&str> = nodes.keys().map(String::as_str).collect();
+        Some(Problem {
+            reason: sluice_api::crd::condition::reason::CONFIG_TOO_LARGE,
+            message: format!(
+                "left out of the config of node(s) {}: with this drain (about {} KiB of settings and \
+                 pod labels) the node's config would exceed its {} KiB limit; make its settings \
+                 smaller or bind fewer pods on those nodes",
+                names.join(", "),
+                adds.div_ceil(1024),
+                limit / 1024
+            ),
+        })
+    }
+
+    /// Record which drains the config of `node` left out for size (drain → bytes it would add),
+    /// under the node's `limit`; returns the drains whose status that changes.
+    pub fn set_left_out(&mut self, node: &str, drains: &BTreeMap<ObjKey, usize>, limit: usize) -> Dirty {
+        let mut dirty = Dirty::default();
+        for (key, nodes) in &mut self.left_out {
+            if !drains.contains_key(key) && nodes.remove(node).is_some() {
+                dirty.drains.insert(key.clone());
+            }
+        }
+        for (key, adds) in drains {
+            let nodes = self.left_out.entry(key.clone()).or_default();
+            if nodes.insert(node.to_owned(), (*adds, limit)).is_none() {
+                dirty.drains.insert(key.clone());
+            }
+        }
+        self.left_out.retain(|_, nodes| !nodes.is_empty());
+        // The bindings that name those drains say so too.
+        for ns in dirty.drains.iter().map(|k| k.0.clone()).collect::<BTreeSet<_>>() {
+            dirty.merge(self.statuses_in(&ns));
+        }
+        dirty
+    }
+
+    /// How many (drain, node) pairs are left out for size.
+    pub fn left_out_count(&self) -> usize {
+        self.left_out.values().map(BTreeMap::len).sum()
     }
 
     /// Resolve every drain again (a certificate may have expired, or become valid, with nothing

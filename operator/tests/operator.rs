@@ -21,5 +21,11 @@ mod rendering;
 mod retry;
 #[path = "operator/schema.rs"]
 mod schema;
+#[path = "operator/secrets.rs"]
+mod secrets;
+#[path = "operator/size.rs"]
+mod size;
 #[path = "operator/status.rs"]
 mod status;
+#[path = "operator/tenancy.rs"]
+mod tenancy;

@@ -161,10 +161,77 @@ fn cri_names_that_would_leave_the_log_directory_are_refused() {
     }
 }
 
+/// A self-signed CA certificate (EC P-256, valid until 2126), for checks that parse X.509.
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBezCCASGgAwIBAgIUddovUmeBOnZzEp1W2VaJjOpaRcgwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHdGVzdC1jYTAgFw0yNjEyMDMwODAwMjRaGA8yMTI2MTEwOTA4
+MDAyNFowEjEQMA4GA1UEAwwHdGVzdC1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABKTOgVzgNnkXFjIIQPJk/58pIpxSfCLxB4GFMyYkAA4zy4Mg5hN+onJ3F3C3
+kBTd2rLPG6Ma5qt+HFedkwPd/ymjUzBRMB0GA1UdDgQWBBRwFFP4ZBxt++RLCfx2
+aST7mLccVzAfBgNVHSMEGDAWgBRwFFP4ZBxt++RLCfx2aST7mLccVzAPBgNVHRMB
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQD+2I8MmcE6BtGCq7NpCQE3XBUB
+UAZVMLcytISS538SUgIgeF/uW3hpZ17voXJiTw/hQMLIdE/k0ls5id2sQeA9O4E=
+-----END CERTIFICATE-----
+";
+
+#[test]
+fn shared_ca_bundles_are_checked_and_inlined() {
+    let indented: String = CA_PEM.lines().map(|l| format!("    {l}\n")).collect();
+    let config = |bundle: &str, first_tls: &str| {
+        format!(
+            "version: 1\ncaBundles:\n  shared: |\n{bundle}drains:\n  - name: a\n    url: syslog-tls://a.example:6514\n    \
+             tls: {first_tls}\n  - name: b\n    url: https://b.example/in\n    tls: {{ caBundle: shared }}\n"
+        )
+    };
+    let good = NodeConfig::from_yaml(&config(&indented, "{ caBundle: shared }")).expect("valid");
+    assert!(good.ca_bundles.is_empty(), "inlined");
+    for drain in &good.drains {
+        let tls = drain.tls.as_ref().expect("tls");
+        assert_eq!(
+            (tls.ca_pem.as_deref(), tls.ca_bundle.as_deref()),
+            (Some(CA_PEM), None)
+        );
+    }
+    let cases = [
+        (config(&indented, "{ caBundle: other }"), "drains[0].tls.caBundle"),
+        (
+            config(&indented, "{ caBundle: shared, caPem: x }"),
+            "drains[0].tls",
+        ),
+        (
+            config("    not a certificate\n", "{ caBundle: shared }"),
+            "caBundles.shared",
+        ),
+    ];
+    for (text, field) in cases {
+        assert_eq!(error_field(&text), field, "{text}");
+    }
+}
+
 #[test]
 fn max_line_bytes_is_bounded() {
     let with = |n: u64| format!("{GOOD}limits: {{ maxLineBytes: {n} }}\n");
     assert_eq!(error_field(&with(16 * 1024 * 1024)), "accepted");
     assert_eq!(error_field(&with(16 * 1024 * 1024 + 1)), "limits.maxLineBytes");
     assert_eq!(error_field(&with(1023)), "limits.maxLineBytes");
+}
+
+#[test]
+fn drains_name_the_pod_labels_they_carry() {
+    let drain = |url: &str, app_name: &str| {
+        let mut d: DrainConfig = serde_yaml::from_str(&format!("name: d\nurl: {url}\n")).expect("drain");
+        d.syslog.app_name = app_name.into();
+        d
+    };
+    let syslog = drain("syslog://h:514", "{label:team}/{pod}");
+    assert_eq!(syslog.labels_used(), Some(BTreeSet::from(["team".to_owned()])));
+    assert_eq!(
+        drain("syslog://h:514", "{pod}").labels_used(),
+        Some(BTreeSet::new())
+    );
+    assert_eq!(
+        drain("https://h/in", "{pod}").labels_used(),
+        None,
+        "JSON lines carry every label"
+    );
 }

@@ -14,50 +14,15 @@
 //! * [`sanitize`] makes the result an RFC5424 header field: printable US-ASCII (33..=126) only
 //!   (every other character becomes `_`), at most `max` bytes, and `-` (the NILVALUE) when empty.
 
-use sluice_api::node_config::Stream;
+use sluice_api::node_config::{
+    Stream,
+    template::{self as syntax, Placeholder as Field, Segment as Part},
+};
 
 use crate::pipeline::ContainerMeta;
 
-/// A template could not be parsed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// `{` without its `}`.
-    #[error("template {template:?}: unclosed '{{'")]
-    Unclosed {
-        /// The template text.
-        template: String,
-    },
-    /// A placeholder this collector does not know.
-    #[error(
-        "template {template:?}: unknown placeholder {{{name}}} (known: namespace, pod, podUid, container, \
-         containerId, node, stream, label:KEY)"
-    )]
-    Unknown {
-        /// The template text.
-        template: String,
-        /// The placeholder's name.
-        name: String,
-    },
-}
-
-/// One placeholder's source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Field {
-    Namespace,
-    Pod,
-    PodUid,
-    Container,
-    ContainerId,
-    Node,
-    Stream,
-    Label(String),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Part {
-    Literal(String),
-    Field(Field),
-}
+/// A template could not be parsed (the syntax is the shared contract's).
+pub use sluice_api::node_config::template::TemplateError as Error;
 
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,32 +33,16 @@ pub struct Template {
 impl Template {
     /// Parse `text`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        // Alternate between literal runs and `{…}` placeholders until the text is used up.
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Literal(rest[..open].to_owned()));
-            }
-            let close = rest[open..].find('}').ok_or_else(|| Error::Unclosed {
-                template: text.to_owned(),
-            })?;
-            let name = &rest[open + 1..open + close];
-            parts.push(Part::Field(parse_field(name).ok_or_else(|| Error::Unknown {
-                template: text.to_owned(),
-                name: name.to_owned(),
-            })?));
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.to_owned()));
-        }
-        Ok(Self { parts })
+        Ok(Self {
+            parts: syntax::parse(text)?,
+        })
     }
 
     /// Whether the template uses `{stream}` (then it must be rendered per stream).
     pub fn uses_stream(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Field(Field::Stream)))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Placeholder(Field::Stream)))
     }
 
     /// Render for one container and stream (raw: not yet sanitized).
@@ -103,13 +52,13 @@ impl Template {
             .iter()
             .map(|part| match part {
                 Part::Literal(_) => None,
-                Part::Field(field) => Some(field_value(field, meta, stream)),
+                Part::Placeholder(field) => Some(field_value(field, meta, stream)),
             })
             .collect();
         let mut out = String::new();
         for (i, part) in self.parts.iter().enumerate() {
             match part {
-                Part::Field(_) => out.push_str(values[i].unwrap_or_default()),
+                Part::Placeholder(_) => out.push_str(values[i].unwrap_or_default()),
                 Part::Literal(text) => {
                     // The nearest placeholders on each side decide whether a separator is kept.
                     let before = values[..i].iter().rev().find_map(|v| *v);
@@ -126,19 +75,6 @@ impl Template {
         }
         out
     }
-}
-
-fn parse_field(name: &str) -> Option<Field> {
-    Some(match name {
-        "namespace" => Field::Namespace,
-        "pod" => Field::Pod,
-        "podUid" => Field::PodUid,
-        "container" => Field::Container,
-        "containerId" => Field::ContainerId,
-        "node" => Field::Node,
-        "stream" => Field::Stream,
-        _ => Field::Label(name.strip_prefix("label:").filter(|k| !k.is_empty())?.to_owned()),
-    })
 }
 
 fn field_value<'a>(field: &'a Field, meta: &'a ContainerMeta, stream: Stream) -> &'a str {

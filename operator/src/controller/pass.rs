@@ -77,6 +77,7 @@ impl Leader {
             writer,
             ctx,
             retry,
+            dirty,
             ..
         } = self;
         queue.take_while(|node, queued| {
@@ -88,7 +89,16 @@ impl Leader {
                 return Some(false);
             }
             let started = Instant::now();
-            let change = match node_config::plan(hashes, node, render::render_node(world, node)) {
+            let limit = ctx.settings.node_config_limit;
+            let rendered = render::render_within(world, node, limit);
+            if !rendered.left_out.is_empty() {
+                tracing::warn!(node, drains = ?rendered.left_out.keys().collect::<Vec<_>>(), limit, "node config too large; drains left out");
+            }
+            dirty.merge(world.set_left_out(node, &rendered.left_out, limit));
+            ctx.metrics
+                .drains_left_out
+                .set(i64::try_from(world.left_out_count()).unwrap_or(i64::MAX));
+            let change = match node_config::plan(hashes, node, rendered.config) {
                 Ok(Some(change)) => change,
                 Ok(None) => return Some(true),
                 Err(e) => {
@@ -289,6 +299,35 @@ impl Leader {
         }
     }
 
+    /// Compare the node configs as stored with what this leader believes they hold, and render
+    /// again those that differ (a late write of a deposed leader).
+    pub(super) async fn recheck_stored(&mut self) {
+        let stored = match self.writer.stored().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the node configs again");
+                return;
+            }
+        };
+        let changed: BTreeSet<String> = (stored.keys().chain(self.hashes.keys()))
+            .filter(|n| stored.get(*n) != self.hashes.get(*n))
+            .cloned()
+            .collect();
+        if !changed.is_empty() {
+            tracing::warn!(
+                nodes = changed.len(),
+                "node configs changed behind this leader; rendering them again"
+            );
+        }
+        for node in &changed {
+            match stored.get(node) {
+                Some(hash) => self.hashes.insert(node.clone(), hash.clone()),
+                None => self.hashes.remove(node),
+            };
+        }
+        self.dirty.nodes.extend(changed);
+    }
+
     /// The Secrets named by dirty drains that were never read.
     async fn load_new_secrets(&mut self) {
         let world = &self.world;
@@ -346,7 +385,7 @@ impl Leader {
                 Ok(found) => {
                     let dirty = self
                         .world
-                        .set_secret(key, found.map(|s| render::drain::secret_data(&s)));
+                        .set_secret(key, render::drain::secret_state(found.as_ref()));
                     self.dirty.merge(dirty);
                 }
                 Err(e) => {

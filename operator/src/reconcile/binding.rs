@@ -24,13 +24,13 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static
         ));
     }
     let key = (namespace.to_owned(), name.to_owned());
-    let Some(resolved) = world.resolved(&key) else {
+    if world.resolved(&key).is_none() {
         return Some((
             reason::UNKNOWN_DRAIN,
             format!("LogDrain {name:?} does not exist in namespace {namespace:?}"),
         ));
-    };
-    let problem = resolved.as_ref().err()?;
+    }
+    let problem = world.problem(&key)?;
     Some((
         reason::DRAIN_NOT_READY,
         format!(

@@ -21,7 +21,7 @@ pub fn desired_status(
     key: &ObjKey,
     drain: &LogDrain,
 ) -> (LogDrainStatus, Option<render::Problem>) {
-    let problem = world.resolved(key).and_then(|r| r.as_ref().err().cloned());
+    let problem = world.problem(key);
     let mut bindings = 0;
     let (mut pods, mut nodes) = (BTreeSet::new(), BTreeSet::new());
     for (_, binding) in in_namespace(&world.bindings, &key.0) {

@@ -117,7 +117,23 @@ impl NodeWriter {
     /// only).
     pub async fn load(ctx: Context) -> Result<(Self, HashMap<String, String>)> {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
-        let list = secrets
+        let nodes = Api::all(ctx.client.clone());
+        let writer = Self {
+            ctx,
+            secrets,
+            nodes,
+            node_uids: Mutex::default(),
+        };
+        let hashes = writer.stored().await?;
+        Ok((writer, hashes))
+    }
+
+    /// node → content hash of every node config Secret as stored now (one list, in the operator's
+    /// namespace only).
+    pub async fn stored(&self) -> Result<HashMap<String, String>> {
+        let ctx = &self.ctx;
+        let list = self
+            .secrets
             .list_metadata(&ListParams::default().labels(COMPONENT_SELECTOR))
             .await
             .map_err(|e| {
@@ -141,14 +157,7 @@ impl NodeWriter {
         ctx.metrics
             .node_configs
             .set(i64::try_from(hashes.len()).unwrap_or(i64::MAX));
-        let nodes = Api::all(ctx.client.clone());
-        let writer = Self {
-            ctx,
-            secrets,
-            nodes,
-            node_uids: Mutex::default(),
-        };
-        Ok((writer, hashes))
+        Ok(hashes)
     }
 
     /// Carry out one change (a server-side apply, or a delete that tolerates a missing Secret).
@@ -167,7 +176,7 @@ impl NodeWriter {
         match change {
             Change::Delete { node } => {
                 let name = secret_name(node);
-                self.ctx.metrics.write("secret", "delete");
+                self.ctx.before_write("secret", "delete")?;
                 match self.secrets.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -181,7 +190,7 @@ impl NodeWriter {
             Change::Apply { node, yaml, hash } => {
                 let secret = self.desired(node, yaml, hash).await?;
                 let name = secret_name(node);
-                self.ctx.metrics.write("secret", "apply");
+                self.ctx.before_write("secret", "apply")?;
                 let params = PatchParams::apply(MANAGER).force();
                 self.secrets
                     .patch(&name, &params, &Patch::Apply(&secret))

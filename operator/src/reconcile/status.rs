@@ -114,7 +114,7 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": kind, "status": desired});
     Step::Write(Box::pin(async move {
-        ctx.metrics.write(&kind.to_lowercase(), "status");
+        ctx.before_write(&kind.to_lowercase(), "status")?;
         let written = api
             .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
             .await
@@ -192,7 +192,9 @@ pub async fn warn(
     reason: &str,
     note: &str,
 ) {
-    ctx.metrics.write("event", "create");
+    if ctx.before_write("event", "create").is_err() {
+        return;
+    }
     let event = Event {
         type_: EventType::Warning,
         reason: reason.into(),

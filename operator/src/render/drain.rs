@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sluice_api::{
-    crd::{LogDrain, LogDrainSpec, condition::reason},
+    crd::{DRAIN_CREDENTIALS_LABEL, LogDrain, LogDrainSpec, condition::reason},
     node_config::{
-        BasicAuth, DeliveryOptions, DrainConfig, HttpOptions, NodeConfig, Redacted, SyslogFormat, TlsConfig,
+        BasicAuth, ConfigError, DeliveryOptions, DrainConfig, HttpOptions, Redacted, SyslogFormat, TlsConfig,
     },
 };
 
@@ -56,13 +56,24 @@ struct SecretLookup<'a> {
 impl SecretLookup<'_> {
     fn get(&self, field: &str, secret: &str, key: &str) -> Result<&[u8], Problem> {
         let data = match self.secrets.get(&(self.namespace.to_owned(), secret.to_owned())) {
-            Some(Some(data)) => data,
-            Some(None) => {
+            Some(SecretData::Permitted(data)) => data,
+            Some(SecretData::Missing) => {
                 return Err(Problem::new(
                     reason::SECRET_NOT_FOUND,
                     format!(
                         "{field} names Secret {secret:?}, which does not exist in namespace {:?}",
                         self.namespace
+                    ),
+                ));
+            }
+            Some(SecretData::NotPermitted) => {
+                return Err(Problem::new(
+                    reason::SECRET_NOT_PERMITTED,
+                    format!(
+                        "{field} names Secret {secret:?}, which has not opted in to serve LogDrains; if it \
+                         is meant to, someone allowed to edit Secrets in namespace {ns:?} can run: \
+                         kubectl label secret {secret} -n {ns} {DRAIN_CREDENTIALS_LABEL}=true",
+                        ns = self.namespace
                     ),
                 ));
             }
@@ -190,33 +201,70 @@ pub fn resolve_drain(
             ..DeliveryOptions::default()
         },
     };
-    // The collector's own validation is the final word: a drain it would refuse never ships.
-    let probe = NodeConfig {
-        version: sluice_api::node_config::CURRENT_VERSION,
-        drains: vec![config],
-        ..NodeConfig::default()
-    };
-    if let Err(e) = probe.validate() {
+    // The collector's own checks (the shared validation) are the final word: a drain it would
+    // refuse never ships.
+    config.validate().map_err(|e| {
         let message = match e {
-            sluice_api::node_config::ConfigError::Invalid { field, message } => {
-                format!(
-                    "spec ({}): {message}",
-                    field.trim_start_matches("drains[0]").trim_start_matches('.')
-                )
-            }
+            ConfigError::Invalid { field, message } => format!("{}: {message}", spec_field(&field)),
             other => other.to_string(),
         };
-        return Err(Problem::new(reason::INVALID_SPEC, message));
+        Problem::new(reason::INVALID_SPEC, message)
+    })?;
+    let size = serde_yaml::to_string(&config).map_or(0, |yaml| yaml.len());
+    if size > super::DRAIN_BUDGET {
+        return Err(Problem::new(
+            reason::CONFIG_TOO_LARGE,
+            format!(
+                "the drain's settings take {} KiB once rendered (CA bundle and HTTP headers included); \
+                 a drain may take at most {} KiB",
+                size.div_ceil(1024),
+                super::DRAIN_BUDGET / 1024
+            ),
+        ));
     }
-    Ok(probe
-        .drains
-        .into_iter()
-        .next()
-        .expect("invariant: the probe holds the one drain it was built with"))
+    Ok(config)
+}
+
+/// The `LogDrain` field a node-config drain field comes from, so a person is pointed at what they
+/// wrote (`syslog.appName` → `spec.format.appName`).
+fn spec_field(field: &str) -> String {
+    let (head, rest) = field.split_once('.').unwrap_or((field, ""));
+    match (head, rest) {
+        ("syslog", _) => format!("spec.format.{rest}"),
+        ("tls", "caPem") => "spec.tls.ca".into(),
+        ("tls", "certPem" | "keyPem") => "spec.tls.clientCertificate".into(),
+        ("http", r) if r.starts_with("bearerToken") || r.starts_with("basicAuth") => {
+            "spec.credentials".into()
+        }
+        ("http", "") => "spec.credentials".into(),
+        ("delivery", "maxLinesPerSecond") => "spec.rateLimit.linesPerSecond".into(),
+        ("", _) => "spec".into(),
+        _ => format!("spec.{field}"),
+    }
+}
+
+/// What the operator keeps of a Secret a drain names (`None`: it does not exist): its data only
+/// when it opted in with the [`DRAIN_CREDENTIALS_LABEL`] label.
+pub fn secret_state(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> SecretData {
+    match secret {
+        None => SecretData::Missing,
+        Some(s) if opted_in(s) => SecretData::Permitted(secret_data(s)),
+        Some(_) => SecretData::NotPermitted,
+    }
+}
+
+/// Whether a Secret carries `sluice.dev/drain-credentials: "true"`.
+pub fn opted_in(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DRAIN_CREDENTIALS_LABEL))
+        .is_some_and(|v| v == "true")
 }
 
 /// A Secret's data from the API object (`data` wins over `stringData`, as the API server merges).
-pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in secret.string_data.iter().flatten() {
         out.insert(k.clone(), v.clone().into_bytes());

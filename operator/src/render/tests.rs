@@ -9,7 +9,10 @@ use sluice_api::{
 };
 
 use super::*;
-use crate::{fixtures::*, world::World};
+use crate::{
+    fixtures::*,
+    world::{SecretData, World},
+};
 
 fn world_with(pods: Vec<crate::world::PodInfo>) -> World {
     let mut world = World::default();
@@ -202,14 +205,27 @@ fn drains_resolve_their_secrets_or_say_why_not() {
         "an unresolved drain is left out"
     );
 
+    world.set_secret(("ns".into(), "creds".into()), SecretData::NotPermitted);
+    world.set_secret(("ns".into(), "ca".into()), SecretData::NotPermitted);
+    let problem = resolve(&world).unwrap_err();
+    assert_eq!(problem.reason, reason::SECRET_NOT_PERMITTED);
+    assert!(
+        problem
+            .message
+            .ends_with("kubectl label secret ca -n ns sluice.dev/drain-credentials=true"),
+        "{}",
+        problem.message
+    );
+    assert!(render_node(&world, "n").is_none(), "a refused Secret is not used");
+
     world.set_secret(
         ("ns".into(), "creds".into()),
-        Some(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
     );
     let ca = ca_pem();
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("other".into(), ca.as_bytes().to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("other".into(), ca.as_bytes().to_vec())])),
     );
     let problem = resolve(&world).unwrap_err();
     assert_eq!(problem.reason, reason::SECRET_KEY_NOT_FOUND);
@@ -217,13 +233,13 @@ fn drains_resolve_their_secrets_or_say_why_not() {
 
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("ca.crt".into(), b"not pem".to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("ca.crt".into(), b"not pem".to_vec())])),
     );
     assert_eq!(resolve(&world).unwrap_err().reason, reason::INVALID_CERTIFICATE);
 
     world.set_secret(
         ("ns".into(), "ca".into()),
-        Some(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
     );
     let config = render_node(&world, "n").expect("resolves now");
     let http = config.drains[0].http.as_ref().expect("http options");
@@ -282,4 +298,71 @@ fn rendering_is_deterministic_whatever_the_insertion_order() {
     assert_eq!(content_hash(&one), content_hash(&two));
     // Two bindings to the same drain give one entry per container, not two.
     assert_eq!(NodeConfig::from_yaml(&one).expect("valid").containers.len(), 3);
+}
+
+#[test]
+fn node_configs_stay_within_their_limit() {
+    let mut world = world_with(vec![
+        pod("a", "web", "web", "n", &[("app", "docker://1")]),
+        pod("b", "web", "web", "n", &[("app", "docker://2")]),
+    ]);
+    let ca = ca_pem();
+    for ns in ["a", "b"] {
+        world.set_secret(
+            (ns.into(), "ca".into()),
+            SecretData::Permitted(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
+        );
+        let mut d = drain(ns, "tls", "syslog-tls://logs.example:6514");
+        d.spec.tls = Some(DrainTls {
+            ca: Some(SecretKeyRef {
+                name: "ca".into(),
+                key: "ca.crt".into(),
+            }),
+            ..DrainTls::default()
+        });
+        world.set_drain((ns.into(), "tls".into()), Some(d));
+    }
+    let mut big = drain("b", "big", "https://in.example/v1");
+    big.spec.http = Some(sluice_api::crd::HttpSettings {
+        headers: (0..8).map(|i| (format!("X-{i}"), "p".repeat(1000))).collect(),
+        ..Default::default()
+    });
+    world.set_drain(("b".into(), "big".into()), Some(big));
+    world.set_binding(
+        ("a".into(), "web".into()),
+        Some(binding("a", "web", "web", &["tls"])),
+    );
+    world.set_binding(
+        ("b".into(), "web".into()),
+        Some(binding("b", "web", "web", &["tls", "big"])),
+    );
+
+    let whole = render_within(&world, "n", usize::MAX);
+    assert!(whole.left_out.is_empty());
+    let config = whole.config.expect("bound");
+    assert_eq!(config.drains.len(), 3);
+    assert_eq!(config.ca_bundles.len(), 1, "one bundle for both tenants");
+    let size = config.to_yaml().expect("yaml").len();
+    let labels: Vec<_> = config.containers.iter().map(|c| c.labels.len()).collect();
+    assert_eq!(labels, [0, 1], "labels only where an HTTP drain emits them");
+
+    let bounded = render_within(&world, "n", size - 1);
+    assert_eq!(
+        bounded.left_out.keys().collect::<Vec<_>>(),
+        [&("b".to_owned(), "big".to_owned())],
+        "the largest drain goes first, and alone"
+    );
+    let config = bounded.config.expect("the rest still renders");
+    let names: Vec<&str> = config.drains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["a-tls", "b-tls"]);
+    assert!(config.containers.iter().all(|c| c.labels.is_empty()));
+    let read = NodeConfig::from_yaml(&config.to_yaml().expect("yaml")).expect("the collector accepts it");
+    assert!(
+        read.drains
+            .iter()
+            .all(|d| d.tls.as_ref().and_then(|t| t.ca_pem.as_deref()) == Some(ca.as_str()))
+    );
+
+    let none = render_within(&world, "n", 10);
+    assert!(none.config.is_none() && none.left_out.len() == 3, "{none:?}");
 }

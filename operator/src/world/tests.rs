@@ -106,7 +106,7 @@ fn drains_are_resolved_once_per_change_of_the_drain_or_its_secret() {
 
     let dirty = world.set_secret(
         key("a", "creds"),
-        Some(BTreeMap::from([("token".to_owned(), b"t".to_vec())])),
+        SecretData::Permitted(BTreeMap::from([("token".to_owned(), b"t".to_vec())])),
     );
     assert_eq!(
         reason(&world),

@@ -34,11 +34,12 @@ fn certificate(name: &str, years: Option<(i32, i32)>) -> Result<(String, String)
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Create or replace Secret `name` with `data`.
+/// Create or replace Secret `name` with `data`, opted in to serve drains.
 async fn put_secret(env: &TestEnv, name: &str, data: &[(&str, &str)]) -> Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            labels: crate::support::credential_labels(),
             ..Default::default()
         },
         data: Some(

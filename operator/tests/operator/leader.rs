@@ -1,20 +1,32 @@
-//! Two replicas: only the leader writes; killing the leader hands over to the other.
+//! Two replicas: only the leader writes; killing the leader hands over to the other, which
+//! rewrites a node config the old leader's late write changed.
+
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
 use sluice_api::crd::{LogBinding, LogDrain};
 
-use crate::{env_or_skip, support::wait_for};
+use crate::{
+    env_or_skip,
+    support::{TestEnv, wait_for},
+};
 
-#[tokio::test]
-async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> Result<()> {
-    let env = env_or_skip!("leader");
+/// A node with pod `p1` bound to drain `logs`; the node's name.
+async fn one_bound_pod(env: &TestEnv) -> Result<String> {
     let ns = env.tenant.clone();
     let node = env.create_node("n").await?;
     env.apply::<LogDrain>(&ns, json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain", "metadata": {"name": "logs"}, "spec": {"url": "syslog://h:514"}})).await?;
     env.apply::<LogBinding>(&ns, json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding", "metadata": {"name": "web"}, "spec": {"selector": {}, "drains": ["logs"]}})).await?;
     env.create_pod("p1", "web", &node, &[("app", "containerd://one")])
         .await?;
+    Ok(node)
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> Result<()> {
+    let env = env_or_skip!("leader");
+    let node = one_bound_pod(&env).await?;
 
     let one = env.operator("replica-1", &[]).await?;
     one.wait_ready_leader().await?;
@@ -51,5 +63,44 @@ async fn only_the_leader_writes_and_a_killed_leader_hands_over() -> Result<()> {
     })
     .await?;
     assert!(two.writes() >= 1);
+    two.stop().await
+}
+
+#[tokio::test]
+async fn a_late_write_of_a_deposed_leader_is_corrected() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, Patch, PatchParams};
+    use sluice_operator::{reconcile::node_config, render::content_hash};
+
+    let env = env_or_skip!("leader-late");
+    let node = one_bound_pod(&env).await?;
+    let one = env.operator("late-1", &[]).await?;
+    one.wait_ready_leader().await?;
+    wait_for("the first config", || async {
+        Ok(env.containers(&node).await?.len() == 1)
+    })
+    .await?;
+    one.kill();
+    // A long lease: the new leader's second read comes well after the late write below.
+    let two = env
+        .operator_with("late-2", &[], |s| s.lease_duration = Duration::from_secs(10))
+        .await?;
+    two.wait_ready_leader().await?;
+    // The deposed leader's write of an older config lands after the new leader read the configs.
+    let stale = format!("version: 1\nnode: {node}\n");
+    let patch = json!({"metadata": {"annotations": {node_config::HASH_ANNOTATION: content_hash(&stale)}},
+        "stringData": {node_config::CONFIG_KEY: stale}});
+    Api::<Secret>::namespaced(env.client.clone(), &env.system)
+        .patch(
+            &node_config::secret_name(&node),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    assert!(env.containers(&node).await?.is_empty(), "the late write landed");
+    wait_for("the new leader restores the config", || async {
+        Ok(env.containers(&node).await?.len() == 1)
+    })
+    .await?;
     two.stop().await
 }

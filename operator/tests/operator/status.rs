@@ -112,6 +112,7 @@ async fn missing_secret_then_fixed_and_never_leaked() -> Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some("ingest-token".into()),
+            labels: crate::support::credential_labels(),
             ..Default::default()
         },
         string_data: Some(BTreeMap::from([("token".to_owned(), token.to_owned())])),

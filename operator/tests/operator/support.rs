@@ -165,13 +165,25 @@ impl TestEnv {
 
     /// Start an operator replica watching the tenant namespace (and `extra`).
     pub async fn operator(&self, identity: &str, extra: &[&str]) -> Result<Operator> {
+        self.operator_with(identity, extra, |_| {}).await
+    }
+
+    /// [`TestEnv::operator`] with settings changed by `tune`.
+    pub async fn operator_with(
+        &self,
+        identity: &str,
+        extra: &[&str],
+        tune: impl FnOnce(&mut Settings),
+    ) -> Result<Operator> {
         let mut namespaces = vec![self.tenant.as_str()];
         namespaces.extend_from_slice(extra);
-        let ctx = Context::new(self.harness.client().await?, self.settings(identity, &namespaces));
+        let mut settings = self.settings(identity, &namespaces);
+        tune(&mut settings);
+        let ctx = Context::new(self.harness.client().await?, settings);
         Ok(Operator::start(ctx))
     }
 
-    /// Create a pod on `node` with `labels` and containers, then report them running as the
+    /// Create a pod on `node` with `app=<app>` and containers, then report them running as the
     /// kubelet would (status.containerStatuses with the given runtime ids).
     pub async fn create_pod(
         &self,
@@ -180,11 +192,25 @@ impl TestEnv {
         node: &str,
         containers: &[(&str, &str)],
     ) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.tenant);
+        let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
+        self.create_pod_in(&self.tenant, name, labels, node, containers)
+            .await
+    }
+
+    /// Create a pod in namespace `ns` on `node` with `labels` and containers, reported running.
+    pub async fn create_pod_in(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        node: &str,
+        containers: &[(&str, &str)],
+    ) -> Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let pod = Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+                labels: Some(labels),
                 ..Default::default()
             },
             spec: Some(PodSpec {
@@ -203,13 +229,17 @@ impl TestEnv {
         };
         api.create(&PostParams::default(), &pod)
             .await
-            .with_context(|| format!("creating pod {name}"))?;
-        self.set_container_ids(name, containers).await
+            .with_context(|| format!("creating pod {ns}/{name}"))?;
+        self.set_container_ids_in(ns, name, containers).await
     }
 
     /// Patch a pod's containerStatuses to these runtime ids (a restart gives a new id).
     pub async fn set_container_ids(&self, pod: &str, containers: &[(&str, &str)]) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.tenant);
+        self.set_container_ids_in(&self.tenant, pod, containers).await
+    }
+
+    async fn set_container_ids_in(&self, ns: &str, pod: &str, containers: &[(&str, &str)]) -> Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let statuses: Vec<_> = containers
             .iter()
             .map(|(c, id)| {
@@ -220,7 +250,7 @@ impl TestEnv {
         let patch = json!({"status": {"phase": "Running", "containerStatuses": statuses}});
         api.patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .with_context(|| format!("patching the status of pod {pod}"))?;
+            .with_context(|| format!("patching the status of pod {ns}/{pod}"))?;
         Ok(())
     }
 
@@ -339,6 +369,20 @@ pub fn ready(
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The labels of a Secret that may serve LogDrains (`sluice.dev/drain-credentials: "true"`).
+pub fn credential_labels() -> Option<BTreeMap<String, String>> {
+    Some(BTreeMap::from([(
+        sluice_api::crd::DRAIN_CREDENTIALS_LABEL.to_owned(),
+        "true".to_owned(),
+    )]))
+}
+
+/// The Ready condition of LogDrain `ns/name`, if it has one.
+pub async fn drain_ready(client: &Client, ns: &str, name: &str) -> Result<Option<(String, String, String)>> {
+    let api: Api<sluice_api::crd::LogDrain> = Api::namespaced(client.clone(), ns);
+    Ok(api.get(name).await?.status.and_then(|s| ready(&s.conditions)))
 }
 
 /// Whether an Event with `reason` exists about object `name` in `ns`.
