@@ -30,7 +30,7 @@ pub mod text;
 pub mod tls;
 pub mod udp;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sluice_api::node_config::{DrainConfig, DrainKind};
 use tokio::{
@@ -51,6 +51,64 @@ use crate::{
     metrics::Metrics,
     pipeline::{DrainEndpoint, Encoder, EncoderFactory, Wake},
 };
+
+/// Where a drain was found unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipStage {
+    /// Reading the config: the drain's entry does not parse or validate.
+    Config,
+    /// Starting the drain: its settings cannot be used (an unreadable CA file, a bad template…).
+    Build,
+}
+
+/// The drains of the current config that are not running, and why: one bad drain is that drain's
+/// problem only, so it is left out, logged, counted (a gauge) and listed on `/readyz`, while every
+/// other drain runs.
+#[derive(Clone, Debug)]
+pub struct SkippedDrains {
+    by_stage: Arc<std::sync::Mutex<BTreeMap<(SkipStage, String), String>>>,
+    gauge: prometheus::IntGauge,
+}
+
+impl SkippedDrains {
+    /// An empty list reported through `gauge`.
+    pub fn new(gauge: prometheus::IntGauge) -> Self {
+        Self {
+            by_stage: Arc::default(),
+            gauge,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(SkipStage, String), String>> {
+        // Plain data replaced in one step: a panic elsewhere cannot leave it torn.
+        self.by_stage.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Replace what `stage` found with `skipped` (drain name → why).
+    pub fn set(&self, stage: SkipStage, skipped: impl IntoIterator<Item = (String, String)>) {
+        let mut map = self.lock();
+        map.retain(|(s, _), _| *s != stage);
+        map.extend(skipped.into_iter().map(|(drain, why)| ((stage, drain), why)));
+        self.gauge.set(i64::try_from(map.len()).unwrap_or(i64::MAX));
+    }
+
+    /// What `stage` found (drain name, why).
+    pub fn list_stage(&self, stage: SkipStage) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .filter(|((s, _), _)| *s == stage)
+            .map(|((_, drain), why)| (drain.clone(), why.clone()))
+            .collect()
+    }
+
+    /// Every skipped drain and why, by name.
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|((_, drain), why)| (drain.clone(), why.clone()))
+            .collect()
+    }
+}
 
 /// How many batches the channel from the engine holds.
 pub const CHANNEL_BATCHES: usize = 4;
@@ -157,7 +215,18 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
     })?;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
     let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx.metrics)?;
-    let service = stack::build(transport, &config.delivery, in_flight, Arc::clone(&health));
+    // Stream drains time out on progress inside the connection, not per batch (see [`stream`]).
+    let attempt_timeout = match kind {
+        DrainKind::SyslogTcp { .. } | DrainKind::SyslogTls { .. } => None,
+        _ => Some(Duration::from_millis(config.delivery.timeout_ms)),
+    };
+    let service = stack::build(
+        transport,
+        &config.delivery,
+        attempt_timeout,
+        in_flight,
+        Arc::clone(&health),
+    );
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (finish, finish_rx) = watch::channel(None);
     let task = tokio::spawn(
@@ -204,6 +273,7 @@ fn parts(
                 port: *port,
                 tls,
                 connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
+                idle_timeout: Duration::from_millis(config.delivery.timeout_ms),
             };
             let backoff =
                 Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
@@ -292,6 +362,7 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
         uri,
         headers,
         gzip,
+        &config.delivery.drop_on_status,
         connector,
     )))
 }

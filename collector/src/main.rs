@@ -67,12 +67,24 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if args.check {
+        for (drain, why) in &initial.skipped {
+            println!(
+                "{}: drain {drain:?} would be skipped: {why}",
+                args.config.display()
+            );
+        }
+        anyhow::ensure!(
+            initial.skipped.is_empty(),
+            "{} has unusable drains",
+            args.config.display()
+        );
+        let config = &initial.config;
         println!(
             "{}: valid ({} drains, {} containers, {} selectors)",
             args.config.display(),
-            initial.drains.len(),
-            initial.containers.len(),
-            initial.selectors.len()
+            config.drains.len(),
+            config.containers.len(),
+            config.selectors.len()
         );
         return Ok(());
     }
@@ -85,8 +97,12 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args, initial))
 }
 
-async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> {
+async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
+    initial.log_skipped();
+    metrics
+        .skipped_drains
+        .set(sluice_collector::drain::SkipStage::Config, initial.skipped);
     let stall_after = Duration::from_secs(args.stall_timeout);
     let health = server::Health::new(metrics.clone(), stall_after);
     let cancel = CancellationToken::new();
@@ -100,7 +116,7 @@ async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> 
         state_dir: args.state_dir.clone(),
         node_name,
     };
-    let initial = Arc::new(initial);
+    let initial = Arc::new(initial.config);
     let mut collector = runtime::Collector::start(settings, Arc::clone(&initial), metrics.clone())
         .context("cannot start the collector")?;
     let (config_tx, mut config_rx) = watch::channel(initial);

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub udp_oversize: IntCounterVec,
     /// Seconds since the tail engine last went round its loop (0 or 1 while it runs).
     pub engine_silent_seconds: IntGauge,
+    /// Drains of the config that are not running, with why (also the `drains_skipped` gauge).
+    pub skipped_drains: crate::drain::SkippedDrains,
     /// Unix time (seconds) of the last checkpoint write; 0 before the first.
     last_checkpoint: Arc<AtomicU64>,
     /// When these metrics were made: the engine's silence is measured from here (monotonic).
@@ -127,6 +129,10 @@ impl Metrics {
             &["drain"],
         )?;
         registry.register(Box::new(lag_bytes.clone()))?;
+        let skipped_drains = crate::drain::SkippedDrains::new(gauge(
+            "drains_skipped",
+            "Drains of the node config that are not running because their settings cannot be used (see /readyz and the log).",
+        )?);
         Ok(Self {
             registry,
             lines_read,
@@ -142,6 +148,7 @@ impl Metrics {
             config_reloads,
             udp_oversize,
             engine_silent_seconds,
+            skipped_drains,
             last_checkpoint: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
             engine_alive_ms: Arc::new(AtomicU64::new(0)),

@@ -5,8 +5,10 @@
 //!   task, its connection and its cursors; a changed drain is started anew (with a new
 //!   generation, so the engine rewinds its streams to what the old instance acknowledged) and the
 //!   old instance is stopped only after the engine no longer sends to it.
-//! * A config whose drains cannot be built (a bad certificate, say) is rejected as a whole; the
-//!   running config stays.
+//! * Drains are built one by one: a drain that cannot be built (an unreadable CA file, say) is
+//!   left out, logged, and listed in [`Metrics::skipped_drains`] (the `drains_skipped` gauge and
+//!   `/readyz`), while every other drain of the config runs. A bad drain never stops the collector
+//!   from starting or a config from applying.
 //! * Shutdown order (SIGTERM): stop reading → drains deliver what is queued and in flight until the
 //!   grace deadline → final checkpoint of the acknowledged cursors. Nothing acknowledged is lost,
 //!   nothing unacknowledged is counted as delivered.
@@ -15,10 +17,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sluice_api::{NodeConfig, node_config::DrainConfig};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
-    drain::{self, DrainContext, RunningDrain},
+    drain::{self, DrainContext, RunningDrain, SkipStage},
     engine::{self, EngineHandle, EngineSettings, Routes, Waker},
     metrics::Metrics,
 };
@@ -26,15 +28,6 @@ use crate::{
 /// The collector could not start or apply a config.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A drain could not be built from its config.
-    #[error("drain {name:?}: {source}")]
-    Drain {
-        /// The drain.
-        name: String,
-        /// Why.
-        #[source]
-        source: drain::Error,
-    },
     /// The tail engine could not start.
     #[error("tail engine: {0}")]
     Engine(#[from] engine::Error),
@@ -66,23 +59,28 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Start the drains and the tail engine for `config`. Must run inside a tokio runtime.
+    /// Start the drains (skipping those that cannot be built) and the tail engine for `config`.
+    /// Must run inside a tokio runtime.
     pub fn start(settings: Settings, config: Arc<NodeConfig>, metrics: Metrics) -> Result<Self, Error> {
         let waker = Waker::new();
         let node_name = config.node.clone().unwrap_or(settings.node_name);
         let mut collector_drains = BTreeMap::new();
         let mut generation = 0;
+        let mut skipped = Vec::new();
         for drain_config in &config.drains {
             generation += 1;
-            let running = spawn_drain(drain_config, &node_name, &metrics, waker.wake_fn(), generation)?;
-            collector_drains.insert(
-                drain_config.name.clone(),
-                ActiveDrain {
-                    config: drain_config.clone(),
-                    running,
-                },
-            );
+            match spawn_drain(drain_config, &node_name, &metrics, waker.wake_fn(), generation) {
+                Ok(running) => {
+                    let active = ActiveDrain {
+                        config: drain_config.clone(),
+                        running,
+                    };
+                    collector_drains.insert(drain_config.name.clone(), active);
+                }
+                Err(e) => skipped.push(skip(&drain_config.name, &e)),
+            }
         }
+        metrics.skipped_drains.set(SkipStage::Build, skipped);
         let engine_settings = EngineSettings {
             state_dir: settings.state_dir,
             sources: config.sources.clone(),
@@ -107,11 +105,14 @@ impl Collector {
         })
     }
 
-    /// Apply a new config in place. On error nothing changed.
+    /// Apply a new config in place; drains that cannot be built are skipped (see the module docs).
     pub fn apply(&mut self, config: Arc<NodeConfig>) -> Result<(), Error> {
         crate::config::warn_about_restart_only_changes(&self.config, &config);
-        // Build every new or changed drain first, so a bad one leaves everything as it was.
+        // Build every new or changed drain; one that cannot be built is left out (and an older
+        // instance of it retired), the others go on.
         let mut started = BTreeMap::new();
+        let mut skipped = Vec::new();
+        let mut failed = std::collections::BTreeSet::new();
         for drain_config in &config.drains {
             if self
                 .drains
@@ -121,35 +122,39 @@ impl Collector {
                 continue;
             }
             self.generation += 1;
+            let wake = Arc::clone(&self.wake);
             match spawn_drain(
                 drain_config,
                 &self.node_name,
                 &self.metrics,
-                Arc::clone(&self.wake),
+                wake,
                 self.generation,
             ) {
                 Ok(running) => {
-                    started.insert(
-                        drain_config.name.clone(),
-                        ActiveDrain {
-                            config: drain_config.clone(),
-                            running,
-                        },
-                    );
+                    let active = ActiveDrain {
+                        config: drain_config.clone(),
+                        running,
+                    };
+                    started.insert(drain_config.name.clone(), active);
                 }
                 Err(e) => {
-                    started.into_values().for_each(|d: ActiveDrain| d.running.abort());
-                    return Err(e);
+                    skipped.push(skip(&drain_config.name, &e));
+                    failed.insert(drain_config.name.as_str());
                 }
             }
         }
+        self.metrics.skipped_drains.set(SkipStage::Build, skipped);
         let mut retired = Vec::new();
         for (name, drain) in started {
             info!(drain = %name, "drain started");
             retired.extend(self.drains.insert(name, drain));
         }
-        let wanted: std::collections::BTreeSet<&str> =
-            config.drains.iter().map(|d| d.name.as_str()).collect();
+        let wanted: std::collections::BTreeSet<&str> = config
+            .drains
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|name| !failed.contains(name))
+            .collect();
         let removed: Vec<String> = self
             .drains
             .keys()
@@ -211,17 +216,21 @@ fn spawn_drain(
     metrics: &Metrics,
     wake: crate::pipeline::Wake,
     generation: u64,
-) -> Result<RunningDrain, Error> {
+) -> Result<RunningDrain, drain::Error> {
     let ctx = DrainContext {
         node_name: node_name.to_owned(),
         metrics: metrics.clone(),
         wake,
         generation,
     };
-    drain::spawn(config, ctx).map_err(|source| Error::Drain {
-        name: config.name.clone(),
-        source,
-    })
+    drain::spawn(config, ctx)
+}
+
+/// Log a drain that cannot be built; (its name, why) for [`Metrics::skipped_drains`].
+fn skip(name: &str, e: &drain::Error) -> (String, String) {
+    let why = crate::drain::retry::Chain(e).to_string();
+    error!(drain = %name, error = %why, "drain skipped: its settings cannot be used; the other drains run");
+    (name.to_owned(), why)
 }
 
 fn routes(config: &NodeConfig, drains: &BTreeMap<String, ActiveDrain>) -> Routes {

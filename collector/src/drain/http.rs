@@ -1,18 +1,25 @@
 //! The `http://` and `https://` transport: each batch is one POST of newline-delimited JSON.
 //!
 //! Invariants:
-//! * A batch is delivered when the server answers 2xx. 408, 429, 5xx and any other non-2xx answer
-//!   that is not a client error are retried; any other 4xx means the request itself is wrong, so the
-//!   batch is rejected (see [`super::retry`]) with the status and the start of the response body in
-//!   the error.
-//! * Credentials (bearer token, basic auth) go into headers marked sensitive and never into errors
-//!   or logs.
+//! * A batch is delivered when the server answers 2xx. The drain's `delivery.dropOnStatus` (by
+//!   default 400, 413 and 422: answers that mean the data itself is refused) gives a batch up; every
+//!   other answer (3xx, 401, 403, 404, 408, 429, 5xx, …) is retried with backoff, forever, as the
+//!   log file is the buffer. A refused batch of more than one line is split in halves and each half
+//!   sent again when the answer is `413`, until single lines are refused; each refused line is
+//!   counted dropped (see [`super::retry`]).
+//! * Redirects are never followed (credentials would go to an address nobody configured); they are
+//!   retried, and the error names the `Location` (without its query).
+//! * Response bodies are read (so the connection can be reused) and thrown away: they never reach
+//!   errors, logs or status. Credentials (bearer token, basic auth) go into headers marked
+//!   sensitive and never into errors or logs.
 //! * `Content-Type: application/x-ndjson`; with `gzip`, the body is compressed and sent with
 //!   `Content-Encoding: gzip`.
 
 use std::{
+    collections::VecDeque,
     future::Future,
     io::Write as _,
+    ops::Range,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -27,6 +34,7 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use sluice_api::node_config::HttpOptions;
 use tower::{BoxError, Service};
 
+use super::stack::Delivered;
 use crate::pipeline::Batch;
 
 /// An HTTP delivery failed.
@@ -41,25 +49,33 @@ pub enum Error {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
-    /// The server answered with a status worth retrying (408, 429, 5xx, …).
-    #[error("{url} answered {status}: {body}")]
+    /// The server answered with a status that is retried.
+    #[error("{url} answered {status}")]
     Status {
         /// The drain URL.
         url: String,
         /// The status.
         status: StatusCode,
-        /// The start of the response body.
-        body: String,
     },
-    /// The server refused the request as invalid (4xx other than 408 and 429), or redirected it.
-    #[error("{url} rejected the batch with {status}: {body}")]
+    /// The server redirected the request; it is retried, never followed.
+    #[error(
+        "{url} answered {status}, a redirect to {location}; drains do not follow redirects: set the drain's URL to the final address"
+    )]
+    Redirect {
+        /// The drain URL.
+        url: String,
+        /// The status.
+        status: StatusCode,
+        /// Where it points, without its query.
+        location: String,
+    },
+    /// The server refused the batch with a status in the drain's `dropOnStatus`.
+    #[error("{url} refused the batch with {status}")]
     Rejected {
         /// The drain URL.
         url: String,
         /// The status.
         status: StatusCode,
-        /// The start of the response body.
-        body: String,
     },
 }
 
@@ -73,6 +89,7 @@ impl Error {
             Error::Status { status, .. } if status.is_server_error() => "http_5xx",
             Error::Status { status, .. } if status.is_client_error() => "http_4xx",
             Error::Status { .. } => "http",
+            Error::Redirect { .. } => "http_3xx",
             Error::Rejected { .. } => "rejected",
         }
     }
@@ -152,6 +169,8 @@ struct Inner {
     uri: Uri,
     headers: HeaderMap,
     gzip: bool,
+    /// Answers that give the batch up.
+    drop_on: Vec<StatusCode>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -160,6 +179,7 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("HttpDrain")
             .field("url", &self.url)
             .field("gzip", &self.gzip)
+            .field("drop_on", &self.drop_on)
             .finish_non_exhaustive()
     }
 }
@@ -171,9 +191,14 @@ impl HttpService {
         uri: Uri,
         headers: HeaderMap,
         gzip: bool,
+        drop_on: &[u16],
         connector: HttpsConnector<HttpConnector>,
     ) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let drop_on = drop_on
+            .iter()
+            .filter_map(|&code| StatusCode::from_u16(code).ok())
+            .collect();
         Self {
             client,
             inner: Arc::new(Inner {
@@ -181,6 +206,7 @@ impl HttpService {
                 uri,
                 headers,
                 gzip,
+                drop_on,
             }),
         }
     }
@@ -195,34 +221,142 @@ impl AsRef<[u8]> for BatchBytes {
     }
 }
 
-fn body(batch: &Arc<Batch>, gzip: bool) -> Bytes {
+/// The body for `part` of the batch: its bytes (not copied), or gzipped.
+fn body(batch: &Arc<Batch>, part: Range<usize>, gzip: bool) -> Bytes {
     if !gzip {
-        return Bytes::from_owner(BatchBytes(Arc::clone(batch)));
+        return Bytes::from_owner(BatchBytes(Arc::clone(batch))).slice(part);
     }
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(batch.bytes.len() / 4),
-        flate2::Compression::fast(),
-    );
+    let bytes = &batch.bytes[part];
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::fast());
     // Writing into a Vec cannot fail.
-    let _ = encoder.write_all(&batch.bytes);
+    let _ = encoder.write_all(bytes);
     Bytes::from(encoder.finish().unwrap_or_default())
 }
 
-/// Up to 512 bytes of a response body, as text.
-async fn body_head(body: hyper::body::Incoming) -> String {
-    let collected = Limited::new(body, 64 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let head = &collected[..collected.len().min(512)];
-    String::from_utf8_lossy(head).into_owned()
+/// Read (up to 64 KiB of) a response body and throw it away, so the connection can be reused.
+/// Bodies are the receiver's text: they never reach errors, logs or status.
+async fn discard(body: hyper::body::Incoming) {
+    let _ = Limited::new(body, 64 * 1024).collect().await;
+}
+
+/// Lines in a part of a batch (every JSON line ends with `\n`).
+fn lines_in(bytes: &[u8]) -> u32 {
+    u32::try_from(memchr::memchr_iter(b'\n', bytes).count()).unwrap_or(u32::MAX)
+}
+
+/// `part` split after its middle line (`None` for a single line).
+fn halves(bytes: &[u8], part: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+    let lines = lines_in(&bytes[part.clone()]);
+    if lines < 2 {
+        return None;
+    }
+    let cut = memchr::memchr_iter(b'\n', &bytes[part.clone()]).nth((lines / 2 - 1) as usize)?;
+    let mid = part.start + cut + 1;
+    Some((part.start..mid, mid..part.end))
+}
+
+/// What one POST came to.
+enum Answer {
+    Delivered,
+    /// The status is in the drain's `dropOnStatus`.
+    Refused(StatusCode),
+}
+
+impl Inner {
+    /// POST `part` of `batch`. Retryable failures are errors.
+    async fn post(
+        &self,
+        client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        batch: &Arc<Batch>,
+        part: Range<usize>,
+    ) -> Result<Answer, BoxError> {
+        let payload = if self.gzip {
+            // Compressing a large batch takes milliseconds: keep it off the async workers.
+            let batch = Arc::clone(batch);
+            tokio::task::spawn_blocking(move || body(&batch, part, true)).await?
+        } else {
+            body(batch, part, false)
+        };
+        let mut request = Request::post(self.uri.clone()).body(Full::new(payload))?;
+        request.headers_mut().extend(self.headers.clone());
+        let response = client.request(request).await.map_err(|source| Error::Request {
+            url: self.url.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let url = self.url.clone();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or("(no Location header)", |l| {
+                    l.split(['?', '#']).next().unwrap_or(l)
+                })
+                .to_owned();
+            discard(response.into_body()).await;
+            return Err(Error::Redirect {
+                url,
+                status,
+                location,
+            }
+            .into());
+        }
+        discard(response.into_body()).await;
+        if status.is_success() {
+            Ok(Answer::Delivered)
+        } else if self.drop_on.contains(&status) {
+            Ok(Answer::Refused(status))
+        } else {
+            Err(Error::Status { url, status }.into())
+        }
+    }
+
+    /// Deliver `batch`, splitting it on `413` down to single lines. A refusal of the whole batch
+    /// is an [`Error::Rejected`]; refusals of parts are counted in the [`Delivered`] answer. A
+    /// retryable failure of any part fails the batch (parts already delivered are sent again with
+    /// it: a repeat, never a loss).
+    async fn deliver(
+        &self,
+        client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        batch: Arc<Batch>,
+    ) -> Result<Delivered, BoxError> {
+        let whole = 0..batch.bytes.len();
+        let mut parts = VecDeque::from([whole.clone()]);
+        let mut delivered = Delivered::default();
+        // Parts are sent in order: a split puts both halves at the front.
+        while let Some(part) = parts.pop_front() {
+            let status = match self.post(client, &batch, part.clone()).await? {
+                Answer::Delivered => continue,
+                Answer::Refused(status) => status,
+            };
+            if status == StatusCode::PAYLOAD_TOO_LARGE
+                && let Some((first, second)) = halves(&batch.bytes, part.clone())
+            {
+                parts.push_front(second);
+                parts.push_front(first);
+                continue;
+            }
+            if part == whole {
+                return Err(Error::Rejected {
+                    url: self.url.clone(),
+                    status,
+                }
+                .into());
+            }
+            delivered.refused_lines += lines_in(&batch.bytes[part.clone()]);
+            delivered.refused_bytes += part.len();
+            delivered.refusal = Some(format!("{} refused a line with {status}", self.url));
+        }
+        Ok(delivered)
+    }
 }
 
 impl Service<Arc<Batch>> for HttpService {
-    type Response = ();
+    type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -231,49 +365,6 @@ impl Service<Arc<Batch>> for HttpService {
     fn call(&mut self, batch: Arc<Batch>) -> Self::Future {
         let client = self.client.clone();
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
-            let payload = if inner.gzip {
-                // Compressing a large batch takes milliseconds: keep it off the async workers.
-                let batch = Arc::clone(&batch);
-                tokio::task::spawn_blocking(move || body(&batch, true)).await?
-            } else {
-                body(&batch, false)
-            };
-            let mut request = Request::post(inner.uri.clone()).body(Full::new(payload))?;
-            request.headers_mut().extend(inner.headers.clone());
-            let response = client.request(request).await.map_err(|source| Error::Request {
-                url: inner.url.clone(),
-                source,
-            })?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let url = inner.url.clone();
-            // A redirect does not go away by retrying, and following it would send credentials
-            // to an address nobody configured: the batch is rejected, saying where it points.
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("(no Location header)")
-                    .to_owned();
-                let body = format!(
-                    "redirect to {location}; drains do not follow redirects: set the drain's URL to the final address"
-                );
-                return Err(Error::Rejected { url, status, body }.into());
-            }
-            let body = body_head(response.into_body()).await;
-            let retryable = !status.is_client_error()
-                || status == StatusCode::REQUEST_TIMEOUT
-                || status == StatusCode::TOO_MANY_REQUESTS;
-            Err(if retryable {
-                Error::Status { url, status, body }
-            } else {
-                Error::Rejected { url, status, body }
-            }
-            .into())
-        })
+        Box::pin(async move { inner.deliver(&client, batch).await })
     }
 }

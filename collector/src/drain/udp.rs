@@ -21,6 +21,7 @@ use std::{
 use tokio::net::UdpSocket;
 use tower::{BoxError, Service};
 
+use super::stack::Delivered;
 use crate::pipeline::Batch;
 
 /// A UDP delivery failed.
@@ -144,9 +145,9 @@ impl Inner {
 }
 
 impl Service<Arc<Batch>> for UdpService {
-    type Response = ();
+    type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -154,6 +155,9 @@ impl Service<Arc<Batch>> for UdpService {
 
     fn call(&mut self, batch: Arc<Batch>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move { inner.send(&batch).await.map_err(Into::into) })
+        Box::pin(async move {
+            inner.send(&batch).await?;
+            Ok(Delivered::default())
+        })
     }
 }

@@ -36,6 +36,8 @@ pub struct Target {
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Limit for resolving, connecting and the TLS handshake together.
     pub connect_timeout: Duration,
+    /// How long a live connection may go without the peer acknowledging anything while bytes wait.
+    pub idle_timeout: Duration,
 }
 
 impl Target {
@@ -72,6 +74,26 @@ impl Meter {
             return Err(io::Error::last_os_error());
         }
         Ok(self.written().saturating_sub(u64::try_from(queued).unwrap_or(0)))
+    }
+
+    /// Make closing the socket a reset (`SO_LINGER` 0): the kernel drops what it still queued
+    /// instead of delivering it after the connection was given up.
+    pub fn reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: SO_LINGER reads one `linger` struct through the pointer, which points to a live
+        // local of the right size; `fd` is the connection's socket, open while the meter lives.
+        let _ = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
     }
 }
 
