@@ -18,6 +18,7 @@
 //! backoff, so a destination that is down does not stop the collector from starting.
 
 pub mod backoff;
+pub mod destinations;
 pub mod http;
 pub mod json;
 pub mod retry;
@@ -30,7 +31,7 @@ pub mod text;
 pub mod tls;
 pub mod udp;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use sluice_api::node_config::{DrainConfig, DrainKind};
 use tokio::{
@@ -163,6 +164,43 @@ pub struct DrainContext {
     pub wake: Wake,
     /// The drain's generation (see [`DrainEndpoint::generation`]).
     pub generation: u64,
+    /// Which addresses the drain may connect to.
+    pub destinations: Arc<destinations::Destinations>,
+    /// Told when the drain's task dies (a panic: a bug), so the collector can start it again
+    /// from what it acknowledged; `None`: nobody restarts it.
+    pub died: Option<mpsc::UnboundedSender<Death>>,
+}
+
+/// A drain task that died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Death {
+    /// The drain.
+    pub drain: String,
+    /// The generation of the instance that died.
+    pub generation: u64,
+}
+
+/// Run `task`; if it panics, log it and report the death on `died`. The batches it had taken
+/// but not acknowledged are then neither delivered nor acknowledged: the collector must start
+/// the drain anew (a new generation), so the engine reads them again from the cursors.
+async fn supervised(
+    death: Death,
+    died: Option<mpsc::UnboundedSender<Death>>,
+    task: impl Future<Output = ()>,
+) {
+    use futures_util::FutureExt as _;
+    let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await else {
+        return;
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!(drain = %death.drain, panic = %what, "the drain's task died; it is started again from what it acknowledged");
+    if let Some(died) = died {
+        let _ = died.send(death);
+    }
 }
 
 /// A running drain: its endpoint for the engine, and the handle of its task.
@@ -214,7 +252,7 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         message,
     })?;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
-    let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx.metrics)?;
+    let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx)?;
     // Stream drains time out on progress inside the connection, not per batch (see [`stream`]).
     let attempt_timeout = match kind {
         DrainKind::SyslogTcp { .. } | DrainKind::SyslogTls { .. } => None,
@@ -227,18 +265,22 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         in_flight,
         Arc::clone(&health),
     );
+    ctx.metrics.drain_started(&drain);
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (finish, finish_rx) = watch::channel(None);
-    let task = tokio::spawn(
-        task::DrainTask {
-            rx,
-            service,
-            health: Arc::clone(&health),
-            wake: ctx.wake,
-            finish: finish_rx,
-        }
-        .run(),
-    );
+    let death = Death {
+        drain: drain.clone(),
+        generation: ctx.generation,
+    };
+    let run = task::DrainTask {
+        rx,
+        service,
+        health: Arc::clone(&health),
+        wake: ctx.wake,
+        finish: finish_rx,
+    }
+    .run();
+    let task = tokio::spawn(supervised(death, ctx.died, run));
     let endpoint = DrainEndpoint {
         name: drain,
         generation: ctx.generation,
@@ -259,8 +301,9 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
 fn parts(
     config: &DrainConfig,
     kind: &DrainKind,
-    metrics: &Metrics,
+    ctx: &DrainContext,
 ) -> Result<(EncoderFactory, Transport, usize), Error> {
+    let metrics = &ctx.metrics;
     Ok(match kind {
         DrainKind::SyslogTcp { host, port } | DrainKind::SyslogTls { host, port } => {
             let encoder = syslog_encoder(config, Framing::OctetCounting)?;
@@ -274,6 +317,7 @@ fn parts(
                 tls,
                 connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
                 idle_timeout: Duration::from_millis(config.delivery.timeout_ms),
+                destinations: Arc::clone(&ctx.destinations),
             };
             let backoff =
                 Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
@@ -288,12 +332,17 @@ fn parts(
                 split: oversize.with_label_values(&[config.name.as_str(), "split"]),
                 truncated: oversize.with_label_values(&[config.name.as_str(), "truncate"]),
             };
-            let transport: Transport = BoxCloneService::new(udp::UdpService::new(host.clone(), *port));
+            let transport: Transport = BoxCloneService::new(udp::UdpService::new(
+                host.clone(),
+                *port,
+                Arc::clone(&ctx.destinations),
+            ));
             (syslog_encoder(config, framing)?, transport, 1)
         }
         DrainKind::Http { url, tls } => {
             let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
-            (factory, http_transport(config, url, *tls)?, 4)
+            let destinations = Arc::clone(&ctx.destinations);
+            (factory, http_transport(config, url, *tls, destinations)?, 4)
         }
     })
 }
@@ -328,7 +377,12 @@ fn tls_connector(
     Ok((TlsConnector::from(Arc::new(client)), name))
 }
 
-fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transport, Error> {
+fn http_transport(
+    config: &DrainConfig,
+    url: &str,
+    https: bool,
+    destinations: Arc<destinations::Destinations>,
+) -> Result<Transport, Error> {
     let err = |message: String| Error::Http {
         drain: config.name.clone(),
         message,
@@ -355,7 +409,9 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
     if https {
         warn_if_insecure(config);
     }
-    let connector = builder.enable_http1().build();
+    let connector = builder
+        .enable_http1()
+        .wrap_connector(http::GuardedConnector::new(destinations));
     let gzip = config.http.as_ref().is_some_and(|h| h.gzip);
     Ok(BoxCloneService::new(http::HttpService::new(
         url.split(['?', '#']).next().unwrap_or(url).to_owned(), // a query may carry an API key: never shown
@@ -365,4 +421,22 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
         &config.delivery.drop_on_status,
         connector,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_reported_with_its_generation() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let death = Death {
+            drain: "d".into(),
+            generation: 7,
+        };
+        supervised(death.clone(), Some(tx.clone()), async { panic!("a bug") }).await;
+        assert_eq!(rx.try_recv(), Ok(death.clone()));
+        supervised(death, Some(tx), async {}).await;
+        assert!(rx.try_recv().is_err(), "a task that ends normally did not die");
+    }
 }

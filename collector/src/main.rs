@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use sluice_collector::{config, metrics::Metrics, runtime, server};
+use sluice_collector::{config, drain, metrics::Metrics, runtime, server};
 use tokio::{signal::unix::SignalKind, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -48,6 +48,24 @@ struct Args {
     /// its checkpoint.
     #[arg(long, default_value = "60", value_name = "SECONDS")]
     stall_timeout: u64,
+    /// Address ranges drains may not connect to, besides the built-in ones (loopback, link-local
+    /// 169.254.0.0/16 and fe80::/10, unspecified), judged after name resolution.
+    #[arg(
+        long,
+        env = "SLUICE_DENY_DESTINATIONS",
+        value_name = "CIDR,..",
+        value_delimiter = ','
+    )]
+    deny_destinations: Vec<drain::destinations::Cidr>,
+    /// Address ranges drains may connect to even inside the refused ones (e.g. 127.0.0.1/32 for a
+    /// receiver on this host).
+    #[arg(
+        long,
+        env = "SLUICE_ALLOW_DESTINATIONS",
+        value_name = "CIDR,..",
+        value_delimiter = ','
+    )]
+    allow_destinations: Vec<drain::destinations::Cidr>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -102,7 +120,7 @@ async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
     initial.log_skipped();
     metrics
         .skipped_drains
-        .set(sluice_collector::drain::SkipStage::Config, initial.skipped);
+        .set(drain::SkipStage::Config, initial.skipped);
     let stall_after = Duration::from_secs(args.stall_timeout);
     let health = server::Health::new(metrics.clone(), stall_after);
     let cancel = CancellationToken::new();
@@ -115,6 +133,10 @@ async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
         node_name,
+        destinations: Arc::new(drain::destinations::Destinations::new(
+            args.deny_destinations.clone(),
+            args.allow_destinations.clone(),
+        )),
     };
     let initial = Arc::new(initial.config);
     let mut collector = runtime::Collector::start(settings, Arc::clone(&initial), metrics.clone())
@@ -134,6 +156,7 @@ async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping"); break; }
+            death = collector.next_death() => collector.restart_drain(&death),
             changed = config_rx.changed() => {
                 if changed.is_err() { break; }
                 let config = config_rx.borrow_and_update().clone();

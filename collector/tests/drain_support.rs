@@ -50,14 +50,33 @@ pub fn config(name: &str, url: &str) -> DrainConfig {
     }
 }
 
-/// Start a drain with fresh metrics.
+/// The destinations policy of the tests: the built-in refusals, with this host's loopback
+/// receivers allowed.
+pub fn local_receivers() -> Arc<sluice_collector::drain::destinations::Destinations> {
+    Arc::new(sluice_collector::drain::destinations::Destinations::new(
+        Vec::new(),
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+    ))
+}
+
+/// Start a drain with fresh metrics (loopback receivers allowed).
 pub fn start(config: &DrainConfig) -> (RunningDrain, Metrics) {
+    start_with(config, local_receivers())
+}
+
+/// Start a drain with fresh metrics under the destinations policy `destinations`.
+pub fn start_with(
+    config: &DrainConfig,
+    destinations: Arc<sluice_collector::drain::destinations::Destinations>,
+) -> (RunningDrain, Metrics) {
     let metrics = Metrics::new().expect("metrics");
     let ctx = DrainContext {
         node_name: "node-a".into(),
         metrics: metrics.clone(),
         wake: Arc::new(|| {}),
         generation: 1,
+        destinations,
+        died: None,
     };
     (drain::spawn(config, ctx).expect("drain starts"), metrics)
 }

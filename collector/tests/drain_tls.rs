@@ -226,6 +226,8 @@ fn spawn_error(tls: TlsConfig) -> String {
         metrics,
         wake: Arc::new(|| {}),
         generation: 1,
+        destinations: local_receivers(),
+        died: None,
     };
     let err = match drain::spawn(&tls_config(6514, tls), ctx) {
         Ok(_) => panic!("spawn accepted bad TLS settings"),

@@ -482,3 +482,46 @@ async fn refused_batch_is_dropped_counted_and_not_retried(refusal: StatusCode) {
     assert_eq!(receiver.requests.load(Ordering::SeqCst), 8, "{refusal}");
     drain.abort();
 }
+
+/// By default a drain may not reach this host (nor link-local addresses such as the cloud
+/// metadata service): refused after name resolution, counted with cause `destination` and shown
+/// as the drain's last error, for every transport; nothing reaches the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_destinations_policy_refuses_this_host() {
+    use sluice_collector::drain::destinations::Destinations;
+    let http = http_receiver(|_, _| StatusCode::OK).await;
+    let tcp = TcpReceiver::start(0).await;
+    let udp = udp_receiver().await;
+    let urls = [
+        format!("http://127.0.0.1:{}/", http.port),
+        format!("http://localhost:{}/", http.port),
+        format!("syslog://127.0.0.1:{}", tcp.port),
+        format!("syslog://localhost:{}", tcp.port),
+        format!("syslog-udp://127.0.0.1:{}", udp.port),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ];
+    for url in urls {
+        let (drain, metrics) = start_with(&config("guarded", &url), Arc::new(Destinations::default()));
+        let feeder = Feeder::new();
+        feeder.send(&drain, 0..10, 10, |i| format!("line-{i}")).await;
+        wait_for("a refusal counted", WAIT, || {
+            metrics
+                .delivery_failures
+                .with_label_values(&["guarded", "destination"])
+                .get()
+                >= 2
+        })
+        .await;
+        let error = drain.health().last_error.unwrap_or_default();
+        assert!(
+            error.contains("is refused by the collector's destinations policy (")
+                && (error.contains("(loopback ") || error.contains("(link-local 169.254.0.0/16)")),
+            "{url}: {error}"
+        );
+        assert_eq!(feeder.acked(), 0, "{url}");
+        drain.abort();
+    }
+    assert_eq!(http.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(tcp.connections.load(Ordering::SeqCst), 0);
+    assert!(udp.datagrams.lock().unwrap().is_empty());
+}

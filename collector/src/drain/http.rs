@@ -19,6 +19,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     io::Write as _,
+    net::{IpAddr, SocketAddr},
     ops::Range,
     pin::Pin,
     sync::Arc,
@@ -30,11 +31,20 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::client::legacy::{
+    Client,
+    connect::{
+        HttpConnector,
+        dns::{GaiResolver, Name},
+    },
+};
 use sluice_api::node_config::HttpOptions;
 use tower::{BoxError, Service};
 
-use super::stack::Delivered;
+use super::{
+    destinations::{Destinations, is_refused},
+    stack::Delivered,
+};
 use crate::pipeline::Batch;
 
 /// An HTTP delivery failed.
@@ -83,6 +93,7 @@ impl Error {
     /// The `cause` metric label.
     pub fn cause(&self) -> &'static str {
         match self {
+            Error::Request { source, .. } if is_refused(source) => "destination",
             Error::Request { source, .. } if is_tls(source) => "tls",
             Error::Request { source, .. } if source.is_connect() => "connect",
             Error::Request { .. } => "http",
@@ -156,10 +167,81 @@ pub fn headers(options: Option<&HttpOptions>) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// The client of HTTP drains.
+type HttpClient = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
+
+/// The TCP connector of HTTP drains: names are resolved by the system resolver and only the
+/// addresses the destinations policy allows are tried; an IP-literal host (which is not resolved)
+/// is judged before connecting.
+#[derive(Clone, Debug)]
+pub struct GuardedConnector {
+    inner: HttpConnector<PolicyResolver>,
+    destinations: Arc<Destinations>,
+}
+
+impl GuardedConnector {
+    /// A connector for plain TCP under `https_or_http` (TLS is added around it).
+    pub fn new(destinations: Arc<Destinations>) -> Self {
+        let mut inner = HttpConnector::new_with_resolver(PolicyResolver {
+            gai: GaiResolver::new(),
+            destinations: Arc::clone(&destinations),
+        });
+        inner.enforce_http(false);
+        Self { inner, destinations }
+    }
+}
+
+impl Service<Uri> for GuardedConnector {
+    type Response = <HttpConnector<PolicyResolver> as Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let literal = uri.host().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        });
+        if let Some(Err(refused)) = literal.map(|ip| self.destinations.check(ip)) {
+            return Box::pin(async move { Err(refused.into()) });
+        }
+        let connecting = self.inner.call(uri);
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
+}
+
+/// The system resolver, keeping only the addresses the destinations policy allows.
+#[derive(Clone, Debug)]
+pub struct PolicyResolver {
+    gai: GaiResolver,
+    destinations: Arc<Destinations>,
+}
+
+impl Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.gai.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let resolving = self.gai.call(name);
+        let destinations = Arc::clone(&self.destinations);
+        Box::pin(async move { Ok(destinations.filter(resolving.await?)?.into_iter()) })
+    }
+}
+
 /// The HTTP transport [`Service`].
 #[derive(Clone, Debug)]
 pub struct HttpService {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     inner: Arc<Inner>,
 }
 
@@ -192,7 +274,7 @@ impl HttpService {
         headers: HeaderMap,
         gzip: bool,
         drop_on: &[u16],
-        connector: HttpsConnector<HttpConnector>,
+        connector: HttpsConnector<GuardedConnector>,
     ) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         let drop_on = drop_on
@@ -267,7 +349,7 @@ impl Inner {
     /// POST `part` of `batch`. Retryable failures are errors.
     async fn post(
         &self,
-        client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        client: &HttpClient,
         batch: &Arc<Batch>,
         part: Range<usize>,
     ) -> Result<Answer, BoxError> {
@@ -317,11 +399,7 @@ impl Inner {
     /// is an [`Error::Rejected`]; refusals of parts are counted in the [`Delivered`] answer. A
     /// retryable failure of any part fails the batch (parts already delivered are sent again with
     /// it: a repeat, never a loss).
-    async fn deliver(
-        &self,
-        client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-        batch: Arc<Batch>,
-    ) -> Result<Delivered, BoxError> {
+    async fn deliver(&self, client: &HttpClient, batch: Arc<Batch>) -> Result<Delivered, BoxError> {
         let whole = 0..batch.bytes.len();
         let mut parts = VecDeque::from([whole.clone()]);
         let mut delivered = Delivered::default();

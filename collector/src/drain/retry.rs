@@ -6,8 +6,9 @@
 //!   is the buffer, so waiting costs no memory), except an HTTP answer that the drain's policy
 //!   (`delivery.dropOnStatus`, by default 400, 413 and 422) says refuses the data itself: that
 //!   batch is rejected, its lines are counted dropped with cause `rejected`, and the drain goes on.
-//! * Causes are a small fixed set of label values (`connect`, `write`, `timeout`, `tls`, `http_5xx`,
-//!   `http_4xx`, `http_3xx`, `http`, `other`), so metric cardinality stays bounded.
+//! * Causes are a small fixed set of label values (`connect`, `destination`, `write`, `timeout`,
+//!   `tls`, `http_5xx`, `http_4xx`, `http_3xx`, `http`, `other`), so metric cardinality stays
+//!   bounded.
 //! * A failing drain logs once when it starts failing or its cause changes, and once when it
 //!   delivers again, not once per attempt.
 

@@ -66,6 +66,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The destinations policy refuses every address the host resolves to.
+    #[error("cannot connect to {address}")]
+    Refused {
+        /// `host:port`.
+        address: String,
+        /// The refusal.
+        #[source]
+        source: super::destinations::Refused,
+    },
     /// Connecting took longer than the drain's timeout.
     #[error("connecting to {address} took longer than {after:?}")]
     ConnectTimeout {
@@ -119,6 +128,7 @@ impl Error {
     pub fn cause(&self) -> &'static str {
         match self {
             Error::Connect { .. } => "connect",
+            Error::Refused { .. } => "destination",
             Error::ConnectTimeout { .. } | Error::Stalled { .. } => "timeout",
             Error::Handshake { .. } | Error::Io { tls: true, .. } => "tls",
             Error::Io { .. } | Error::Closed { .. } | Error::Gone => "write",
@@ -239,6 +249,10 @@ fn fail_all(queue: &mut VecDeque<Job>, err: &Error, target: &Target) {
                 address: target.address(),
                 tls: *tls,
                 source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Refused { source, .. } => Error::Refused {
+                address: target.address(),
+                source: source.clone(),
             },
             Error::ConnectTimeout { after, .. } => Error::ConnectTimeout {
                 address: target.address(),

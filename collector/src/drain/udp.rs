@@ -21,7 +21,10 @@ use std::{
 use tokio::net::UdpSocket;
 use tower::{BoxError, Service};
 
-use super::stack::Delivered;
+use super::{
+    destinations::{Destinations, Refused},
+    stack::Delivered,
+};
 use crate::pipeline::Batch;
 
 /// A UDP delivery failed.
@@ -35,6 +38,15 @@ pub enum Error {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The destinations policy refuses every address the host resolves to.
+    #[error("{address}: no address it resolves to may be sent to")]
+    Refused {
+        /// `host:port`.
+        address: String,
+        /// The refusal.
+        #[source]
+        source: Refused,
     },
     /// Sending a datagram failed.
     #[error("sending a datagram to {address} failed")]
@@ -52,6 +64,7 @@ impl Error {
     pub fn cause(&self) -> &'static str {
         match self {
             Error::Connect { .. } => "connect",
+            Error::Refused { .. } => "destination",
             Error::Send { .. } => "write",
         }
     }
@@ -67,16 +80,18 @@ pub struct UdpService {
 struct Inner {
     host: String,
     port: u16,
+    destinations: Arc<Destinations>,
     socket: Mutex<Option<Arc<UdpSocket>>>,
 }
 
 impl UdpService {
-    /// A transport sending to `host:port`.
-    pub fn new(host: String, port: u16) -> Self {
+    /// A transport sending to `host:port`, where `destinations` allows.
+    pub fn new(host: String, port: u16, destinations: Arc<Destinations>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 host,
                 port,
+                destinations,
                 socket: Mutex::new(None),
             }),
         }
@@ -107,16 +122,22 @@ impl Inner {
             address: self.address(),
             source,
         };
-        let target: SocketAddr = tokio::net::lookup_host((self.host.as_str(), self.port))
+        let resolved = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
-            .map_err(err)?
-            .next()
-            .ok_or_else(|| {
-                err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "the name resolved to no address",
-                ))
+            .map_err(err)?;
+        let allowed = self
+            .destinations
+            .filter(resolved)
+            .map_err(|source| Error::Refused {
+                address: self.address(),
+                source,
             })?;
+        let target: SocketAddr = allowed.into_iter().next().ok_or_else(|| {
+            err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the name resolved to no address",
+            ))
+        })?;
         let local: SocketAddr = if target.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {

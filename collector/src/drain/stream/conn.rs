@@ -24,6 +24,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use super::Error;
+use crate::drain::destinations::Destinations;
 
 /// Where a stream drain connects.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// How long a live connection may go without the peer acknowledging anything while bytes wait.
     pub idle_timeout: Duration,
+    /// Which addresses may be connected to.
+    pub destinations: Arc<Destinations>,
 }
 
 impl Target {
@@ -101,12 +104,7 @@ impl Meter {
 pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
     let address = target.address();
     let attempt = async {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|source| Error::Connect {
-                address: address.clone(),
-                source,
-            })?;
+        let tcp = connect_allowed(target, &address).await?;
         let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(30))
@@ -143,6 +141,33 @@ pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
             after: target.connect_timeout,
         }),
     }
+}
+
+/// Resolve the target and connect to the first address the destinations policy allows that
+/// answers.
+async fn connect_allowed(target: &Target, address: &str) -> Result<TcpStream, Error> {
+    let connect = |source| Error::Connect {
+        address: address.to_owned(),
+        source,
+    };
+    let resolved = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(connect)?;
+    let allowed = target
+        .destinations
+        .filter(resolved)
+        .map_err(|source| Error::Refused {
+            address: address.to_owned(),
+            source,
+        })?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for addr in allowed {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(connect(last))
 }
 
 /// How long to listen for a refusal after the server acknowledged the end of the handshake.
