@@ -253,10 +253,11 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
     })?;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
     let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx)?;
-    // Stream drains time out on progress inside the connection, not per batch (see [`stream`]).
+    // Stream drains time out on progress inside the connection, HTTP drains per request (see
+    // [`stream`], [`http`]); only UDP sends are limited per attempt.
     let attempt_timeout = match kind {
-        DrainKind::SyslogTcp { .. } | DrainKind::SyslogTls { .. } => None,
-        _ => Some(Duration::from_millis(config.delivery.timeout_ms)),
+        DrainKind::SyslogUdp { .. } => Some(Duration::from_millis(config.delivery.timeout_ms)),
+        _ => None,
     };
     let service = stack::build(
         transport,
@@ -419,6 +420,7 @@ fn http_transport(
         headers,
         gzip,
         &config.delivery.drop_on_status,
+        Duration::from_millis(config.delivery.timeout_ms),
         connector,
     )))
 }

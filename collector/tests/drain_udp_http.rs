@@ -525,3 +525,38 @@ async fn the_default_destinations_policy_refuses_this_host() {
     assert_eq!(tcp.connections.load(Ordering::SeqCst), 0);
     assert!(udp.datagrams.lock().unwrap().is_empty());
 }
+
+/// `timeoutMs` limits each request: an answer that does not come in time is a timeout, retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_a_request_that_takes_too_long_times_out_and_is_retried() {
+    let receiver = http_receiver(|n, _| {
+        if n == 0 {
+            // Blocks one of the receiver's workers: the answer comes long after the timeout.
+            std::thread::sleep(Duration::from_millis(1_000));
+        }
+        StatusCode::OK
+    })
+    .await;
+    let mut cfg = config("slow-http", &format!("http://127.0.0.1:{}/", receiver.port));
+    cfg.delivery.timeout_ms = 200;
+    let (drain, metrics) = start(&cfg);
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..500, 500, |i| format!("line-{i}")).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == 500).await;
+    assert!(
+        metrics
+            .delivery_failures
+            .with_label_values(&["slow-http", "timeout"])
+            .get()
+            >= 1
+    );
+    // The first request's lines were recorded although its answer came too late: one repeat of
+    // the batch, never a loss.
+    let counts = multiset(messages(&receiver));
+    assert!((0..500).all(|i| {
+        counts
+            .get(&format!("line-{i}"))
+            .is_some_and(|n| (1..=2).contains(n))
+    }));
+    drain.abort();
+}

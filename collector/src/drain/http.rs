@@ -7,6 +7,7 @@
 //!   log file is the buffer. A refused batch of more than one line is split in halves and each half
 //!   sent again when the answer is `413`, until single lines are refused; each refused line is
 //!   counted dropped (see [`super::retry`]).
+//! * Each request has the drain's `timeoutMs` (a batch split on `413` makes several requests).
 //! * Redirects are never followed (credentials would go to an address nobody configured); they are
 //!   retried, and the error names the `Location` (without its query).
 //! * Response bodies are read (so the connection can be reused) and thrown away: they never reach
@@ -253,6 +254,8 @@ struct Inner {
     gzip: bool,
     /// Answers that give the batch up.
     drop_on: Vec<StatusCode>,
+    /// Limit of one request (a split batch makes several).
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -274,6 +277,7 @@ impl HttpService {
         headers: HeaderMap,
         gzip: bool,
         drop_on: &[u16],
+        timeout: std::time::Duration,
         connector: HttpsConnector<GuardedConnector>,
     ) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
@@ -289,6 +293,7 @@ impl HttpService {
                 headers,
                 gzip,
                 drop_on,
+                timeout,
             }),
         }
     }
@@ -346,8 +351,19 @@ enum Answer {
 }
 
 impl Inner {
-    /// POST `part` of `batch`. Retryable failures are errors.
+    /// POST `part` of `batch` within the drain's timeout. Retryable failures are errors.
     async fn post(
+        &self,
+        client: &HttpClient,
+        batch: &Arc<Batch>,
+        part: Range<usize>,
+    ) -> Result<Answer, BoxError> {
+        tokio::time::timeout(self.timeout, self.post_once(client, batch, part))
+            .await
+            .map_err(|_| tower::timeout::error::Elapsed::new())?
+    }
+
+    async fn post_once(
         &self,
         client: &HttpClient,
         batch: &Arc<Batch>,

@@ -151,18 +151,47 @@ struct Job {
     done: oneshot::Sender<Result<(), Error>>,
 }
 
-/// The transport [`Service`]: hands batches to the drain's connection task.
-#[derive(Clone, Debug)]
+/// The transport [`Service`]: hands batches to the drain's connection task, and starts that task
+/// again if it died (a panic: its batches fail with [`Error::Gone`] and the retry layer sends
+/// them again).
+#[derive(Clone)]
 pub struct StreamService {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: Arc<std::sync::Mutex<mpsc::UnboundedSender<Job>>>,
+    target: Target,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for StreamService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamService")
+            .field("address", &self.target.address())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StreamService {
     /// Start the connection task for `target` (it connects when the first batch arrives).
     pub fn spawn(target: Target, backoff: Backoff) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(target, backoff, rx));
-        Self { jobs }
+        tokio::spawn(run(target.clone(), backoff, rx));
+        Self {
+            jobs: Arc::new(std::sync::Mutex::new(jobs)),
+            target,
+            backoff,
+        }
+    }
+
+    /// Hand `job` to the connection task, starting a new one if it is gone.
+    fn send(&self, job: Job) {
+        // Held only to send or swap the sender, never across an await.
+        let mut jobs = self.jobs.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Err(mpsc::error::SendError(job)) = jobs.send(job) {
+            tracing::error!(address = %self.target.address(), "the drain's connection task died; starting it again");
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(self.target.clone(), self.backoff, rx));
+            let _ = tx.send(job);
+            *jobs = tx;
+        }
     }
 }
 
@@ -177,11 +206,8 @@ impl Service<Arc<Batch>> for StreamService {
 
     fn call(&mut self, batch: Arc<Batch>) -> Self::Future {
         let (done, result) = oneshot::channel();
-        let sent = self.jobs.send(Job { batch, done }).is_ok();
+        self.send(Job { batch, done });
         Box::pin(async move {
-            if !sent {
-                return Err(Error::Gone.into());
-            }
             result.await.map_err(|_| Error::Gone)??;
             Ok(Delivered::default())
         })
