@@ -115,6 +115,11 @@ fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
         }
         _ => Vec::new(),
     };
+    // Everything but the drains, as a whole; each drain is judged against it (CA bundles and
+    // the like) with no routes.
+    let mut config: NodeConfig = serde_yaml::from_value(value).map_err(yaml)?;
+    let containers = std::mem::take(&mut config.containers);
+    let selectors = std::mem::take(&mut config.selectors);
     let mut drains: Vec<DrainConfig> = Vec::new();
     let mut skipped = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
@@ -122,7 +127,7 @@ fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
             .get("name")
             .and_then(serde_yaml::Value::as_str)
             .map_or_else(|| format!("drains[{i}]"), str::to_owned);
-        match check_drain(i, entry) {
+        match check_drain(i, entry, &mut config) {
             Ok(drain) if drains.iter().any(|d| d.name == drain.name) => {
                 skipped.push((name, format!("drains[{i}].name: duplicate drain name")));
             }
@@ -130,13 +135,14 @@ fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
             Err(why) => skipped.push((name, why)),
         }
     }
-    let mut config: NodeConfig = serde_yaml::from_value(value).map_err(yaml)?;
     // Containers and selectors lose their routes to skipped drains (and go, if they had no other).
     let bad: BTreeSet<&str> = skipped
         .iter()
         .map(|(name, _)| name.as_str())
         .filter(|name| !drains.iter().any(|d| d.name == *name))
         .collect();
+    config.containers = containers;
+    config.selectors = selectors;
     for c in &mut config.containers {
         c.drains.retain(|d| !bad.contains(d.as_str()));
     }
@@ -146,29 +152,27 @@ fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
     }
     config.selectors.retain(|s| !s.drains.is_empty());
     config.drains = drains;
-    config.validate().map_err(invalid)?;
+    // What is left goes through the one official path (validation and whatever it normalizes).
+    let text = serde_yaml::to_string(&config).map_err(yaml)?;
+    let config = NodeConfig::from_yaml(&text).map_err(invalid)?;
     Ok(Loaded { config, skipped })
 }
 
-/// Parse and validate drain `i` on its own; the error names the field (`drains[i].url: …`).
-fn check_drain(i: usize, entry: serde_yaml::Value) -> Result<DrainConfig, String> {
+/// Parse and validate drain `i` on its own, in `config` (which has no drains nor routes, and is
+/// left so); the error names the field (`drains[i].url: …`).
+fn check_drain(i: usize, entry: serde_yaml::Value, config: &mut NodeConfig) -> Result<DrainConfig, String> {
     let drain: DrainConfig = serde_yaml::from_value(entry).map_err(|e| format!("drains[{i}]: {e}"))?;
-    let probe = NodeConfig {
-        version: sluice_api::node_config::CURRENT_VERSION,
-        drains: vec![drain],
-        ..NodeConfig::default()
-    };
-    match probe.validate() {
-        Ok(()) => Ok(probe
-            .drains
-            .into_iter()
-            .next()
-            .expect("invariant: the probe holds one drain")),
-        Err(ConfigError::Invalid { field, message }) => Err(format!(
+    config.drains = vec![drain];
+    let result = config.validate();
+    let drain = config.drains.pop().expect("invariant: the probe holds one drain");
+    match result {
+        Ok(()) => Ok(drain),
+        // A problem outside the drain (the version, say) is the whole file's: reported there.
+        Err(ConfigError::Invalid { field, message }) if field.starts_with("drains[0]") => Err(format!(
             "{}: {message}",
             field.replacen("drains[0]", &format!("drains[{i}]"), 1)
         )),
-        Err(e) => Err(format!("drains[{i}]: {e}")),
+        Err(_) => Ok(drain),
     }
 }
 
