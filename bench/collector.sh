@@ -119,7 +119,8 @@ run_one() {
         local bin="$TOOLS/standin-collector"
         [[ "$shipper" == sluice ]] && bin="$SLUICE"
         "${run[@]}" --render "$CONFIGS/$sluice_cfg=$state/sluice.yaml" -- \
-            "$bin" --config "$state/sluice.yaml" --state-dir "$state/state" --listen "127.0.0.1:@FREE_PORT@"
+            "$bin" --config "$state/sluice.yaml" --state-dir "$state/state" --listen "127.0.0.1:@FREE_PORT@" \
+                --allow-destinations 127.0.0.0/8
         ;;
     rsyslog)
         "${run[@]}" --render "$CONFIGS/rsyslog.conf.tmpl=$state/rsyslog.conf" -- \

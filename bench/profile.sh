@@ -29,7 +29,7 @@ mkdir -p "$OUT/state"
     --render "$REPO/bench/configs/sluice.yaml.tmpl=$OUT/sluice.yaml" -- \
     perf record -F 999 --call-graph dwarf,16384 -e cpu-clock -o "$OUT/perf.data" -- \
     "$SLUICE" --config "$OUT/sluice.yaml" --state-dir "$OUT/state" --listen "127.0.0.1:@FREE_PORT@" \
-    --grace-period 2
+    --grace-period 2 --allow-destinations 127.0.0.0/8
 
 echo "== flat profile (self time), sluice-collector on $LINES lines"
 perf report -i "$OUT/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 2>/dev/null |

@@ -86,7 +86,7 @@ selectors:
 CONF
 METRICS="127.0.0.1:$(free_port)"
 "$SLUICE_BIN_DIR/sluice-collector" --config "$WORK/sluice.yaml" --state-dir "$WORK/state" \
-  --listen "$METRICS" --node-name demo-host 2>"$WORK/collector.log" &
+  --listen "$METRICS" --node-name demo-host --allow-destinations 127.0.0.0/8 2>"$WORK/collector.log" &
 PIDS+=($!)
 say "sluice-collector running (config $WORK/sluice.yaml, metrics http://$METRICS/metrics, log $WORK/collector.log)"
 

@@ -148,8 +148,8 @@ impl Default for Limits {
     }
 }
 
-/// A destination for lines.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A destination for lines. `Debug` leaves out the URL's query (it may carry an API key).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DrainConfig {
     /// Unique name (a DNS label); containers and selectors refer to drains by it.
@@ -170,6 +170,31 @@ pub struct DrainConfig {
     /// Delivery tuning: batching, timeouts, retries, rate limit.
     #[serde(default)]
     pub delivery: DeliveryOptions,
+}
+
+impl fmt::Debug for DrainConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            name,
+            url,
+            tls,
+            syslog,
+            http,
+            delivery,
+        } = self;
+        let url = match url.split_once(['?', '#']) {
+            Some((base, _)) => format!("{base}?***"),
+            None => url.clone(),
+        };
+        f.debug_struct("DrainConfig")
+            .field("name", name)
+            .field("url", &url)
+            .field("tls", tls)
+            .field("syslog", syslog)
+            .field("http", http)
+            .field("delivery", delivery)
+            .finish()
+    }
 }
 
 impl DrainConfig {
@@ -332,8 +357,9 @@ pub enum UdpOversize {
     Truncate,
 }
 
-/// Options for `http://` and `https://` drains.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Options for `http://` and `https://` drains. `Debug` shows header names, never their values
+/// (an `X-Api-Key` is as secret as a token), nor credentials.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpOptions {
     /// Compress request bodies with gzip.
@@ -348,6 +374,43 @@ pub struct HttpOptions {
     /// HTTP basic authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
+    /// Send credentials (`bearerToken`, `basicAuth`, an `Authorization` header) over plain
+    /// `http://`, where anyone on the path can read them. Refused unless set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials_over_http: bool,
+}
+
+impl HttpOptions {
+    /// Whether requests carry credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.bearer_token.is_some()
+            || self.basic_auth.is_some()
+            || self.headers.keys().any(|h| {
+                h.eq_ignore_ascii_case("authorization") || h.eq_ignore_ascii_case("proxy-authorization")
+            })
+    }
+}
+
+impl fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            gzip,
+            headers,
+            bearer_token,
+            basic_auth,
+            allow_credentials_over_http,
+        } = self;
+        f.debug_struct("HttpOptions")
+            .field("gzip", gzip)
+            .field(
+                "headers",
+                &headers.keys().map(|k| (k, "***")).collect::<BTreeMap<_, _>>(),
+            )
+            .field("bearer_token", bearer_token)
+            .field("basic_auth", basic_auth)
+            .field("allow_credentials_over_http", allow_credentials_over_http)
+            .finish()
+    }
 }
 
 /// HTTP basic authentication credentials.
@@ -382,6 +445,11 @@ pub struct DeliveryOptions {
     /// Optional rate limit: at most this many lines per second (excess waits; nothing is dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lines_per_second: Option<u32>,
+    /// HTTP drains: the answers (4xx or 5xx) that mean the data itself is refused, so the batch is
+    /// given up and its lines counted dropped (on `413` a batch is split first, down to single
+    /// lines). Every other non-2xx answer is retried with backoff.
+    #[serde(default = "DeliveryOptions::default_drop_on_status")]
+    pub drop_on_status: Vec<u16>,
 }
 
 impl DeliveryOptions {
@@ -400,6 +468,10 @@ impl DeliveryOptions {
     fn default_retry_max_ms() -> u64 {
         30_000
     }
+    /// `400 Bad Request`, `413 Content Too Large`, `422 Unprocessable Content`.
+    pub fn default_drop_on_status() -> Vec<u16> {
+        vec![400, 413, 422]
+    }
 }
 
 impl Default for DeliveryOptions {
@@ -411,6 +483,7 @@ impl Default for DeliveryOptions {
             retry_initial_ms: Self::default_retry_initial_ms(),
             retry_max_ms: Self::default_retry_max_ms(),
             max_lines_per_second: None,
+            drop_on_status: Self::default_drop_on_status(),
         }
     }
 }
@@ -853,6 +926,15 @@ fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, Stri
             "HTTP options need an http:// or https:// URL".into(),
         ));
     }
+    if let (DrainKind::Http { tls: false, .. }, Some(http)) = (&kind, &drain.http)
+        && http.has_credentials()
+        && !http.allow_credentials_over_http
+    {
+        return Err((
+            Some("http"),
+            "credentials over plain http:// can be read by anyone on the path: use https://, or set http.allowCredentialsOverHttp".into(),
+        ));
+    }
     let d = &drain.delivery;
     if d.batch_max_lines == 0 || d.batch_max_bytes < 1024 {
         return Err((
@@ -864,6 +946,12 @@ fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, Stri
         return Err((
             Some("delivery"),
             "timeoutMs and retryInitialMs must be > 0, retryMaxMs ≥ retryInitialMs".into(),
+        ));
+    }
+    if let Some(code) = d.drop_on_status.iter().find(|c| !(400..=599).contains(*c)) {
+        return Err((
+            Some("delivery.dropOnStatus"),
+            format!("{code} is not an HTTP error status (400-599)"),
         ));
     }
     if d.max_lines_per_second == Some(0) {

@@ -18,6 +18,7 @@
 //! backoff, so a destination that is down does not stop the collector from starting.
 
 pub mod backoff;
+pub mod destinations;
 pub mod http;
 pub mod json;
 pub mod retry;
@@ -30,7 +31,7 @@ pub mod text;
 pub mod tls;
 pub mod udp;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use sluice_api::node_config::{DrainConfig, DrainKind};
 use tokio::{
@@ -51,6 +52,64 @@ use crate::{
     metrics::Metrics,
     pipeline::{DrainEndpoint, Encoder, EncoderFactory, Wake},
 };
+
+/// Where a drain was found unusable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipStage {
+    /// Reading the config: the drain's entry does not parse or validate.
+    Config,
+    /// Starting the drain: its settings cannot be used (an unreadable CA file, a bad template…).
+    Build,
+}
+
+/// The drains of the current config that are not running, and why: one bad drain is that drain's
+/// problem only, so it is left out, logged, counted (a gauge) and listed on `/readyz`, while every
+/// other drain runs.
+#[derive(Clone, Debug)]
+pub struct SkippedDrains {
+    by_stage: Arc<std::sync::Mutex<BTreeMap<(SkipStage, String), String>>>,
+    gauge: prometheus::IntGauge,
+}
+
+impl SkippedDrains {
+    /// An empty list reported through `gauge`.
+    pub fn new(gauge: prometheus::IntGauge) -> Self {
+        Self {
+            by_stage: Arc::default(),
+            gauge,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(SkipStage, String), String>> {
+        // Plain data replaced in one step: a panic elsewhere cannot leave it torn.
+        self.by_stage.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Replace what `stage` found with `skipped` (drain name → why).
+    pub fn set(&self, stage: SkipStage, skipped: impl IntoIterator<Item = (String, String)>) {
+        let mut map = self.lock();
+        map.retain(|(s, _), _| *s != stage);
+        map.extend(skipped.into_iter().map(|(drain, why)| ((stage, drain), why)));
+        self.gauge.set(i64::try_from(map.len()).unwrap_or(i64::MAX));
+    }
+
+    /// What `stage` found (drain name, why).
+    pub fn list_stage(&self, stage: SkipStage) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .filter(|((s, _), _)| *s == stage)
+            .map(|((_, drain), why)| (drain.clone(), why.clone()))
+            .collect()
+    }
+
+    /// Every skipped drain and why, by name.
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|((_, drain), why)| (drain.clone(), why.clone()))
+            .collect()
+    }
+}
 
 /// How many batches the channel from the engine holds.
 pub const CHANNEL_BATCHES: usize = 4;
@@ -105,6 +164,43 @@ pub struct DrainContext {
     pub wake: Wake,
     /// The drain's generation (see [`DrainEndpoint::generation`]).
     pub generation: u64,
+    /// Which addresses the drain may connect to.
+    pub destinations: Arc<destinations::Destinations>,
+    /// Told when the drain's task dies (a panic: a bug), so the collector can start it again
+    /// from what it acknowledged; `None`: nobody restarts it.
+    pub died: Option<mpsc::UnboundedSender<Death>>,
+}
+
+/// A drain task that died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Death {
+    /// The drain.
+    pub drain: String,
+    /// The generation of the instance that died.
+    pub generation: u64,
+}
+
+/// Run `task`; if it panics, log it and report the death on `died`. The batches it had taken
+/// but not acknowledged are then neither delivered nor acknowledged: the collector must start
+/// the drain anew (a new generation), so the engine reads them again from the cursors.
+async fn supervised(
+    death: Death,
+    died: Option<mpsc::UnboundedSender<Death>>,
+    task: impl Future<Output = ()>,
+) {
+    use futures_util::FutureExt as _;
+    let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await else {
+        return;
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!(drain = %death.drain, panic = %what, "the drain's task died; it is started again from what it acknowledged");
+    if let Some(died) = died {
+        let _ = died.send(death);
+    }
 }
 
 /// A running drain: its endpoint for the engine, and the handle of its task.
@@ -156,20 +252,36 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         message,
     })?;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
-    let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx.metrics)?;
-    let service = stack::build(transport, &config.delivery, in_flight, Arc::clone(&health));
+    let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx)?;
+    // Stream drains time out on progress inside the connection, HTTP drains per request (see
+    // [`stream`], [`http`]); only UDP sends are limited per attempt.
+    let attempt_timeout = match kind {
+        DrainKind::SyslogUdp { .. } => Some(Duration::from_millis(config.delivery.timeout_ms)),
+        _ => None,
+    };
+    let service = stack::build(
+        transport,
+        &config.delivery,
+        attempt_timeout,
+        in_flight,
+        Arc::clone(&health),
+    );
+    ctx.metrics.drain_started(&drain);
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (finish, finish_rx) = watch::channel(None);
-    let task = tokio::spawn(
-        task::DrainTask {
-            rx,
-            service,
-            health: Arc::clone(&health),
-            wake: ctx.wake,
-            finish: finish_rx,
-        }
-        .run(),
-    );
+    let death = Death {
+        drain: drain.clone(),
+        generation: ctx.generation,
+    };
+    let run = task::DrainTask {
+        rx,
+        service,
+        health: Arc::clone(&health),
+        wake: ctx.wake,
+        finish: finish_rx,
+    }
+    .run();
+    let task = tokio::spawn(supervised(death, ctx.died, run));
     let endpoint = DrainEndpoint {
         name: drain,
         generation: ctx.generation,
@@ -190,8 +302,9 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
 fn parts(
     config: &DrainConfig,
     kind: &DrainKind,
-    metrics: &Metrics,
+    ctx: &DrainContext,
 ) -> Result<(EncoderFactory, Transport, usize), Error> {
+    let metrics = &ctx.metrics;
     Ok(match kind {
         DrainKind::SyslogTcp { host, port } | DrainKind::SyslogTls { host, port } => {
             let encoder = syslog_encoder(config, Framing::OctetCounting)?;
@@ -204,6 +317,8 @@ fn parts(
                 port: *port,
                 tls,
                 connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
+                idle_timeout: Duration::from_millis(config.delivery.timeout_ms),
+                destinations: Arc::clone(&ctx.destinations),
             };
             let backoff =
                 Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
@@ -218,12 +333,17 @@ fn parts(
                 split: oversize.with_label_values(&[config.name.as_str(), "split"]),
                 truncated: oversize.with_label_values(&[config.name.as_str(), "truncate"]),
             };
-            let transport: Transport = BoxCloneService::new(udp::UdpService::new(host.clone(), *port));
+            let transport: Transport = BoxCloneService::new(udp::UdpService::new(
+                host.clone(),
+                *port,
+                Arc::clone(&ctx.destinations),
+            ));
             (syslog_encoder(config, framing)?, transport, 1)
         }
         DrainKind::Http { url, tls } => {
             let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
-            (factory, http_transport(config, url, *tls)?, 4)
+            let destinations = Arc::clone(&ctx.destinations);
+            (factory, http_transport(config, url, *tls, destinations)?, 4)
         }
     })
 }
@@ -258,7 +378,12 @@ fn tls_connector(
     Ok((TlsConnector::from(Arc::new(client)), name))
 }
 
-fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transport, Error> {
+fn http_transport(
+    config: &DrainConfig,
+    url: &str,
+    https: bool,
+    destinations: Arc<destinations::Destinations>,
+) -> Result<Transport, Error> {
     let err = |message: String| Error::Http {
         drain: config.name.clone(),
         message,
@@ -285,13 +410,35 @@ fn http_transport(config: &DrainConfig, url: &str, https: bool) -> Result<Transp
     if https {
         warn_if_insecure(config);
     }
-    let connector = builder.enable_http1().build();
+    let connector = builder
+        .enable_http1()
+        .wrap_connector(http::GuardedConnector::new(destinations));
     let gzip = config.http.as_ref().is_some_and(|h| h.gzip);
     Ok(BoxCloneService::new(http::HttpService::new(
         url.split(['?', '#']).next().unwrap_or(url).to_owned(), // a query may carry an API key: never shown
         uri,
         headers,
         gzip,
+        &config.delivery.drop_on_status,
+        Duration::from_millis(config.delivery.timeout_ms),
         connector,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_reported_with_its_generation() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let death = Death {
+            drain: "d".into(),
+            generation: 7,
+        };
+        supervised(death.clone(), Some(tx.clone()), async { panic!("a bug") }).await;
+        assert_eq!(rx.try_recv(), Ok(death.clone()));
+        supervised(death, Some(tx), async {}).await;
+        assert!(rx.try_recv().is_err(), "a task that ends normally did not die");
+    }
 }

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use sluice_collector::{config, metrics::Metrics, runtime, server};
+use sluice_collector::{config, drain, metrics::Metrics, runtime, server};
 use tokio::{signal::unix::SignalKind, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -48,6 +48,24 @@ struct Args {
     /// its checkpoint.
     #[arg(long, default_value = "60", value_name = "SECONDS")]
     stall_timeout: u64,
+    /// Address ranges drains may not connect to, besides the built-in ones (loopback, link-local
+    /// 169.254.0.0/16 and fe80::/10, unspecified), judged after name resolution.
+    #[arg(
+        long,
+        env = "SLUICE_DENY_DESTINATIONS",
+        value_name = "CIDR,..",
+        value_delimiter = ','
+    )]
+    deny_destinations: Vec<drain::destinations::Cidr>,
+    /// Address ranges drains may connect to even inside the refused ones (e.g. 127.0.0.1/32 for a
+    /// receiver on this host).
+    #[arg(
+        long,
+        env = "SLUICE_ALLOW_DESTINATIONS",
+        value_name = "CIDR,..",
+        value_delimiter = ','
+    )]
+    allow_destinations: Vec<drain::destinations::Cidr>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -67,12 +85,24 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if args.check {
+        for (drain, why) in &initial.skipped {
+            println!(
+                "{}: drain {drain:?} would be skipped: {why}",
+                args.config.display()
+            );
+        }
+        anyhow::ensure!(
+            initial.skipped.is_empty(),
+            "{} has unusable drains",
+            args.config.display()
+        );
+        let config = &initial.config;
         println!(
             "{}: valid ({} drains, {} containers, {} selectors)",
             args.config.display(),
-            initial.drains.len(),
-            initial.containers.len(),
-            initial.selectors.len()
+            config.drains.len(),
+            config.containers.len(),
+            config.selectors.len()
         );
         return Ok(());
     }
@@ -85,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args, initial))
 }
 
-async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> {
+async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
     match sluice_collector::limits::raise_open_files() {
         Ok(limit) => metrics.open_files_limit.set(limit.try_into().unwrap_or(i64::MAX)),
@@ -93,6 +123,10 @@ async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> 
             tracing::warn!(error = %e, "cannot raise the open-files limit; a busy node may run out of descriptors")
         }
     }
+    initial.log_skipped();
+    metrics
+        .skipped_drains
+        .set(drain::SkipStage::Config, initial.skipped);
     let stall_after = Duration::from_secs(args.stall_timeout);
     let health = server::Health::new(metrics.clone(), stall_after);
     let cancel = CancellationToken::new();
@@ -105,8 +139,12 @@ async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> 
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
         node_name,
+        destinations: Arc::new(drain::destinations::Destinations::new(
+            args.deny_destinations.clone(),
+            args.allow_destinations.clone(),
+        )),
     };
-    let initial = Arc::new(initial);
+    let initial = Arc::new(initial.config);
     let mut collector = runtime::Collector::start(settings, Arc::clone(&initial), metrics.clone())
         .context("cannot start the collector")?;
     let (config_tx, mut config_rx) = watch::channel(initial);
@@ -124,6 +162,7 @@ async fn run(args: Args, initial: sluice_api::NodeConfig) -> anyhow::Result<()> 
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping"); break; }
+            death = collector.next_death() => collector.restart_drain(&death),
             changed = config_rx.changed() => {
                 if changed.is_err() { break; }
                 let config = config_rx.borrow_and_update().clone();

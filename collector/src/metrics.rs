@@ -51,6 +51,13 @@ pub struct Metrics {
     pub udp_oversize: IntCounterVec,
     /// Seconds since the tail engine last went round its loop (0 or 1 while it runs).
     pub engine_silent_seconds: IntGauge,
+    /// Drain tasks that died (panicked) and were started again, by drain.
+    pub drain_restarts: IntCounterVec,
+    /// Drains of the config that are not running, with why (also the `drains_skipped` gauge).
+    pub skipped_drains: crate::drain::SkippedDrains,
+    /// Drains started and not forgotten: the engine's lag reports for any other drain (one that
+    /// just left the config) are ignored, so a removed drain's gauge does not come back.
+    live_drains: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// Unix time (seconds) of the last checkpoint write; the start before the first.
     last_checkpoint: Arc<AtomicU64>,
     /// The last checkpoint write failed (and none succeeded since): `/readyz` fails.
@@ -106,6 +113,11 @@ impl Metrics {
             "Syslog messages over a UDP drain's datagram limit, split or truncated.",
             &["drain", "action"],
         )?;
+        let drain_restarts = counter(
+            "drain_restarts_total",
+            "Drain tasks that died (a bug) and were started again from what they had acknowledged.",
+            &["drain"],
+        )?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(format!("sluice_collector_{name}"), help)?;
             registry.register(Box::new(g.clone()))?;
@@ -142,6 +154,10 @@ impl Metrics {
             &["drain"],
         )?;
         registry.register(Box::new(lag_bytes.clone()))?;
+        let skipped_drains = crate::drain::SkippedDrains::new(gauge(
+            "drains_skipped",
+            "Drains of the node config that are not running because their settings cannot be used (see /readyz and the log).",
+        )?);
         Ok(Self {
             registry,
             lines_read,
@@ -159,11 +175,55 @@ impl Metrics {
             config_reloads,
             udp_oversize,
             engine_silent_seconds,
+            drain_restarts,
+            skipped_drains,
+            live_drains: Arc::default(),
             last_checkpoint: Arc::new(AtomicU64::new(unix_now())),
             checkpoint_failing: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             engine_alive_ms: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    fn live_drains(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        // A set updated in one step: a panic elsewhere cannot leave it torn.
+        self.live_drains
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A drain named `drain` started: its series are wanted.
+    pub fn drain_started(&self, drain: &str) {
+        self.live_drains().insert(drain.to_owned());
+    }
+
+    /// Remove every series labelled with `drain` (the drain is gone from the config), so
+    /// dashboards and alerts do not keep showing a drain that no longer exists.
+    pub fn forget_drain(&self, drain: &str) {
+        self.live_drains().remove(drain);
+        fn forget<T: prometheus::core::MetricVecBuilder>(vec: &prometheus::core::MetricVec<T>, drain: &str) {
+            use prometheus::core::Collector as _;
+            for family in vec.collect() {
+                for metric in family.get_metric() {
+                    let labels: std::collections::HashMap<&str, &str> =
+                        metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                    if labels.get("drain") == Some(&drain) {
+                        let _ = vec.remove(&labels);
+                    }
+                }
+            }
+        }
+        for vec in [
+            &self.lines_delivered,
+            &self.bytes_delivered,
+            &self.delivery_failures,
+            &self.lines_dropped,
+            &self.udp_oversize,
+            &self.drain_restarts,
+        ] {
+            forget(vec, drain);
+        }
+        forget(&self.lag_bytes, drain);
     }
 
     /// How long the tail engine has been silent: since it last went round its loop, or since
@@ -217,6 +277,9 @@ impl crate::engine::Emitter for Metrics {
     }
 
     fn lag_bytes(&self, drain: &str, bytes: u64) {
+        if !self.live_drains().contains(drain) {
+            return; // left the config; the engine has not caught up yet
+        }
         self.lag_bytes
             .with_label_values(&[drain])
             .set(bytes.try_into().unwrap_or(i64::MAX));
@@ -241,5 +304,41 @@ impl crate::engine::Emitter for Metrics {
         let ms = self.started.elapsed().as_millis();
         self.engine_alive_ms
             .store(ms.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_drain_leaves_no_series_behind() {
+        use crate::engine::Emitter as _;
+        let metrics = Metrics::new().unwrap();
+        for drain in ["gone", "kept"] {
+            metrics.drain_started(drain);
+            metrics.lines_delivered.with_label_values(&[drain]).inc();
+            metrics
+                .delivery_failures
+                .with_label_values(&[drain, "timeout"])
+                .inc();
+            metrics
+                .lines_dropped
+                .with_label_values(&[drain, "rejected"])
+                .inc();
+            metrics.lag_bytes.with_label_values(&[drain]).set(7);
+        }
+        metrics.forget_drain("gone");
+        metrics.lag_bytes("gone", 9); // a late report from the engine
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &metrics.registry().gather(),
+            &mut text,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(!text.contains("drain=\"gone\""), "{text}");
+        assert_eq!(text.matches("drain=\"kept\"").count(), 4, "{text}");
     }
 }

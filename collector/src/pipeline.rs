@@ -100,7 +100,9 @@ impl fmt::Display for MsgId {
 }
 
 /// Who a line came from: everything templates and structured data may use.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Equality compares the content and ignores [`ContainerMeta::revision`].
+#[derive(Clone, Debug, Default)]
 pub struct ContainerMeta {
     /// Runtime id without the scheme (Docker: the 64-hex container id).
     pub container_id: String,
@@ -116,7 +118,44 @@ pub struct ContainerMeta {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The node (or host) name.
     pub node: String,
+    /// A number new for every metadata the engine builds ([`ContainerMeta::next_revision`]), so
+    /// encoders can cache what they render per (container, revision) and still see a changed
+    /// label at once, even when the new metadata is written over the old in place. `0`: unknown
+    /// (encoders then compare the content).
+    pub revision: u64,
 }
+
+impl ContainerMeta {
+    /// A revision number not handed out before in this process.
+    pub fn next_revision() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for ContainerMeta {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            container_id,
+            namespace,
+            pod,
+            pod_uid,
+            container,
+            labels,
+            node,
+            revision: _,
+        } = self;
+        *container_id == other.container_id
+            && *namespace == other.namespace
+            && *pod == other.pod
+            && *pod_uid == other.pod_uid
+            && *container == other.container
+            && *labels == other.labels
+            && *node == other.node
+    }
+}
+
+impl Eq for ContainerMeta {}
 
 /// One complete line, as the tail engine hands it to an [`Encoder`].
 #[derive(Clone, Copy, Debug)]

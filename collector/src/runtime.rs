@@ -5,20 +5,29 @@
 //!   task, its connection and its cursors; a changed drain is started anew (with a new
 //!   generation, so the engine rewinds its streams to what the old instance acknowledged) and the
 //!   old instance is stopped only after the engine no longer sends to it.
-//! * A config whose drains cannot be built (a bad certificate, say) is rejected as a whole; the
-//!   running config stays.
+//! * Drains are built one by one: a drain that cannot be built (an unreadable CA file, say) is
+//!   left out, logged, and listed in [`Metrics::skipped_drains`] (the `drains_skipped` gauge and
+//!   `/readyz`), while every other drain of the config runs. A bad drain never stops the collector
+//!   from starting or a config from applying.
+//! * A drain whose task dies (a panic: a bug) is started again as a new generation, so the engine
+//!   rewinds it to what it acknowledged: nothing it had taken is skipped. Counted per drain.
+//! * A drain that leaves the config leaves no metric series behind.
 //! * Shutdown order (SIGTERM): stop reading → drains deliver what is queued and in flight until the
 //!   grace deadline → final checkpoint of the acknowledged cursors. Nothing acknowledged is lost,
 //!   nothing unacknowledged is counted as delivered.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use sluice_api::{NodeConfig, node_config::DrainConfig};
-use tokio::time::Instant;
-use tracing::{info, warn};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{error, info, warn};
 
 use crate::{
-    drain::{self, DrainContext, RunningDrain},
+    drain::{self, Death, DrainContext, RunningDrain, SkipStage, destinations::Destinations},
     engine::{self, EngineHandle, EngineSettings, Routes, Waker},
     metrics::Metrics,
 };
@@ -26,15 +35,6 @@ use crate::{
 /// The collector could not start or apply a config.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A drain could not be built from its config.
-    #[error("drain {name:?}: {source}")]
-    Drain {
-        /// The drain.
-        name: String,
-        /// Why.
-        #[source]
-        source: drain::Error,
-    },
     /// The tail engine could not start.
     #[error("tail engine: {0}")]
     Engine(#[from] engine::Error),
@@ -47,6 +47,8 @@ pub struct Settings {
     pub state_dir: std::path::PathBuf,
     /// This node's name (syslog HOSTNAME default).
     pub node_name: String,
+    /// Which addresses drains may connect to.
+    pub destinations: Arc<Destinations>,
 }
 
 struct ActiveDrain {
@@ -54,35 +56,78 @@ struct ActiveDrain {
     running: RunningDrain,
 }
 
+/// What every drain is started with.
+struct Spawner {
+    node_name: String,
+    metrics: Metrics,
+    wake: crate::pipeline::Wake,
+    died: mpsc::UnboundedSender<Death>,
+    destinations: Arc<Destinations>,
+    /// The last generation handed out.
+    generation: u64,
+}
+
+impl Spawner {
+    /// Start `config` as a new generation; `Err` is logged and returned as (name, why).
+    fn spawn(&mut self, config: &DrainConfig) -> Result<ActiveDrain, (String, String)> {
+        self.generation += 1;
+        let ctx = DrainContext {
+            node_name: self.node_name.clone(),
+            metrics: self.metrics.clone(),
+            wake: Arc::clone(&self.wake),
+            generation: self.generation,
+            destinations: Arc::clone(&self.destinations),
+            died: Some(self.died.clone()),
+        };
+        match drain::spawn(config, ctx) {
+            Ok(running) => Ok(ActiveDrain {
+                config: config.clone(),
+                running,
+            }),
+            Err(e) => {
+                let why = crate::drain::retry::Chain(&e).to_string();
+                error!(drain = %config.name, error = %why, "drain skipped: its settings cannot be used; the other drains run");
+                Err((config.name.clone(), why))
+            }
+        }
+    }
+}
+
 /// The collector while it runs.
 pub struct Collector {
     engine: EngineHandle,
     drains: BTreeMap<String, ActiveDrain>,
     config: Arc<NodeConfig>,
-    wake: crate::pipeline::Wake,
-    metrics: Metrics,
-    node_name: String,
-    generation: u64,
+    spawner: Spawner,
+    deaths: mpsc::UnboundedReceiver<Death>,
 }
 
 impl Collector {
-    /// Start the drains and the tail engine for `config`. Must run inside a tokio runtime.
+    /// Start the drains (skipping those that cannot be built) and the tail engine for `config`.
+    /// Must run inside a tokio runtime.
     pub fn start(settings: Settings, config: Arc<NodeConfig>, metrics: Metrics) -> Result<Self, Error> {
         let waker = Waker::new();
         let node_name = config.node.clone().unwrap_or(settings.node_name);
-        let mut collector_drains = BTreeMap::new();
-        let mut generation = 0;
+        let (died, deaths) = mpsc::unbounded_channel();
+        let mut spawner = Spawner {
+            node_name: node_name.clone(),
+            metrics: metrics.clone(),
+            wake: waker.wake_fn(),
+            died,
+            destinations: settings.destinations,
+            generation: 0,
+        };
+        let mut drains = BTreeMap::new();
+        let mut skipped = Vec::new();
         for drain_config in &config.drains {
-            generation += 1;
-            let running = spawn_drain(drain_config, &node_name, &metrics, waker.wake_fn(), generation)?;
-            collector_drains.insert(
-                drain_config.name.clone(),
-                ActiveDrain {
-                    config: drain_config.clone(),
-                    running,
-                },
-            );
+            match spawner.spawn(drain_config) {
+                Ok(active) => {
+                    drains.insert(drain_config.name.clone(), active);
+                }
+                Err(skip) => skipped.push(skip),
+            }
         }
+        metrics.skipped_drains.set(SkipStage::Build, skipped);
         let engine_settings = EngineSettings {
             state_dir: settings.state_dir,
             sources: config.sources.clone(),
@@ -92,26 +137,25 @@ impl Collector {
             checkpoint_interval: Duration::from_millis(250),
             read_budget_bytes: 256 * 1024,
         };
-        let wake = waker.wake_fn();
-        let routes = routes(&config, &collector_drains);
-        let engine = engine::start(engine_settings, routes, waker, Arc::new(metrics.clone()))?;
-        info!(drains = collector_drains.len(), node = %node_name, "collector started");
+        let routes = routes(&config, &drains);
+        let engine = engine::start(engine_settings, routes, waker, Arc::new(metrics))?;
+        info!(drains = drains.len(), node = %node_name, "collector started");
         Ok(Self {
             engine,
-            drains: collector_drains,
+            drains,
             config,
-            wake,
-            metrics,
-            node_name,
-            generation,
+            spawner,
+            deaths,
         })
     }
 
-    /// Apply a new config in place. On error nothing changed.
+    /// Apply a new config in place; drains that cannot be built are skipped (see the module docs).
     pub fn apply(&mut self, config: Arc<NodeConfig>) -> Result<(), Error> {
         crate::config::warn_about_restart_only_changes(&self.config, &config);
-        // Build every new or changed drain first, so a bad one leaves everything as it was.
+        // Build every new or changed drain; one that cannot be built is left out (and an older
+        // instance of it retired), the others go on.
         let mut started = BTreeMap::new();
+        let mut skipped = Vec::new();
         for drain_config in &config.drains {
             if self
                 .drains
@@ -120,53 +164,97 @@ impl Collector {
             {
                 continue;
             }
-            self.generation += 1;
-            match spawn_drain(
-                drain_config,
-                &self.node_name,
-                &self.metrics,
-                Arc::clone(&self.wake),
-                self.generation,
-            ) {
-                Ok(running) => {
-                    started.insert(
-                        drain_config.name.clone(),
-                        ActiveDrain {
-                            config: drain_config.clone(),
-                            running,
-                        },
-                    );
+            match self.spawner.spawn(drain_config) {
+                Ok(active) => {
+                    started.insert(drain_config.name.clone(), active);
                 }
-                Err(e) => {
-                    started.into_values().for_each(|d: ActiveDrain| d.running.abort());
-                    return Err(e);
-                }
+                Err(skip) => skipped.push(skip),
             }
         }
+        let wanted: BTreeSet<&str> = config
+            .drains
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|name| !skipped.iter().any(|(s, _)| s == name))
+            .collect();
+        self.spawner
+            .metrics
+            .skipped_drains
+            .set(SkipStage::Build, skipped.clone());
         let mut retired = Vec::new();
         for (name, drain) in started {
             info!(drain = %name, "drain started");
             retired.extend(self.drains.insert(name, drain));
         }
-        let wanted: std::collections::BTreeSet<&str> =
-            config.drains.iter().map(|d| d.name.as_str()).collect();
         let removed: Vec<String> = self
             .drains
             .keys()
             .filter(|n| !wanted.contains(n.as_str()))
             .cloned()
             .collect();
-        for name in removed {
+        for name in &removed {
             info!(drain = %name, "drain removed");
-            retired.extend(self.drains.remove(&name));
+            retired.extend(self.drains.remove(name));
         }
         // The engine stops sending to retired instances once it has the new table; only then stop them.
         self.engine.apply(routes(&config, &self.drains));
         for old in retired {
             old.running.abort();
         }
+        for name in &removed {
+            self.spawner.metrics.forget_drain(name);
+        }
         self.config = config;
         Ok(())
+    }
+
+    /// The running drains and their generations.
+    pub fn drains(&self) -> Vec<(String, u64)> {
+        self.drains
+            .iter()
+            .map(|(name, d)| (name.clone(), d.running.endpoint.generation))
+            .collect()
+    }
+
+    /// The next drain task that died (for [`Collector::restart_drain`]); pending while none did.
+    pub async fn next_death(&mut self) -> Death {
+        match self.deaths.recv().await {
+            Some(death) => death,
+            // The collector holds a sender itself: the channel never closes.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Start a drain whose task died anew, as a new generation: the engine rewinds the drain's
+    /// streams to what it acknowledged, so what the dead task had taken is read and sent again
+    /// (at least once; nothing is skipped). Counted in `drain_restarts_total`.
+    pub fn restart_drain(&mut self, death: &Death) {
+        let Some(active) = self.drains.get(&death.drain) else {
+            return; // removed meanwhile
+        };
+        if active.running.endpoint.generation != death.generation {
+            return; // replaced meanwhile
+        }
+        let config = active.config.clone();
+        self.spawner
+            .metrics
+            .drain_restarts
+            .with_label_values(&[death.drain.as_str()])
+            .inc();
+        let retired = match self.spawner.spawn(&config) {
+            Ok(active) => self.drains.insert(death.drain.clone(), active),
+            Err(skip) => {
+                let mut skipped = self.spawner.metrics.skipped_drains.list_stage(SkipStage::Build);
+                skipped.push(skip);
+                self.spawner.metrics.skipped_drains.set(SkipStage::Build, skipped);
+                self.drains.remove(&death.drain)
+            }
+        };
+        info!(drain = %death.drain, "drain restarted after its task died");
+        self.engine.apply(routes(&self.config, &self.drains));
+        if let Some(old) = retired {
+            old.running.abort();
+        }
     }
 
     /// Stop reading, let the drains deliver until `grace` is up, persist the cursors.
@@ -203,25 +291,6 @@ impl Collector {
             Err(e) => warn!(error = %e, "the tail engine panicked while stopping"),
         }
     }
-}
-
-fn spawn_drain(
-    config: &DrainConfig,
-    node_name: &str,
-    metrics: &Metrics,
-    wake: crate::pipeline::Wake,
-    generation: u64,
-) -> Result<RunningDrain, Error> {
-    let ctx = DrainContext {
-        node_name: node_name.to_owned(),
-        metrics: metrics.clone(),
-        wake,
-        generation,
-    };
-    drain::spawn(config, ctx).map_err(|source| Error::Drain {
-        name: config.name.clone(),
-        source,
-    })
 }
 
 fn routes(config: &NodeConfig, drains: &BTreeMap<String, ActiveDrain>) -> Routes {

@@ -1,7 +1,8 @@
 //! The collector's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the tail engine is
 //! going round its loop: a hung or dead engine fails it, so a liveness probe restarts the
 //! collector, which resumes from its checkpoint), `/readyz` (a config is loaded, the engine
-//! runs, and its checkpoint can be written).
+//! runs, and its checkpoint can be written; the body lists drains that were skipped because
+//! their settings cannot be used).
 
 use std::{
     net::SocketAddr,
@@ -94,15 +95,20 @@ fn liveness(silent: Duration, stall_after: Duration) -> (StatusCode, String) {
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     if !health.ready.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
     }
     if health.metrics.checkpoint_failing() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the checkpoint cannot be written (state directory unwritable or full); lines still ship, but a restart would send some again\n",
+            "not ready: the checkpoint cannot be written (state directory unwritable or full); lines still ship, but a restart would send some again\n".to_owned(),
         );
     }
-    (StatusCode::OK, "ready\n")
+    // Ready, with a word about any drain left out: the others run.
+    let mut body = "ready\n".to_owned();
+    for (drain, why) in health.metrics.skipped_drains.list() {
+        body.push_str(&format!("drain {drain:?} skipped: {why}\n"));
+    }
+    (StatusCode::OK, body)
 }
 
 #[cfg(test)]

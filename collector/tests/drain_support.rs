@@ -29,6 +29,7 @@ pub fn meta() -> ContainerMeta {
         container: "app".into(),
         labels: BTreeMap::from([("app".into(), "web".into())]),
         node: "node-a".into(),
+        revision: 0,
     }
 }
 
@@ -49,14 +50,33 @@ pub fn config(name: &str, url: &str) -> DrainConfig {
     }
 }
 
-/// Start a drain with fresh metrics.
+/// The destinations policy of the tests: the built-in refusals, with this host's loopback
+/// receivers allowed.
+pub fn local_receivers() -> Arc<sluice_collector::drain::destinations::Destinations> {
+    Arc::new(sluice_collector::drain::destinations::Destinations::new(
+        Vec::new(),
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+    ))
+}
+
+/// Start a drain with fresh metrics (loopback receivers allowed).
 pub fn start(config: &DrainConfig) -> (RunningDrain, Metrics) {
+    start_with(config, local_receivers())
+}
+
+/// Start a drain with fresh metrics under the destinations policy `destinations`.
+pub fn start_with(
+    config: &DrainConfig,
+    destinations: Arc<sluice_collector::drain::destinations::Destinations>,
+) -> (RunningDrain, Metrics) {
     let metrics = Metrics::new().expect("metrics");
     let ctx = DrainContext {
         node_name: "node-a".into(),
         metrics: metrics.clone(),
         wake: Arc::new(|| {}),
         generation: 1,
+        destinations,
+        died: None,
     };
     (drain::spawn(config, ctx).expect("drain starts"), metrics)
 }
@@ -332,5 +352,98 @@ pub fn assert_lines_in_order(got: &[String], want: &[String]) {
             got.get(first),
             want.get(first)
         );
+    }
+}
+
+/// A TCP syslog receiver with a small receive window whose connections read nothing until
+/// [`PausedReceiver::resume`], then read everything (optionally `chunk` bytes every `pace`).
+pub struct PausedReceiver {
+    pub port: u16,
+    pub messages: Arc<Mutex<Vec<String>>>,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    resume: tokio::sync::watch::Sender<bool>,
+    readers: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl PausedReceiver {
+    /// `paused`: whether connections wait for [`PausedReceiver::resume`]; `pace`: read at most
+    /// `chunk` bytes per `pace` (a slow reader), or everything as it comes.
+    pub async fn start(paused: bool, pace: Option<(usize, Duration)>) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(8192).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(16).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (resume, resumed) = tokio::sync::watch::channel(!paused);
+        let readers: Arc<tokio::sync::Mutex<JoinSet<()>>> = Arc::default();
+        let acceptor = {
+            let (messages, connections, readers) = (
+                Arc::clone(&messages),
+                Arc::clone(&connections),
+                Arc::clone(&readers),
+            );
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (messages, mut resumed) = (Arc::clone(&messages), resumed.clone());
+                    readers.lock().await.spawn(async move {
+                        let _ = resumed.wait_for(|go| *go).await;
+                        match pace {
+                            None => read_octet_frames(socket, messages).await,
+                            Some((chunk, pace)) => {
+                                let (mut pipe, frames) = tokio::io::duplex(chunk);
+                                let parse = read_octet_frames(frames, messages);
+                                let relay = async move {
+                                    let (mut socket, mut buf) = (socket, vec![0u8; chunk]);
+                                    loop {
+                                        tokio::time::sleep(pace).await;
+                                        match socket.read(&mut buf).await {
+                                            Ok(0) | Err(_) => return,
+                                            Ok(n) if pipe.write_all(&buf[..n]).await.is_err() => return,
+                                            Ok(_) => {}
+                                        }
+                                    }
+                                };
+                                tokio::join!(relay, parse);
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            port,
+            messages,
+            connections,
+            resume,
+            readers,
+            acceptor,
+        }
+    }
+
+    /// Start reading every connection, past and future.
+    pub fn resume(&self) {
+        let _ = self.resume.send(true);
+    }
+
+    /// Stop accepting and wait until every connection accepted so far was read to its end (EOF,
+    /// or a reset).
+    pub async fn join(&self) {
+        self.acceptor.abort();
+        let mut readers = self.readers.lock().await;
+        while readers.join_next().await.is_some() {}
+    }
+
+    pub fn msgs(&self) -> Vec<String> {
+        self.messages.lock().unwrap().iter().map(|m| msg_of(m)).collect()
+    }
+}
+
+impl Drop for PausedReceiver {
+    fn drop(&mut self) {
+        self.acceptor.abort();
     }
 }

@@ -193,3 +193,75 @@ async fn abort_stops_at_once_and_acknowledges_nothing_more() {
     wait_for("the drain task is gone", WAIT, || endpoint.batches.is_closed()).await;
     assert_eq!(feeder.acked(), 0);
 }
+
+/// `n` lines of about 1 KB each, numbered.
+fn kilobyte_line(i: u64) -> String {
+    format!("{i}-{}", "x".repeat(1000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_is_not_declared_dead() {
+    // Reads 2 KB every 5 ms (about 400 KB/s): one 400 KB batch takes about a second to be
+    // acknowledged, far longer than the 300 ms timeout, yet the receiver is always making progress.
+    let receiver = PausedReceiver::start(false, Some((2048, Duration::from_millis(5)))).await;
+    let mut slow = config("slow", &format!("syslog://127.0.0.1:{}", receiver.port));
+    slow.delivery.timeout_ms = 300;
+    let (drain, metrics) = start(&slow);
+    let feeder = Feeder::new();
+    let total = 2_400u64;
+    feeder.send(&drain, 0..total, 400, kilobyte_line).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == total).await;
+    drain.finish(Instant::now() + Duration::from_secs(5)).await;
+    receiver.join().await;
+    let want: Vec<String> = (0..total).map(kilobyte_line).collect();
+    assert_lines_in_order(&receiver.msgs(), &want);
+    assert_eq!(
+        receiver.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection carried everything"
+    );
+    assert_eq!(
+        metrics
+            .delivery_failures
+            .with_label_values(&["slow", "timeout"])
+            .get(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_receiver_gets_no_copies_from_abandoned_connections() {
+    // Every connection accepts and reads nothing until resumed: the drain gives each up after the
+    // timeout and reconnects. What the abandoned connections still had queued must not arrive when
+    // the receiver reads again, next to the copies sent on the new connections. One line per batch,
+    // so a line the receiver's kernel acknowledged is an acknowledged batch: nothing may repeat.
+    let receiver = PausedReceiver::start(true, None).await;
+    let mut stalled = config("stalled", &format!("syslog://127.0.0.1:{}", receiver.port));
+    stalled.delivery.timeout_ms = 300;
+    let (drain, metrics) = start(&stalled);
+    let feeder = Arc::new(Feeder::new());
+    let total = 600u64;
+    let endpoint = drain.endpoint.clone();
+    let sender = {
+        let feeder = Arc::clone(&feeder);
+        tokio::spawn(async move { feeder.send_to(&endpoint, 0..total, 1, kilobyte_line).await })
+    };
+    wait_for("two connections given up", WAIT, || {
+        receiver.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    })
+    .await;
+    assert!(
+        metrics
+            .delivery_failures
+            .with_label_values(&["stalled", "timeout"])
+            .get()
+            >= 2
+    );
+    receiver.resume();
+    sender.await.unwrap();
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == total).await;
+    drain.finish(Instant::now() + Duration::from_secs(5)).await;
+    receiver.join().await;
+    let want: Vec<String> = (0..total).map(kilobyte_line).collect();
+    assert_same_lines(receiver.msgs(), want);
+}

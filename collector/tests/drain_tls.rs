@@ -226,6 +226,8 @@ fn spawn_error(tls: TlsConfig) -> String {
         metrics,
         wake: Arc::new(|| {}),
         generation: 1,
+        destinations: local_receivers(),
+        died: None,
     };
     let err = match drain::spawn(&tls_config(6514, tls), ctx) {
         Ok(_) => panic!("spawn accepted bad TLS settings"),
@@ -394,4 +396,41 @@ async fn https_drains_verify_the_server_too() {
         "the URL's query is never shown: {error}"
     );
     drain.abort();
+}
+
+/// A self-signed certificate for `name` marked CA:TRUE, as `openssl req -x509` makes by default:
+/// (certificate PEM, key PEM).
+fn self_signed_ca(name: &str) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_given_as_the_ca_is_trusted_as_the_server() {
+    let server = self_signed_ca("localhost");
+    let receiver = tls_receiver(&server, None).await;
+    let trusted = TlsConfig {
+        ca_pem: Some(server.0.clone()),
+        server_name: Some("localhost".into()),
+        ..TlsConfig::default()
+    };
+    expect_delivered(&tls_config(receiver.port, trusted.clone()), &receiver).await;
+    receiver.messages.lock().unwrap().clear();
+    // The name is still checked.
+    let wrong_name = TlsConfig {
+        server_name: Some("logs.example.com".into()),
+        ..trusted.clone()
+    };
+    expect_refused(&tls_config(receiver.port, wrong_name), &receiver).await;
+    // Another self-signed CA certificate for the same name is not trusted.
+    let impostor = self_signed_ca("localhost");
+    let other = TlsConfig {
+        ca_pem: Some(impostor.0),
+        ..trusted
+    };
+    expect_refused(&tls_config(receiver.port, other), &receiver).await;
 }

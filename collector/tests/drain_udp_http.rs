@@ -146,6 +146,8 @@ async fn udp_truncates_when_told_and_counts_it() {
 struct Seen {
     lines: Vec<serde_json::Value>,
     headers: Vec<BTreeMap<String, String>>,
+    /// The path of every request.
+    paths: Vec<String>,
 }
 
 struct HttpReceiver {
@@ -182,6 +184,7 @@ async fn http_receiver(status: impl Fn(usize, &str) -> StatusCode + Send + Sync 
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
                         .collect();
+                    seen.lock().unwrap().paths.push(req.uri().path().to_owned());
                     let raw = req.into_body().collect().await.unwrap().to_bytes();
                     let body = if headers.get("content-encoding").map(String::as_str) == Some("gzip") {
                         let mut text = String::new();
@@ -203,6 +206,12 @@ async fn http_receiver(status: impl Fn(usize, &str) -> StatusCode + Send + Sync 
                     }
                     let mut response = Response::new(Full::new(Bytes::from(format!("answer {code}"))));
                     *response.status_mut() = code;
+                    if code.is_redirection() {
+                        response.headers_mut().insert(
+                            hyper::header::LOCATION,
+                            hyper::header::HeaderValue::from_static("/elsewhere?sig=s3cret"),
+                        );
+                    }
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -307,11 +316,137 @@ async fn http_400_drops_that_batch_counts_it_and_goes_on() {
     refused_batch_is_dropped_counted_and_not_retried(StatusCode::BAD_REQUEST).await;
 }
 
-/// A redirect is not followed (it would take credentials somewhere nobody configured) nor
-/// retried: the batch is refused and counted like a 400.
+/// 3xx, 401, 403 and 404 are nobody's choice to lose lines over: they are retried with backoff
+/// (counted by status class) until the receiver takes the batch. Redirects are never followed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_redirect_is_refused_not_followed_nor_retried() {
-    refused_batch_is_dropped_counted_and_not_retried(StatusCode::PERMANENT_REDIRECT).await;
+async fn http_redirects_401_403_404_are_retried_until_accepted() {
+    let answers = [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
+        StatusCode::PERMANENT_REDIRECT,
+        StatusCode::FOUND,
+    ];
+    let receiver = http_receiver(move |n, _| answers.get(n).copied().unwrap_or(StatusCode::OK)).await;
+    let (drain, metrics) = start(&config(
+        "patient",
+        &format!("http://127.0.0.1:{}/", receiver.port),
+    ));
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..2_000, 250, |i| format!("line-{i}")).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == 2_000).await;
+    assert_same_lines(
+        messages(&receiver),
+        (0..2_000).map(|i| format!("line-{i}")).collect(),
+    );
+    let failures = |cause: &str| {
+        metrics
+            .delivery_failures
+            .with_label_values(&["patient", cause])
+            .get()
+    };
+    assert_eq!((failures("http_4xx"), failures("http_3xx")), (3, 2));
+    assert_eq!(
+        metrics
+            .lines_dropped
+            .with_label_values(&["patient", "rejected"])
+            .get(),
+        0
+    );
+    assert!(
+        receiver.seen.lock().unwrap().paths.iter().all(|p| p == "/"),
+        "a redirect is never followed"
+    );
+    let error = drain.health().last_error.unwrap_or_default();
+    assert!(error.contains("a redirect to /elsewhere;"), "{error}");
+    assert!(
+        !error.contains("s3cret") && !error.contains("answer 3"),
+        "neither the Location's query nor the response body is shown: {error}"
+    );
+    drain.abort();
+}
+
+/// A `413` splits the batch in halves, down to single lines; only the line the receiver refuses
+/// on its own is dropped (and counted); every other line arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_413_splits_the_batch_until_single_lines_are_refused() {
+    let receiver = http_receiver(|_, body| {
+        if body.lines().count() > 50 || body.contains("\"line-777\"") {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::OK
+        }
+    })
+    .await;
+    let (drain, metrics) = start(&config("split", &format!("http://127.0.0.1:{}/", receiver.port)));
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..2_000, 500, |i| format!("line-{i}")).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == 2_000).await;
+    assert_same_lines(
+        messages(&receiver),
+        (0..2_000)
+            .filter(|&i| i != 777)
+            .map(|i| format!("line-{i}"))
+            .collect(),
+    );
+    assert_eq!(
+        metrics
+            .lines_dropped
+            .with_label_values(&["split", "rejected"])
+            .get(),
+        1
+    );
+    assert_eq!(metrics.lines_delivered.with_label_values(&["split"]).get(), 1_999);
+    let error = drain.health().last_error.unwrap_or_default();
+    assert!(
+        error.ends_with("refused a line with 413 Payload Too Large"),
+        "{error}"
+    );
+    drain.abort();
+}
+
+/// The policy is the drain's: with `dropOnStatus: [404]`, a 404 gives the batch up and a 400 is
+/// retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_drop_on_status_is_set_per_drain() {
+    let tries = AtomicUsize::new(0);
+    let receiver = http_receiver(move |_, body| {
+        if body.contains("\"line-1000\"") {
+            if tries.fetch_add(1, Ordering::SeqCst) < 2 {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::NOT_FOUND
+            }
+        } else {
+            StatusCode::OK
+        }
+    })
+    .await;
+    let mut cfg = config("strict", &format!("http://127.0.0.1:{}/", receiver.port));
+    cfg.delivery.drop_on_status = vec![404];
+    let (drain, metrics) = start(&cfg);
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..1_250, 250, |i| format!("line-{i}")).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == 1_250).await;
+    assert_same_lines(
+        messages(&receiver),
+        (0..1_000).map(|i| format!("line-{i}")).collect(),
+    );
+    assert_eq!(
+        metrics
+            .lines_dropped
+            .with_label_values(&["strict", "rejected"])
+            .get(),
+        250
+    );
+    assert_eq!(
+        metrics
+            .delivery_failures
+            .with_label_values(&["strict", "http_4xx"])
+            .get(),
+        2
+    );
+    drain.abort();
 }
 
 async fn refused_batch_is_dropped_counted_and_not_retried(refusal: StatusCode) {
@@ -345,5 +480,83 @@ async fn refused_batch_is_dropped_counted_and_not_retried(refusal: StatusCode) {
     );
     // One request per batch of 250: the refused one was not sent again.
     assert_eq!(receiver.requests.load(Ordering::SeqCst), 8, "{refusal}");
+    drain.abort();
+}
+
+/// By default a drain may not reach this host (nor link-local addresses such as the cloud
+/// metadata service): refused after name resolution, counted with cause `destination` and shown
+/// as the drain's last error, for every transport; nothing reaches the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_destinations_policy_refuses_this_host() {
+    use sluice_collector::drain::destinations::Destinations;
+    let http = http_receiver(|_, _| StatusCode::OK).await;
+    let tcp = TcpReceiver::start(0).await;
+    let udp = udp_receiver().await;
+    let urls = [
+        format!("http://127.0.0.1:{}/", http.port),
+        format!("http://localhost:{}/", http.port),
+        format!("syslog://127.0.0.1:{}", tcp.port),
+        format!("syslog://localhost:{}", tcp.port),
+        format!("syslog-udp://127.0.0.1:{}", udp.port),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ];
+    for url in urls {
+        let (drain, metrics) = start_with(&config("guarded", &url), Arc::new(Destinations::default()));
+        let feeder = Feeder::new();
+        feeder.send(&drain, 0..10, 10, |i| format!("line-{i}")).await;
+        wait_for("a refusal counted", WAIT, || {
+            metrics
+                .delivery_failures
+                .with_label_values(&["guarded", "destination"])
+                .get()
+                >= 2
+        })
+        .await;
+        let error = drain.health().last_error.unwrap_or_default();
+        assert!(
+            error.contains("is refused by the collector's destinations policy (")
+                && (error.contains("(loopback ") || error.contains("(link-local 169.254.0.0/16)")),
+            "{url}: {error}"
+        );
+        assert_eq!(feeder.acked(), 0, "{url}");
+        drain.abort();
+    }
+    assert_eq!(http.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(tcp.connections.load(Ordering::SeqCst), 0);
+    assert!(udp.datagrams.lock().unwrap().is_empty());
+}
+
+/// `timeoutMs` limits each request: an answer that does not come in time is a timeout, retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_a_request_that_takes_too_long_times_out_and_is_retried() {
+    let receiver = http_receiver(|n, _| {
+        if n == 0 {
+            // Blocks one of the receiver's workers: the answer comes long after the timeout.
+            std::thread::sleep(Duration::from_millis(1_000));
+        }
+        StatusCode::OK
+    })
+    .await;
+    let mut cfg = config("slow-http", &format!("http://127.0.0.1:{}/", receiver.port));
+    cfg.delivery.timeout_ms = 200;
+    let (drain, metrics) = start(&cfg);
+    let feeder = Feeder::new();
+    feeder.send(&drain, 0..500, 500, |i| format!("line-{i}")).await;
+    wait_for("every line acknowledged", WAIT, || feeder.acked() == 500).await;
+    assert!(
+        metrics
+            .delivery_failures
+            .with_label_values(&["slow-http", "timeout"])
+            .get()
+            >= 1
+    );
+    // The first request's lines were recorded although its answer came too late: one repeat of
+    // the batch, never a loss.
+    let counts = multiset(messages(&receiver));
+    assert!((0..500).all(|i| {
+        counts
+            .get(&format!("line-{i}"))
+            .is_some_and(|n| (1..=2).contains(n))
+    }));
     drain.abort();
 }

@@ -73,6 +73,9 @@ impl Collector {
             .arg(NODE)
             .arg("--grace-period")
             .arg("10")
+            // The tests' receivers listen on this host's loopback, refused by default.
+            .arg("--allow-destinations")
+            .arg("127.0.0.0/8,::1/128")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -338,3 +338,60 @@ fn invalid_config_at_start_names_the_field() -> Result<()> {
     );
     Ok(())
 }
+
+/// A drain that cannot be built (its CA file is missing) and one whose entry does not parse (a
+/// field from a newer schema, as an older collector meets it) are skipped, counted and listed on
+/// `/readyz`; the collector starts anyway and the good drain beside them delivers every line
+/// exactly once.
+#[test]
+fn a_bad_drain_is_skipped_and_the_good_one_delivers_exactly() -> Result<()> {
+    let test = "a_bad_drain_is_skipped_and_the_good_one_delivers_exactly";
+    let Some(bins) = need(test, bin_dir()) else {
+        return Ok(());
+    };
+    let Some(rs_bin) = need(test, Rsyslog::available()) else {
+        return Ok(());
+    };
+    let rsyslog = Rsyslog::start(&rs_bin)?;
+    let (root, pods) = (temp_dir("sluice-docker-root-")?, temp_dir("sluice-pods-")?);
+    fs::create_dir_all(root.path().join("containers"))?;
+    let drains = [
+        Drain::new("good", format!("syslog://127.0.0.1:{}", rsyslog.ports.tcp)),
+        Drain::new("no-ca", "syslog-tls://127.0.0.1:9").ca(&root.path().join("missing-ca.pem")),
+        Drain::new("newer", "syslog://127.0.0.1:9"),
+    ];
+    let yaml = config_yaml(
+        root.path(),
+        pods.path(),
+        &drains,
+        &[select("*", &["good", "no-ca", "newer"])],
+    )
+    .replace(
+        "url: \"syslog://127.0.0.1:9\"",
+        "url: \"syslog://127.0.0.1:9\"\n    compression: zstd",
+    );
+    let collector = Collector::start(&bins, &yaml)?;
+    let c = FakeContainer::create(root.path(), "skip-a", &BTreeMap::new())?;
+    let spec = LineSpec::new("skip-a", 80, 200);
+    let mut w = JsonFileWriter::open(c.log_path(), None)?;
+    write_lines(&mut w, &spec, 0..5_000)?;
+    expect_exact(
+        "the good drain",
+        &lines(&spec, 0, 5_000),
+        DELIVERY_TIMEOUT,
+        || rsyslog.received().iter().map(|m| m.msg.clone()).collect(),
+        || collector.log_tail(15),
+    )?;
+    assert_eq!(collector.metric("sluice_collector_drains_skipped"), 2.0);
+    let (status, body) = sluice_tests::collector::get(collector.port(), "/readyz")?;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("drain \"no-ca\" skipped: ") && body.contains("missing-ca.pem"),
+        "{body}"
+    );
+    assert!(
+        body.contains("drain \"newer\" skipped: drains[2]: unknown field `compression`"),
+        "{body}"
+    );
+    Ok(())
+}

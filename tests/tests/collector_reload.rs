@@ -1,6 +1,6 @@
-//! Config changes while lines flow: a drain added, one removed, selectors changed, and an invalid
-//! config rejected (naming the field) while the last good one keeps running. The drain that never
-//! changes loses and repeats nothing.
+//! Config changes while lines flow: a drain added, one removed, selectors changed, a bad drain
+//! skipped (naming the field) while the others run, and an invalid config rejected while the last
+//! good one keeps running. The drain that never changes loses and repeats nothing.
 
 use std::time::Duration;
 
@@ -140,12 +140,30 @@ fn config_changes_while_lines_flow() -> Result<()> {
         "selectors changed",
     )?;
 
-    // 4: an invalid config (unknown scheme in drains[1].url) is rejected, naming the field, and
-    // the last good config keeps running.
-    collector.write_config(&yaml(
-        &[keep.clone(), Drain::new("bad", "smtp://127.0.0.1:25")],
-        &[select("rl-*", &["keep"])],
-    ))?;
+    // 4: a drain with an unknown scheme (drains[2].url) is skipped, naming the field, while the
+    // other drains of the same edit run; 5: an invalid file (an unknown version) is rejected as a
+    // whole and the last good config keeps running.
+    let with_bad = yaml(
+        &[
+            keep.clone(),
+            added.clone(),
+            Drain::new("bad", "smtp://127.0.0.1:25"),
+        ],
+        &[select("rl-*", &["keep", "bad"]), select("rl-b", &["added"])],
+    );
+    collector.write_config(&with_bad)?;
+    wait_until(
+        "the bad drain to be skipped",
+        Duration::from_secs(30),
+        || (collector.metric("sluice_collector_drains_skipped") >= 1.0).then_some(()),
+        || collector.log_tail(10),
+    )?;
+    let (_, ready) = sluice_tests::collector::get(collector.port(), "/readyz")?;
+    assert!(
+        ready.contains("drain \"bad\" skipped: drains[2].url: "),
+        "/readyz should name the skipped drain and its field:\n{ready}"
+    );
+    collector.write_config(&with_bad.replace("version: 1", "version: 2"))?;
     wait_until(
         "the invalid config to be rejected",
         Duration::from_secs(30),
@@ -153,8 +171,8 @@ fn config_changes_while_lines_flow() -> Result<()> {
         || collector.log_tail(10),
     )?;
     assert!(
-        collector.log().contains("drains[1].url"),
-        "the rejection should name drains[1].url:\n{}",
+        collector.log().contains("version 2 is not supported"),
+        "the rejection should say why:\n{}",
         collector.log_tail(20)
     );
     assert!(

@@ -221,6 +221,16 @@ pub struct HttpSettings {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// HTTP answers (400-599) that mean the data itself is refused: the batch is given up and its
+    /// lines counted dropped (on 413 it is first split, down to single lines). Every other error
+    /// answer is retried with backoff. Default: 400, 413, 422.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), inner(range(min = 400, max = 599)))]
+    pub drop_on_status: Option<Vec<u16>>,
+    /// Send the credentials over plain `http://`, where anyone on the path can read them
+    /// (refused unless true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials_over_http: Option<bool>,
 }
 
 /// What the operator and the collectors know about a drain.

@@ -145,6 +145,70 @@ fn secrets_are_redacted_in_debug() {
         ..Default::default()
     };
     assert!(!format!("{tls:?}").contains("PRIVATE"));
+    let drain = DrainConfig {
+        name: "d".into(),
+        url: "https://h/ingest?api_key=K3Y".into(),
+        tls: Some(tls),
+        syslog: SyslogFormat::default(),
+        http: Some(HttpOptions {
+            headers: BTreeMap::from([("X-Api-Key".into(), "H34DER".into())]),
+            bearer_token: Some(Redacted("T0KEN".into())),
+            basic_auth: Some(BasicAuth {
+                username: "u".into(),
+                password: Redacted("PASSW0RD".into()),
+            }),
+            ..HttpOptions::default()
+        }),
+        delivery: DeliveryOptions::default(),
+    };
+    let config = NodeConfig {
+        drains: vec![drain],
+        ..NodeConfig::default()
+    };
+    let text = format!("{config:?}");
+    for secret in ["PRIVATE", "K3Y", "H34DER", "T0KEN", "PASSW0RD"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(
+        text.contains("X-Api-Key") && text.contains("https://h/ingest?***"),
+        "{text}"
+    );
+}
+
+#[test]
+fn credentials_over_plain_http_need_an_explicit_yes() {
+    let with = |url: &str, http: &str| {
+        GOOD.replace("https://collector.example.com/ingest", url)
+            .replace("http: { gzip: true }", http)
+    };
+    let token = "http: { bearerToken: t }";
+    let basic = "http: { basicAuth: { username: u, password: p } }";
+    let header = "http: { headers: { authorization: 'Bearer t' } }";
+    for http in [token, basic, header] {
+        assert_eq!(
+            error_field(&with("http://c.example.com/in", http)),
+            "drains[1].http",
+            "{http}"
+        );
+        assert_eq!(
+            error_field(&with("https://c.example.com/in", http)),
+            "accepted",
+            "{http}"
+        );
+        let allowed = http.replacen("{ ", "{ allowCredentialsOverHttp: true, ", 1);
+        assert_eq!(
+            error_field(&with("http://c.example.com/in", &allowed)),
+            "accepted",
+            "{allowed}"
+        );
+    }
+    assert_eq!(
+        error_field(&with(
+            "http://c.example.com/in",
+            "http: { headers: { x-tenant: shop } }"
+        )),
+        "accepted"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! `id` (the [`crate::pipeline::MsgId`] in hex, stable across re-sends), `labels` (an object), and
 //! `truncated: true` only when the line was cut to `maxLineBytes`.
 //!
-//! Invariants: the container's fields are rendered once and cached by container id; per line only
+//! Invariants: the container's fields are rendered once and cached by container id and metadata
+//! revision (so a changed label is seen at once, even in metadata written in place); per line only
 //! the time, message, stream and id are escaped and copied, with no allocation.
 
 use std::collections::HashMap;
@@ -17,8 +18,8 @@ use crate::pipeline::{Batch, ContainerMeta, Encoder, LogLine};
 
 #[derive(Debug)]
 struct Rendered {
+    /// What was rendered (its revision is the one last seen for this container).
     meta: ContainerMeta,
-    meta_ptr: usize,
     /// `,"namespace":…,"node":"…","id":"`
     fields: Vec<u8>,
     /// `","labels":{…}`
@@ -41,11 +42,10 @@ impl JsonEncoder {
     }
 
     fn rendered(&mut self, meta: &ContainerMeta) -> &Rendered {
-        let ptr = std::ptr::from_ref(meta) as usize;
         let fresh = match self.cache.get_mut(&meta.container_id) {
-            Some(r) if r.meta_ptr == ptr => false,
+            Some(r) if meta.revision != 0 && r.meta.revision == meta.revision => false,
             Some(r) if r.meta == *meta => {
-                r.meta_ptr = ptr;
+                r.meta.revision = meta.revision;
                 false
             }
             _ => true,
@@ -54,7 +54,7 @@ impl JsonEncoder {
             if self.cache.len() >= CACHE_MAX {
                 self.cache.clear();
             }
-            self.cache.insert(meta.container_id.clone(), render(meta, ptr));
+            self.cache.insert(meta.container_id.clone(), render(meta));
         }
         self.cache
             .get(&meta.container_id)
@@ -62,7 +62,7 @@ impl JsonEncoder {
     }
 }
 
-fn render(meta: &ContainerMeta, meta_ptr: usize) -> Rendered {
+fn render(meta: &ContainerMeta) -> Rendered {
     let mut fields = Vec::new();
     let pairs = [
         ("namespace", &meta.namespace),
@@ -91,7 +91,6 @@ fn render(meta: &ContainerMeta, meta_ptr: usize) -> Rendered {
     labels.push(b'}');
     Rendered {
         meta: meta.clone(),
-        meta_ptr,
         fields,
         labels,
     }
@@ -141,6 +140,7 @@ mod tests {
             container: "app".into(),
             labels: BTreeMap::from([("app".into(), "web".into()), ("q\"".into(), "é\n".into())]),
             node: "node-a".into(),
+            revision: 0,
         };
         let mut enc = JsonEncoder::new();
         let mut batch = Batch::default();
@@ -173,5 +173,43 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(frame).unwrap();
             assert_eq!(v["labels"]["q\""], "é\n");
         }
+    }
+
+    /// The engine writes a container's new metadata over the old in place (same address): the
+    /// changed label must show in the very next line.
+    #[test]
+    fn a_label_changed_in_place_is_seen() {
+        let mut meta = ContainerMeta {
+            container_id: "c0ffee".into(),
+            labels: BTreeMap::from([("version".into(), "1".into())]),
+            revision: ContainerMeta::next_revision(),
+            ..ContainerMeta::default()
+        };
+        let mut enc = JsonEncoder::new();
+        let encode = |enc: &mut JsonEncoder, meta: &ContainerMeta| {
+            let mut batch = Batch::default();
+            let line = LogLine {
+                meta,
+                stream: Stream::Stdout,
+                timestamp: "2026-11-21T15:15:34.165439785Z",
+                message: "m",
+                id: MsgId { file: 1, offset: 1 },
+                truncated: false,
+            };
+            enc.encode(&line, &mut batch);
+            let v: serde_json::Value = serde_json::from_slice(&batch.bytes).unwrap();
+            v["labels"]["version"].as_str().unwrap_or_default().to_owned()
+        };
+        assert_eq!(encode(&mut enc, &meta), "1");
+        meta = ContainerMeta {
+            labels: BTreeMap::from([("version".into(), "2".into())]),
+            revision: ContainerMeta::next_revision(),
+            ..meta.clone()
+        };
+        assert_eq!(encode(&mut enc, &meta), "2");
+        // Unknown revisions (0) are compared by content.
+        meta.revision = 0;
+        meta.labels.insert("version".into(), "3".into());
+        assert_eq!(encode(&mut enc, &meta), "3");
     }
 }

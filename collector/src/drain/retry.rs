@@ -3,11 +3,12 @@
 //! Invariants:
 //! * Errors are classified by type (walking the `source()` chain and downcasting), never by their
 //!   text. Every delivery error is retried forever with jittered exponential backoff (the log file
-//!   is the buffer, so waiting costs no memory), except an HTTP response that says the request
-//!   itself is wrong (4xx other than 408 and 429): that batch is rejected, its lines are counted
-//!   dropped with cause `rejected`, and the drain goes on.
-//! * Causes are a small fixed set of label values (`connect`, `write`, `timeout`, `tls`, `http_5xx`,
-//!   `http_4xx`, `http`, `other`), so metric cardinality stays bounded.
+//!   is the buffer, so waiting costs no memory), except an HTTP answer that the drain's policy
+//!   (`delivery.dropOnStatus`, by default 400, 413 and 422) says refuses the data itself: that
+//!   batch is rejected, its lines are counted dropped with cause `rejected`, and the drain goes on.
+//! * Causes are a small fixed set of label values (`connect`, `destination`, `write`, `timeout`,
+//!   `tls`, `http_5xx`, `http_4xx`, `http_3xx`, `http`, `other`), so metric cardinality stays
+//!   bounded.
 //! * A failing drain logs once when it starts failing or its cause changes, and once when it
 //!   delivers again, not once per attempt.
 
@@ -161,14 +162,18 @@ impl Health {
 
     /// The destination rejected a batch: its lines are given up (and counted).
     pub fn rejected(&self, lines: u32, err: &(dyn StdError + 'static)) {
+        self.refused_lines(lines, &Chain(err).to_string());
+    }
+
+    /// The destination refused `lines` lines as invalid (`why`): they are given up and counted.
+    pub fn refused_lines(&self, lines: u32, why: &str) {
         self.metrics
             .lines_dropped
             .with_label_values(&[self.drain.as_str(), "rejected"])
             .inc_by(u64::from(lines));
-        let text = Chain(err).to_string();
-        tracing::error!(drain = %self.drain, lines, error = %text, "drain rejected a batch; its lines are dropped");
+        tracing::error!(drain = %self.drain, lines, error = %why, "the destination refused lines as invalid; they are dropped");
         let mut state = self.state();
-        state.last_error = Some(text);
+        state.last_error = Some(why.to_owned());
         state.last_error_at = Some(SystemTime::now());
     }
 }
@@ -257,6 +262,7 @@ mod tests {
             (
                 boxed(stream::Error::Stalled {
                     address: "h:1".into(),
+                    idle: std::time::Duration::from_secs(1),
                 }),
                 Decision::Retry { cause: "timeout" },
             ),
@@ -271,7 +277,6 @@ mod tests {
                 boxed(http::Error::Status {
                     url: url(),
                     status: status(503),
-                    body: String::new(),
                 }),
                 Decision::Retry { cause: "http_5xx" },
             ),
@@ -279,15 +284,21 @@ mod tests {
                 boxed(http::Error::Status {
                     url: url(),
                     status: status(429),
-                    body: String::new(),
                 }),
                 Decision::Retry { cause: "http_4xx" },
+            ),
+            (
+                boxed(http::Error::Redirect {
+                    url: url(),
+                    status: status(308),
+                    location: "https://elsewhere/".into(),
+                }),
+                Decision::Retry { cause: "http_3xx" },
             ),
             (
                 boxed(http::Error::Rejected {
                     url: url(),
                     status: status(400),
-                    body: String::new(),
                 }),
                 Decision::Reject,
             ),

@@ -1,6 +1,7 @@
 //! The per-drain tower stack, built in one function, outermost first:
 //! rate limit (lines per second; waits, never drops) → concurrency limit (batches in flight) →
-//! retry (typed decisions, jittered exponential backoff, forever) → per-attempt timeout → transport.
+//! retry (typed decisions, jittered exponential backoff, forever) → per-attempt timeout (UDP; stream
+//! drains time out on progress inside their connection, HTTP drains per request) → transport.
 //!
 //! Invariants: the request is an `Arc<Batch>` (so retries re-send the same bytes without copying);
 //! the stack is `Send + 'static` and owned by the drain's task.
@@ -16,8 +17,11 @@ use std::{
 use sluice_api::node_config::DeliveryOptions;
 use tokio::time::{Instant, Sleep};
 use tower::{
-    BoxError, Service, ServiceBuilder, limit::ConcurrencyLimit, retry::Retry, timeout::Timeout,
-    util::BoxCloneService,
+    BoxError, Service, ServiceBuilder,
+    limit::ConcurrencyLimit,
+    retry::Retry,
+    timeout::Timeout,
+    util::{BoxCloneService, Either},
 };
 
 use super::{
@@ -27,15 +31,29 @@ use super::{
 use crate::pipeline::Batch;
 
 /// Any transport, boxed.
-pub type Transport = BoxCloneService<Arc<Batch>, (), BoxError>;
+pub type Transport = BoxCloneService<Arc<Batch>, Delivered, BoxError>;
+
+/// What a transport did with a batch it is done with: delivered, except for lines the destination
+/// refused one by one as invalid (an HTTP batch split on `413`), which are given up and counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Lines refused (dropped).
+    pub refused_lines: u32,
+    /// Their encoded bytes.
+    pub refused_bytes: usize,
+    /// Why, in words (a status, never a response body).
+    pub refusal: Option<String>,
+}
 
 /// A drain's whole stack.
-pub type DrainService = LineRate<ConcurrencyLimit<Retry<RetryPolicy, Timeout<Transport>>>>;
+pub type DrainService = LineRate<ConcurrencyLimit<Retry<RetryPolicy, Either<Timeout<Transport>, Transport>>>>;
 
-/// Build the stack over `transport` from the drain's delivery options.
+/// Build the stack over `transport` from the drain's delivery options; `attempt_timeout` limits
+/// each attempt (`None`: the transport times out by itself).
 pub fn build(
     transport: Transport,
     delivery: &DeliveryOptions,
+    attempt_timeout: Option<Duration>,
     in_flight: usize,
     health: Arc<Health>,
 ) -> DrainService {
@@ -44,7 +62,7 @@ pub fn build(
         .layer_fn(|inner| LineRate::new(inner, delivery.max_lines_per_second))
         .concurrency_limit(in_flight.max(1))
         .retry(RetryPolicy::new(backoff, health))
-        .timeout(Duration::from_millis(delivery.timeout_ms))
+        .option_layer(attempt_timeout.map(tower::timeout::TimeoutLayer::new))
         .service(transport)
 }
 

@@ -9,10 +9,15 @@
 //! * Several batches are written ahead (the concurrency limit of the stack decides how many), so
 //!   throughput does not fall to one round trip per batch; while batches wait, the kernel is asked
 //!   again every millisecond.
-//! * If the connection breaks, or a written batch times out (its response future is dropped), the
-//!   connection is closed and every batch not yet acknowledged fails; the retry layer sends them
-//!   again on a new connection. A receiver may therefore see a batch twice, but only one that was
-//!   not acknowledged; it can drop repeats by MSGID.
+//! * A connection is dead when it breaks, or when bytes wait to be acknowledged and the peer has
+//!   acknowledged none for the drain's `timeoutMs` (an idle-progress timeout: a receiver that reads
+//!   slowly, at any rate, is not dead, however long one batch takes). There is no per-batch timeout.
+//! * A connection given up with bytes still unacknowledged is closed with a reset (`SO_LINGER` 0),
+//!   so the kernel drops what it still queued rather than delivering it later next to the copies
+//!   sent on the new connection. Every batch not yet acknowledged fails and the retry layer sends it
+//!   again. A receiver can therefore see a line twice only if it belongs to a batch the peer had
+//!   only partly acknowledged (or that was in flight) when the connection was given up: at most the
+//!   batches in flight on that connection. Repeats keep their MSGID, so a receiver can drop them.
 //! * A collector crash after `write()` still delivers: the kernel owns the bytes and sends them.
 //!   Only a receiver crash can lose lines: what its kernel acknowledged but the receiver had not yet
 //!   read. No TCP syslog protocol can close that gap (RFC 5425/6587 have no application acks).
@@ -42,11 +47,11 @@ pub use conn::Target;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf},
     sync::{mpsc, oneshot},
-    time::MissedTickBehavior,
+    time::{Instant, MissedTickBehavior},
 };
 use tower::{BoxError, Service};
 
-use super::backoff::Backoff;
+use super::{backoff::Backoff, stack::Delivered};
 use crate::pipeline::Batch;
 
 /// A stream delivery failed.
@@ -60,6 +65,15 @@ pub enum Error {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The destinations policy refuses every address the host resolves to.
+    #[error("cannot connect to {address}")]
+    Refused {
+        /// `host:port`.
+        address: String,
+        /// The refusal.
+        #[source]
+        source: super::destinations::Refused,
     },
     /// Connecting took longer than the drain's timeout.
     #[error("connecting to {address} took longer than {after:?}")]
@@ -95,12 +109,14 @@ pub enum Error {
         /// `host:port`.
         address: String,
     },
-    /// A batch on this connection timed out; the connection was closed so its unacknowledged bytes
-    /// are sent again on a new one.
-    #[error("connection to {address} reset because a batch timed out")]
+    /// The peer acknowledged nothing for the drain's timeout while bytes waited; the connection was
+    /// reset and its unacknowledged batches are sent again on a new one.
+    #[error("connection to {address} reset: the receiver acknowledged nothing for {idle:?}")]
     Stalled {
         /// `host:port`.
         address: String,
+        /// How long nothing was acknowledged.
+        idle: Duration,
     },
     /// The connection task is gone (the drain is shutting down).
     #[error("the drain's connection task has stopped")]
@@ -112,6 +128,7 @@ impl Error {
     pub fn cause(&self) -> &'static str {
         match self {
             Error::Connect { .. } => "connect",
+            Error::Refused { .. } => "destination",
             Error::ConnectTimeout { .. } | Error::Stalled { .. } => "timeout",
             Error::Handshake { .. } | Error::Io { tls: true, .. } => "tls",
             Error::Io { .. } | Error::Closed { .. } | Error::Gone => "write",
@@ -134,25 +151,54 @@ struct Job {
     done: oneshot::Sender<Result<(), Error>>,
 }
 
-/// The transport [`Service`]: hands batches to the drain's connection task.
-#[derive(Clone, Debug)]
+/// The transport [`Service`]: hands batches to the drain's connection task, and starts that task
+/// again if it died (a panic: its batches fail with [`Error::Gone`] and the retry layer sends
+/// them again).
+#[derive(Clone)]
 pub struct StreamService {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: Arc<std::sync::Mutex<mpsc::UnboundedSender<Job>>>,
+    target: Target,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for StreamService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamService")
+            .field("address", &self.target.address())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StreamService {
     /// Start the connection task for `target` (it connects when the first batch arrives).
     pub fn spawn(target: Target, backoff: Backoff) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(target, backoff, rx));
-        Self { jobs }
+        tokio::spawn(run(target.clone(), backoff, rx));
+        Self {
+            jobs: Arc::new(std::sync::Mutex::new(jobs)),
+            target,
+            backoff,
+        }
+    }
+
+    /// Hand `job` to the connection task, starting a new one if it is gone.
+    fn send(&self, job: Job) {
+        // Held only to send or swap the sender, never across an await.
+        let mut jobs = self.jobs.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Err(mpsc::error::SendError(job)) = jobs.send(job) {
+            tracing::error!(address = %self.target.address(), "the drain's connection task died; starting it again");
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(self.target.clone(), self.backoff, rx));
+            let _ = tx.send(job);
+            *jobs = tx;
+        }
     }
 }
 
 impl Service<Arc<Batch>> for StreamService {
-    type Response = ();
+    type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -160,12 +206,10 @@ impl Service<Arc<Batch>> for StreamService {
 
     fn call(&mut self, batch: Arc<Batch>) -> Self::Future {
         let (done, result) = oneshot::channel();
-        let sent = self.jobs.send(Job { batch, done }).is_ok();
+        self.send(Job { batch, done });
         Box::pin(async move {
-            if !sent {
-                return Err(Error::Gone.into());
-            }
-            result.await.map_err(|_| Error::Gone)?.map_err(Into::into)
+            result.await.map_err(|_| Error::Gone)??;
+            Ok(Delivered::default())
         })
     }
 }
@@ -205,7 +249,7 @@ async fn run(target: Target, backoff: Backoff, mut rx: mpsc::UnboundedReceiver<J
             }
         };
         failures = 0;
-        match Connection::new(io, meter, target.address())
+        match Connection::new(io, meter, target.address(), target.idle_timeout)
             .run(&mut queue, &mut rx)
             .await
         {
@@ -232,6 +276,10 @@ fn fail_all(queue: &mut VecDeque<Job>, err: &Error, target: &Target) {
                 tls: *tls,
                 source: io::Error::new(source.kind(), source.to_string()),
             },
+            Error::Refused { source, .. } => Error::Refused {
+                address: target.address(),
+                source: source.clone(),
+            },
             Error::ConnectTimeout { after, .. } => Error::ConnectTimeout {
                 address: target.address(),
                 after: *after,
@@ -239,8 +287,9 @@ fn fail_all(queue: &mut VecDeque<Job>, err: &Error, target: &Target) {
             Error::Closed { .. } => Error::Closed {
                 address: target.address(),
             },
-            Error::Stalled { .. } => Error::Stalled {
+            Error::Stalled { idle, .. } => Error::Stalled {
                 address: target.address(),
+                idle: *idle,
             },
             Error::Gone => Error::Gone,
         };
@@ -256,10 +305,14 @@ struct Connection {
     address: String,
     /// Written batches and the socket byte offset at which each ends.
     written: VecDeque<(Job, u64)>,
+    /// How long the peer may acknowledge nothing while bytes wait.
+    idle_timeout: Duration,
+    /// While bytes wait: the acknowledged byte count when it last grew, and when.
+    progress: Option<(u64, Instant)>,
 }
 
 impl Connection {
-    fn new(io: Box<dyn conn::Io>, meter: conn::Meter, address: String) -> Self {
+    fn new(io: Box<dyn conn::Io>, meter: conn::Meter, address: String, idle_timeout: Duration) -> Self {
         let (reader, writer) = tokio::io::split(io);
         Self {
             reader,
@@ -267,7 +320,34 @@ impl Connection {
             meter,
             address,
             written: VecDeque::new(),
+            idle_timeout,
+            progress: None,
         }
+    }
+
+    /// Fail with [`Error::Stalled`] when bytes have waited (`outstanding`) and the peer has
+    /// acknowledged nothing new for the idle timeout. Any growth of the acknowledged count is
+    /// progress; the clock starts when something starts waiting.
+    fn check_progress(&mut self, outstanding: bool) -> Result<(), Error> {
+        if !outstanding {
+            self.progress = None;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let acked = self.meter.acked().map_err(|e| Error::io(&self.address, e))?;
+        match self.progress {
+            Some((seen, since)) if acked <= seen => {
+                let idle = now.duration_since(since);
+                if idle >= self.idle_timeout {
+                    return Err(Error::Stalled {
+                        address: self.address.clone(),
+                        idle,
+                    });
+                }
+            }
+            _ => self.progress = Some((acked, now)),
+        }
+        Ok(())
     }
 
     /// Resolve every written job the peer acknowledged.
@@ -297,6 +377,15 @@ impl Connection {
             // sequence numbers, so it stays right after a reset.
             let _ = self.settle();
         }
+        if self
+            .meter
+            .acked()
+            .map_or(true, |acked| acked < self.meter.written())
+        {
+            // Given up with bytes unacknowledged: reset, so the kernel does not deliver them later
+            // next to the copies the retry sends on a new connection.
+            self.meter.reset_on_close();
+        }
         // Whatever was written but not acknowledged goes back first, in order, to fail with the rest.
         while let Some((job, _)) = self.written.pop_back() {
             queue.push_front(job);
@@ -313,12 +402,13 @@ impl Connection {
         flushing: &mut bool,
     ) -> Result<Option<Arc<Batch>>, Error> {
         self.settle()?;
+        let outstanding = !self.written.is_empty() || offset > 0 || *flushing || !queue.is_empty();
+        self.check_progress(outstanding)?;
         if self.written.iter().any(|(job, _)| job.done.is_closed())
             || (offset > 0 && queue.front().is_some_and(|job| job.done.is_closed()))
         {
-            return Err(Error::Stalled {
-                address: self.address.clone(),
-            });
+            // The drain stopped waiting for a batch on this connection (it is stopping).
+            return Err(Error::Gone);
         }
         if offset == 0 && !*flushing {
             queue.retain(|job| !job.done.is_closed());

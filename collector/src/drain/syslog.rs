@@ -13,7 +13,7 @@
 //! * MSG: the line as is (UTF-8, no BOM).
 //!
 //! Invariants: everything that is fixed per container (header fields, SD element) is rendered once
-//! and cached by container id, so the per-line work is copying slices into the batch with no
+//! and cached by container id and metadata revision (a changed label is seen at once), so the per-line work is copying slices into the batch with no
 //! allocation. Stream framing is octet counting (RFC6587 §3.4.1, `LEN SP MSG`); datagram framing is
 //! one message per frame, never longer than `maxDatagramBytes` unless the fixed header alone is.
 
@@ -76,8 +76,8 @@ impl SyslogSpec {
 /// What is fixed for one container: ` HOSTNAME APP-NAME PROCID ` per stream and the open SD element.
 #[derive(Debug)]
 struct Rendered {
+    /// What was rendered (its revision is the one last seen for this container).
     meta: ContainerMeta,
-    meta_ptr: usize,
     header: [Vec<u8>; 2],
     sd: Vec<u8>,
 }
@@ -108,11 +108,10 @@ fn lookup<'c>(
     spec: &SyslogSpec,
     meta: &ContainerMeta,
 ) -> &'c Rendered {
-    let ptr = std::ptr::from_ref(meta) as usize;
     let fresh = match cache.get_mut(&meta.container_id) {
-        Some(r) if r.meta_ptr == ptr => false,
+        Some(r) if meta.revision != 0 && r.meta.revision == meta.revision => false,
         Some(r) if r.meta == *meta => {
-            r.meta_ptr = ptr;
+            r.meta.revision = meta.revision;
             false
         }
         _ => true,
@@ -121,14 +120,14 @@ fn lookup<'c>(
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
-        cache.insert(meta.container_id.clone(), render(spec, meta, ptr));
+        cache.insert(meta.container_id.clone(), render(spec, meta));
     }
     cache
         .get(&meta.container_id)
         .expect("invariant: present or inserted above")
 }
 
-fn render(spec: &SyslogSpec, meta: &ContainerMeta, meta_ptr: usize) -> Rendered {
+fn render(spec: &SyslogSpec, meta: &ContainerMeta) -> Rendered {
     let header = |stream: Stream| {
         let host = sanitize(&spec.hostname.render(meta, stream), 255);
         let app = sanitize(&spec.app_name.render(meta, stream), 48);
@@ -157,7 +156,6 @@ fn render(spec: &SyslogSpec, meta: &ContainerMeta, meta_ptr: usize) -> Rendered 
     }
     Rendered {
         meta: meta.clone(),
-        meta_ptr,
         header: [header(Stream::Stdout), header(Stream::Stderr)],
         sd,
     }

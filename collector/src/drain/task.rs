@@ -21,11 +21,11 @@ use tower::{BoxError, Service, ServiceExt};
 
 use super::{
     retry::{Chain, Decision, Health, classify},
-    stack::DrainService,
+    stack::{Delivered, DrainService},
 };
 use crate::pipeline::{Batch, Wake};
 
-type InFlight = Pin<Box<dyn Future<Output = (Arc<Batch>, Result<(), BoxError>)> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = (Arc<Batch>, Result<Delivered, BoxError>)> + Send>>;
 
 /// Everything the drain task owns.
 pub struct DrainTask {
@@ -112,11 +112,22 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Settle one response, in order. Returns false when the drain must stop (an error the stack should
 /// have retried: acknowledging later batches would skip this one's lines).
-fn complete(health: &Health, batch: &Batch, result: Result<(), BoxError>) -> bool {
+fn complete(health: &Health, batch: &Batch, result: Result<Delivered, BoxError>) -> bool {
     match result {
-        Ok(()) => {
+        Ok(delivered) => {
             batch.ack();
-            health.success(batch.lines, batch.bytes.len());
+            let refused = delivered.refused_lines.min(batch.lines);
+            health.success(
+                batch.lines - refused,
+                batch.bytes.len().saturating_sub(delivered.refused_bytes),
+            );
+            if refused > 0 {
+                let why = delivered
+                    .refusal
+                    .as_deref()
+                    .unwrap_or("refused by the destination");
+                health.refused_lines(refused, why);
+            }
             true
         }
         Err(err) => match classify(&*err) {

@@ -119,6 +119,7 @@ mod tests {
             container: "app".into(),
             labels: BTreeMap::from([("team".to_owned(), "blue".to_owned())]),
             node: "node-a".into(),
+            revision: 0,
         }
     }
 

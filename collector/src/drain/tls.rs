@@ -3,6 +3,10 @@
 //! Invariants:
 //! * Verification is on unless `insecureSkipVerify` is set. The trust anchors are the configured CA
 //!   bundle (`caPem` or `caFile`) when there is one, otherwise the Mozilla web roots.
+//! * A server certificate that is itself in the configured bundle is trusted as such, even when it
+//!   is marked CA:TRUE (a self-signed certificate given as `caFile`, which curl and OpenSSL accept
+//!   and webpki refuses as `CaUsedAsEndEntity`); its name and validity period are still checked,
+//!   and the handshake must still be signed with its key.
 //! * Everything is checked when the drain is created, before any connection: an unreadable file, a
 //!   PEM without certificates, a key that is not a key or does not match the certificate. Errors say
 //!   which setting is wrong; they never include key material.
@@ -10,9 +14,14 @@
 use std::{path::PathBuf, sync::Arc};
 
 use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
     crypto::CryptoProvider,
+    server::ParsedCertificate,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 use sluice_api::node_config::TlsConfig;
@@ -77,7 +86,16 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, Error> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
     } else {
-        builder.with_root_certificates(roots(tls)?)
+        let (roots, bundle) = roots(tls)?;
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Error::Pem {
+                setting: "tls",
+                problem: e.to_string(),
+            })?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustedSelfSigned { webpki, bundle }))
     };
     match client_identity(tls)? {
         Some((chain, key)) => builder
@@ -122,23 +140,26 @@ fn certificates(setting: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<
     Ok(certs)
 }
 
-fn roots(tls: &TlsConfig) -> Result<RootCertStore, Error> {
+/// The trust anchors, and the configured bundle's certificates (none for the web roots).
+fn roots(tls: &TlsConfig) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), Error> {
     let (setting, pem) = match (&tls.ca_pem, &tls.ca_file) {
         (Some(pem), _) => ("tls.caPem", pem.as_bytes().to_vec()),
         (None, Some(path)) => ("tls.caFile", read("tls.caFile", path)?),
         (None, None) => {
-            return Ok(RootCertStore {
+            let roots = RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            });
+            };
+            return Ok((roots, Vec::new()));
         }
     };
     let mut store = RootCertStore::empty();
-    for cert in certificates(setting, &pem)? {
+    let bundle = certificates(setting, &pem)?;
+    for cert in &bundle {
         store
-            .add(cert)
+            .add(cert.clone())
             .map_err(|source| Error::Rustls { setting, source })?;
     }
-    Ok(store)
+    Ok((store, bundle))
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
@@ -164,6 +185,76 @@ fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, Error> {
         problem: "contains no usable PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)".into(),
     })?;
     Ok(Some((chain, key)))
+}
+
+/// webpki verification against the trust anchors, which also accepts a server certificate that is
+/// itself one of the configured certificates when webpki's only objection is that it is a CA.
+#[derive(Debug)]
+struct TrustedSelfSigned {
+    webpki: Arc<WebPkiServerVerifier>,
+    bundle: Vec<CertificateDer<'static>>,
+}
+
+/// Whether `err` is webpki's `CaUsedAsEndEntity` (rustls passes it on as an "other" error).
+fn is_ca_used_as_end_entity(err: &OtherError) -> bool {
+    matches!(
+        err.0.downcast_ref::<webpki::Error>(),
+        Some(webpki::Error::CaUsedAsEndEntity)
+    )
+}
+
+impl ServerCertVerifier for TrustedSelfSigned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
+                if is_ca_used_as_end_entity(&other)
+                    && self.bundle.iter().any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                // Trusted as itself. webpki checks the validity period before the basic
+                // constraints, so reaching this error means the period holds; the name is checked
+                // here as webpki would have next.
+                rustls::client::verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            result => result,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
+        self.webpki.root_hint_subjects()
+    }
 }
 
 /// Accepts any server certificate (`insecureSkipVerify`), but still checks handshake signatures so

@@ -21,6 +21,10 @@ use std::{
 use tokio::net::UdpSocket;
 use tower::{BoxError, Service};
 
+use super::{
+    destinations::{Destinations, Refused},
+    stack::Delivered,
+};
 use crate::pipeline::Batch;
 
 /// A UDP delivery failed.
@@ -34,6 +38,15 @@ pub enum Error {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The destinations policy refuses every address the host resolves to.
+    #[error("{address}: no address it resolves to may be sent to")]
+    Refused {
+        /// `host:port`.
+        address: String,
+        /// The refusal.
+        #[source]
+        source: Refused,
     },
     /// Sending a datagram failed.
     #[error("sending a datagram to {address} failed")]
@@ -51,6 +64,7 @@ impl Error {
     pub fn cause(&self) -> &'static str {
         match self {
             Error::Connect { .. } => "connect",
+            Error::Refused { .. } => "destination",
             Error::Send { .. } => "write",
         }
     }
@@ -66,16 +80,18 @@ pub struct UdpService {
 struct Inner {
     host: String,
     port: u16,
+    destinations: Arc<Destinations>,
     socket: Mutex<Option<Arc<UdpSocket>>>,
 }
 
 impl UdpService {
-    /// A transport sending to `host:port`.
-    pub fn new(host: String, port: u16) -> Self {
+    /// A transport sending to `host:port`, where `destinations` allows.
+    pub fn new(host: String, port: u16, destinations: Arc<Destinations>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 host,
                 port,
+                destinations,
                 socket: Mutex::new(None),
             }),
         }
@@ -106,16 +122,22 @@ impl Inner {
             address: self.address(),
             source,
         };
-        let target: SocketAddr = tokio::net::lookup_host((self.host.as_str(), self.port))
+        let resolved = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
-            .map_err(err)?
-            .next()
-            .ok_or_else(|| {
-                err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "the name resolved to no address",
-                ))
+            .map_err(err)?;
+        let allowed = self
+            .destinations
+            .filter(resolved)
+            .map_err(|source| Error::Refused {
+                address: self.address(),
+                source,
             })?;
+        let target: SocketAddr = allowed.into_iter().next().ok_or_else(|| {
+            err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the name resolved to no address",
+            ))
+        })?;
         let local: SocketAddr = if target.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -144,9 +166,9 @@ impl Inner {
 }
 
 impl Service<Arc<Batch>> for UdpService {
-    type Response = ();
+    type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -154,6 +176,9 @@ impl Service<Arc<Batch>> for UdpService {
 
     fn call(&mut self, batch: Arc<Batch>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move { inner.send(&batch).await.map_err(Into::into) })
+        Box::pin(async move {
+            inner.send(&batch).await?;
+            Ok(Delivered::default())
+        })
     }
 }

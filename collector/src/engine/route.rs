@@ -108,6 +108,7 @@ fn operator_meta(c: &ContainerConfig, id: String, node: &str) -> ContainerMeta {
         container: c.container.clone(),
         labels: c.labels.clone(),
         node: node.to_owned(),
+        revision: ContainerMeta::next_revision(),
     }
 }
 
@@ -160,5 +161,6 @@ fn docker_meta(id: &str, info: &DockerInfo, node: &str) -> ContainerMeta {
         container: info.name.clone(),
         labels: info.labels.clone(),
         node: node.to_owned(),
+        revision: ContainerMeta::next_revision(),
     }
 }

@@ -151,6 +151,11 @@ fn http_options(spec: &LogDrainSpec, lookup: &SecretLookup<'_>) -> Result<Option
     let mut out = HttpOptions {
         gzip: spec.http.as_ref().and_then(|h| h.gzip).unwrap_or(false),
         headers: spec.http.as_ref().map(|h| h.headers.clone()).unwrap_or_default(),
+        allow_credentials_over_http: spec
+            .http
+            .as_ref()
+            .and_then(|h| h.allow_credentials_over_http)
+            .unwrap_or(false),
         ..HttpOptions::default()
     };
     if let Some(c) = &spec.credentials {
@@ -198,6 +203,11 @@ pub fn resolve_drain(
         http: http_options(spec, &lookup)?,
         delivery: DeliveryOptions {
             max_lines_per_second: spec.rate_limit.as_ref().map(|r| r.lines_per_second),
+            drop_on_status: spec
+                .http
+                .as_ref()
+                .and_then(|h| h.drop_on_status.clone())
+                .unwrap_or_else(DeliveryOptions::default_drop_on_status),
             ..DeliveryOptions::default()
         },
     };

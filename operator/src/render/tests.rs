@@ -250,6 +250,40 @@ fn drains_resolve_their_secrets_or_say_why_not() {
     );
 }
 
+/// The HTTP delivery policy and the plain-http credentials consent reach the node config; without
+/// the consent, credentials over `http://` are refused (the collector would refuse them).
+#[test]
+fn http_policy_settings_reach_the_node_config() {
+    let mut world = world_with(vec![pod("ns", "p", "web", "n", &[("app", "docker://1")])]);
+    let mut d = drain("ns", "http", "http://ingest.example/v1");
+    d.spec.http = Some(sluice_api::crd::HttpSettings {
+        drop_on_status: Some(vec![400, 404]),
+        ..Default::default()
+    });
+    d.spec.credentials = Some(DrainCredentials {
+        secret_name: "creds".into(),
+        bearer_token_key: Some("token".into()),
+        username_key: None,
+        password_key: None,
+    });
+    world.set_secret(
+        ("ns".into(), "creds".into()),
+        SecretData::Permitted(BTreeMap::from([("token".into(), b"t".to_vec())])),
+    );
+    let problem = resolve_drain(&d, &world.secrets, "x".into()).unwrap_err();
+    assert!(
+        problem.message.contains("allowCredentialsOverHttp"),
+        "{}",
+        problem.message
+    );
+    if let Some(http) = d.spec.http.as_mut() {
+        http.allow_credentials_over_http = Some(true);
+    }
+    let config = resolve_drain(&d, &world.secrets, "x".into()).expect("resolves");
+    assert_eq!(config.delivery.drop_on_status, [400, 404]);
+    assert!(config.http.is_some_and(|h| h.allow_credentials_over_http));
+}
+
 #[test]
 fn node_drain_names_are_dns_labels_and_unambiguous() {
     assert_eq!(node_drain_name("shop", "logs"), "shop-logs");

@@ -77,10 +77,22 @@ async fn retries_with_jittered_exponential_backoff_until_success() {
     let counter = Arc::clone(&calls);
     let transport: Transport = BoxCloneService::new(service_fn(move |_b: Arc<Batch>| {
         let n = counter.fetch_add(1, Ordering::SeqCst);
-        async move { if n < 4 { Err(connect_error()) } else { Ok(()) } }
+        async move {
+            if n < 4 {
+                Err(connect_error())
+            } else {
+                Ok(Delivered::default())
+            }
+        }
     }));
     let health = Arc::new(Health::new("d", metrics.clone()));
-    let service = build(transport, &delivery(), 1, health);
+    let service = build(
+        transport,
+        &delivery(),
+        Some(Duration::from_millis(1000)),
+        1,
+        health,
+    );
     let start = Instant::now();
     let cursor = Arc::new(Cursor::new(None));
     service.oneshot(Arc::new(batch(1, &cursor, 10))).await.unwrap();
@@ -107,20 +119,26 @@ async fn client_errors_are_rejected_without_retry_but_429_is_retried() {
             } else {
                 ::http::StatusCode::BAD_REQUEST
             };
-            let (url, body) = ("http://h/".to_owned(), "bad".to_owned());
-            Err::<(), BoxError>(if n == 0 {
-                http::Error::Status { url, status, body }.into()
+            let url = "http://h/".to_owned();
+            Err::<Delivered, BoxError>(if n == 0 {
+                http::Error::Status { url, status }.into()
             } else {
-                http::Error::Rejected { url, status, body }.into()
+                http::Error::Rejected { url, status }.into()
             })
         }
     }));
     let health = Arc::new(Health::new("d", metrics.clone()));
     let cursor = Arc::new(Cursor::new(None));
-    let err = build(transport, &delivery(), 1, health)
-        .oneshot(Arc::new(batch(1, &cursor, 1)))
-        .await
-        .unwrap_err();
+    let err = build(
+        transport,
+        &delivery(),
+        Some(Duration::from_millis(1000)),
+        1,
+        health,
+    )
+    .oneshot(Arc::new(batch(1, &cursor, 1)))
+    .await
+    .unwrap_err();
     assert_eq!(retry::classify(&*err), retry::Decision::Reject);
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -141,15 +159,21 @@ async fn an_attempt_that_hangs_times_out_and_is_retried() {
             if n == 0 {
                 std::future::pending::<()>().await;
             }
-            Ok::<(), BoxError>(())
+            Ok::<Delivered, BoxError>(Delivered::default())
         }
     }));
     let health = Arc::new(Health::new("d", metrics.clone()));
     let cursor = Arc::new(Cursor::new(None));
-    build(transport, &delivery(), 1, health)
-        .oneshot(Arc::new(batch(1, &cursor, 1)))
-        .await
-        .unwrap();
+    build(
+        transport,
+        &delivery(),
+        Some(Duration::from_millis(1000)),
+        1,
+        health,
+    )
+    .oneshot(Arc::new(batch(1, &cursor, 1)))
+    .await
+    .unwrap();
     assert_eq!(failures(&metrics, "timeout"), 1);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -157,13 +181,20 @@ async fn an_attempt_that_hangs_times_out_and_is_retried() {
 #[tokio::test(start_paused = true)]
 async fn rate_limit_paces_lines_without_dropping() {
     let metrics = Metrics::new().unwrap();
-    let transport: Transport =
-        BoxCloneService::new(service_fn(|_b: Arc<Batch>| async { Ok::<(), BoxError>(()) }));
+    let transport: Transport = BoxCloneService::new(service_fn(|_b: Arc<Batch>| async {
+        Ok::<Delivered, BoxError>(Delivered::default())
+    }));
     let options = DeliveryOptions {
         max_lines_per_second: Some(1000),
         ..delivery()
     };
-    let mut service = build(transport, &options, 1, Arc::new(Health::new("d", metrics)));
+    let mut service = build(
+        transport,
+        &options,
+        Some(Duration::from_millis(1000)),
+        1,
+        Arc::new(Health::new("d", metrics)),
+    );
     let cursor = Arc::new(Cursor::new(None));
     let start = Instant::now();
     for i in 0..5 {
@@ -196,7 +227,13 @@ fn run_task(
     let health = Arc::new(Health::new("d", metrics.clone()));
     let task = DrainTask {
         rx,
-        service: build(transport, &delivery(), 4, Arc::clone(&health)),
+        service: build(
+            transport,
+            &delivery(),
+            Some(Duration::from_millis(1000)),
+            4,
+            Arc::clone(&health),
+        ),
         health,
         wake: Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -212,7 +249,7 @@ async fn acks_in_order_even_when_responses_come_out_of_order() {
     // The first batch (3 lines) takes 100 ms, the second (1 line) 10 ms.
     let transport: Transport = BoxCloneService::new(service_fn(|b: Arc<Batch>| async move {
         tokio::time::sleep(Duration::from_millis(if b.lines == 3 { 100 } else { 10 })).await;
-        Ok::<(), BoxError>(())
+        Ok::<Delivered, BoxError>(Delivered::default())
     }));
     let (tx, finish, task, wakes) = run_task(transport, &metrics);
     let (first, second) = (Arc::new(Cursor::new(None)), Arc::new(Cursor::new(None)));
@@ -243,16 +280,15 @@ async fn rejected_batches_are_counted_dropped_and_acked_so_the_drain_goes_on() {
     let transport: Transport = BoxCloneService::new(service_fn(|b: Arc<Batch>| async move {
         if b.lines == 7 {
             let status = ::http::StatusCode::BAD_REQUEST;
-            return Err::<(), BoxError>(
+            return Err::<Delivered, BoxError>(
                 http::Error::Rejected {
                     url: "u".into(),
                     status,
-                    body: "no".into(),
                 }
                 .into(),
             );
         }
-        Ok(())
+        Ok(Delivered::default())
     }));
     let (tx, finish, task, _) = run_task(transport, &metrics);
     let cursor = Arc::new(Cursor::new(None));
@@ -273,7 +309,7 @@ async fn rejected_batches_are_counted_dropped_and_acked_so_the_drain_goes_on() {
 async fn finish_gives_up_at_the_deadline_and_acks_nothing_undelivered() {
     let metrics = Metrics::new().unwrap();
     let transport: Transport = BoxCloneService::new(service_fn(|_b: Arc<Batch>| async {
-        Err::<(), _>(connect_error())
+        Err::<Delivered, _>(connect_error())
     }));
     let (tx, finish, task, _) = run_task(transport, &metrics);
     let cursor = Arc::new(Cursor::new(None));

@@ -24,6 +24,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use super::Error;
+use crate::drain::destinations::Destinations;
 
 /// Where a stream drain connects.
 #[derive(Clone)]
@@ -36,6 +37,10 @@ pub struct Target {
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Limit for resolving, connecting and the TLS handshake together.
     pub connect_timeout: Duration,
+    /// How long a live connection may go without the peer acknowledging anything while bytes wait.
+    pub idle_timeout: Duration,
+    /// Which addresses may be connected to.
+    pub destinations: Arc<Destinations>,
 }
 
 impl Target {
@@ -73,18 +78,33 @@ impl Meter {
         }
         Ok(self.written().saturating_sub(u64::try_from(queued).unwrap_or(0)))
     }
+
+    /// Make closing the socket a reset (`SO_LINGER` 0): the kernel drops what it still queued
+    /// instead of delivering it after the connection was given up.
+    pub fn reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: SO_LINGER reads one `linger` struct through the pointer, which points to a live
+        // local of the right size; `fd` is the connection's socket, open while the meter lives.
+        let _ = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+    }
 }
 
 /// Resolve, connect (TCP_NODELAY, keepalive) and, for TLS, handshake, within the target's timeout.
 pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
     let address = target.address();
     let attempt = async {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|source| Error::Connect {
-                address: address.clone(),
-                source,
-            })?;
+        let tcp = connect_allowed(target, &address).await?;
         let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(30))
@@ -121,6 +141,33 @@ pub async fn connect(target: &Target) -> Result<(Box<dyn Io>, Meter), Error> {
             after: target.connect_timeout,
         }),
     }
+}
+
+/// Resolve the target and connect to the first address the destinations policy allows that
+/// answers.
+async fn connect_allowed(target: &Target, address: &str) -> Result<TcpStream, Error> {
+    let connect = |source| Error::Connect {
+        address: address.to_owned(),
+        source,
+    };
+    let resolved = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(connect)?;
+    let allowed = target
+        .destinations
+        .filter(resolved)
+        .map_err(|source| Error::Refused {
+            address: address.to_owned(),
+            source,
+        })?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for addr in allowed {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(connect(last))
 }
 
 /// How long to listen for a refusal after the server acknowledged the end of the handshake.

@@ -15,6 +15,7 @@ fn meta(namespace: &str) -> ContainerMeta {
         container: "app".into(),
         labels: BTreeMap::from([("team".into(), "blue team".into())]),
         node: "node-a".into(),
+        revision: 0,
     }
 }
 
@@ -134,6 +135,29 @@ fn cache_follows_metadata_changes() {
     let out = frames(&batch);
     assert!(out[0].contains(" shop/web-1 "), "{}", out[0]);
     assert!(out[1].contains(" shop/web-2 "), "{}", out[1]);
+}
+
+/// The engine writes new metadata over the old in place (same address, new revision): a changed
+/// label reaches the header fields rendered from templates in the very next line.
+#[test]
+fn a_label_changed_in_place_is_seen() {
+    let mut enc = octet(&SyslogFormat {
+        app_name: "{label:team}".into(),
+        ..SyslogFormat::default()
+    });
+    let mut batch = Batch::default();
+    let mut m = meta("shop");
+    m.revision = ContainerMeta::next_revision();
+    enc.encode(&line(&m, Stream::Stdout, "1"), &mut batch);
+    m = ContainerMeta {
+        labels: BTreeMap::from([("team".into(), "red".into())]),
+        revision: ContainerMeta::next_revision(),
+        ..m.clone()
+    };
+    enc.encode(&line(&m, Stream::Stdout, "2"), &mut batch);
+    let out = frames(&batch);
+    assert!(out[0].contains(" node-a blue_team "), "{}", out[0]);
+    assert!(out[1].contains(" node-a red "), "{}", out[1]);
 }
 
 fn udp(max: usize, oversize: UdpOversize) -> (SyslogEncoder, IntCounter, IntCounter) {
