@@ -7,6 +7,7 @@
 //! user) and never talks to a cluster here: `helm template` renders client-side.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Command, Output},
     time::Duration,
@@ -190,6 +191,72 @@ fn helm_lint_and_template_pass_with_every_values_file() -> Result<()> {
         "ServiceAccount/sluice-operator",
     ];
     assert_eq!(kinds, expected, "objects rendered with the default values");
+    Ok(())
+}
+
+/// The dotted paths of the schema's values (anything but an object closed by
+/// `additionalProperties: false`), and those of its properties without a description.
+fn schema_values(schema: &Value, prefix: &str, values: &mut Vec<String>, undescribed: &mut Vec<String>) {
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if property["description"].as_str().is_none_or(str::is_empty) {
+            undescribed.push(path.clone());
+        }
+        if property["additionalProperties"] == false && property["properties"].is_object() {
+            schema_values(property, &path, values, undescribed);
+        } else {
+            values.push(path);
+        }
+    }
+}
+
+/// The dotted paths of the keys in `yaml` that have a comment on the line right above them.
+fn commented_keys(yaml: &str) -> BTreeSet<String> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut commented = BTreeSet::new();
+    let mut previous_is_comment = false;
+    for line in yaml.lines().filter(|l| !l.trim().is_empty()) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let key = trimmed
+            .split_once(':')
+            .map(|(k, _)| k)
+            .filter(|k| k.chars().all(|c| c.is_ascii_alphanumeric()) && !trimmed.starts_with('#'));
+        if let Some(key) = key {
+            stack.retain(|(i, _)| *i < indent);
+            let mut path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+            path.push(key);
+            if previous_is_comment {
+                commented.insert(path.join("."));
+            }
+            stack.push((indent, key.to_owned()));
+        }
+        previous_is_comment = trimmed.starts_with('#');
+    }
+    commented
+}
+
+#[test]
+fn every_value_is_documented_in_values_yaml_and_the_schema() -> Result<()> {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json"))?)?;
+    let (mut values, mut undescribed) = (Vec::new(), Vec::new());
+    schema_values(&schema, "", &mut values, &mut undescribed);
+    assert!(
+        undescribed.is_empty(),
+        "values.schema.json: no description for {undescribed:?}"
+    );
+    let commented = commented_keys(&std::fs::read_to_string(chart_dir().join("values.yaml"))?);
+    let undocumented: Vec<&String> = values.iter().filter(|v| !commented.contains(*v)).collect();
+    assert!(
+        undocumented.is_empty(),
+        "values.yaml: no comment above {undocumented:?}"
+    );
+    assert!(values.len() > 50, "the schema lists only {} values", values.len());
     Ok(())
 }
 
