@@ -320,6 +320,52 @@ fn rbac_rules_are_exactly_deploy_rbac() -> Result<()> {
     Ok(())
 }
 
+/// The stand-in ServiceMonitor CRD of the dry run accepts any spec, so check here what
+/// Prometheus needs: each ServiceMonitor selects exactly one metrics Service, by a port it has.
+#[test]
+fn service_monitors_select_the_metrics_services() -> Result<()> {
+    let Some(helm) = Helm::new("service_monitors_select_the_metrics_services") else {
+        return Ok(());
+    };
+    let rendered = helm.template(&["--set", "metrics.serviceMonitor.enabled=true"])?;
+    let services: Vec<&Value> = rendered.iter().filter(|o| o["kind"] == "Service").collect();
+    let monitors: Vec<&Value> = rendered
+        .iter()
+        .filter(|o| o["kind"] == "ServiceMonitor")
+        .collect();
+    assert_eq!(monitors.len(), 2, "one ServiceMonitor per component");
+    for monitor in monitors {
+        let wanted = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .context("no matchLabels")?;
+        let port = &monitor["spec"]["endpoints"][0]["port"];
+        let selected: Vec<&&Value> = services
+            .iter()
+            .filter(|s| wanted.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v))
+            .collect();
+        assert_eq!(
+            selected.len(),
+            1,
+            "{} selects {} Services",
+            kind_and_name(monitor),
+            selected.len()
+        );
+        let ports = selected[0]["spec"]["ports"]
+            .as_array()
+            .context("a Service without ports")?;
+        assert!(
+            ports.iter().any(|p| &p["name"] == port),
+            "{}: no port {port}",
+            kind_and_name(selected[0])
+        );
+        assert_eq!(
+            monitor["spec"]["namespaceSelector"]["matchNames"],
+            json!([NAMESPACE])
+        );
+    }
+    Ok(())
+}
+
 /// helm's stderr for values it must refuse.
 fn refused(helm: &Helm, set: &str) -> Result<String> {
     let chart = chart_dir().display().to_string();
