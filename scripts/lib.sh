@@ -10,3 +10,9 @@ export SLUICE_SYSLOG_NG_ROOT="${SLUICE_SYSLOG_NG_ROOT:-$SLUICE_CACHE/syslog-ng/r
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# helm, built by scripts/setup.sh into the machine cache (one binary per pinned version).
+HELM_VERSION=v3.19.5
+HELM_K8S_MINOR=34   # the k8s.io/* v0.34 modules helm v3.19.5 is built with (its Makefile's default)
+export HELM_VERSION HELM_K8S_MINOR
+sluice_helm_path() { printf '%s/bin/helm-%s\n' "$SLUICE_CACHE" "$HELM_VERSION"; }

@@ -73,6 +73,31 @@ if [ -x "$REPO_ROOT/tests/kube-harness/build.sh" ]; then
   "$REPO_ROOT/tests/kube-harness/build.sh" >&2
 fi
 
+# helm, for the chart's lint/template/dry-run tests and the README's install commands: built once
+# from the Go module proxy into the machine cache (no release tarball, no other download).
+# HELM_VERSION is also read by scripts/lib.sh (sluice_helm); v3.19 is built on the same
+# Kubernetes libraries (v0.34) as the kube-apiserver harness.
+helm_bin="$(sluice_helm_path)"
+if [ -x "$helm_bin" ]; then
+  say "helm present: $helm_bin"
+else
+  command -v go >/dev/null || die "building helm needs Go (>= 1.24) on PATH"
+  say "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION (once; into $SLUICE_CACHE/bin)"
+  helm_work="$(mktemp -d)"
+  # The ldflags of helm's own Makefile: its version, and the Kubernetes version that `helm
+  # template` and `helm lint` assume (default 1.20 otherwise, which fails the chart's kubeVersion).
+  helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in pkg/lint/rules pkg/chartutil; do
+    helm_ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+  done
+  GOBIN="$helm_work" GOTOOLCHAIN=local CGO_ENABLED=0 go install -trimpath -ldflags "$helm_ldflags" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  mkdir -p "$SLUICE_CACHE/bin"
+  mv "$helm_work/helm" "$helm_bin"
+  rm -rf "$helm_work"
+fi
+"$helm_bin" version --short >/dev/null || die "$helm_bin does not run; remove it and rerun scripts/setup.sh"
+
 # ---- other components' setup steps go here (keep them idempotent and say what they do) ----
 
 say "setup complete"

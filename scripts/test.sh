@@ -9,6 +9,8 @@ cd "$REPO_ROOT"
 "$REPO_ROOT/scripts/setup.sh"
 eval "$("$REPO_ROOT/scripts/build.sh" | tail -n1)"
 export SLUICE_BIN_DIR SLUICE_REQUIRE_ALL=1
+SLUICE_HELM="$(sluice_helm_path)"   # the pinned helm, for tests/tests/chart.rs
+export SLUICE_HELM
 
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -25,6 +27,8 @@ generated="$(mktemp -d)"
 trap 'rm -rf "$generated"' EXIT
 cargo run -q --locked -p sluice-api --features crd --bin crdgen -- "$generated"
 diff -ru "$generated" crds/ || die "crds/ is stale: run cargo run -p sluice-api --features crd --bin crdgen"
+say "drift check: charts/sluice/crds/ is crds/"
+diff -ru crds/ charts/sluice/crds/ || die "charts/sluice/crds/ differs from crds/: cp crds/*.yaml charts/sluice/crds/"
 # ---- end of drift checks ----
 
 say "all checks passed"

@@ -1,0 +1,618 @@
+//! The Helm chart `charts/sluice`, with the pinned helm that `scripts/setup.sh` builds: `helm lint`
+//! and `helm template` with the defaults and every `ci/*-values.yaml`; every rendered object
+//! accepted by a server-side dry run against the real kube-apiserver of `tests/kube-harness`; the
+//! RBAC rules identical to `deploy/rbac/*.yaml`; typos and an unsafe grace period refused.
+//!
+//! helm runs with its own empty HOME-like directories (no repositories, no cache of the machine's
+//! user) and never talks to a cluster here: `helm template` renders client-side.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::{
+    api::apps::v1::DaemonSet, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Discovery,
+    api::{DynamicObject, GroupVersionKind, PostParams, TypeMeta},
+    discovery::Scope,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_kube_harness::KubeHarness;
+use sluice_tests::support::{Missing, need, temp_dir};
+
+const RELEASE: &str = "sluice";
+const NAMESPACE: &str = "sluice-system";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/sluice")
+}
+
+/// The pinned helm: `$SLUICE_HELM`, else `$SLUICE_CACHE/bin/helm-<HELM_VERSION of scripts/lib.sh>`.
+fn helm_binary() -> Result<PathBuf, Missing> {
+    if let Some(path) = std::env::var_os("SLUICE_HELM") {
+        return Ok(PathBuf::from(path));
+    }
+    let lib = std::fs::read_to_string(repo_root().join("scripts/lib.sh"))
+        .map_err(|e| Missing::new("scripts/lib.sh", e.to_string()))?;
+    let version = lib
+        .lines()
+        .find_map(|l| l.strip_prefix("HELM_VERSION="))
+        .ok_or_else(|| Missing::new("HELM_VERSION", "scripts/lib.sh does not set it"))?;
+    let cache = std::env::var("SLUICE_CACHE").unwrap_or_else(|_| "/var/cache/sluice".into());
+    let path = PathBuf::from(cache).join(format!("bin/helm-{version}"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Missing::new(
+            "helm",
+            format!("{} does not exist; scripts/setup.sh builds it", path.display()),
+        ))
+    }
+}
+
+/// helm with private config, cache and data directories.
+struct Helm {
+    bin: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Helm {
+    fn new(test: &str) -> Option<Self> {
+        let bin = need(test, helm_binary())?;
+        let home = temp_dir("sluice-helm-").expect("invariant: a temp dir can be created");
+        Some(Self { bin, home })
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut command = Command::new(&self.bin);
+        for (var, dir) in [
+            ("HELM_CONFIG_HOME", "config"),
+            ("HELM_CACHE_HOME", "cache"),
+            ("HELM_DATA_HOME", "data"),
+        ] {
+            command.env(var, self.home.path().join(dir));
+        }
+        command
+            .env("KUBECONFIG", self.home.path().join("no-kubeconfig"))
+            .args(args);
+        command.output().with_context(|| format!("running {command:?}"))
+    }
+
+    /// Runs helm and fails with its output unless it succeeds.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        ensure!(
+            out.status.success(),
+            "helm {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `helm template` into one JSON value per rendered object (empty documents dropped).
+    fn template(&self, extra: &[&str]) -> Result<Vec<Value>> {
+        self.template_in(NAMESPACE, extra)
+    }
+
+    fn template_in(&self, namespace: &str, extra: &[&str]) -> Result<Vec<Value>> {
+        let chart = chart_dir();
+        let chart = chart.to_str().expect("invariant: the repository path is UTF-8");
+        let args = [&["template", RELEASE, chart, "--namespace", namespace], extra].concat();
+        parse_documents(&self.ok(&args)?)
+    }
+}
+
+fn parse_documents(yaml: &str) -> Result<Vec<Value>> {
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(document).context("helm rendered invalid YAML")?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+/// `[]` (the defaults) and `["--values", FILE]` for every `ci/*-values.yaml`.
+fn values_files() -> Result<Vec<Vec<String>>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("ci"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.to_string_lossy().ends_with("-values.yaml"));
+    files.sort();
+    ensure!(!files.is_empty(), "charts/sluice/ci/ holds no *-values.yaml");
+    let mut sets = vec![Vec::new()];
+    sets.extend(
+        files
+            .iter()
+            .map(|f| vec!["--values".to_owned(), f.display().to_string()]),
+    );
+    Ok(sets)
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn kind_and_name(object: &Value) -> String {
+    let field = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    format!(
+        "{}/{}",
+        field(&object["kind"]),
+        field(&object["metadata"]["name"])
+    )
+}
+
+#[test]
+fn helm_lint_and_template_pass_with_every_values_file() -> Result<()> {
+    let Some(helm) = Helm::new("helm_lint_and_template_pass_with_every_values_file") else {
+        return Ok(());
+    };
+    let chart = chart_dir().display().to_string();
+    for values in values_files()? {
+        let values = strs(&values);
+        helm.ok(&[
+            &["lint", "--strict", &chart, "--namespace", NAMESPACE],
+            &values[..],
+        ]
+        .concat())?;
+        let objects = helm.template(&values)?;
+        ensure!(!objects.is_empty(), "helm template {values:?} rendered nothing");
+    }
+    // The defaults render exactly these objects.
+    let mut kinds: Vec<String> = helm.template(&[])?.iter().map(kind_and_name).collect();
+    kinds.sort();
+    let expected = [
+        "ClusterRole/sluice-operator",
+        "ClusterRoleBinding/sluice-operator",
+        "DaemonSet/sluice-collector",
+        "Deployment/sluice-operator",
+        "PodDisruptionBudget/sluice-operator",
+        "Role/sluice-collector",
+        "Role/sluice-operator",
+        "RoleBinding/sluice-collector",
+        "RoleBinding/sluice-operator",
+        "Service/sluice-collector-metrics",
+        "Service/sluice-operator-metrics",
+        "ServiceAccount/sluice-collector",
+        "ServiceAccount/sluice-operator",
+    ];
+    assert_eq!(kinds, expected, "objects rendered with the default values");
+    Ok(())
+}
+
+/// The dotted paths of the schema's values (anything but an object closed by
+/// `additionalProperties: false`), and those of its properties without a description.
+fn schema_values(schema: &Value, prefix: &str, values: &mut Vec<String>, undescribed: &mut Vec<String>) {
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if property["description"].as_str().is_none_or(str::is_empty) {
+            undescribed.push(path.clone());
+        }
+        if property["additionalProperties"] == false && property["properties"].is_object() {
+            schema_values(property, &path, values, undescribed);
+        } else {
+            values.push(path);
+        }
+    }
+}
+
+/// The dotted paths of the keys in `yaml` that have a comment on the line right above them.
+fn commented_keys(yaml: &str) -> BTreeSet<String> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut commented = BTreeSet::new();
+    let mut previous_is_comment = false;
+    for line in yaml.lines().filter(|l| !l.trim().is_empty()) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let key = trimmed
+            .split_once(':')
+            .map(|(k, _)| k)
+            .filter(|k| k.chars().all(|c| c.is_ascii_alphanumeric()) && !trimmed.starts_with('#'));
+        if let Some(key) = key {
+            stack.retain(|(i, _)| *i < indent);
+            let mut path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+            path.push(key);
+            if previous_is_comment {
+                commented.insert(path.join("."));
+            }
+            stack.push((indent, key.to_owned()));
+        }
+        previous_is_comment = trimmed.starts_with('#');
+    }
+    commented
+}
+
+#[test]
+fn every_value_is_documented_in_values_yaml_and_the_schema() -> Result<()> {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json"))?)?;
+    let (mut values, mut undescribed) = (Vec::new(), Vec::new());
+    schema_values(&schema, "", &mut values, &mut undescribed);
+    assert!(
+        undescribed.is_empty(),
+        "values.schema.json: no description for {undescribed:?}"
+    );
+    let commented = commented_keys(&std::fs::read_to_string(chart_dir().join("values.yaml"))?);
+    let undocumented: Vec<&String> = values.iter().filter(|v| !commented.contains(*v)).collect();
+    assert!(
+        undocumented.is_empty(),
+        "values.yaml: no comment above {undocumented:?}"
+    );
+    assert!(values.len() > 50, "the schema lists only {} values", values.len());
+    Ok(())
+}
+
+/// The Role and ClusterRole rules of a component, and its bindings' roleRef kinds, by kind.
+fn rbac_of(objects: &[Value], component: Option<&str>) -> Vec<(String, Value)> {
+    let mut rbac: Vec<(String, Value)> = objects
+        .iter()
+        .filter(|o| component.is_none_or(|c| o["metadata"]["labels"]["app.kubernetes.io/component"] == c))
+        .filter_map(|o| match o["kind"].as_str()? {
+            kind @ ("Role" | "ClusterRole") => Some((kind.to_owned(), o["rules"].clone())),
+            kind @ ("RoleBinding" | "ClusterRoleBinding") => {
+                Some((kind.to_owned(), o["roleRef"]["kind"].clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    rbac.sort_by(|a, b| a.0.cmp(&b.0));
+    rbac
+}
+
+#[test]
+fn rbac_rules_are_exactly_deploy_rbac() -> Result<()> {
+    let Some(helm) = Helm::new("rbac_rules_are_exactly_deploy_rbac") else {
+        return Ok(());
+    };
+    let rendered = helm.template(&[])?;
+    for component in ["operator", "collector"] {
+        let path = repo_root().join(format!("deploy/rbac/{component}.yaml"));
+        let file = parse_documents(&std::fs::read_to_string(&path)?)?;
+        let (want, got) = (rbac_of(&file, None), rbac_of(&rendered, Some(component)));
+        assert_eq!(
+            got,
+            want,
+            "the chart's {component} RBAC differs from {}",
+            path.display()
+        );
+        // Every binding's subject is the component's own ServiceAccount in the release namespace.
+        let subject = json!([{"kind": "ServiceAccount", "name": format!("{RELEASE}-{component}"),
+                              "namespace": NAMESPACE}]);
+        for binding in rendered.iter().filter(|o| {
+            o["kind"].as_str().is_some_and(|k| k.ends_with("Binding"))
+                && o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        }) {
+            assert_eq!(binding["subjects"], subject, "{}", kind_and_name(binding));
+            assert_eq!(binding["roleRef"]["name"], format!("{RELEASE}-{component}"));
+        }
+    }
+    // Belt and braces: no cluster-wide Secret list or watch, no wildcard, whatever the files say.
+    for role in rendered.iter().filter(|o| o["kind"] == "ClusterRole") {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let has = |field: &str, v: &str| rule[field].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+            assert!(!has("verbs", "*") && !has("resources", "*"), "wildcard in {rule}");
+            if has("resources", "secrets") {
+                assert!(
+                    !has("verbs", "list") && !has("verbs", "watch"),
+                    "cluster-wide Secret listing: {rule}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The stand-in ServiceMonitor CRD of the dry run accepts any spec, so check here what
+/// Prometheus needs: each ServiceMonitor selects exactly one metrics Service, by a port it has.
+#[test]
+fn service_monitors_select_the_metrics_services() -> Result<()> {
+    let Some(helm) = Helm::new("service_monitors_select_the_metrics_services") else {
+        return Ok(());
+    };
+    let rendered = helm.template(&["--set", "metrics.serviceMonitor.enabled=true"])?;
+    let services: Vec<&Value> = rendered.iter().filter(|o| o["kind"] == "Service").collect();
+    let monitors: Vec<&Value> = rendered
+        .iter()
+        .filter(|o| o["kind"] == "ServiceMonitor")
+        .collect();
+    assert_eq!(monitors.len(), 2, "one ServiceMonitor per component");
+    for monitor in monitors {
+        let wanted = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .context("no matchLabels")?;
+        let port = &monitor["spec"]["endpoints"][0]["port"];
+        let selected: Vec<&&Value> = services
+            .iter()
+            .filter(|s| wanted.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v))
+            .collect();
+        assert_eq!(
+            selected.len(),
+            1,
+            "{} selects {} Services",
+            kind_and_name(monitor),
+            selected.len()
+        );
+        let ports = selected[0]["spec"]["ports"]
+            .as_array()
+            .context("a Service without ports")?;
+        assert!(
+            ports.iter().any(|p| &p["name"] == port),
+            "{}: no port {port}",
+            kind_and_name(selected[0])
+        );
+        assert_eq!(
+            monitor["spec"]["namespaceSelector"]["matchNames"],
+            json!([NAMESPACE])
+        );
+    }
+    Ok(())
+}
+
+/// helm's stderr for values it must refuse.
+fn refused(helm: &Helm, set: &str) -> Result<String> {
+    let chart = chart_dir().display().to_string();
+    let out = helm.run(&["template", RELEASE, &chart, "--set", set])?;
+    if out.status.success() {
+        bail!("helm template --set {set} rendered instead of refusing");
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn typos_and_unsafe_values_are_refused() -> Result<()> {
+    let Some(helm) = Helm::new("typos_and_unsafe_values_are_refused") else {
+        return Ok(());
+    };
+    for (set, expect) in [
+        ("operator.replicsa=3", "replicsa"),
+        ("colector.port=9000", "colector"),
+        ("collector.destinations.alow={10.0.0.0/8}", "alow"),
+        ("collector.logFormat=xml", "logFormat"),
+        ("collector.maxUnavailable=0", "maxUnavailable"),
+        ("collector.destinations.deny={not-a-cidr}", "deny"),
+        (
+            "collector.terminationGracePeriodSeconds=20",
+            "must exceed collector.gracePeriodSeconds",
+        ),
+    ] {
+        let stderr = refused(&helm, set)?;
+        assert!(
+            stderr.contains(expect),
+            "--set {set}: helm said {stderr:?}, expected it to name {expect:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (not part of this harness): it
+/// accepts any spec, so the dry run checks the object's envelope and namespace, not its fields.
+fn service_monitor_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+            "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })
+}
+
+/// The API of `object`'s kind, in its namespace (default [`NAMESPACE`]), found by discovery.
+fn api_for(client: &Client, discovery: &Discovery, object: &Value) -> Result<Api<DynamicObject>> {
+    let types: TypeMeta = serde_json::from_value(object.clone())?;
+    let gvk = GroupVersionKind::try_from(&types)?;
+    let (resource, caps) = discovery
+        .resolve_gvk(&gvk)
+        .with_context(|| format!("the API server does not serve {gvk:?}"))?;
+    Ok(match caps.scope {
+        Scope::Namespaced => {
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or(NAMESPACE);
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    })
+}
+
+/// Creates `object` (for real, or as a server-side dry run); an object that already exists is
+/// left alone when `exists_ok`.
+async fn create(
+    client: &Client,
+    discovery: &Discovery,
+    object: &Value,
+    dry_run: bool,
+    exists_ok: bool,
+) -> Result<()> {
+    let params = PostParams {
+        dry_run,
+        field_manager: Some("sluice-chart-test".into()),
+    };
+    let dynamic: DynamicObject = serde_json::from_value(object.clone())?;
+    match api_for(client, discovery, object)?
+        .create(&params, &dynamic)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if exists_ok && e.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("the API server refused {}", kind_and_name(object))),
+    }
+}
+
+/// Creates the CRDs for real and waits until they are served.
+async fn install_crds(client: &Client, crds: &[Value]) -> Result<()> {
+    let discovery = Discovery::new(client.clone()).run().await?;
+    for crd in crds {
+        create(client, &discovery, crd, false, true).await?;
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().context("a CRD without a name")?;
+        loop {
+            let established = api.get(name).await?.status.is_some_and(|s| {
+                s.conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "CRD {name} not Established after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// helm and the API server shared by this test binary, or `None` after a loud skip.
+async fn helm_and_harness(test: &str) -> Result<Option<(Helm, &'static KubeHarness)>> {
+    let Some(helm) = Helm::new(test) else {
+        return Ok(None);
+    };
+    Ok(KubeHarness::shared_or_skip(test)
+        .await?
+        .map(|harness| (helm, harness)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
+    let Some((helm, harness)) =
+        helm_and_harness("every_rendered_object_passes_a_server_side_dry_run").await?
+    else {
+        return Ok(());
+    };
+    let client = harness.client().await?;
+    // CRDs first, as helm installs them (the chart's crds/ directory), then the namespace.
+    let mut crds: Vec<Value> = Vec::new();
+    for entry in std::fs::read_dir(chart_dir().join("crds"))? {
+        crds.extend(parse_documents(&std::fs::read_to_string(entry?.path())?)?);
+    }
+    crds.push(service_monitor_crd());
+    install_crds(&client, &crds).await?;
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+    create(&client, &discovery, &namespace, false, true).await?;
+
+    let mut checked = 0;
+    for values in values_files()? {
+        for object in helm.template(&strs(&values))? {
+            create(&client, &discovery, &object, true, false)
+                .await
+                .with_context(|| format!("values {values:?}"))?;
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} rendered objects accepted by the API server's dry run");
+    Ok(())
+}
+
+/// The collector DaemonSet's RUST_LOG, as stored by the API server.
+async fn collector_log_level(client: &Client, namespace: &str) -> Result<Option<String>> {
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let daemonset = daemonsets.get(&format!("{RELEASE}-collector")).await?;
+    let env = daemonset
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    Ok(env
+        .into_iter()
+        .find(|e| e.name == "RUST_LOG")
+        .and_then(|e| e.value))
+}
+
+/// Polls until none of `objects` exists any more; returns those still there after 60 s.
+async fn wait_gone(client: &Client, discovery: &Discovery, objects: &[Value]) -> Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = Vec::new();
+        for object in objects {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .context("an object without a name")?;
+            if api_for(client, discovery, object)?.get_opt(name).await?.is_some() {
+                left.push(kind_and_name(object));
+            }
+        }
+        if left.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(left);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<()> {
+    let Some((helm, harness)) =
+        helm_and_harness("helm_install_upgrade_and_uninstall_against_the_api_server").await?
+    else {
+        return Ok(());
+    };
+    let (chart, kubeconfig) = (
+        chart_dir().display().to_string(),
+        harness.kubeconfig_path().display().to_string(),
+    );
+    let namespace = "sluice-helm";
+    let on_cluster = ["--namespace", namespace, "--kubeconfig", &kubeconfig];
+    let install = helm.ok(&[
+        &["install", RELEASE, &chart, "--create-namespace"],
+        &on_cluster[..],
+    ]
+    .concat())?;
+    assert!(
+        install.contains("rollout status daemonset/sluice-collector"),
+        "no NOTES in:\n{install}"
+    );
+    let client = harness.client().await?;
+    assert_eq!(
+        collector_log_level(&client, namespace).await?.as_deref(),
+        Some("info")
+    );
+
+    let upgrade = [
+        &["upgrade", RELEASE, &chart, "--set", "collector.logLevel=debug"],
+        &on_cluster[..],
+    ]
+    .concat();
+    helm.ok(&upgrade)?;
+    assert_eq!(
+        collector_log_level(&client, namespace).await?.as_deref(),
+        Some("debug")
+    );
+
+    helm.ok(&[&["uninstall", RELEASE], &on_cluster[..]].concat())?;
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let rendered = helm.template_in(namespace, &[])?;
+    let left = wait_gone(&client, &discovery, &rendered).await?;
+    assert!(left.is_empty(), "left after helm uninstall: {left:?}");
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    for crd in ["logdrains.sluice.dev", "logbindings.sluice.dev"] {
+        assert!(
+            crds.get_opt(crd).await?.is_some(),
+            "helm uninstall removed the CRD {crd}"
+        );
+    }
+    Ok(())
+}
