@@ -3,10 +3,10 @@
 //! what it acknowledged, and a drain that leaves the config leaves no metric series behind.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-#[path = "drain_support.rs"]
+#[path = "support/drain.rs"]
 mod support;
 
-#[path = "engine_support.rs"]
+#[path = "support/engine.rs"]
 mod engine;
 
 use std::{sync::Arc, time::Duration};

@@ -2,7 +2,7 @@
 //! receiver that never reads.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-#[path = "drain_support.rs"]
+#[path = "support/drain.rs"]
 mod support;
 
 use std::{sync::Arc, time::Duration};

@@ -1,7 +1,7 @@
 //! `syslog-tls://` drains against a real rustls server on loopback, with certificates made by rcgen.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-#[path = "drain_support.rs"]
+#[path = "support/drain.rs"]
 mod support;
 
 use std::{

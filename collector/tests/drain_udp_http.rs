@@ -1,7 +1,7 @@
 //! `syslog-udp://` and `http://` drains against real loopback receivers.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-#[path = "drain_support.rs"]
+#[path = "support/drain.rs"]
 mod support;
 
 use std::{

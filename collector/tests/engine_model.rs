@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-#[path = "engine_support.rs"]
+#[path = "support/engine.rs"]
 mod support;
 
 use std::{collections::BTreeMap, fs, io::Write as _, path::PathBuf, time::Duration};

@@ -1,4 +1,4 @@
-//! Shared pieces of the engine tests (included with `#[path]`; as a test target it has no tests):
+//! Shared pieces of the engine tests (included with `#[path]`; under `support/` so Cargo does not build it as a test of its own):
 //! Docker json-file writers, a trivial encoder, a mock drain, a recording emitter.
 #![allow(dead_code)]
 // Test helpers: a failed unwrap is a failed test.
