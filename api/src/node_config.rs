@@ -157,6 +157,21 @@ pub struct DrainConfig {
     /// Delivery tuning: batching, timeouts, retries, rate limit.
     #[serde(default)]
     pub delivery: DeliveryOptions,
+    /// The `LogDrain` this drain was rendered from (set by the operator; absent in hand-written
+    /// configs). The collector copies it into its health report, so the operator can sum the
+    /// figures of every node per `LogDrain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<DrainOwner>,
+}
+
+/// The `LogDrain` a node-config drain stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainOwner {
+    /// The LogDrain's namespace.
+    pub namespace: String,
+    /// The LogDrain's name.
+    pub name: String,
 }
 
 impl DrainConfig {

@@ -189,6 +189,7 @@ pub fn resolve_drain(
             max_lines_per_second: spec.rate_limit.as_ref().map(|r| r.lines_per_second),
             ..DeliveryOptions::default()
         },
+        owner: None,
     };
     // The collector's own validation is the final word: a drain it would refuse never ships.
     let probe = NodeConfig {
