@@ -40,6 +40,7 @@ impl CrStatus for LogDrainStatus {
     fn same_as(&self, other: &Self) -> bool {
         self.observed_generation == other.observed_generation
             && (self.bindings, self.pods, self.nodes) == (other.bindings, other.pods, other.nodes)
+            && self.delivery == other.delivery
             && same_conditions(&self.conditions, &other.conditions)
     }
 }
@@ -192,9 +193,25 @@ pub async fn warn(
     reason: &str,
     note: &str,
 ) {
+    publish(ctx, recorder, object, true, reason, note).await;
+}
+
+/// Publish a warning (or normal) Event about `object`; failures are logged, never fatal.
+pub async fn publish(
+    ctx: &Context,
+    recorder: &Recorder,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) {
     ctx.metrics.write("event", "create");
     let event = Event {
-        type_: EventType::Warning,
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: reason.into(),
         note: Some(note.into()),
         action: "Reconcile".into(),
