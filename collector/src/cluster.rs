@@ -30,7 +30,7 @@ pub enum Error {
     #[error("no namespace for the node config: pass --namespace (or run in a pod with a service account)")]
     NoNamespace,
     /// The kubeconfig could not be read.
-    #[error("cannot read kubeconfig {path}: {source}")]
+    #[error("cannot read kubeconfig {path}")]
     Kubeconfig {
         /// The file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum Error {
     #[error("cannot configure the Kubernetes client: {0}")]
     Config(String),
     /// The client could not be built.
-    #[error("cannot build the Kubernetes client: {0}")]
+    #[error("cannot build the Kubernetes client")]
     Client(#[source] kube::Error),
 }
 
