@@ -257,6 +257,19 @@ impl KubeRig {
         .map(|_| ())
     }
 
+    /// Whether an Event with `reason` exists about tenant object `name`.
+    pub fn has_event(&self, name: &str, reason: &str) -> Result<bool> {
+        self.rt.block_on(async {
+            let api: Api<k8s_openapi::api::events::v1::Event> =
+                Api::namespaced(self.harness.client().await?, &self.tenant);
+            let events = api.list(&Default::default()).await?;
+            Ok(events.items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            }))
+        })
+    }
+
     /// The collector Lease of `node`, if it exists (read as admin).
     pub fn lease(&self, node: &str) -> Result<Option<Lease>> {
         self.rt.block_on(async {

@@ -18,7 +18,7 @@ use sluice_tests::{
     fixture::{docker_rig, expect_exact, lines, loggen_args, wait_for_lines},
     http::HttpReceiver,
     kube::{COLLECTOR_USER, KubeRig},
-    multiset::{Multiset, compare},
+    multiset::{Multiset, assert_no_loss, compare},
     support::wait_until,
     syslog::Rsyslog,
 };
@@ -313,7 +313,87 @@ fn cluster_mode_end_to_end() -> Result<()> {
         || logs(&node_a),
     )?;
 
-    // 7. a collector killed: its node is not covered once its Lease expires.
+    for reason in ["DrainFailing", "DrainRecovered"] {
+        assert!(
+            kube.has_event("flaky", reason)?,
+            "no {reason} Event about the drain"
+        );
+    }
+
+    // 7. change one drain's URL → the new destination receives, the old one no more.
+    let moved = HttpReceiver::start()?;
+    let applied_a = || node_a.metric_sum("sluice_collector_config_reloads_total", &[("result", "applied")]);
+    let before = applied_a();
+    kube.apply::<LogDrain>(drain("flaky", &moved.url()))?;
+    wait_until(
+        "node-a to apply the new URL",
+        STATUS_TIMEOUT,
+        || (applied_a() > before).then_some(()),
+        || logs(&node_a),
+    )?;
+    let flaky_a2 = LineSpec::new("flaky-a2", 60, 140);
+    let id = workload(docker, &kube, "node-a", "flaky", &flaky_a2, 1000, 500)?;
+    ensure!(docker.wait(&id)? == 0, "loggen failed");
+    expect_exact(
+        "the drain's new URL",
+        &lines(&flaky_a2, 0, 1000),
+        DELIVERY_TIMEOUT,
+        || http_msgs(&moved),
+        || logs(&node_a),
+    )?;
+    expect_exact(
+        "the drain's old URL",
+        &lines(&flaky_a, 0, 1000),
+        DELIVERY_TIMEOUT,
+        || http_msgs(&flaky),
+        || logs(&node_a),
+    )?;
+
+    // 8. a collector killed ten times while lines flow: nothing lost, repeats bounded by what was
+    //    in flight.
+    let killed = HttpReceiver::start()?;
+    kube.apply::<LogDrain>(drain("kills", &killed.url()))?;
+    kube.apply::<LogBinding>(binding("kills", "kills", &["kills"]))?;
+    let (kill_b, count, rate, kills) = (LineSpec::new("kill-b", 60, 140), 9000, 300, 10);
+    let id = workload(docker, &kube, "node-b", "kills", &kill_b, count, rate)?;
+    let distinct = |h: &HttpReceiver| http_msgs(h).iter().count() as u64;
+    for round in 0..kills {
+        let before = distinct(&killed);
+        wait_until(
+            &format!("progress before kill {round}"),
+            DELIVERY_TIMEOUT,
+            || (distinct(&killed) >= before + 200).then_some(()),
+            || logs(&node_b),
+        )?;
+        node_b.sigkill();
+        node_b.restart()?;
+    }
+    ensure!(docker.wait(&id)? == 0, "loggen failed");
+    wait_until(
+        "every kill-b line at least once",
+        DELIVERY_TIMEOUT,
+        || (distinct(&killed) >= count).then_some(()),
+        || format!("{} of {count}; {}", distinct(&killed), logs(&node_b)),
+    )?;
+    let repeats = assert_no_loss(
+        "kill-b across ten SIGKILLs",
+        &lines(&kill_b, 0, count),
+        &http_msgs(&killed),
+    );
+    eprintln!("cluster: SIGKILL x{kills}: {repeats} repeats of {count} lines");
+    assert!(
+        repeats <= kills * 5 * rate,
+        "more repeats than 5 s of lines per kill"
+    );
+    expect_exact(
+        "web after the kills",
+        &web,
+        DELIVERY_TIMEOUT,
+        || rs_msgs(&rsyslog),
+        || logs(&node_b),
+    )?;
+
+    // 9. a collector killed: its node is not covered once its Lease expires.
     node_a.sigkill();
     kube.wait_delivering("web", "False", "NodeNotCovered", Duration::from_secs(150))?;
     let (_, _, message) = kube.delivering("web").unwrap_or_default();
