@@ -13,7 +13,11 @@
 # startup_api_requests_total, churn latency percentiles (pod status patched → node config
 # carrying the new container id), where the churn time went (the operator's own lag histogram,
 # CPU cores used by apiserver+etcd, operator, bench and the whole machine), peak_rss_mib of the
-# operator process. Not a test: figures only.
+# operator process; then the health phase (--health-seconds, default 120; 0 skips it): one simulated
+# collector per node renews its Lease every 10 s with drain figures, and it prints the operator's
+# status writes against those renewals, status writes per drain per minute, API requests per
+# second by verb and resource, and the time from a figure change to the LogDrain status.
+# Not a test: figures only.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"

@@ -3,12 +3,15 @@
 //! * [`node_config`]: the per-node configuration the operator renders and the collector reads (or a
 //!   person writes by hand for a plain Docker host). It is deliberately free of any Kubernetes
 //!   dependency so the collector can use it standalone.
+//! * [`health`]: the per-drain delivery figures each collector reports on its node Lease, which
+//!   the operator sums into `LogDrain` status.
 //! * [`crd`] (feature `crd`): the `LogDrain` and `LogBinding` custom resources users write, with the
 //!   schema and CEL rules the API server enforces.
 #![deny(missing_docs)]
 
 #[cfg(feature = "crd")]
 pub mod crd;
+pub mod health;
 pub mod node_config;
 
 pub use node_config::NodeConfig;

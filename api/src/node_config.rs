@@ -170,6 +170,21 @@ pub struct DrainConfig {
     /// Delivery tuning: batching, timeouts, retries, rate limit.
     #[serde(default)]
     pub delivery: DeliveryOptions,
+    /// The `LogDrain` this drain was rendered from (set by the operator; absent in hand-written
+    /// configs). The collector copies it into its health report, so the operator can sum the
+    /// figures of every node per `LogDrain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<DrainOwner>,
+}
+
+/// The `LogDrain` a node-config drain stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainOwner {
+    /// The LogDrain's namespace.
+    pub namespace: String,
+    /// The LogDrain's name.
+    pub name: String,
 }
 
 impl fmt::Debug for DrainConfig {
@@ -181,6 +196,7 @@ impl fmt::Debug for DrainConfig {
             syslog,
             http,
             delivery,
+            owner,
         } = self;
         let url = match url.split_once(['?', '#']) {
             Some((base, _)) => format!("{base}?***"),
@@ -193,6 +209,7 @@ impl fmt::Debug for DrainConfig {
             .field("syslog", syslog)
             .field("http", http)
             .field("delivery", delivery)
+            .field("owner", owner)
             .finish()
     }
 }

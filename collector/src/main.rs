@@ -1,27 +1,38 @@
 //! `sluice-collector`: ship container logs to drains, at least once.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use sluice_collector::{config, drain, metrics::Metrics, runtime, server};
+use sluice_api::NodeConfig;
+use sluice_collector::{
+    cluster, config, drain, health,
+    metrics::Metrics,
+    runtime,
+    server::{self, Origin},
+};
 use tokio::{signal::unix::SignalKind, sync::watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Tail container logs (Docker json-file, CRI) and deliver every line to the drains its
 /// container is bound to, with a cursor per (file, drain) so nothing is lost or sent twice.
 ///
-/// On a plain Docker host, write the node config by hand (see examples/standalone.yaml); in
-/// Kubernetes the sluice operator renders it. The file is watched: edits apply without a restart,
-/// and an invalid edit is rejected (naming the field) while the last good config keeps running.
+/// In Kubernetes (no --config) the collector watches its node's config Secret
+/// (`sluice-node-<node>` in the sluice namespace), which the sluice operator renders, applies every
+/// change live, keeps the last good config in --state-dir (and starts from it while the API server
+/// is unreachable), and holds a Lease `sluice-collector-<node>` that carries its drains' health.
+/// On a plain Docker host, write the node config by hand (see examples/standalone.yaml) and pass
+/// --config: the file is watched, edits apply without a restart, and an invalid edit is rejected
+/// (naming the field) while the last good config keeps running.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// The node config (YAML).
+    /// The node config (YAML); standalone mode. Without it the collector runs in cluster mode.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
-    config: PathBuf,
-    /// Where cursors are kept (a hostPath in Kubernetes, so restarts resume exactly).
+    config: Option<PathBuf>,
+    /// Where cursors, health figures and (cluster mode) the last good node config are kept (a
+    /// hostPath in Kubernetes, so restarts resume exactly).
     #[arg(
         long,
         env = "SLUICE_STATE_DIR",
@@ -37,9 +48,26 @@ struct Args {
         value_name = "ADDR"
     )]
     listen: SocketAddr,
-    /// This node's name (default syslog HOSTNAME); from the downward API in Kubernetes.
+    /// This node's name (default syslog HOSTNAME); from the downward API (`spec.nodeName`) in
+    /// Kubernetes, where it is required.
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
+    /// Cluster mode: the sluice namespace (node config Secrets, Leases); default the pod's
+    /// service-account namespace.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Cluster mode: a kubeconfig file; default the in-cluster service account (else $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Cluster mode: this pod's name, the node Lease's holder (default the host name).
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pod_name: Option<String>,
+    /// Cluster mode: Docker's data root on this node (it overrides the node config's).
+    #[arg(long, default_value = "/var/lib/docker", value_name = "DIR")]
+    docker_root: PathBuf,
+    /// Cluster mode: the kubelet's pod log directory on this node (it overrides the node config's).
+    #[arg(long, default_value = "/var/log/pods", value_name = "DIR")]
+    pods_root: PathBuf,
     /// On SIGTERM, how long drains may take to deliver what is in flight.
     #[arg(long, default_value = "20", value_name = "SECONDS")]
     grace_period: u64,
@@ -70,63 +98,113 @@ struct Args {
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     /// Only check the config file and exit (0 when valid).
-    #[arg(long)]
+    #[arg(long, requires = "config")]
     check: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(&args.log_format);
-    let initial = match config::load(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            error!("{e}");
-            anyhow::bail!("{e}");
+    let mode = match &args.config {
+        Some(path) => {
+            let initial = match config::load(path) {
+                Ok(config) => config,
+                Err(e) => {
+                    error!("{e}");
+                    anyhow::bail!("{e}");
+                }
+            };
+            if args.check {
+                for (drain, why) in &initial.skipped {
+                    println!("{}: drain {drain:?} would be skipped: {why}", path.display());
+                }
+                anyhow::ensure!(
+                    initial.skipped.is_empty(),
+                    "{} has unusable drains",
+                    path.display()
+                );
+                let config = &initial.config;
+                println!(
+                    "{}: valid ({} drains, {} containers, {} selectors)",
+                    path.display(),
+                    config.drains.len(),
+                    config.containers.len(),
+                    config.selectors.len()
+                );
+                return Ok(());
+            }
+            Mode::File {
+                path: path.clone(),
+                initial,
+            }
         }
+        None => Mode::Cluster(cluster_identity(&args)?),
     };
-    if args.check {
-        for (drain, why) in &initial.skipped {
-            println!(
-                "{}: drain {drain:?} would be skipped: {why}",
-                args.config.display()
-            );
-        }
-        anyhow::ensure!(
-            initial.skipped.is_empty(),
-            "{} has unusable drains",
-            args.config.display()
-        );
-        let config = &initial.config;
-        println!(
-            "{}: valid ({} drains, {} containers, {} selectors)",
-            args.config.display(),
-            config.drains.len(),
-            config.containers.len(),
-            config.selectors.len()
-        );
-        return Ok(());
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sluice-worker")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(args, initial))
+    runtime.block_on(run(args, mode))
 }
 
-async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
+/// Where the node config comes from.
+enum Mode {
+    File { path: PathBuf, initial: config::Loaded },
+    Cluster(cluster::Identity),
+}
+
+fn cluster_identity(args: &Args) -> anyhow::Result<cluster::Identity> {
+    let node = args.node_name.clone().context(
+        "cluster mode (no --config) needs --node-name (or NODE_NAME, from the downward API's spec.nodeName)",
+    )?;
+    Ok(cluster::Identity {
+        node,
+        namespace: cluster::namespace(args.namespace.clone())?,
+        pod: args.pod_name.clone().unwrap_or_else(hostname),
+    })
+}
+
+/// The stream of configs to apply, with their origin.
+enum Updates {
+    File(watch::Receiver<Arc<NodeConfig>>),
+    Cluster(watch::Receiver<Option<Arc<NodeConfig>>>),
+}
+
+impl Updates {
+    /// The next config; `None` once its source has ended.
+    async fn next(&mut self) -> Option<(Arc<NodeConfig>, Origin)> {
+        match self {
+            Self::File(rx) => {
+                rx.changed().await.ok()?;
+                Some((rx.borrow_and_update().clone(), Origin::File))
+            }
+            Self::Cluster(rx) => loop {
+                rx.changed().await.ok()?;
+                if let Some(config) = rx.borrow_and_update().clone() {
+                    return Some((config, Origin::Api));
+                }
+            },
+        }
+    }
+}
+
+/// Cluster mode's parts beside the collector.
+struct ClusterParts {
+    lease: tokio::task::JoinHandle<()>,
+    lease_cancel: CancellationToken,
+    drains: watch::Sender<BTreeMap<String, health::DrainState>>,
+}
+
+async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
     match sluice_collector::limits::raise_open_files() {
         Ok(limit) => metrics.open_files_limit.set(limit.try_into().unwrap_or(i64::MAX)),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the open-files limit; a busy node may run out of descriptors")
+            warn!(error = %e, "cannot raise the open-files limit; a busy node may run out of descriptors")
         }
     }
-    initial.log_skipped();
-    metrics
-        .skipped_drains
-        .set(drain::SkipStage::Config, initial.skipped);
     let stall_after = Duration::from_secs(args.stall_timeout);
     let health = server::Health::new(metrics.clone(), stall_after);
     let cancel = CancellationToken::new();
@@ -135,55 +213,162 @@ async fn run(args: Args, initial: config::Loaded) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = tokio::spawn(server);
 
-    let node_name = args.node_name.clone().unwrap_or_else(hostname);
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
-        node_name,
+        node_name: args.node_name.clone().unwrap_or_else(hostname),
         destinations: Arc::new(drain::destinations::Destinations::new(
             args.deny_destinations.clone(),
             args.allow_destinations.clone(),
         )),
     };
-    let initial = Arc::new(initial.config);
+    let (initial, mut updates, watcher, identity) = match mode {
+        Mode::File { path, initial } => {
+            initial.log_skipped();
+            metrics
+                .skipped_drains
+                .set(drain::SkipStage::Config, initial.skipped);
+            let initial = Arc::new(initial.config);
+            let (tx, rx) = watch::channel(Arc::clone(&initial));
+            let watcher = tokio::spawn(config::watch(path, tx, metrics.clone(), cancel.child_token()));
+            let watcher = tokio::spawn(async move {
+                if let Ok(Err(e)) = watcher.await {
+                    error!(error = %e, "config watcher failed");
+                }
+            });
+            health.config().set_origin(Origin::File);
+            (initial, Updates::File(rx), watcher, None)
+        }
+        Mode::Cluster(identity) => {
+            let client = cluster::client(args.kubeconfig.as_deref()).await?;
+            let fit = fit_to_node(&args, &identity.node);
+            let initial = match cluster::source::load_saved(&args.state_dir) {
+                Some(saved) => {
+                    info!(drains = saved.drains.len(), "starting from the saved node config");
+                    health.config().set_origin(Origin::Saved);
+                    fit(saved)
+                }
+                None => {
+                    info!("no saved node config: shipping nothing until the API server sends one");
+                    fit(cluster::source::empty(&identity.node))
+                }
+            };
+            let (tx, rx) = watch::channel(None);
+            let watcher = tokio::spawn(cluster::source::watch(
+                client.clone(),
+                identity.clone(),
+                fit,
+                tx,
+                health.config().clone(),
+                metrics.clone(),
+                cancel.child_token(),
+            ));
+            (
+                Arc::new(initial),
+                Updates::Cluster(rx),
+                watcher,
+                Some((client, identity)),
+            )
+        }
+    };
     let mut collector = runtime::Collector::start(settings, Arc::clone(&initial), metrics.clone())
         .context("cannot start the collector")?;
-    let (config_tx, mut config_rx) = watch::channel(initial);
-    let watcher = tokio::spawn(config::watch(
-        args.config.clone(),
-        config_tx,
-        metrics.clone(),
-        cancel.child_token(),
-    ));
+    let mut in_force = initial;
+    let cluster = identity.map(|(client, identity)| {
+        let (drains, rx) = watch::channel(collector.drain_states());
+        let book = health::Book::open(&args.state_dir, &identity.node);
+        let mut lease = cluster::lease::NodeLease::new(client, identity, book, metrics.clone(), rx);
+        let lease_cancel = CancellationToken::new();
+        let token = lease_cancel.clone();
+        let lease = tokio::spawn(async move {
+            lease.run(token).await;
+            lease.release().await;
+        });
+        ClusterParts {
+            lease,
+            lease_cancel,
+            drains,
+        }
+    });
     health.set_ready(true);
 
     let mut sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut states = tokio::time::interval(DRAIN_STATE_INTERVAL);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: stopping"); break; }
             death = collector.next_death() => collector.restart_drain(&death),
-            changed = config_rx.changed() => {
-                if changed.is_err() { break; }
-                let config = config_rx.borrow_and_update().clone();
-                match collector.apply(config) {
-                    Ok(()) => metrics.config_reloads.with_label_values(&["applied"]).inc(),
+            _ = states.tick() => {
+                if let Some(c) = &cluster { c.drains.send_replace(collector.drain_states()); }
+            }
+            update = updates.next() => {
+                let Some((config, origin)) = update else { break };
+                if config == in_force {
+                    // The API server confirmed the saved copy: nothing to change.
+                    health.config().set_origin(origin);
+                    continue;
+                }
+                match collector.apply(Arc::clone(&config)) {
+                    Ok(()) => {
+                        metrics.config_reloads.with_label_values(&["applied"]).inc();
+                        health.config().set_origin(origin);
+                        if origin == Origin::Api {
+                            save(&args.state_dir, Arc::clone(&config)).await;
+                        }
+                        in_force = config;
+                        if let Some(c) = &cluster { c.drains.send_replace(collector.drain_states()); }
+                    }
                     Err(e) => {
                         error!(error = %e, "config change rejected; the last good config keeps running");
                         metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                        health.config().set_rejected(Some(e.to_string()));
                     }
                 }
             }
         }
     }
     health.set_ready(false);
+    let last_states = collector.drain_states();
     collector.shutdown(Duration::from_secs(args.grace_period)).await;
     cancel.cancel();
-    if let Ok(Err(e)) = watcher.await {
-        error!(error = %e, "config watcher failed");
+    if let Some(c) = cluster {
+        // The final figures (what the drains delivered while stopping), then the Lease goes.
+        c.drains.send_replace(last_states);
+        c.lease_cancel.cancel();
+        let _ = c.lease.await;
     }
+    let _ = watcher.await;
     let _ = server.await;
     Ok(())
+}
+
+/// How often the drains' states are handed to the Lease (which reports every 10 s).
+const DRAIN_STATE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What this node decides rather than the operator: where its logs live.
+fn fit_to_node(args: &Args, node: &str) -> impl Fn(NodeConfig) -> NodeConfig + Send + 'static {
+    let sources = sluice_api::node_config::Sources {
+        docker_root: args.docker_root.clone(),
+        pods_root: args.pods_root.clone(),
+    };
+    let node = node.to_owned();
+    move |mut config| {
+        config.sources = sources.clone();
+        config.node.get_or_insert_with(|| node.clone());
+        config
+    }
+}
+
+/// Keep `config` as the last good one; a failure is logged (the next start then uses an older
+/// copy, or waits for the API server).
+async fn save(state_dir: &std::path::Path, config: Arc<NodeConfig>) {
+    let dir = state_dir.to_owned();
+    match tokio::task::spawn_blocking(move || cluster::source::save(&dir, &config)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "cannot save the node config in the state dir"),
+        Err(e) => warn!(error = %e, "saving the node config panicked"),
+    }
 }
 
 fn hostname() -> String {

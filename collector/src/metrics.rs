@@ -46,6 +46,9 @@ pub struct Metrics {
     pub open_files: IntGauge,
     /// Config reloads, by result (`applied`, `rejected`).
     pub config_reloads: IntCounterVec,
+    /// Failed requests to the Kubernetes API server (cluster mode), by operation (`watch`,
+    /// `lease`); retried with backoff.
+    pub api_errors: IntCounterVec,
     /// Syslog messages longer than a `syslog-udp://` drain's datagram limit, by drain and action
     /// (`split` into several datagrams, or `truncate`d).
     pub udp_oversize: IntCounterVec,
@@ -108,6 +111,11 @@ impl Metrics {
             &["cause"],
         )?;
         let config_reloads = counter("config_reloads_total", "Config reloads, by result.", &["result"])?;
+        let api_errors = counter(
+            "api_errors_total",
+            "Failed requests to the Kubernetes API server (retried with backoff), by operation.",
+            &["op"],
+        )?;
         let udp_oversize = counter(
             "udp_oversize_total",
             "Syslog messages over a UDP drain's datagram limit, split or truncated.",
@@ -173,6 +181,7 @@ impl Metrics {
             open_files_limit,
             open_files,
             config_reloads,
+            api_errors,
             udp_oversize,
             engine_silent_seconds,
             drain_restarts,

@@ -257,6 +257,20 @@ impl Collector {
         }
     }
 
+    /// Each drain's owner and delivery state, for health reports.
+    pub fn drain_states(&self) -> BTreeMap<String, crate::health::DrainState> {
+        self.drains
+            .iter()
+            .map(|(name, d)| {
+                let state = crate::health::DrainState {
+                    owner: d.config.owner.clone(),
+                    snapshot: d.running.health(),
+                };
+                (name.clone(), state)
+            })
+            .collect()
+    }
+
     /// Stop reading, let the drains deliver until `grace` is up, persist the cursors.
     pub async fn shutdown(self, grace: Duration) {
         let deadline = Instant::now() + grace;

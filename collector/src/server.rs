@@ -1,13 +1,14 @@
 //! The collector's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the tail engine is
 //! going round its loop: a hung or dead engine fails it, so a liveness probe restarts the
-//! collector, which resumes from its checkpoint), `/readyz` (a config is loaded, the engine
-//! runs, and its checkpoint can be written; the body lists drains that were skipped because
-//! their settings cannot be used).
+//! collector, which resumes from its checkpoint), `/readyz` (a config is in force and the engine
+//! runs; the body says where the config came from: `api`, `saved` or `file`, any rejected
+//! change or API-server trouble, and drains skipped because their settings cannot be used; it
+//! fails while the checkpoint cannot be written).
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -25,6 +26,87 @@ pub struct Health {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
     stall_after: Duration,
+    config: ConfigState,
+}
+
+/// Where the config in force came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// This node's Secret, read from the API server.
+    Api,
+    /// The copy saved in the state dir by an earlier run (the API server was not reachable).
+    Saved,
+    /// The `--config` file.
+    File,
+}
+
+impl Origin {
+    /// `api`, `saved` or `file`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Saved => "saved",
+            Self::File => "file",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConfigInner {
+    origin: Option<Origin>,
+    rejected: Option<String>,
+    api_error: Option<String>,
+}
+
+/// The config's state, shown on `/readyz`: its origin, a rejected change, API-server trouble.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigState(Arc<Mutex<ConfigInner>>);
+
+impl ConfigState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConfigInner> {
+        // Plain data set in one step: a panic elsewhere cannot leave it torn.
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A config from `origin` is in force.
+    pub fn set_origin(&self, origin: Origin) {
+        self.lock().origin = Some(origin);
+    }
+
+    /// Where the config in force came from (`None` before the first).
+    pub fn origin(&self) -> Option<Origin> {
+        self.lock().origin
+    }
+
+    /// The last change was rejected for this reason (or `None`: the last change was good).
+    pub fn set_rejected(&self, why: Option<String>) {
+        self.lock().rejected = why;
+    }
+
+    /// The API server cannot be reached (or `None`: it can). Returns whether that changed.
+    pub fn api_error(&self, error: Option<String>) -> bool {
+        let mut inner = self.lock();
+        let changed = inner.api_error.is_some() != error.is_some();
+        inner.api_error = error;
+        changed
+    }
+
+    fn describe(&self) -> (bool, String) {
+        let inner = self.lock();
+        let mut text = match inner.origin {
+            Some(origin) => format!("ready: config from {}\n", origin.as_str()),
+            None => "not ready: no node config yet\n".to_owned(),
+        };
+        if let Some(why) = &inner.rejected {
+            text.push_str(&format!(
+                "last change rejected (the config in force stays): {why}\n"
+            ));
+        }
+        if let Some(error) = &inner.api_error {
+            text.push_str(&format!("API server: {error}\n"));
+        }
+        (inner.origin.is_some(), text)
+    }
 }
 
 impl Health {
@@ -35,7 +117,13 @@ impl Health {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             stall_after,
+            config: ConfigState::default(),
         }
+    }
+
+    /// The config's state, for its sources to update.
+    pub fn config(&self) -> &ConfigState {
+        &self.config
     }
 
     /// Mark the collector ready (or not, while it shuts down).
@@ -94,26 +182,51 @@ fn liveness(silent: Duration, stall_after: Duration) -> (StatusCode, String) {
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    let (has_config, mut text) = health.config.describe();
     if !health.ready.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready (starting or stopping)\n{text}"),
+        );
+    }
+    if !has_config {
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
     }
     if health.metrics.checkpoint_failing() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the checkpoint cannot be written (state directory unwritable or full); lines still ship, but a restart would send some again\n".to_owned(),
+            format!(
+                "not ready: the checkpoint cannot be written (state directory unwritable or full); lines still ship, but a restart would send some again\n{text}"
+            ),
         );
     }
     // Ready, with a word about any drain left out: the others run.
-    let mut body = "ready\n".to_owned();
     for (drain, why) in health.metrics.skipped_drains.list() {
-        body.push_str(&format!("drain {drain:?} skipped: {why}\n"));
+        text.push_str(&format!("drain {drain:?} skipped: {why}\n"));
     }
-    (StatusCode::OK, body)
+    (StatusCode::OK, text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_says_where_the_config_came_from() {
+        let state = ConfigState::default();
+        assert!(!state.describe().0);
+        state.set_origin(Origin::Saved);
+        assert!(state.api_error(Some("connection refused".into())));
+        assert!(!state.api_error(Some("connection refused".into())));
+        state.set_rejected(Some("drains[0].url: bad".into()));
+        let (ready, text) = state.describe();
+        assert!(ready);
+        assert!(text.contains("config from saved"), "{text}");
+        assert!(
+            text.contains("drains[0].url") && text.contains("connection refused"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_silent_engine_fails_the_liveness_check() {

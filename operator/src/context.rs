@@ -37,8 +37,9 @@ pub struct Settings {
     /// How often the Secrets of drains that do not resolve (missing, or holding something invalid)
     /// are read again.
     pub missing_secret_retry: Duration,
-    /// Least time between two status writes of one object that change only its counts (pods,
-    /// bindings, nodes); condition changes are written at once.
+    /// Least time between two status writes of one object that change only its figures (pods,
+    /// bindings, nodes, delivery); condition changes are written at once. Also how often
+    /// collector Leases are checked for expiry.
     pub status_count_interval: Duration,
     /// How many node config writes run at once (and, separately, how many status writes).
     pub write_concurrency: usize,
@@ -65,7 +66,7 @@ impl Settings {
             renew_interval: Duration::from_secs(2),
             resync_interval: Duration::from_secs(300),
             missing_secret_retry: Duration::from_secs(10),
-            status_count_interval: Duration::from_secs(10),
+            status_count_interval: Duration::from_secs(15),
             write_concurrency: 32,
             watch_namespaces: Vec::new(),
             listen: None,

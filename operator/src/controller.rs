@@ -2,8 +2,11 @@
 //! read the Secrets drains name (by name only), and after each batch of changes re-render exactly
 //! what the batch made dirty.
 //!
+//! The collector Leases of the operator's namespace are watched too ([`collectors`]): they say
+//! which nodes are covered and carry the delivery figures summed into `LogDrain` status.
+//!
 //! Invariants:
-//! * nothing is written before all three watches have listed once (a partial picture would
+//! * nothing is written before all the watches have listed once (a partial picture would
 //!   delete configs of nodes whose pods were not listed yet);
 //! * the first pass considers every node that has pods or a config Secret, every drain and every
 //!   binding; later passes only what changed ([`Dirty`]);
@@ -43,6 +46,7 @@ enum KindEvent {
     Drain(Box<watcher::Event<LogDrain>>),
     Binding(Box<watcher::Event<LogBinding>>),
     Pod(Box<watcher::Event<SlimPod>>),
+    Lease(Box<watcher::Event<k8s_openapi::api::coordination::v1::Lease>>),
 }
 
 fn api<K>(client: &kube::Client, scope: &Option<String>) -> Api<K>
@@ -84,6 +88,8 @@ struct Relist {
     drains: HashMap<Option<String>, Vec<LogDrain>>,
     bindings: HashMap<Option<String>, Vec<LogBinding>>,
     pods: HashMap<Option<String>, Vec<PodInfo>>,
+    /// Nodes whose collector Lease the running (re)list has shown.
+    leases: Option<BTreeSet<String>>,
     /// `(kind, scope)` of the watches that have listed at least once.
     synced: HashSet<(u8, Option<String>)>,
     /// How many watches there are.
@@ -118,6 +124,8 @@ struct Leader {
     count_namespaces: BTreeSet<String>,
     /// When each drain (`true`) or binding (`false`) status was last written.
     status_written: HashMap<(bool, ObjKey), Instant>,
+    /// When collector Leases were last checked for expiry.
+    leases_checked: jiff::Timestamp,
 }
 
 /// The watches of LogDrains, LogBindings and Pods in every scope, one stream per watch.
@@ -154,7 +162,8 @@ fn watches(client: &kube::Client, namespaces: &[String]) -> Vec<BoxStream<'stati
 
 /// Run the leader's loop until `stop` is cancelled.
 pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
-    let streams = watches(&ctx.client, &ctx.settings.watch_namespaces);
+    let mut streams = watches(&ctx.client, &ctx.settings.watch_namespaces);
+    streams.push(collectors::watch(&ctx.client, &ctx.settings.namespace));
     let watches = streams.len();
     let mut events = futures::stream::select_all(streams);
     let (writer, hashes) = NodeWriter::load(ctx.clone()).await?;
@@ -175,6 +184,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
         first_pass: (false, false),
         status_written: HashMap::new(),
         count_namespaces: BTreeSet::new(),
+        leases_checked: jiff::Timestamp::now(),
     };
     let mut resync = tokio::time::interval(leader.ctx.settings.resync_interval);
     let mut missing = tokio::time::interval(leader.ctx.settings.missing_secret_retry);
@@ -214,6 +224,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                     let statuses = leader.world.statuses_in(&ns);
                     leader.dirty.merge(statuses);
                 }
+                leader.check_expired();
             }
             _ = missing.tick() => leader.resync(true).await,
             () = sleep_until(recheck) => {
@@ -253,6 +264,7 @@ impl Leader {
             KindEvent::Drain(e) => self.apply_drain(scope, *e),
             KindEvent::Binding(e) => self.apply_binding(scope, *e),
             KindEvent::Pod(e) => self.apply_pod(scope, *e),
+            KindEvent::Lease(e) => self.apply_lease(*e),
         };
         self.dirty.merge(dirty);
         self.count_namespaces.append(&mut self.dirty.namespaces);
@@ -355,5 +367,6 @@ impl Leader {
     }
 }
 
+mod collectors;
 mod pass;
 mod work;

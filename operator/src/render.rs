@@ -211,6 +211,12 @@ fn render_excluding(
         .into_iter()
         .map(|(k, mut d)| {
             d.name = names[&k].clone();
+            // The collector reports health under the node-config name; the owner lets the
+            // operator sum it per LogDrain.
+            d.owner = Some(node_config::DrainOwner {
+                namespace: k.0.clone(),
+                name: k.1.clone(),
+            });
             d
         })
         .collect();

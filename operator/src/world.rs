@@ -17,6 +17,7 @@ use sluice_api::{
 
 use crate::render::{self, Problem};
 
+pub mod collectors;
 pub mod pod;
 
 pub use pod::{PodInfo, SlimPod};
@@ -95,6 +96,8 @@ pub struct World {
     /// Drains left out of node configs that would be too large with them: drain → node → (bytes
     /// the drain would add, the node's limit).
     left_out: HashMap<ObjKey, BTreeMap<String, (usize, usize)>>,
+    /// The collectors' node Leases: coverage and delivery figures.
+    pub collectors: collectors::Collectors,
 }
 
 /// A drain resolved with its Secrets: the settings a collector gets, or why it cannot be used.
@@ -181,6 +184,21 @@ impl World {
         Dirty {
             nodes: [pod.node.clone()].into(),
             namespaces: [pod.namespace.clone()].into(),
+            ..Dirty::default()
+        }
+    }
+
+    /// The drains whose status a change of `node`'s collector Lease may change: those that feed
+    /// from its pods (coverage) and `owners` (the drains its report names).
+    pub fn collector_dirty(&self, node: &str, owners: BTreeSet<ObjKey>) -> Dirty {
+        let mut drains = owners;
+        let namespaces: BTreeSet<&str> = self.pods_on(node).map(|p| p.namespace.as_str()).collect();
+        for ns in namespaces {
+            drains.extend(in_namespace(&self.drains, ns).map(|(k, _)| k.clone()));
+        }
+        drains.retain(|k| self.drains.contains_key(k));
+        Dirty {
+            drains,
             ..Dirty::default()
         }
     }

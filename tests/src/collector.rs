@@ -22,10 +22,24 @@ use crate::support::{Daemon, free_port, temp_dir, wait_until};
 /// The node name the harness gives the collector (what syslog HOSTNAME shows by default).
 pub const NODE: &str = "test-node";
 
+/// How a cluster-mode collector finds its node config: the API server, as a restricted identity.
+#[derive(Clone, Debug)]
+pub struct ClusterArgs {
+    /// The node it stands for.
+    pub node: String,
+    /// The sluice namespace.
+    pub namespace: String,
+    /// Its identity's kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Docker's data root (the node's logs).
+    pub docker_root: PathBuf,
+}
+
 /// A collector process and its files.
 #[derive(Debug)]
 pub struct Collector {
     bin: PathBuf,
+    cluster: Option<ClusterArgs>,
     config: PathBuf,
     state: PathBuf,
     port: u16,
@@ -37,18 +51,36 @@ pub struct Collector {
 impl Collector {
     /// Write `config_yaml`, start the collector from `bin_dir`, and wait until it is ready.
     pub fn start(bin_dir: &Path, config_yaml: &str) -> Result<Self> {
-        Self::start_with_state(bin_dir, config_yaml, None)
+        Self::launch(bin_dir, Some(config_yaml), None, None)
     }
 
     /// As [`Collector::start`], with the state directory at `state` (else in its own temp dir).
     pub fn start_with_state(bin_dir: &Path, config_yaml: &str, state: Option<&Path>) -> Result<Self> {
+        Self::launch(bin_dir, Some(config_yaml), None, state)
+    }
+
+    /// Start a collector in cluster mode (no config file: its node's Secret through the API
+    /// server) and wait until it is ready, which needs the API server or a saved config.
+    pub fn start_cluster(bin_dir: &Path, cluster: ClusterArgs) -> Result<Self> {
+        Self::launch(bin_dir, None, Some(cluster), None)
+    }
+
+    fn launch(
+        bin_dir: &Path,
+        config_yaml: Option<&str>,
+        cluster: Option<ClusterArgs>,
+        state: Option<&Path>,
+    ) -> Result<Self> {
         let dir = temp_dir("sluice-collector-")?;
         let config = dir.path().join("sluice.yaml");
         let state = state.map_or_else(|| dir.path().join("state"), Path::to_owned);
         fs::create_dir_all(&state)?;
-        fs::write(&config, config_yaml)?;
+        if let Some(yaml) = config_yaml {
+            fs::write(&config, yaml)?;
+        }
         let mut c = Self {
             bin: bin_dir.join("sluice-collector"),
+            cluster,
             config,
             state,
             port: free_port(),
@@ -63,14 +95,27 @@ impl Collector {
     fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--state-dir")
+        match &self.cluster {
+            None => {
+                cmd.arg("--config").arg(&self.config).arg("--node-name").arg(NODE);
+            }
+            Some(c) => {
+                cmd.arg("--node-name")
+                    .arg(&c.node)
+                    .arg("--namespace")
+                    .arg(&c.namespace)
+                    .arg("--kubeconfig")
+                    .arg(&c.kubeconfig)
+                    .arg("--pod-name")
+                    .arg(format!("sluice-collector-{}-{}", c.node, self.starts))
+                    .arg("--docker-root")
+                    .arg(&c.docker_root);
+            }
+        }
+        cmd.arg("--state-dir")
             .arg(&self.state)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--node-name")
-            .arg(NODE)
             .arg("--grace-period")
             .arg("10")
             // The tests' receivers listen on this host's loopback, refused by default.
@@ -118,6 +163,11 @@ impl Collector {
     /// The port of `/metrics`, `/healthz` and `/readyz`.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What `/readyz` says now (status, body).
+    pub fn readyz(&self) -> Result<(u16, String)> {
+        get(self.port, "/readyz")
     }
 
     /// The config file's path.

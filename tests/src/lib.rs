@@ -8,6 +8,8 @@
 //!   told to answer 503;
 //! * [`collector`]: the `sluice-collector` binary under test (config rewrites, SIGTERM/SIGKILL,
 //!   restarts, `/metrics` scraping, `/readyz`);
+//! * [`kube`]: the kube-apiserver harness with sluice's CRDs and RBAC, the operator in-process
+//!   under its restricted identity, pods as a kubelet reports them (cluster-mode tests);
 //! * [`multiset`]: exact comparison of lines written and received, with readable reports;
 //! * [`support`]: free ports, polling with a timeout, the process guard, and the "part missing"
 //!   policy: locally a LOUD skip, with `SLUICE_REQUIRE_ALL=1` (CI) a failure.
@@ -19,6 +21,7 @@ pub mod collector;
 pub mod docker;
 pub mod fixture;
 pub mod http;
+pub mod kube;
 pub mod multiset;
 pub mod support;
 pub mod syslog;

@@ -4,6 +4,28 @@
 /// The condition type both kinds carry: whether the object does what it says.
 pub const READY: &str = "Ready";
 
+/// The condition type of a `LogDrain` that says whether its lines reach the destination, from
+/// the collectors' reports.
+pub const DELIVERING: &str = "Delivering";
+
+/// Reasons for the `Delivering` condition (and Event reasons).
+pub mod delivering {
+    /// Every node that runs pods feeding the drain is covered, and none reports a problem (True).
+    pub const DELIVERING: &str = "Delivering";
+    /// No pod feeds the drain, so there is nothing to deliver (Unknown).
+    pub const NO_PODS: &str = "NoPods";
+    /// A node runs pods feeding the drain but has no live collector Lease (False).
+    pub const NODE_NOT_COVERED: &str = "NodeNotCovered";
+    /// The drain's delivery attempts are failing on some node (False).
+    pub const DRAIN_FAILING: &str = "DrainFailing";
+    /// Lines were given up since the last status (False).
+    pub const LINES_DROPPED: &str = "LinesDropped";
+    /// The drain is far behind the logs on some node (False).
+    pub const LAGGING: &str = "Lagging";
+    /// Event reason: the drain delivers again after failing.
+    pub const DRAIN_RECOVERED: &str = "DrainRecovered";
+}
+
 /// Reasons for the `Ready` condition (and Event reasons).
 pub mod reason {
     /// Everything resolves (True).

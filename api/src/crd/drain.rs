@@ -29,16 +29,18 @@ use super::rules;
     category = "sluice",
     doc = "A destination for container log lines (syslog over TCP, TLS or UDP, or batched JSON over HTTP(S)). \
            Pods feed it through LogBindings in the same namespace.",
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Bindings", type_ = "integer", json_path = ".status.bindings"),
-    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.pods"),
+    printcolumn(name = "Delivering", type_ = "string", json_path = ".status.conditions[?(@.type==\"Delivering\")].status"),
     printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.delivery.linesDelivered"),
     printcolumn(name = "Dropped", type_ = "integer", json_path = ".status.delivery.linesDropped"),
-    printcolumn(name = "Message", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].message"),
-    printcolumn(name = "Last Error", type_ = "string", priority = 1, json_path = ".status.delivery.lastError"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.delivery.lagBytes"),
+    printcolumn(name = "Last Error", type_ = "string", json_path = ".status.delivery.lastError"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "URL", type_ = "string", priority = 1, json_path = ".spec.url"),
+    printcolumn(name = "Reason", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Delivering\")].reason"),
+    printcolumn(name = "Bindings", type_ = "integer", priority = 1, json_path = ".status.bindings"),
+    printcolumn(name = "Pods", type_ = "integer", priority = 1, json_path = ".status.pods"),
+    printcolumn(name = "Message", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Delivering\")].message"),
     validation = rules::resource_name_is_dns_label("LogDrain"),
 )]
 #[x_kube(
@@ -241,7 +243,9 @@ pub struct LogDrainStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the drain's settings resolve (URL, Secrets, certificates); the reason says
-    /// what is wrong when it is `False`.
+    /// what is wrong when it is `False`. `Delivering`: whether the collectors deliver its lines
+    /// (`False` with `NodeNotCovered`, `DrainFailing`, `LinesDropped` or `Lagging`, naming the
+    /// nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -259,7 +263,9 @@ pub struct LogDrainStatus {
     pub delivery: Option<DeliveryHealth>,
 }
 
-/// Delivery counters summed over the collectors that report this drain.
+/// Delivery counters summed over the collectors that report this drain (see
+/// [`crate::health`]: totals per node that survive collector restarts, carried on the collectors'
+/// node Leases).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryHealth {
@@ -272,7 +278,10 @@ pub struct DeliveryHealth {
     /// Delivery attempts that failed (and were retried).
     #[serde(default)]
     pub attempts_failed: i64,
-    /// The last delivery error, without credentials.
+    /// Bytes the drain is behind the logs, summed over the covered nodes.
+    #[serde(default)]
+    pub lag_bytes: i64,
+    /// The last delivery error (`kind: message`, short, without credentials or bodies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the last error happened.
@@ -284,4 +293,7 @@ pub struct DeliveryHealth {
     /// How many collectors reported.
     #[serde(default)]
     pub nodes_reporting: i32,
+    /// How many nodes run pods that feed this drain.
+    #[serde(default)]
+    pub nodes_expected: i32,
 }

@@ -160,6 +160,7 @@ fn secrets_are_redacted_in_debug() {
             ..HttpOptions::default()
         }),
         delivery: DeliveryOptions::default(),
+        owner: None,
     };
     let config = NodeConfig {
         drains: vec![drain],

@@ -47,6 +47,7 @@ pub fn config(name: &str, url: &str) -> DrainConfig {
             retry_max_ms: 200,
             ..DeliveryOptions::default()
         },
+        owner: None,
     }
 }
 

@@ -11,6 +11,8 @@
 //!    a new container id, patch status) and measures, per replacement, the time from the status
 //!    patch to the node config that carries the new id (p50/p99/max), next to the operator's own
 //!    lag histogram and the CPU each process used, so a tail can be told apart (see `churn`).
+//! 4. Health: one simulated collector per node renews its Lease every 10 s with drain figures;
+//!    measures the status writes this adds, and the time from a figure to the status (`health`).
 
 use std::time::Duration;
 
@@ -47,6 +49,10 @@ struct Args {
     churn_rate: u32,
     #[arg(long, default_value_t = 60)]
     churn_seconds: u64,
+    /// How long simulated collectors renew their node Leases with health figures (0: no health
+    /// phase).
+    #[arg(long, default_value_t = 120)]
+    health_seconds: u64,
     /// Write the operator's log (debug level for the operator: one line per node config write,
     /// with its lag and write time) to this file.
     #[arg(long)]
@@ -64,6 +70,7 @@ struct Args {
 }
 
 mod churn;
+mod health;
 mod probe;
 
 const SYSTEM: &str = "sluice-system";
@@ -133,6 +140,9 @@ async fn main() -> Result<()> {
             "total_operator_writes {:.0}",
             probe::metric(&metrics, "sluice_operator_api_writes_total")
         );
+    }
+    if args.health_seconds > 0 {
+        health::health(&client, &args, pid, port).await?;
     }
     println!("peak_rss_mib {:.1}", probe::peak_rss_kib(pid)? as f64 / 1024.0);
     operator.0.kill().await.ok();

@@ -16,6 +16,32 @@ pub async fn apiserver_requests(client: &Client) -> Result<f64> {
         .sum())
 }
 
+/// `apiserver_request_total` summed by `(verb, resource)`.
+pub async fn apiserver_requests_by(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<(String, String), f64>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = line[start..].find('"')? + start;
+            Some(line[start..end].to_owned())
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry((verb, resource)).or_insert(0.0) += value;
+    }
+    Ok(out)
+}
+
 /// The operator's `/metrics` text.
 pub async fn operator_metrics(port: u16) -> Result<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;

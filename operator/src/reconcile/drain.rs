@@ -2,14 +2,21 @@
 //! pods and nodes feed it.
 //!
 //! Invariants: the status is written (server-side apply of the status subresource) only when it
-//! differs from the object's current status, transition times aside; the `delivery` part belongs
-//! to whoever gathers collector reports and is never written here.
+//! differs from the object's current status, transition times aside; a change of the figures alone
+//! (counts, `delivery`) waits for the caller's interval, so a drain's status is written at most
+//! once per interval for them. `delivery` and the `Delivering` condition come from the collectors'
+//! node Leases ([`super::delivery`]); an Event marks a drain starting (`DrainFailing`) and stopping
+//! (`DrainRecovered`) to fail.
 
 use std::collections::BTreeSet;
 
-use sluice_api::crd::{LogDrain, LogDrainStatus, condition::reason};
+use jiff::Timestamp;
+use sluice_api::crd::{
+    LogDrain, LogDrainStatus,
+    condition::{DELIVERING, delivering, reason},
+};
 
-use super::{Outcome, Step, status};
+use super::{Outcome, Step, delivery, status};
 use crate::{
     Context, render,
     world::{ObjKey, World, in_namespace},
@@ -58,13 +65,20 @@ pub fn desired_status(
         Some(p) => status::ready_condition(previous, false, p.reason, p.message.clone(), generation),
     };
     let count = |n: usize| Some(i32::try_from(n).unwrap_or(i32::MAX));
+    let (delivery, delivering) = delivery::assess(
+        &world.collectors,
+        key,
+        &nodes,
+        drain.status.as_ref(),
+        Timestamp::now(),
+    );
     let status = LogDrainStatus {
         observed_generation: generation,
-        conditions: vec![condition],
+        conditions: vec![condition, delivering],
         bindings: count(bindings),
         pods: count(pods.len()),
         nodes: count(nodes.len()),
-        delivery: None,
+        delivery: Some(delivery),
     };
     (status, problem)
 }
@@ -85,7 +99,8 @@ pub fn reconcile(
     };
     let (desired, problem) = desired_status(world, key, drain);
     let problem = problem.as_ref().map(|p| (p.reason, p.message.as_str()));
-    status::write(
+    let event = failing_event(drain.status.as_ref(), &desired);
+    let step = status::write(
         ctx,
         recorder,
         drain,
@@ -93,5 +108,39 @@ pub fn reconcile(
         desired,
         problem,
         counts_due,
-    )
+    );
+    match (step, event) {
+        (Step::Write(write), Some((warning, reason, message))) => {
+            let (ctx, recorder) = (ctx.clone(), recorder.clone());
+            let reference = kube::Resource::object_ref(drain, &());
+            Step::Write(Box::pin(async move {
+                let written = write.await?;
+                status::publish(&ctx, &recorder, &reference, warning, &reason, &message).await;
+                Ok(written)
+            }))
+        }
+        (step, _) => step,
+    }
+}
+
+/// The Event a status change calls for: the drain starts failing (a warning) or delivers again
+/// after failing; `(warning, reason, message)`.
+fn failing_event(
+    current: Option<&LogDrainStatus>,
+    desired: &LogDrainStatus,
+) -> Option<(bool, String, String)> {
+    let find = |s: &LogDrainStatus| s.conditions.iter().find(|c| c.type_ == DELIVERING).cloned();
+    let before = current.and_then(find);
+    let now = find(desired)?;
+    let was_failing = before.is_some_and(|c| c.reason == delivering::DRAIN_FAILING);
+    let is_failing = now.reason == delivering::DRAIN_FAILING;
+    match (was_failing, is_failing) {
+        (false, true) => Some((true, now.reason, now.message)),
+        (true, false) => Some((
+            false,
+            delivering::DRAIN_RECOVERED.to_owned(),
+            format!("delivering again ({})", now.message),
+        )),
+        _ => None,
+    }
 }

@@ -40,6 +40,7 @@ impl CrStatus for LogDrainStatus {
     fn same_as(&self, other: &Self) -> bool {
         self.observed_generation == other.observed_generation
             && (self.bindings, self.pods, self.nodes) == (other.bindings, other.pods, other.nodes)
+            && self.delivery == other.delivery
             && same_conditions(&self.conditions, &other.conditions)
     }
 }
@@ -60,18 +61,34 @@ impl CrStatus for LogBindingStatus {
 }
 
 /// Decide what `desired` needs against `current`: nothing ([`Outcome::Unchanged`]), a later write
-/// ([`Outcome::Deferred`]: a change of the counts alone, while `counts_due` is false; the caller
+/// ([`Outcome::Deferred`]: a change of the figures alone, condition messages included, while
+/// `counts_due` is false; the caller
 /// spaces such writes out, so pod churn does not become a stream of status writes), or a write
 /// now (`None`).
 pub fn check<S: CrStatus>(current: Option<&S>, desired: &S, counts_due: bool) -> Option<Outcome> {
     if current.is_some_and(|c| c.same_as(desired)) {
         return Some(Outcome::Unchanged);
     }
-    let same_conditions = current.is_some_and(|c| {
+    // Only a changed verdict (a condition's status or reason) is written at once; figures, and
+    // messages that only carry figures (counts, nodes reporting), wait for `counts_due`.
+    let same_verdicts = current.is_some_and(|c| {
         c.observed_generation() == desired.observed_generation()
-            && same_conditions(c.conditions(), desired.conditions())
+            && same_verdicts(c.conditions(), desired.conditions())
     });
-    (same_conditions && !counts_due).then_some(Outcome::Deferred)
+    (same_verdicts && !counts_due).then_some(Outcome::Deferred)
+}
+
+/// Whether two condition lists reach the same verdicts (messages and times aside).
+fn same_verdicts(a: &[Condition], b: &[Condition]) -> bool {
+    let key = |c: &Condition| {
+        (
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.observed_generation,
+        )
+    };
+    a.len() == b.len() && a.iter().map(key).eq(b.iter().map(key))
 }
 
 /// The step that brings `object`'s status to `desired`: [`Step::Done`] when [`check`] says no write
@@ -192,11 +209,27 @@ pub async fn warn(
     reason: &str,
     note: &str,
 ) {
+    publish(ctx, recorder, object, true, reason, note).await;
+}
+
+/// Publish a warning (or normal) Event about `object`; failures are logged, never fatal.
+pub async fn publish(
+    ctx: &Context,
+    recorder: &Recorder,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) {
     if ctx.before_write("event", "create").is_err() {
         return;
     }
     let event = Event {
-        type_: EventType::Warning,
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: reason.into(),
         note: Some(note.into()),
         action: "Reconcile".into(),

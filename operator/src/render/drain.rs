@@ -210,6 +210,7 @@ pub fn resolve_drain(
                 .unwrap_or_else(DeliveryOptions::default_drop_on_status),
             ..DeliveryOptions::default()
         },
+        owner: None,
     };
     // The collector's own checks (the shared validation) are the final word: a drain it would
     // refuse never ships.

@@ -5,14 +5,13 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::{
-    api::core::v1::{Container, Namespace, Node, Pod, PodSpec, Secret},
+    api::core::v1::{Namespace, Node, Pod, Secret},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
-use serde_json::json;
 use sluice_api::NodeConfig;
 use sluice_kube_harness::KubeHarness;
 use sluice_operator::{Context, Settings};
@@ -207,26 +206,7 @@ impl TestEnv {
         containers: &[(&str, &str)],
     ) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                node_name: Some(node.into()),
-                containers: containers
-                    .iter()
-                    .map(|(c, _)| Container {
-                        name: (*c).into(),
-                        image: Some("busybox".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            status: None,
-        };
+        let pod = sluice_kube_harness::pods::bound_pod(name, node, labels, containers, "busybox");
         api.create(&PostParams::default(), &pod)
             .await
             .with_context(|| format!("creating pod {ns}/{name}"))?;
@@ -240,14 +220,7 @@ impl TestEnv {
 
     async fn set_container_ids_in(&self, ns: &str, pod: &str, containers: &[(&str, &str)]) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let statuses: Vec<_> = containers
-            .iter()
-            .map(|(c, id)| {
-                json!({"name": c, "containerID": id, "image": "busybox", "imageID": "docker://sha256:1",
-                       "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
-            })
-            .collect();
-        let patch = json!({"status": {"phase": "Running", "containerStatuses": statuses}});
+        let patch = sluice_kube_harness::pods::running_status(containers, "busybox");
         api.patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .with_context(|| format!("patching the status of pod {ns}/{pod}"))?;

@@ -21,6 +21,7 @@
 
 mod binary;
 mod options;
+pub mod pods;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -134,6 +135,8 @@ pub struct KubeHarness {
     /// harness (fields drop in declaration order). `None` when shared.
     _tempdir: Option<tempfile::TempDir>,
     minted: AtomicUsize,
+    /// The arguments after `up --dir DIR` it was started with (for [`KubeHarness::resume`]).
+    args: Vec<String>,
 }
 
 impl KubeHarness {
@@ -174,6 +177,11 @@ impl KubeHarness {
         skip_if_unavailable(test, Self::start().await)
     }
 
+    /// [`KubeHarness::start_with`] with the same skip rule as [`KubeHarness::start_or_skip`].
+    pub async fn start_with_or_skip(test: &str, options: &StartOptions) -> Result<Option<Self>, Error> {
+        skip_if_unavailable(test, Self::start_with(options).await)
+    }
+
     /// [`KubeHarness::shared`] with the same skip rule as [`KubeHarness::start_or_skip`].
     pub async fn shared_or_skip(test: &str) -> Result<Option<&'static Self>, Error> {
         skip_if_unavailable(test, Self::shared().await)
@@ -206,11 +214,15 @@ impl KubeHarness {
         // The harness deletes its own directory when it stops, so nothing is
         // left even when this process is killed (the shared harness relies on it).
         let controllers = format!("--controllers={}", options.controllers.join(","));
-        let args: Vec<&str> = ["--rm-dir", &controllers, "--"]
+        let rm_dir = (!options.restartable).then_some("--rm-dir");
+        let args: Vec<String> = rm_dir
             .into_iter()
+            .chain([controllers.as_str(), "--"])
             .chain(options.apiserver_flags.iter().map(String::as_str))
+            .map(str::to_owned)
             .collect();
-        let mut process = HarnessProcess::spawn(bin, &dir, &log, &args)?;
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut process = HarnessProcess::spawn(bin, &dir, &log, &arg_refs)?;
         let info = wait_ready(&mut process, &dir.join("ready"), &log).await?;
         let tempdir = if shared {
             let _ = tempdir.keep();
@@ -225,7 +237,32 @@ impl KubeHarness {
             dir,
             _tempdir: tempdir,
             minted: AtomicUsize::new(0),
+            args,
         })
+    }
+
+    /// Stops the API server (and its etcd) but keeps its directory, for
+    /// [`KubeHarness::resume`]. Needs [`StartOptions::restartable`].
+    pub fn pause(&mut self) -> Result<std::process::ExitStatus, Error> {
+        if self.args.iter().any(|a| a == "--rm-dir") {
+            return Err(Error::Process(process::Error::NotRestartable));
+        }
+        Ok(self.process.stop()?)
+    }
+
+    /// Starts the API server again after [`KubeHarness::pause`], on the same
+    /// port with the same certificates and data, and waits until it is ready.
+    pub async fn resume(&mut self) -> Result<(), Error> {
+        let port = self.info.server.rsplit(':').next().unwrap_or_default().to_owned();
+        let log = self.dir.join("harness.log");
+        // A marker left by the stopped server would be taken for the new one's.
+        let _ = std::fs::remove_file(self.dir.join("ready"));
+        let mut args: Vec<&str> = vec!["--port", &port];
+        args.extend(self.args.iter().map(String::as_str));
+        let mut process = HarnessProcess::spawn(&self.bin, &self.dir, &log, &args)?;
+        self.info = wait_ready(&mut process, &self.dir.join("ready"), &log).await?;
+        self.process = process;
+        Ok(())
     }
 
     /// A client with the admin identity (`system:masters`).

@@ -17,6 +17,11 @@ pub struct StartOptions {
     /// kube-controller-manager controllers to run (none by default: the
     /// harness is then a bare apiserver), e.g. [`GC_AND_NAMESPACE_CONTROLLERS`].
     pub controllers: Vec<String>,
+    /// Keep the directory when the server stops (it is still removed when the
+    /// [`crate::KubeHarness`] drops), so [`crate::KubeHarness::pause`] and
+    /// [`crate::KubeHarness::resume`] can stop the API server and start it
+    /// again with the same certificates, etcd data and port.
+    pub restartable: bool,
 }
 
 impl StartOptions {

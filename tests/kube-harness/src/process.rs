@@ -38,6 +38,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A harness started with `--rm-dir` cannot be paused and resumed.
+    #[error(
+        "this harness deletes its directory when it stops; start it with StartOptions::restartable to pause it"
+    )]
+    NotRestartable,
     /// Signalling or reaping the process failed.
     #[error("stopping the harness (pid {pid}): {source}")]
     Stop {

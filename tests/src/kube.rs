@@ -1,0 +1,345 @@
+//! A Kubernetes control plane for cluster-mode tests: the real kube-apiserver harness (restartable,
+//! so a test can take the API server away), sluice's CRDs, the RBAC of `deploy/rbac/` bound to
+//! restricted identities, the operator in-process under its identity, and pods created the way a
+//! kubelet reports them.
+//!
+//! Invariants: the harness is the test's own (stopped by pid when [`KubeRig`] drops, also on
+//! panic); the operator runs on the rig's runtime under exactly the operator's RBAC; every kube
+//! call runs on that runtime, so a test body stays synchronous like the other end-to-end tests.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::{
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Namespace, Pod},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use sluice_api::crd::{LogDrain, LogDrainStatus};
+use sluice_kube_harness::{KubeHarness, StartOptions, pods};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::wait_until;
+
+/// The field manager of the tests' writes.
+const MANAGER: &str = "sluice-tests";
+
+/// The identity the collectors run as (one service account, as a DaemonSet has).
+pub const COLLECTOR_USER: &str = "system:serviceaccount:sluice-system:sluice-collector";
+/// The identity the operator runs as.
+pub const OPERATOR_USER: &str = "system:serviceaccount:sluice-system:sluice-operator";
+
+/// The control plane of one test.
+pub struct KubeRig {
+    /// The API server (restartable: [`KubeRig::pause`], [`KubeRig::resume`]).
+    pub harness: KubeHarness,
+    /// The runtime every kube call and the operator run on.
+    pub rt: tokio::runtime::Runtime,
+    /// The sluice namespace (node configs, Leases).
+    pub system: String,
+    /// The tenant namespace (drains, bindings, pods).
+    pub tenant: String,
+    operator: Option<CancellationToken>,
+}
+
+impl KubeRig {
+    /// Start the API server with the CRDs, the two namespaces and the RBAC of `deploy/rbac/`
+    /// bound to [`COLLECTOR_USER`] and [`OPERATOR_USER`]; `None` after a loud skip where the
+    /// harness cannot be built (a failure under `SLUICE_REQUIRE_ALL=1`).
+    pub fn start(test: &str) -> Result<Option<Self>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let options = StartOptions {
+            restartable: true,
+            ..StartOptions::default()
+        };
+        let Some(harness) = rt.block_on(KubeHarness::start_with_or_skip(test, &options))? else {
+            return Ok(None);
+        };
+        let rig = Self {
+            harness,
+            rt,
+            system: "sluice-system".into(),
+            tenant: "shop".into(),
+            operator: None,
+        };
+        rig.rt.block_on(rig.setup())?;
+        Ok(Some(rig))
+    }
+
+    async fn setup(&self) -> Result<()> {
+        let client = self.harness.client().await?;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for (_, crd) in sluice_api::crd::all() {
+            let name = crd.metadata.name.clone().context("a CRD has a name")?;
+            crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+                .await?;
+        }
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for ns in [&self.system, &self.tenant] {
+            let object = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            namespaces.create(&PostParams::default(), &object).await?;
+        }
+        for (file, placeholder, user) in [
+            ("collector.yaml", "SLUICE_COLLECTOR_SUBJECT", COLLECTOR_USER),
+            ("operator.yaml", "SLUICE_OPERATOR_SUBJECT", OPERATOR_USER),
+        ] {
+            grant(&client, file, placeholder, user, &self.system).await?;
+        }
+        // The CRDs serve once established; the first drain applied waits on it otherwise.
+        for (_, crd) in sluice_api::crd::all() {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            for _ in 0..600 {
+                let got = crds.get(&name).await?;
+                let established = got.status.and_then(|s| s.conditions).unwrap_or_default();
+                if established
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A kubeconfig file for `user` (a restricted identity: only what RBAC grants it).
+    pub fn kubeconfig_for(&self, user: &str) -> Result<PathBuf> {
+        Ok(self
+            .rt
+            .block_on(self.harness.kubeconfig_for(user, &["system:serviceaccounts"]))?)
+    }
+
+    /// An admin client (on the rig's runtime).
+    pub fn admin(&self) -> Result<Client> {
+        Ok(self.rt.block_on(self.harness.client())?)
+    }
+
+    /// Start the operator in-process as [`OPERATOR_USER`], watching the tenant namespace, with
+    /// short intervals (status figures at most every 2 s).
+    pub fn start_operator(&mut self) -> Result<()> {
+        let client = self
+            .rt
+            .block_on(self.harness.client_as(OPERATOR_USER, &["system:serviceaccounts"]))?;
+        let mut settings = sluice_operator::Settings::new(self.system.clone(), "operator-0");
+        settings.lease_duration = Duration::from_secs(3);
+        settings.renew_interval = Duration::from_millis(500);
+        settings.missing_secret_retry = Duration::from_millis(500);
+        settings.status_count_interval = Duration::from_secs(2);
+        settings.watch_namespaces = vec![self.tenant.clone()];
+        let token = CancellationToken::new();
+        let ctx = sluice_operator::Context::new(client, settings);
+        let stop = token.clone();
+        self.rt.spawn(async move {
+            if let Err(e) = sluice_operator::run(ctx, stop).await {
+                eprintln!("the operator stopped: {e}");
+            }
+        });
+        self.operator = Some(token);
+        Ok(())
+    }
+
+    /// Server-side apply `object` (JSON with apiVersion, kind, metadata.name) in the tenant
+    /// namespace.
+    pub fn apply<K>(&self, object: serde_json::Value) -> Result<()>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        self.rt.block_on(async {
+            let api: Api<K> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("applying {name}"))?;
+            Ok(())
+        })
+    }
+
+    /// Delete a tenant object.
+    pub fn delete<K>(&self, name: &str) -> Result<()>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.rt.block_on(async {
+            let api: Api<K> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            api.delete(name, &DeleteParams::default()).await?;
+            Ok(())
+        })
+    }
+
+    /// Create pod `name` on `node` with `labels`, one container per `(name, docker id)`, and
+    /// report them running as the kubelet would (`containerID: docker://<id>`).
+    pub fn create_pod(
+        &self,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        containers: &[(&str, &str)],
+    ) -> Result<()> {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>();
+        let pod = pods::bound_pod(name, node, labels, containers, "loggen");
+        let ids: Vec<(&str, String)> = containers
+            .iter()
+            .map(|(c, id)| (*c, format!("docker://{id}")))
+            .collect();
+        let ids: Vec<(&str, &str)> = ids.iter().map(|(c, id)| (*c, id.as_str())).collect();
+        let status = pods::running_status(&ids, "loggen");
+        self.rt.block_on(async {
+            let api: Api<Pod> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            api.create(&PostParams::default(), &pod)
+                .await
+                .with_context(|| format!("creating pod {name}"))?;
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .with_context(|| format!("reporting pod {name} running"))?;
+            Ok(())
+        })
+    }
+
+    /// A drain's status, if it has one.
+    pub fn drain_status(&self, name: &str) -> Result<Option<LogDrainStatus>> {
+        self.rt.block_on(async {
+            let api: Api<LogDrain> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            Ok(api.get(name).await?.status)
+        })
+    }
+
+    /// A drain's `Delivering` condition as `(status, reason, message)`.
+    pub fn delivering(&self, name: &str) -> Option<(String, String, String)> {
+        let status = self.drain_status(name).ok()??;
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Delivering")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    }
+
+    /// Wait (up to `timeout`) until drain `name` is `Delivering` with `status` and `reason`.
+    pub fn wait_delivering(&self, name: &str, status: &str, reason: &str, timeout: Duration) -> Result<()> {
+        wait_until(
+            &format!("LogDrain {name} Delivering={status} ({reason})"),
+            timeout,
+            || {
+                self.delivering(name)
+                    .filter(|(s, r, _)| s == status && r == reason)
+            },
+            || format!("{:?}", self.delivering(name)),
+        )
+        .map(|_| ())
+    }
+
+    /// Whether an Event with `reason` exists about tenant object `name`.
+    pub fn has_event(&self, name: &str, reason: &str) -> Result<bool> {
+        self.rt.block_on(async {
+            let api: Api<k8s_openapi::api::events::v1::Event> =
+                Api::namespaced(self.harness.client().await?, &self.tenant);
+            let events = api.list(&Default::default()).await?;
+            Ok(events.items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            }))
+        })
+    }
+
+    /// The collector Lease of `node`, if it exists (read as admin).
+    pub fn lease(&self, node: &str) -> Result<Option<Lease>> {
+        self.rt.block_on(async {
+            let api: Api<Lease> = Api::namespaced(self.harness.client().await?, &self.system);
+            Ok(api.get_opt(&sluice_api::health::lease_name(node)).await?)
+        })
+    }
+
+    /// Stop the API server (it keeps its data and port). A server that does not stop within the
+    /// harness's grace period is killed, which etcd's write-ahead log survives.
+    pub fn pause(&mut self) -> Result<()> {
+        let status = self.harness.pause()?;
+        eprintln!("the API server stopped ({status})");
+        Ok(())
+    }
+
+    /// Start the API server again.
+    pub fn resume(&mut self) -> Result<()> {
+        self.rt.block_on(self.harness.resume())?;
+        Ok(())
+    }
+}
+
+impl Drop for KubeRig {
+    fn drop(&mut self) {
+        if let Some(token) = self.operator.take() {
+            token.cancel();
+        }
+    }
+}
+
+/// Apply `deploy/rbac/<file>` in `namespace`, its subjects being `user`.
+async fn grant(client: &Client, file: &str, placeholder: &str, user: &str, namespace: &str) -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/rbac")
+        .join(file);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let subject = format!("{{kind: User, apiGroup: rbac.authorization.k8s.io, name: {user:?}}}");
+    let text = text
+        .replace("SLUICE_NAMESPACE", namespace)
+        .replace(placeholder, &subject);
+    let params = PatchParams::apply(MANAGER).force();
+    for doc in text.split("\n---\n") {
+        let value: serde_json::Value =
+            serde_yaml::from_str(doc).with_context(|| format!("parsing {file}"))?;
+        let name = value["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let patch = Patch::Apply(&value);
+        match value["kind"].as_str() {
+            Some("Role") => {
+                Api::<Role>::namespaced(client.clone(), namespace)
+                    .patch(&name, &params, &patch)
+                    .await?;
+            }
+            Some("RoleBinding") => {
+                Api::<RoleBinding>::namespaced(client.clone(), namespace)
+                    .patch(&name, &params, &patch)
+                    .await?;
+            }
+            Some("ClusterRole") => {
+                Api::<ClusterRole>::all(client.clone())
+                    .patch(&name, &params, &patch)
+                    .await?;
+            }
+            Some("ClusterRoleBinding") => {
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(&name, &params, &patch)
+                    .await?;
+            }
+            other => bail!("{file}: unexpected kind {other:?}"),
+        }
+    }
+    Ok(())
+}
