@@ -99,7 +99,9 @@ fn read(path: &Path) -> Result<String, Error> {
     })
 }
 
-fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
+/// Parse and validate a node config's `text` (from `path`, named in errors) as [`load`] does:
+/// a drain that does not parse or validate is left out and listed, the rest runs.
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
     let invalid = |source| Error::Invalid {
         path: path.to_owned(),
         source,

@@ -72,10 +72,14 @@ pub fn empty(node: &str) -> NodeConfig {
     }
 }
 
-/// What to make of one state of the Secret.
-fn parse(secret: Option<&Secret>, node: &str) -> Result<NodeConfig, String> {
+/// What to make of one state of the Secret. A drain that does not parse or validate (rendered
+/// by an older operator, say) is left out and listed; the rest of the node's drains run.
+fn parse(secret: Option<&Secret>, node: &str) -> Result<crate::config::Loaded, String> {
     let Some(secret) = secret else {
-        return Ok(empty(node));
+        return Ok(crate::config::Loaded {
+            config: empty(node),
+            skipped: Vec::new(),
+        });
     };
     let bytes = secret
         .data
@@ -84,7 +88,12 @@ fn parse(secret: Option<&Secret>, node: &str) -> Result<NodeConfig, String> {
         .map(|b| b.0.as_slice())
         .ok_or_else(|| format!("the Secret has no {KEY:?} key"))?;
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{KEY} is not UTF-8"))?;
-    NodeConfig::from_yaml(text).map_err(|e| e.to_string())
+    let origin = format!(
+        "Secret {}/{}",
+        secret.metadata.namespace.as_deref().unwrap_or_default(),
+        secret.metadata.name.as_deref().unwrap_or_default()
+    );
+    crate::config::parse(Path::new(&origin), text).map_err(|e| e.to_string())
 }
 
 /// Watch this node's Secret until `cancel`, publishing each new valid config (after `fit`, which
@@ -139,10 +148,14 @@ pub async fn watch(
         }
         let Some(secret) = seen else { continue };
         match parse(secret.as_ref(), &identity.node) {
-            Ok(config) => {
+            Ok(loaded) => {
                 last_problem = None;
                 state.set_rejected(None);
-                let config = fit(config);
+                loaded.log_skipped();
+                metrics
+                    .skipped_drains
+                    .set(crate::drain::SkipStage::Config, loaded.skipped);
+                let config = fit(loaded.config);
                 if tx.borrow().as_deref() != Some(&config) {
                     info!(
                         drains = config.drains.len(),
@@ -170,8 +183,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_secret_means_no_drains_and_a_bad_one_names_the_field() {
-        let empty = parse(None, "n1").expect("empty config");
+    fn no_secret_means_no_drains_and_a_bad_drain_is_left_out_naming_the_field() {
+        let empty = parse(None, "n1").expect("empty config").config;
         assert!(empty.drains.is_empty() && empty.containers.is_empty());
         let secret = |text: &str| Secret {
             data: Some(
@@ -181,14 +194,24 @@ mod tests {
             ),
             ..Secret::default()
         };
-        let bad = parse(
+        // One bad drain (an older operator's rendering, say) is left out; the good one runs.
+        let loaded = parse(
             Some(&secret(
-                "version: 1\ndrains:\n  - name: a\n    url: gopher://x:1\n",
+                "version: 1\ndrains:\n  - name: a\n    url: gopher://x:1\n  - name: b\n    url: syslog://x:514\n",
             )),
             "n1",
         )
-        .expect_err("bad url");
-        assert!(bad.contains("drains[0].url"), "{bad}");
+        .expect("the good drain runs");
+        assert_eq!(loaded.config.drains.len(), 1);
+        assert_eq!(loaded.skipped.len(), 1);
+        assert!(
+            loaded.skipped[0].1.contains("drains[0].url"),
+            "{:?}",
+            loaded.skipped
+        );
+        // A config that is wrong as a whole is rejected.
+        let bad = parse(Some(&secret("version: 9\n")), "n1").expect_err("bad version");
+        assert!(bad.contains("version"), "{bad}");
         assert!(parse(Some(&Secret::default()), "n1").is_err());
     }
 
