@@ -76,6 +76,33 @@ struct Args {
     /// its checkpoint.
     #[arg(long, default_value = "60", value_name = "SECONDS")]
     stall_timeout: u64,
+    /// Address of the query API (recent lines and follow, for the operator only); not served
+    /// unless given, with --query-token-file.
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_LISTEN",
+        value_name = "ADDR",
+        requires = "query_token_file"
+    )]
+    query_listen: Option<SocketAddr>,
+    /// A file holding the bearer token the operator presents to the query API (at least 32
+    /// characters; mounted from a Secret of the sluice namespace).
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "query_listen"
+    )]
+    query_token_file: Option<PathBuf>,
+    /// Recent lines kept per container for queries (0: none kept).
+    #[arg(long, default_value = "1000", value_name = "LINES")]
+    recent_lines: usize,
+    /// Message bytes of recent lines kept over all containers of the node.
+    #[arg(long, default_value = "67108864", value_name = "BYTES")]
+    recent_max_bytes: usize,
+    /// How long the recent lines of a container no longer bound (a deleted pod) are kept.
+    #[arg(long, default_value = "3600", value_name = "SECONDS")]
+    recent_keep: u64,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -180,9 +207,11 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = tokio::spawn(server);
 
+    let recent = start_query(&args, &cancel).await?;
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
         node_name: args.node_name.clone().unwrap_or_else(hostname),
+        recent,
     };
     let (initial, mut updates, watcher, identity) = match mode {
         Mode::File { path, initial } => {
@@ -351,4 +380,52 @@ fn init_tracing(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// With `--query-listen`: the recent store, the query API serving it, and a task forgetting the
+/// lines of containers gone longer than `--recent-keep`.
+async fn start_query(
+    args: &Args,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Arc<sluice_collector::recent::Recent>>> {
+    use sluice_collector::{query, recent};
+    let (Some(addr), Some(token_file)) = (args.query_listen, &args.query_token_file) else {
+        return Ok(None);
+    };
+    if args.recent_lines == 0 {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the query token {}", token_file.display()))?;
+    let token = query::Token::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", token_file.display()))?;
+    let store = Arc::new(recent::Recent::new(recent::RecentSettings {
+        lines_per_container: args.recent_lines,
+        max_bytes: args.recent_max_bytes,
+        keep_gone: Duration::from_secs(args.recent_keep),
+        ..recent::RecentSettings::default()
+    }));
+    let (_, server) = query::serve(
+        addr,
+        query::QuerySettings::new(token),
+        Arc::clone(&store),
+        cancel.child_token(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {addr}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "the query API stopped");
+        }
+    });
+    let sweeper = Arc::clone(&store);
+    let stop = cancel.child_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(30)) => sweeper.sweep(),
+            }
+        }
+    });
+    Ok(Some(store))
 }

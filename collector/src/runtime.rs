@@ -47,6 +47,8 @@ pub struct Settings {
     pub state_dir: std::path::PathBuf,
     /// This node's name (syslog HOSTNAME default).
     pub node_name: String,
+    /// Where the engine keeps recent lines for queries (none: not kept).
+    pub recent: Option<Arc<crate::recent::Recent>>,
 }
 
 struct ActiveDrain {
@@ -63,6 +65,7 @@ pub struct Collector {
     metrics: Metrics,
     node_name: String,
     generation: u64,
+    recent: Option<Arc<crate::recent::Recent>>,
 }
 
 impl Collector {
@@ -91,7 +94,12 @@ impl Collector {
             rescan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_millis(250),
             read_budget_bytes: 256 * 1024,
+            recent: settings.recent.clone(),
         };
+        let settings_recent = settings.recent;
+        if let Some(recent) = &settings_recent {
+            recent.retain_bound(&bound_ids(&config));
+        }
         let wake = waker.wake_fn();
         let routes = routes(&config, &collector_drains);
         let engine = engine::start(engine_settings, routes, waker, Arc::new(metrics.clone()))?;
@@ -104,6 +112,7 @@ impl Collector {
             metrics,
             node_name,
             generation,
+            recent: settings_recent,
         })
     }
 
@@ -162,6 +171,9 @@ impl Collector {
         }
         // The engine stops sending to retired instances once it has the new table; only then stop them.
         self.engine.apply(routes(&config, &self.drains));
+        if let Some(recent) = &self.recent {
+            recent.retain_bound(&bound_ids(&config));
+        }
         for old in retired {
             old.running.abort();
         }
@@ -236,6 +248,19 @@ fn spawn_drain(
         name: config.name.clone(),
         source,
     })
+}
+
+/// The runtime ids (without scheme) of the containers a config binds by id.
+fn bound_ids(config: &NodeConfig) -> std::collections::HashSet<String> {
+    config
+        .containers
+        .iter()
+        .filter_map(|c| match c.runtime_id().ok()? {
+            sluice_api::node_config::RuntimeId::Docker(id) | sluice_api::node_config::RuntimeId::Cri(id) => {
+                Some(id)
+            }
+        })
+        .collect()
 }
 
 fn routes(config: &NodeConfig, drains: &BTreeMap<String, ActiveDrain>) -> Routes {

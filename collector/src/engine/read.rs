@@ -40,6 +40,8 @@ pub struct Ctx<'a> {
     pub hw: &'a mut Loc,
     /// Where problems are reported.
     pub rep: &'a mut Reporter,
+    /// Where lines read for the first time are kept for queries.
+    pub recent: Option<&'a crate::recent::Recent>,
 }
 
 /// How a read went.
@@ -290,7 +292,8 @@ impl Line<'_> {
             p.append(frag.log, self.max_line);
             return true;
         }
-        if !end.le(ctx.hw) {
+        let first_read = !end.le(ctx.hw);
+        if first_read {
             *ctx.hw = end;
             self.counts[idx].0 += 1;
             self.counts[idx].1 += line.len() as u64 + 1;
@@ -339,6 +342,9 @@ impl Line<'_> {
             );
         }
         let stream = frag.stream;
+        if first_read && let Some(recent) = ctx.recent {
+            recent.push(ctx.meta, stream, time, message);
+        }
         let line = LogLine {
             meta: ctx.meta,
             stream,

@@ -220,6 +220,7 @@ impl Tail {
             format: c.format,
             hw: &mut c.hw,
             rep: &mut self.rep,
+            recent: self.settings.recent.as_deref(),
         };
         let mut progress = false;
         for s in &mut c.streams {
