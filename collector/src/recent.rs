@@ -23,8 +23,8 @@ use std::{
     time::Duration,
 };
 
-use serde::Serialize;
 use sluice_api::node_config::Stream;
+pub use sluice_api::query::RecentLine;
 use tokio::{sync::broadcast, time::Instant};
 
 use crate::pipeline::ContainerMeta;
@@ -51,23 +51,6 @@ impl Default for RecentSettings {
             follow_buffer: 4096,
         }
     }
-}
-
-/// One line as the query API returns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RecentLine {
-    /// The runtime's timestamp (RFC3339, as in the log file).
-    pub time: String,
-    /// Pod namespace.
-    pub namespace: String,
-    /// Pod name.
-    pub pod: String,
-    /// Container name.
-    pub container: String,
-    /// `stdout` or `stderr`.
-    pub stream: &'static str,
-    /// The message.
-    pub line: String,
 }
 
 struct Ring {
@@ -149,10 +132,7 @@ impl Recent {
             namespace: meta.namespace.clone(),
             pod: meta.pod.clone(),
             container: meta.container.clone(),
-            stream: match stream {
-                Stream::Stdout => "stdout",
-                Stream::Stderr => "stderr",
-            },
+            stream: stream.as_str().to_owned(),
             line: message.to_owned(),
         });
         if self.follow.receiver_count() > 0 {
