@@ -207,7 +207,7 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = tokio::spawn(server);
 
-    let recent = start_query(&args, &cancel).await?;
+    let recent = start_query(&args, &metrics, &cancel).await?;
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
         node_name: args.node_name.clone().unwrap_or_else(hostname),
@@ -382,10 +382,12 @@ fn init_tracing(format: &str) {
     }
 }
 
-/// With `--query-listen`: the recent store, the query API serving it, and a task forgetting the
-/// lines of containers gone longer than `--recent-keep`.
+/// With `--query-listen`: the recent store, the query API serving it, and a task that forgets the
+/// lines of containers gone longer than `--recent-keep` and publishes the store's size
+/// (`sluice_collector_recent_bytes`) and evictions (`sluice_collector_recent_lines_evicted_total`).
 async fn start_query(
     args: &Args,
+    metrics: &Metrics,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<Arc<sluice_collector::recent::Recent>>> {
     use sluice_collector::{query, recent};
@@ -417,14 +419,27 @@ async fn start_query(
             error!(error = %e, "the query API stopped");
         }
     });
+    let bytes = prometheus::IntGauge::new(
+        "sluice_collector_recent_bytes",
+        "Message bytes of recent lines held for queries.",
+    )?;
+    let evicted = prometheus::IntCounter::new(
+        "sluice_collector_recent_lines_evicted_total",
+        "Recent lines given up to the per-container and per-node bounds.",
+    )?;
+    metrics.registry().register(Box::new(bytes.clone()))?;
+    metrics.registry().register(Box::new(evicted.clone()))?;
     let sweeper = Arc::clone(&store);
     let stop = cancel.child_token();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(30)) => sweeper.sweep(),
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
+            sweeper.sweep();
+            bytes.set(i64::try_from(sweeper.bytes()).unwrap_or(i64::MAX));
+            evicted.inc_by(sweeper.evicted().saturating_sub(evicted.get()));
         }
     });
     Ok(Some(store))
