@@ -20,6 +20,7 @@
 //! kube-controller-manager with the named controllers.
 
 mod binary;
+mod node;
 mod options;
 mod process;
 
@@ -33,6 +34,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::OnceCell;
 
 pub use binary::{BIN_ENV, Error as BinaryError, harness_binary, pinned_kubernetes_version};
+pub use node::{KubeNode, NODE_IP, NODE_NAME, NodeError, POD_LOGS_DIR};
 pub use options::{GC_AND_NAMESPACE_CONTROLLERS, StartOptions};
 pub use process::Error as ProcessError;
 use process::HarnessProcess;
@@ -206,8 +208,11 @@ impl KubeHarness {
         // The harness deletes its own directory when it stops, so nothing is
         // left even when this process is killed (the shared harness relies on it).
         let controllers = format!("--controllers={}", options.controllers.join(","));
-        let args: Vec<&str> = ["--rm-dir", &controllers, "--"]
+        let node_ip = options.node_ip.as_ref().map(|ip| format!("--node-ip={ip}"));
+        let args: Vec<&str> = ["--rm-dir", &controllers]
             .into_iter()
+            .chain(node_ip.as_deref())
+            .chain(["--"])
             .chain(options.apiserver_flags.iter().map(String::as_str))
             .collect();
         let mut process = HarnessProcess::spawn(bin, &dir, &log, &args)?;
@@ -274,7 +279,7 @@ impl KubeHarness {
         &self.info.kubeconfig
     }
 
-    /// The API server URL, `https://127.0.0.1:<port>`.
+    /// The API server URL, `https://127.0.0.1:<port>` (with a node: `https://<node IP>:<port>`).
     pub fn server_url(&self) -> &str {
         &self.info.server
     }

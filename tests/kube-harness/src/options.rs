@@ -17,6 +17,10 @@ pub struct StartOptions {
     /// kube-controller-manager controllers to run (none by default: the
     /// harness is then a bare apiserver), e.g. [`GC_AND_NAMESPACE_CONTROLLERS`].
     pub controllers: Vec<String>,
+    /// Prepare the control plane for a real node at this address (see
+    /// [`crate::KubeNode`], which sets it): the apiserver serves on it, a
+    /// kube-scheduler runs, the kubelet's kubeconfig is written.
+    pub node_ip: Option<String>,
 }
 
 impl StartOptions {
