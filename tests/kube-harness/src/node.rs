@@ -71,15 +71,30 @@ const SYSCTLS: &[&str] = &[
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 ];
-/// Machine-wide directories containerd and the kubelet create on first
-/// use (CNI result cache, network namespaces, container log links); removed
-/// at teardown when the node created them and they are empty again.
+/// Machine-wide directories containerd, the kubelet and the
+/// controller-manager create whatever their configuration says (CNI result
+/// cache, network namespaces, container log links, containerd 1.6's shim
+/// sockets, the kubelet's device-plugin socket, the flex-volume plugin dir),
+/// children before parents. At teardown, each one the node created is
+/// removed once empty; the files in [`SHARED_FILES`] are removed first.
 const SHARED_DIRS: &[&str] = &[
     "/var/lib/cni/results",
     "/var/lib/cni",
     "/run/netns",
     "/var/log/containers",
+    "/run/containerd/s",
+    "/run/containerd/runc/k8s.io",
+    "/run/containerd/runc",
+    "/run/containerd",
+    "/var/lib/kubelet/device-plugins",
+    "/var/lib/kubelet",
+    "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+    "/usr/libexec/kubernetes/kubelet-plugins/volume",
+    "/usr/libexec/kubernetes/kubelet-plugins",
+    "/usr/libexec/kubernetes",
 ];
+/// Sockets left in [`SHARED_DIRS`] (removed only with a directory the node created).
+const SHARED_FILES: &[&str] = &["/var/lib/kubelet/device-plugins/kubelet.sock"];
 /// Programs the node runs, with the Debian package providing each.
 const PROGRAMS: &[(&str, &str)] = &[
     ("/usr/bin/containerd", "containerd"),
@@ -635,7 +650,16 @@ fn clean_machine() {
         }
     }
     if let Ok(absent) = fs::read_to_string(Path::new(STATE_DIR).join("dirs.absent")) {
-        for dir in SHARED_DIRS.iter().filter(|d| absent.lines().any(|l| l == **d)) {
+        let ours = |d: &str| absent.lines().any(|l| l == d);
+        for file in SHARED_FILES {
+            if Path::new(file)
+                .parent()
+                .is_some_and(|d| ours(&d.to_string_lossy()))
+            {
+                let _ = fs::remove_file(file);
+            }
+        }
+        for dir in SHARED_DIRS.iter().filter(|d| ours(d)) {
             let _ = fs::remove_dir(dir); // only if empty: anything else is not ours
         }
     }
@@ -689,6 +713,7 @@ state = "{RUN_DIR}/containerd"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{RUN_DIR}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{STATE_DIR}/cni/net.d"
@@ -721,6 +746,7 @@ port: {port}
 readOnlyPort: 0
 healthzPort: 0
 podLogsDir: {POD_LOGS_DIR}
+volumePluginDir: {STATE_DIR}/volume-plugins
 authentication:
   anonymous: {{enabled: false}}
   webhook: {{enabled: true}}
