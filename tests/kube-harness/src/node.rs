@@ -24,10 +24,11 @@
 //! * Pod logs go to [`POD_LOGS_DIR`] (the kubelet's `podLogsDir`), not the
 //!   machine's `/var/log/pods`.
 
+mod config;
+mod host;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Write as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,9 +37,10 @@ use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use rustix::process::{Pid, Signal, kill_process};
 
 use crate::{Error, KubeHarness, StartOptions};
+use config::{cni_config, containerd_config, ctr, dnat_rule, kubelet_config};
+use host::{CGROUP_ROOT, free_port, run, spawn_in_cgroup, stop_child, tail, write};
 
 /// Serializes nodes on this machine.
 pub const LOCK_FILE: &str = "/run/sluice-e2e.lock";
@@ -61,40 +63,6 @@ pub const RULE_COMMENT: &str = "sluice-e2e";
 pub const CGROUP: &str = "sluice-e2e";
 /// The node's name.
 pub const NODE_NAME: &str = "sluice-node";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// Sysctls the kubelet sets (`setupKernelTunables`), restored at teardown.
-const SYSCTLS: &[&str] = &[
-    "vm/overcommit_memory",
-    "vm/panic_on_oom",
-    "kernel/panic",
-    "kernel/panic_on_oops",
-    "kernel/keys/root_maxkeys",
-    "kernel/keys/root_maxbytes",
-];
-/// Machine-wide directories containerd, the kubelet and the
-/// controller-manager create whatever their configuration says (CNI result
-/// cache, network namespaces, container log links, containerd 1.6's shim
-/// sockets, the kubelet's device-plugin socket, the flex-volume plugin dir),
-/// children before parents. At teardown, each one the node created is
-/// removed once empty; the files in [`SHARED_FILES`] are removed first.
-const SHARED_DIRS: &[&str] = &[
-    "/var/lib/cni/results",
-    "/var/lib/cni",
-    "/run/netns",
-    "/var/log/containers",
-    "/run/containerd/s",
-    "/run/containerd/runc/k8s.io",
-    "/run/containerd/runc",
-    "/run/containerd",
-    "/var/lib/kubelet/device-plugins",
-    "/var/lib/kubelet",
-    "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
-    "/usr/libexec/kubernetes/kubelet-plugins/volume",
-    "/usr/libexec/kubernetes/kubelet-plugins",
-    "/usr/libexec/kubernetes",
-];
-/// Sockets left in [`SHARED_DIRS`] (removed only with a directory the node created).
-const SHARED_FILES: &[&str] = &["/var/lib/kubelet/device-plugins/kubelet.sock"];
 /// Programs the node runs, with the Debian package providing each.
 const PROGRAMS: &[(&str, &str)] = &[
     ("/usr/bin/containerd", "containerd"),
@@ -108,7 +76,6 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("/usr/sbin/ip", "iproute2"),
 ];
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Errors of the node.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +143,10 @@ impl KubeNode {
         let bin = crate::harness_binary().await.map_err(Error::from)?;
         let binary_after = building.elapsed();
         let started = Instant::now();
-        let lock = lock_machine()?;
+        // Waiting for another node to finish must not block the runtime.
+        let lock = tokio::task::spawn_blocking(lock_machine)
+            .await
+            .map_err(|e| NodeError::step("waiting for the machine lock", e))??;
         let logs_dir = tempfile::Builder::new()
             .prefix("sluice-node-logs-")
             .tempdir()
@@ -194,8 +164,8 @@ impl KubeNode {
             pause_name: String::new(),
         };
         // A node killed before its teardown left this behind.
-        clean_machine();
-        node.setup_host()?;
+        host::clean();
+        host::prepare()?;
         node.pause_name = pause_name.to_owned();
         let options = StartOptions {
             controllers: vec!["*".into()],
@@ -293,54 +263,6 @@ impl KubeNode {
     /// The end of the kubelet's log (for failure messages).
     pub fn kubelet_log_tail(&self) -> String {
         tail(&self.logs.join("kubelet.log"), 30)
-    }
-
-    fn setup_host(&mut self) -> Result<(), NodeError> {
-        let step = "preparing the host for the node";
-        for dir in [STATE_DIR, RUN_DIR, POD_LOGS_DIR] {
-            fs::create_dir_all(dir).map_err(|e| NodeError::step(step, format!("{dir}: {e}")))?;
-        }
-        // Saved before the kubelet changes them; teardown restores them.
-        let mut saved = String::new();
-        for name in SYSCTLS {
-            if let Ok(v) = fs::read_to_string(Path::new("/proc/sys").join(name)) {
-                saved.push_str(&format!("{name}={}\n", v.trim()));
-            }
-        }
-        write(&Path::new(STATE_DIR).join("sysctl.saved"), &saved)?;
-        // Network namespaces present before the node: never ours to delete.
-        let before: Vec<String> = netns_names().into_iter().collect();
-        write(&Path::new(STATE_DIR).join("netns.before"), &before.join("\n"))?;
-        let absent: Vec<&str> = SHARED_DIRS
-            .iter()
-            .copied()
-            .filter(|d| !Path::new(d).exists())
-            .collect();
-        write(&Path::new(STATE_DIR).join("dirs.absent"), &absent.join("\n"))?;
-        run(
-            Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]),
-            step,
-        )?;
-        run(
-            Command::new("ip").args(["addr", "add", &format!("{NODE_IP}/16"), "dev", BRIDGE]),
-            step,
-        )?;
-        run(Command::new("ip").args(["link", "set", BRIDGE, "up"]), step)?;
-        for hierarchy in cgroup_hierarchies() {
-            let root = hierarchy.join(CGROUP);
-            fs::create_dir_all(root.join("runtime"))
-                .map_err(|e| NodeError::step(step, format!("{}: {e}", root.display())))?;
-            if hierarchy.ends_with("cpuset") {
-                // A new cpuset cgroup starts empty: copy the parent's sets.
-                for file in ["cpuset.cpus", "cpuset.mems"] {
-                    let v = fs::read_to_string(hierarchy.join(file)).map_err(|e| NodeError::step(step, e))?;
-                    for dir in [root.clone(), root.join("runtime")] {
-                        fs::write(dir.join(file), v.trim()).map_err(|e| NodeError::step(step, e))?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     fn add_service_dnat(&self) -> Result<(), NodeError> {
@@ -501,7 +423,7 @@ impl KubeNode {
             eprintln!("sluice-kube-harness: stopping the control plane: {e}");
         }
         stop_child(&mut self.containerd, "containerd");
-        clean_machine();
+        host::clean();
         if let Some(keep) = std::env::var_os("SLUICE_TEST_LOGS") {
             let keep = PathBuf::from(keep).join(format!("node-{}", std::process::id()));
             let copied = fs::create_dir_all(&keep).and_then(|()| {
@@ -567,373 +489,4 @@ fn lock_machine() -> Result<File, NodeError> {
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| NodeError::step(format!("locking {LOCK_FILE} (one node per machine)"), e))?;
     Ok(file)
-}
-
-/// Removes everything a node may have left (idempotent; never fails, says
-/// what it could not undo). Only called while holding the machine lock.
-fn clean_machine() {
-    // 1. Every process in the node's cgroups (leftover shims and containers).
-    for _ in 0..50 {
-        let pids = cgroup_pids();
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            if let Some(p) = Pid::from_raw(pid) {
-                let _ = kill_process(p, Signal::KILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // 2. Mounts below the node's directories (rshared kubelet root, pod
-    //    volumes, container rootfs, sandbox shm), deepest first.
-    for dir in [STATE_DIR, RUN_DIR] {
-        unmount_under(Path::new(dir));
-    }
-    // 3. Pod network namespaces created since the node started.
-    let before: BTreeSet<String> = fs::read_to_string(Path::new(STATE_DIR).join("netns.before"))
-        .map(|s| s.lines().map(str::to_owned).collect())
-        .unwrap_or_default();
-    if Path::new(STATE_DIR).join("netns.before").exists() {
-        for name in netns_names().difference(&before) {
-            if name.starts_with("cni-") {
-                let path = Path::new("/run/netns").join(name);
-                let _ = Command::new("umount").arg("-l").arg(&path).status();
-                let _ = fs::remove_file(&path);
-            }
-        }
-    }
-    // 4. The DNAT rules and the bridge.
-    if let Ok(out) = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output() {
-        for rule in String::from_utf8_lossy(&out.stdout).lines() {
-            if rule.starts_with("-A ") && rule.contains(&format!("--comment {RULE_COMMENT}")) {
-                let args: Vec<&str> = rule.split_whitespace().collect();
-                let mut cmd = Command::new("iptables");
-                cmd.args(["-w", "-t", "nat", "-D"]).args(&args[1..]);
-                quiet_status(cmd, "deleting a leftover DNAT rule");
-            }
-        }
-    }
-    if Path::new("/sys/class/net").join(BRIDGE).exists() {
-        let mut cmd = Command::new("ip");
-        cmd.args(["link", "del", BRIDGE]);
-        quiet_status(cmd, "deleting the bridge");
-    }
-    // 5. The cgroups, leaves first.
-    for hierarchy in cgroup_hierarchies() {
-        let root = hierarchy.join(CGROUP);
-        let mut dirs = Vec::new();
-        collect_dirs(&root, &mut dirs);
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            if let Err(e) = fs::remove_dir(&dir) {
-                eprintln!("sluice-kube-harness: cannot remove cgroup {}: {e}", dir.display());
-            }
-        }
-    }
-    // 6. The kubelet's links to pod logs, the sysctls, the directories.
-    if let Ok(entries) = fs::read_dir("/var/log/containers") {
-        for entry in entries.flatten() {
-            if fs::read_link(entry.path()).is_ok_and(|t| t.starts_with(POD_LOGS_DIR)) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-    if let Ok(saved) = fs::read_to_string(Path::new(STATE_DIR).join("sysctl.saved")) {
-        for line in saved.lines() {
-            if let Some((name, value)) = line.split_once('=')
-                && SYSCTLS.contains(&name)
-                && let Err(e) = fs::write(Path::new("/proc/sys").join(name), value)
-            {
-                eprintln!("sluice-kube-harness: cannot restore sysctl {name}={value}: {e}");
-            }
-        }
-    }
-    if let Ok(absent) = fs::read_to_string(Path::new(STATE_DIR).join("dirs.absent")) {
-        let ours = |d: &str| absent.lines().any(|l| l == d);
-        for file in SHARED_FILES {
-            if Path::new(file)
-                .parent()
-                .is_some_and(|d| ours(&d.to_string_lossy()))
-            {
-                let _ = fs::remove_file(file);
-            }
-        }
-        for dir in SHARED_DIRS.iter().filter(|d| ours(d)) {
-            let _ = fs::remove_dir(dir); // only if empty: anything else is not ours
-        }
-    }
-    for dir in [STATE_DIR, RUN_DIR] {
-        if let Err(e) = fs::remove_dir_all(dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            eprintln!("sluice-kube-harness: cannot remove {dir}: {e}");
-        }
-    }
-}
-
-fn dnat_rule(port: u16) -> Vec<String> {
-    [
-        "-d",
-        &format!("{SERVICE_IP}/32"),
-        "-p",
-        "tcp",
-        "--dport",
-        "443",
-        "-m",
-        "comment",
-        "--comment",
-        RULE_COMMENT,
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &format!("{NODE_IP}:{port}"),
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
-fn containerd_config(pause_image: &str) -> String {
-    format!(
-        r#"version = 2
-root = "{STATE_DIR}/containerd"
-state = "{RUN_DIR}/containerd"
-[grpc]
-  address = "{RUN_DIR}/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_image}"
-  # Machines of this kind withhold CAP_SYS_RESOURCE even from root, so no
-  # process may lower its oom_score_adj (the sandbox asks for -998): cap
-  # the requested values at containerd's own instead of failing every pod.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{RUN_DIR}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{STATE_DIR}/cni/net.d"
-"#
-    )
-}
-
-fn cni_config() -> String {
-    format!(
-        r#"{{"cniVersion": "1.0.0", "name": "sluice-e2e",
- "plugins": [{{"type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {{"type": "host-local", "dataDir": "{STATE_DIR}/cni/ipam",
-     "ranges": [[{{"subnet": "{POD_SUBNET}", "gateway": "{NODE_IP}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}
-"#
-    )
-}
-
-fn kubelet_config(ca: &Path, port: u16) -> String {
-    format!(
-        r#"apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-containerRuntimeEndpoint: unix://{RUN_DIR}/containerd.sock
-cgroupDriver: cgroupfs
-failCgroupV1: false
-failSwapOn: false
-cgroupRoot: /{CGROUP}
-cgroupsPerQOS: true
-address: {NODE_IP}
-port: {port}
-readOnlyPort: 0
-healthzPort: 0
-podLogsDir: {POD_LOGS_DIR}
-volumePluginDir: {STATE_DIR}/volume-plugins
-authentication:
-  anonymous: {{enabled: false}}
-  webhook: {{enabled: true}}
-  x509: {{clientCAFile: {ca}}}
-authorization: {{mode: Webhook}}
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {{nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}}
-serializeImagePulls: false
-containerLogMaxSize: 10Mi
-containerLogMaxFiles: 5
-"#,
-        ca = ca.display()
-    )
-}
-
-/// `ctr` against the node's containerd, in the kubelet's namespace.
-fn ctr() -> Command {
-    let mut cmd = Command::new("ctr");
-    cmd.arg("--address")
-        .arg(format!("{RUN_DIR}/containerd.sock"))
-        .args(["--namespace", "k8s.io"])
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// Spawns `cmd` inside the node's `runtime` cgroup (so it and everything it
-/// starts are found by pid at cleanup), logging to `log`.
-fn spawn_in_cgroup(mut cmd: Command, log: &Path, name: &str) -> Result<Child, NodeError> {
-    let step = format!("starting {name}");
-    let out = File::create(log).map_err(|e| NodeError::step(&step, e))?;
-    let err = out.try_clone().map_err(|e| NodeError::step(&step, e))?;
-    let procs: Vec<PathBuf> = cgroup_hierarchies()
-        .into_iter()
-        .map(|h| h.join(CGROUP).join("runtime/cgroup.procs"))
-        .collect();
-    // SAFETY: the closure only opens, writes and closes files; the paths
-    // were built before fork and are short enough for std's on-stack C
-    // string conversion, so nothing allocates between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for p in &procs {
-                fs::write(p, b"0")?;
-            }
-            Ok(())
-        });
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| NodeError::step(step, e))
-}
-
-/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; the child is ours and unreaped.
-fn stop_child(child: &mut Option<Child>, name: &str) {
-    let Some(mut c) = child.take() else { return };
-    if c.try_wait().ok().flatten().is_some() {
-        return;
-    }
-    if let Some(p) = Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX)) {
-        let _ = kill_process(p, Signal::TERM);
-    }
-    let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline {
-        if c.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("sluice-kube-harness: {name} did not stop in {STOP_GRACE:?}; killing it");
-    let _ = c.kill();
-    let _ = c.wait();
-}
-
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(CGROUP_ROOT) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("cgroup.procs").exists())
-        .collect()
-}
-
-fn cgroup_pids() -> BTreeSet<i32> {
-    let mut pids = BTreeSet::new();
-    for hierarchy in cgroup_hierarchies() {
-        let mut dirs = Vec::new();
-        collect_dirs(&hierarchy.join(CGROUP), &mut dirs);
-        for dir in dirs {
-            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
-        }
-    }
-    pids
-}
-
-/// `dir` and every directory below it.
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    if !dir.is_dir() {
-        return;
-    }
-    out.push(dir.to_owned());
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                collect_dirs(&entry.path(), out);
-            }
-        }
-    }
-}
-
-fn netns_names() -> BTreeSet<String> {
-    fs::read_dir("/run/netns")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Lazily unmounts every mount point at or below `dir`, deepest first.
-fn unmount_under(dir: &Path) {
-    let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    points.dedup();
-    for p in points {
-        let _ = Command::new("umount").arg("-l").arg(p).status();
-    }
-}
-
-fn free_port() -> Result<u16, NodeError> {
-    std::net::TcpListener::bind((NODE_IP, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| NodeError::step("finding a free port for the kubelet", e))
-}
-
-fn write(path: &Path, text: &str) -> Result<(), NodeError> {
-    let mut f = File::create(path).map_err(|e| NodeError::step(format!("writing {}", path.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| NodeError::step(format!("writing {}", path.display()), e))
-}
-
-/// Runs `cmd`, returning its stdout, or its stderr as the error.
-fn run(cmd: &mut Command, step: &str) -> Result<String, NodeError> {
-    let out = cmd
-        .output()
-        .map_err(|e| NodeError::step(step, format!("{cmd:?}: {e}")))?;
-    if !out.status.success() {
-        return Err(NodeError::step(
-            step,
-            format!(
-                "{cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn quiet_status(mut cmd: Command, what: &str) {
-    match cmd.output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => eprintln!(
-            "sluice-kube-harness: {what}: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => eprintln!("sluice-kube-harness: {what}: {e}"),
-    }
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
