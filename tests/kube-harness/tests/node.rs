@@ -3,7 +3,8 @@
 //! kubelet and containerd wrote holds exactly the lines loggen wrote (per
 //! stream, long lines reassembled from containerd's 16 KiB partials).
 //! `kubectl` (built from the same Kubernetes module) sees the node Ready and
-//! explains API fields.
+//! explains API fields. Stopping the node with a pod still running leaves no
+//! cgroup, bridge, NAT rule, mount or directory behind.
 //!
 //! Needs root, the Debian packages of scripts/setup.sh and the image
 //! archives of `scripts/images.sh loggen pause` in `SLUICE_IMAGE_DIR`
@@ -258,6 +259,42 @@ async fn a_pod_on_the_real_node_writes_exactly_its_lines_to_the_cri_log() -> Res
         &written(),
         &received,
     );
+
+    // Teardown with a pod still running leaves nothing behind.
+    let mut lingering = loggen_pod("lingering");
+    if let Some(c) = lingering.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.args = Some(vec!["--count".into(), "1".into(), "--linger".into()]);
+    }
+    pods.create(&PostParams::default(), &lingering).await?;
+    let deadline = Instant::now() + POD_TIMEOUT;
+    loop {
+        let pod = pods.get("lingering").await?;
+        if pod.status.and_then(|s| s.phase).as_deref() == Some("Running") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the lingering pod never ran");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(node);
+    let left: Vec<String> = [
+        "/sys/fs/cgroup/pids/sluice-e2e",
+        "/sys/fs/cgroup/memory/sluice-e2e",
+        "/sys/class/net/sluice-e2e0",
+        "/var/lib/sluice-e2e",
+        "/run/sluice-e2e",
+    ]
+    .into_iter()
+    .filter(|p| Path::new(p).exists())
+    .map(str::to_owned)
+    .collect();
+    ensure!(left.is_empty(), "the node left {left:?} behind");
+    let nat = output(std::process::Command::new("iptables").args(["-w", "-t", "nat", "-S"]))?;
+    ensure!(
+        !nat.contains("sluice-e2e"),
+        "the node left NAT rules behind:\n{nat}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    ensure!(!mounts.contains("/sluice-e2e"), "the node left mounts behind");
     Ok(())
 }
 
