@@ -234,7 +234,12 @@ impl KubeNode {
     /// control plane as the admin.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
+        // Its discovery cache lives (and goes) with the harness, not in ~/.kube.
         cmd.arg("kubectl")
+            .arg(format!(
+                "--cache-dir={}",
+                self.harness().dir().join("kubectl-cache").display()
+            ))
             .env("KUBECONFIG", self.harness().kubeconfig_path())
             .stdin(Stdio::null());
         cmd

@@ -178,6 +178,37 @@ async fn a_pod_on_the_real_node_writes_exactly_its_lines_to_the_cri_log() -> Res
         "kubectl get nodes does not show {} Ready:\n{nodes}",
         node.name()
     );
+    // The project's CRDs, applied and explained by the real client.
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    output(node.kubectl().arg("apply").arg("-f").arg(&crds))?;
+    output(node.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/logdrains.sluice.dev",
+        "crd/logbindings.sluice.dev",
+    ]))?;
+    // The apiserver publishes a new CRD's OpenAPI schema shortly after it
+    // is Established: wait for it.
+    let deadline = Instant::now() + POD_TIMEOUT;
+    let explain = loop {
+        match output(node.kubectl().args(["explain", "logdrain.spec"])) {
+            Ok(text) => break text,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("couldn't find resource") => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    ensure!(
+        explain.contains("KIND:       LogDrain") && explain.contains("FIELD: spec"),
+        "kubectl explain logdrain.spec printed no documentation:\n{explain}"
+    );
+    let drains = output(node.kubectl().args(["get", "logdrains", "--all-namespaces"]))?;
+    ensure!(
+        drains.is_empty(),
+        "kubectl get logdrains: unexpected output {drains:?}"
+    );
     let explain = output(node.kubectl().args(["explain", "pod.spec.restartPolicy"]))?;
     ensure!(
         explain.contains("FIELD: restartPolicy") && explain.contains("Never"),
