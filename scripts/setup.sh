@@ -10,9 +10,12 @@ mkdir -p "$SLUICE_CACHE"
 
 # Packages installed normally. rsyslog is the default syslog receiver; docker.io gives real
 # json-file logs; the lib* packages are syslog-ng's runtime dependencies (installing them does
-# not conflict with rsyslog, only syslog-ng-core itself does).
+# not conflict with rsyslog, only syslog-ng-core itself does). containerd, runc, the CNI
+# plugins (bridge, host-local, loopback), iptables and iproute2 run the harness's real node
+# (tests/kube-harness/src/node.rs).
 APT_PACKAGES=(docker.io rsyslog rsyslog-gnutls openssl ca-certificates curl
-  libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0 libcap2 libssl3)
+  libivykis0 libnet1 libpcre3 libwrap0 libjson-c5 libglib2.0-0 libcap2 libssl3
+  containerd runc containernetworking-plugins iptables iproute2)
 
 apt_updated=0
 apt_update_once() {
@@ -67,9 +70,10 @@ for component in rustfmt clippy; do
   fi
 done
 
-# The kube-apiserver harness (a Go program of the project's own); its script caches the binary.
+# The Kubernetes harness (a Go program of the project's own: apiserver, etcd, controller-manager,
+# scheduler, kubelet, kubectl); its script caches the binary.
 if [ -x "$REPO_ROOT/tests/kube-harness/build.sh" ]; then
-  say "building the kube-apiserver harness (tests/kube-harness/build.sh)"
+  say "building the Kubernetes harness (tests/kube-harness/build.sh)"
   "$REPO_ROOT/tests/kube-harness/build.sh" >&2
 fi
 

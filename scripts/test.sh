@@ -8,7 +8,9 @@ cd "$REPO_ROOT"
 
 "$REPO_ROOT/scripts/setup.sh"
 eval "$("$REPO_ROOT/scripts/build.sh" | tail -n1)"
-export SLUICE_BIN_DIR SLUICE_REQUIRE_ALL=1
+# The real node's test imports these (built from the static binaries just built; no pulls).
+eval "$("$REPO_ROOT/scripts/images.sh" loggen pause | tail -n1)"
+export SLUICE_BIN_DIR SLUICE_IMAGE_DIR SLUICE_REQUIRE_ALL=1
 SLUICE_HELM="$(sluice_helm_path)"   # the pinned helm, for tests/tests/chart.rs
 export SLUICE_HELM
 

@@ -78,6 +78,8 @@ pub struct EngineSettings {
     pub checkpoint_interval: Duration,
     /// Bytes read per container per round (256 KiB), so one busy container cannot starve others.
     pub read_budget_bytes: usize,
+    /// Where each line read for the first time is also kept (for `kubectl sluice logs`).
+    pub recent: Option<Arc<crate::recent::Recent>>,
 }
 
 impl EngineSettings {
@@ -91,6 +93,7 @@ impl EngineSettings {
             rescan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(1),
             read_budget_bytes: 256 * 1024,
+            recent: None,
         }
     }
 }

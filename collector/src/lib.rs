@@ -13,6 +13,8 @@
 //!   stack per drain.
 //! * [`runtime`]: wires them: one engine, one task per drain, reloads in place, graceful stop.
 //! * [`metrics`]: the Prometheus registry; [`server`]: `/metrics`, `/healthz`, `/readyz`.
+//! * [`recent`]: the recent lines of each container and live followers; [`query`]: the
+//!   authenticated API that serves them to the operator.
 
 pub mod cluster;
 pub mod config;
@@ -22,5 +24,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod query;
+pub mod recent;
 pub mod runtime;
 pub mod server;

@@ -94,6 +94,33 @@ struct Args {
         value_delimiter = ','
     )]
     allow_destinations: Vec<drain::destinations::Cidr>,
+    /// Address of the query API (recent lines and follow, for the operator only); not served
+    /// unless given, with --query-token-file.
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_LISTEN",
+        value_name = "ADDR",
+        requires = "query_token_file"
+    )]
+    query_listen: Option<SocketAddr>,
+    /// A file holding the bearer token the operator presents to the query API (at least 32
+    /// characters; mounted from a Secret of the sluice namespace).
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "query_listen"
+    )]
+    query_token_file: Option<PathBuf>,
+    /// Recent lines kept per container for queries (0: none kept).
+    #[arg(long, default_value = "1000", value_name = "LINES")]
+    recent_lines: usize,
+    /// Message bytes of recent lines kept over all containers of the node.
+    #[arg(long, default_value = "67108864", value_name = "BYTES")]
+    recent_max_bytes: usize,
+    /// How long the recent lines of a container no longer bound (a deleted pod) are kept.
+    #[arg(long, default_value = "3600", value_name = "SECONDS")]
+    recent_keep: u64,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -213,6 +240,7 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = tokio::spawn(server);
 
+    let recent = start_query(&args, &metrics, &cancel).await?;
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
         node_name: args.node_name.clone().unwrap_or_else(hostname),
@@ -220,6 +248,7 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
             args.deny_destinations.clone(),
             args.allow_destinations.clone(),
         )),
+        recent,
     };
     let (initial, mut updates, watcher, identity) = match mode {
         Mode::File { path, initial } => {
@@ -393,4 +422,67 @@ fn init_tracing(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// With `--query-listen`: the recent store, the query API serving it, and a task that forgets the
+/// lines of containers gone longer than `--recent-keep` and publishes the store's size
+/// (`sluice_collector_recent_bytes`) and evictions (`sluice_collector_recent_lines_evicted_total`).
+async fn start_query(
+    args: &Args,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Arc<sluice_collector::recent::Recent>>> {
+    use sluice_collector::{query, recent};
+    let (Some(addr), Some(token_file)) = (args.query_listen, &args.query_token_file) else {
+        return Ok(None);
+    };
+    if args.recent_lines == 0 {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the query token {}", token_file.display()))?;
+    let token = query::Token::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", token_file.display()))?;
+    let store = Arc::new(recent::Recent::new(recent::RecentSettings {
+        lines_per_container: args.recent_lines,
+        max_bytes: args.recent_max_bytes,
+        keep_gone: Duration::from_secs(args.recent_keep),
+        ..recent::RecentSettings::default()
+    }));
+    let (_, server) = query::serve(
+        addr,
+        query::QuerySettings::new(token),
+        Arc::clone(&store),
+        cancel.child_token(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {addr}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "the query API stopped");
+        }
+    });
+    let bytes = prometheus::IntGauge::new(
+        "sluice_collector_recent_bytes",
+        "Message bytes of recent lines held for queries.",
+    )?;
+    let evicted = prometheus::IntCounter::new(
+        "sluice_collector_recent_lines_evicted_total",
+        "Recent lines given up to the per-container and per-node bounds.",
+    )?;
+    metrics.registry().register(Box::new(bytes.clone()))?;
+    metrics.registry().register(Box::new(evicted.clone()))?;
+    let sweeper = Arc::clone(&store);
+    let stop = cancel.child_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            sweeper.sweep();
+            bytes.set(i64::try_from(sweeper.bytes()).unwrap_or(i64::MAX));
+            evicted.inc_by(sweeper.evicted().saturating_sub(evicted.get()));
+        }
+    });
+    Ok(Some(store))
 }

@@ -49,6 +49,8 @@ pub struct Settings {
     pub node_name: String,
     /// Which addresses drains may connect to.
     pub destinations: Arc<Destinations>,
+    /// Where the engine keeps recent lines for queries (none: not kept).
+    pub recent: Option<Arc<crate::recent::Recent>>,
 }
 
 struct ActiveDrain {
@@ -100,6 +102,7 @@ pub struct Collector {
     config: Arc<NodeConfig>,
     spawner: Spawner,
     deaths: mpsc::UnboundedReceiver<Death>,
+    recent: Option<Arc<crate::recent::Recent>>,
 }
 
 impl Collector {
@@ -136,7 +139,12 @@ impl Collector {
             rescan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_millis(250),
             read_budget_bytes: 256 * 1024,
+            recent: settings.recent.clone(),
         };
+        let recent = settings.recent;
+        if let Some(recent) = &recent {
+            recent.retain_bound(&bound_ids(&config));
+        }
         let routes = routes(&config, &drains);
         let engine = engine::start(engine_settings, routes, waker, Arc::new(metrics))?;
         info!(drains = drains.len(), node = %node_name, "collector started");
@@ -146,6 +154,7 @@ impl Collector {
             config,
             spawner,
             deaths,
+            recent,
         })
     }
 
@@ -198,6 +207,9 @@ impl Collector {
         }
         // The engine stops sending to retired instances once it has the new table; only then stop them.
         self.engine.apply(routes(&config, &self.drains));
+        if let Some(recent) = &self.recent {
+            recent.retain_bound(&bound_ids(&config));
+        }
         for old in retired {
             old.running.abort();
         }
@@ -305,6 +317,19 @@ impl Collector {
             Err(e) => warn!(error = %e, "the tail engine panicked while stopping"),
         }
     }
+}
+
+/// The runtime ids (without scheme) of the containers a config binds by id.
+fn bound_ids(config: &NodeConfig) -> std::collections::HashSet<String> {
+    config
+        .containers
+        .iter()
+        .filter_map(|c| match c.runtime_id().ok()? {
+            sluice_api::node_config::RuntimeId::Docker(id) | sluice_api::node_config::RuntimeId::Cri(id) => {
+                Some(id)
+            }
+        })
+        .collect()
 }
 
 fn routes(config: &NodeConfig, drains: &BTreeMap<String, ActiveDrain>) -> Routes {

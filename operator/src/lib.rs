@@ -15,6 +15,7 @@ pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod lease;
+pub mod logs;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

@@ -13,6 +13,8 @@ mod health;
 mod isolation;
 #[path = "operator/leader.rs"]
 mod leader;
+#[path = "operator/logs.rs"]
+mod logs;
 #[path = "operator/quiet.rs"]
 mod quiet;
 #[path = "operator/rendering.rs"]

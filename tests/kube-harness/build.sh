@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the kube-apiserver + etcd test harness (the Go program in this
-# directory) once per source version and prints the binary's path.
+# Builds the Kubernetes test harness (the Go program in this directory:
+# kube-apiserver + etcd, kube-controller-manager, kube-scheduler, kubelet and
+# kubectl in one multi-call binary) once per source version and prints the
+# binary's path.
 #
 # The binary lands in ${SLUICE_CACHE:-/var/cache/sluice}/bin/ (~/.cache/sluice
 # when that is not writable) as kube-harness-<hash>, where <hash> covers
@@ -71,7 +73,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-echo "kube-harness build: compiling kube-apiserver ${K8S_VERSION} + etcd into $out (first build on a machine takes many minutes)" >&2
+echo "kube-harness build: compiling Kubernetes ${K8S_VERSION} (apiserver, etcd, controller-manager, scheduler, kubelet, kubectl) into $out (first build on a machine takes many minutes)" >&2
 start=$SECONDS
 tmp="$out.tmp.$$"
 trap 'rm -f "$tmp"' EXIT

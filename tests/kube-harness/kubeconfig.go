@@ -63,6 +63,8 @@ type readyInfo struct {
 	Kubeconfig string `json:"kubeconfig"`
 	Pid        int    `json:"pid"`
 	Version    string `json:"version"`
+	// With --node-ip: the kubelet's kubeconfig (CN=system:node:<name>).
+	KubeletKubeconfig string `json:"kubelet_kubeconfig,omitempty"`
 }
 
 // markReadyWhenServing polls the apiserver as the admin and writes the ready

@@ -1,8 +1,13 @@
 // kube-harness: a real kube-apiserver (the unmodified upstream command, run
 // in-process) on top of an embedded etcd, for sluice's tests and demo.
 //
-//	kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--controllers LIST] [--rm-dir] [-- apiserver flags...]
+//	kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--controllers LIST] [--node-ip IP] [--rm-dir] [-- apiserver flags...]
 //	kube-harness mint-user --dir DIR --user NAME [--group G]... [--out FILE]
+//	kube-harness kubelet|kube-scheduler|kube-controller-manager|kubectl ARGS...
+//
+// The last line runs the unmodified upstream command of that name (also when
+// the binary is invoked through a link named kubectl). With `up --node-ip`,
+// the control plane is prepared for a real node: see node.go.
 //
 // `up` writes everything into DIR: pki/ (CA, serving, admin and
 // service-account keys), etcd/ (data), kubeconfig (admin: client certificate
@@ -36,11 +41,18 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // as upstream's
 	_ "k8s.io/component-base/metrics/prometheus/version"  // cmd/kube-apiserver
 	"k8s.io/component-base/version"
+	"k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "kubectl" {
+		os.Exit(kubectl(os.Args[1:]))
+	}
 	args := os.Args[1:]
 	sub := "up"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -57,6 +69,16 @@ func main() {
 		cmd := kcm.NewControllerManagerCommand()
 		cmd.SetArgs(args)
 		os.Exit(cli.Run(cmd))
+	case "kube-scheduler":
+		cmd := scheduler.NewSchedulerCommand()
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
+	case "kubelet":
+		cmd := kubelet.NewKubeletCommand(context.Background())
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
+	case "kubectl":
+		os.Exit(kubectl(args))
 	case "mint-user":
 		if err := mintUser(args); errors.Is(err, flag.ErrHelp) {
 			return
@@ -65,19 +87,25 @@ func main() {
 			os.Exit(1)
 		}
 	default:
-		fmt.Fprintf(os.Stderr, "kube-harness: unknown command %q\n\n"+usage, sub, version.Get().GitVersion)
+		fmt.Fprintf(os.Stderr, "kube-harness: unknown command %q\n\n", sub)
+		fmt.Fprintf(os.Stderr, usage, version.Get().GitVersion)
 		os.Exit(2)
 	}
 }
 
-const usage = `kube-harness: a real kube-apiserver (Kubernetes %s) with embedded etcd, for tests.
+const usage = `kube-harness: a real kube-apiserver (Kubernetes %[1]s) with embedded etcd, for tests.
 
-  kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--controllers LIST] [--rm-dir] [-- kube-apiserver flags...]
+  kube-harness up --dir DIR [--port N] [--ready-file F] [--parent-pid P] [--controllers LIST] [--node-ip IP [--node-name N]] [--rm-dir] [-- kube-apiserver flags...]
       Run until SIGTERM/SIGINT. DIR gets pki/, etcd/, kubeconfig (admin, system:masters)
       and, once the server answers, the ready marker (JSON: server, kubeconfig, pid, version).
       --controllers also runs kube-controller-manager with those controllers (a child process).
+      --node-ip serves on IP instead of 127.0.0.1, also runs kube-scheduler and writes
+      DIR/kubelet.kubeconfig, for a kubelet run beside it (tests/kube-harness/src/node.rs).
   kube-harness mint-user --dir DIR --user NAME [--group G]... [--out FILE]
       Write a kubeconfig for a restricted identity signed by DIR's CA; prints its path.
+
+  kube-harness kubelet|kube-scheduler|kube-controller-manager|kubectl ARGS...
+      The upstream command of that name (Kubernetes %[1]s); a link named kubectl also runs kubectl.
 
 Run "kube-harness up -h" or "kube-harness mint-user -h" for the flags.
 `
@@ -100,6 +128,8 @@ func up(args []string) int {
 	readyFile := fs.String("ready-file", "", "marker written once the server answers (default DIR/ready)")
 	parentPid := fs.Int("parent-pid", 0, "stop when this process is no longer our parent (it died)")
 	controllers := fs.String("controllers", "", "also run kube-controller-manager with these controllers once ready, e.g. garbage-collector-controller,namespace-controller")
+	nodeIP := fs.String("node-ip", "", "prepare for a real node at this address (an existing local interface address, e.g. a bridge's): serve on it instead of 127.0.0.1, run kube-scheduler, write DIR/kubelet.kubeconfig")
+	nodeName := fs.String("node-name", "sluice-node", "with --node-ip: the node's name (the kubelet's identity)")
 	rmDir := fs.Bool("rm-dir", false, "delete DIR after stopping, if the server became ready (a failed start keeps its files)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -125,7 +155,7 @@ func up(args []string) int {
 	if *readyFile == "" {
 		*readyFile = filepath.Join(d, "ready")
 	}
-	code := serve(cmd, upOptions{dir: d, readyFile: *readyFile, controllers: *controllers, port: *port, parentPid: *parentPid, extra: fs.Args()})
+	code := serve(cmd, upOptions{dir: d, readyFile: *readyFile, controllers: *controllers, port: *port, parentPid: *parentPid, extra: fs.Args(), nodeIP: *nodeIP, nodeName: *nodeName})
 	fmt.Fprintf(os.Stderr, "kube-harness up: stopped (exit code %d, etcd closed)\n", code)
 	if *rmDir && becameReady.Load() {
 		os.RemoveAll(d)
@@ -136,6 +166,7 @@ func up(args []string) int {
 // upOptions are the flags of `up`.
 type upOptions struct {
 	dir, readyFile, controllers string
+	nodeIP, nodeName            string // nodeIP empty: no node
 	port, parentPid             int
 	extra                       []string // passed on to kube-apiserver
 }
@@ -144,7 +175,7 @@ type upOptions struct {
 func serve(cmd *cobra.Command, o upOptions) int {
 	os.Remove(o.readyFile) // a stale marker from an earlier run would lie
 	f := newPKIFiles(o.dir)
-	if err := ensurePKI(f); err != nil {
+	if err := ensurePKI(f, o.nodeIP); err != nil {
 		fmt.Fprintln(os.Stderr, "kube-harness up: creating certificates:", err)
 		return 1
 	}
@@ -168,14 +199,26 @@ func serve(cmd *cobra.Command, o upOptions) int {
 			return 1
 		}
 	}
-	server := fmt.Sprintf("https://127.0.0.1:%d", o.port)
+	host := "127.0.0.1"
+	if o.nodeIP != "" {
+		host = o.nodeIP
+	}
+	server := fmt.Sprintf("https://%s:%d", host, o.port)
 	kubeconfig := filepath.Join(o.dir, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig, server, f.caCert, f.adminCert, f.adminKey, "kube-harness-admin"); err != nil {
 		fmt.Fprintln(os.Stderr, "kube-harness up: writing the admin kubeconfig:", err)
 		return 1
 	}
 	info := readyInfo{Server: server, Kubeconfig: kubeconfig, Pid: os.Getpid(), Version: version.Get().GitVersion}
-	cmd.SetArgs(append(apiserverFlags(f, etcdURL, o.port), o.extra...))
+	flags := apiserverFlags(f, etcdURL, o.port)
+	if o.nodeIP != "" {
+		if flags, err = prepareNode(f, o, server, flags); err != nil {
+			fmt.Fprintln(os.Stderr, "kube-harness up: preparing for a node:", err)
+			return 1
+		}
+		info.KubeletKubeconfig = filepath.Join(o.dir, "kubelet.kubeconfig")
+	}
+	cmd.SetArgs(append(flags, o.extra...))
 	return run(cmd, o, f, info) // the deferred etcd.Close may log "server closed" errors: expected
 }
 
@@ -183,7 +226,7 @@ func serve(cmd *cobra.Command, o upOptions) int {
 // then starts the optional controller manager.
 func run(cmd *cobra.Command, o upOptions, f pkiFiles, info readyInfo) int {
 	ctx, cancel := context.WithCancel(context.Background())
-	var cm atomic.Pointer[controllerManager]
+	var children atomic.Pointer[[]*child]
 	go func() {
 		if err := markReadyWhenServing(ctx, f, info, o.readyFile); err != nil {
 			if ctx.Err() == nil {
@@ -191,24 +234,29 @@ func run(cmd *cobra.Command, o upOptions, f pkiFiles, info readyInfo) int {
 			}
 			return
 		}
-		if o.controllers == "" {
-			return
+		var started []*child
+		defer func() { children.Store(&started) }()
+		for _, args := range childCommands(o, info.Kubeconfig, f) {
+			c, err := startChild(args)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "kube-harness up: stopping:", err)
+				syscall.Kill(os.Getpid(), syscall.SIGTERM)
+				return
+			}
+			c.stopOnSignal()
+			started = append(started, c)
 		}
-		c, err := startControllerManager(o.controllers, info.Kubeconfig, f)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "kube-harness up: stopping:", err)
-			syscall.Kill(os.Getpid(), syscall.SIGTERM)
-			return
-		}
-		c.stopOnSignal()
-		cm.Store(c)
 	}()
 	if o.parentPid > 0 {
 		go watchParent(o.parentPid)
 	}
 	code := cli.Run(cmd) // blocks until a signal or a failure
 	cancel()
-	cm.Load().stop()
+	if c := children.Load(); c != nil {
+		for _, child := range *c {
+			child.stop()
+		}
+	}
 	os.Remove(o.readyFile)
 	return code
 }
@@ -298,4 +346,14 @@ func mintUser(args []string) error {
 	}
 	fmt.Println(*out)
 	return nil
+}
+
+// kubectl runs the upstream kubectl command with args (as cmd/kubectl does).
+func kubectl(args []string) int {
+	os.Args = append([]string{"kubectl"}, args...) // kubectl reads os.Args for plugins and -v
+	command := cmd.NewDefaultKubectlCommand()
+	if err := cli.RunNoErrOutput(command); err != nil {
+		kubectlutil.CheckErr(err) // prints the error and exits non-zero
+	}
+	return 0
 }

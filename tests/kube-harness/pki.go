@@ -42,8 +42,9 @@ func newPKIFiles(dir string) pkiFiles {
 	}
 }
 
-// ensurePKI creates the PKI unless the CA already exists in dir.
-func ensurePKI(f pkiFiles) error {
+// ensurePKI creates the PKI unless the CA already exists in dir; nodeIP,
+// if set, is one more address of the serving certificate.
+func ensurePKI(f pkiFiles, nodeIP string) error {
 	if _, err := os.Stat(f.caKey); err == nil {
 		return nil
 	}
@@ -64,6 +65,9 @@ func ensurePKI(f pkiFiles) error {
 			"kubernetes.default.svc.cluster.local"},
 		// 10.0.0.1 is the first address of --service-cluster-ip-range.
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
+	}
+	if ip := net.ParseIP(nodeIP); ip != nil {
+		server.IPAddresses = append(server.IPAddresses, ip)
 	}
 	if err := issue(f.serverCert, f.serverKey, server, ca, caKey); err != nil {
 		return err

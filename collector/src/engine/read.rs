@@ -43,6 +43,8 @@ pub struct Ctx<'a> {
     pub delivered: &'a mut [Loc; 2],
     /// Where problems are reported.
     pub rep: &'a mut Reporter,
+    /// Where lines read for the first time are kept for queries.
+    pub recent: Option<&'a crate::recent::Recent>,
 }
 
 /// How a read went.
@@ -363,6 +365,10 @@ impl Line<'_> {
             );
         }
         let stream = frag.stream;
+        // Kept once, by the first stream that delivers it.
+        if first && let Some(recent) = ctx.recent {
+            recent.push(ctx.meta, stream, time, message);
+        }
         let line = LogLine {
             meta: ctx.meta,
             stream,

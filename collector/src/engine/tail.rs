@@ -238,6 +238,7 @@ impl Tail {
             hw: &mut c.hw,
             delivered: &mut c.delivered,
             rep: &mut self.rep,
+            recent: self.settings.recent.as_deref(),
         };
         let mut progress = false;
         for s in &mut c.streams {

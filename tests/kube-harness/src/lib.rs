@@ -20,6 +20,7 @@
 //! kube-controller-manager with the named controllers.
 
 mod binary;
+mod node;
 mod options;
 pub mod pods;
 mod process;
@@ -34,6 +35,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::OnceCell;
 
 pub use binary::{BIN_ENV, Error as BinaryError, harness_binary, pinned_kubernetes_version};
+pub use node::{KubeNode, NODE_IP, NODE_NAME, NodeError, POD_LOGS_DIR};
 pub use options::{GC_AND_NAMESPACE_CONTROLLERS, StartOptions};
 pub use process::Error as ProcessError;
 use process::HarnessProcess;
@@ -215,9 +217,12 @@ impl KubeHarness {
         // left even when this process is killed (the shared harness relies on it).
         let controllers = format!("--controllers={}", options.controllers.join(","));
         let rm_dir = (!options.restartable).then_some("--rm-dir");
+        let node_ip = options.node_ip.as_ref().map(|ip| format!("--node-ip={ip}"));
         let args: Vec<String> = rm_dir
             .into_iter()
-            .chain([controllers.as_str(), "--"])
+            .chain([controllers.as_str()])
+            .chain(node_ip.as_deref())
+            .chain(["--"])
             .chain(options.apiserver_flags.iter().map(String::as_str))
             .map(str::to_owned)
             .collect();
@@ -311,7 +316,7 @@ impl KubeHarness {
         &self.info.kubeconfig
     }
 
-    /// The API server URL, `https://127.0.0.1:<port>`.
+    /// The API server URL, `https://127.0.0.1:<port>` (with a node: `https://<node IP>:<port>`).
     pub fn server_url(&self) -> &str {
         &self.info.server
     }

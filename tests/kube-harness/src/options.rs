@@ -22,6 +22,10 @@ pub struct StartOptions {
     /// [`crate::KubeHarness::resume`] can stop the API server and start it
     /// again with the same certificates, etcd data and port.
     pub restartable: bool,
+    /// Prepare the control plane for a real node at this address (see
+    /// [`crate::KubeNode`], which sets it): the apiserver serves on it, a
+    /// kube-scheduler runs, the kubelet's kubeconfig is written.
+    pub node_ip: Option<String>,
 }
 
 impl StartOptions {

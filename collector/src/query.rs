@@ -1,0 +1,287 @@
+//! The query API over [`crate::recent`]: what `kubectl sluice logs` reads, through the operator.
+//!
+//! It serves nobody but the operator: every request must carry `Authorization: Bearer <token>`,
+//! the token the operator and the collectors share through a Secret of the sluice namespace
+//! (mounted as a file; see the README's threat model). Callers' own credentials never come here:
+//! the operator decides who may read which namespace (a SubjectAccessReview on `pods/log`) and
+//! asks for exactly that namespace.
+//!
+//! * `GET /v1/recent?namespace=NS[&pod=P]…[&container=C][&since=RFC3339][&tail=N]`: the recent
+//!   lines as JSON lines, in time order, at most `max_dump_lines` (and `tail`) of them.
+//! * `GET /v1/follow?…` (same filters but `tail`): lines as they are read, as a JSON-lines stream.
+//!   A follower that falls behind gets `{"lagged":N}` for the N lines it lost; at most
+//!   `max_followers` at once (429 beyond), each for at most `follow_timeout`.
+//!
+//! Invariants: no request reaches the store without the token (compared in constant time);
+//! every response is bounded in lines or in time; nothing here can block the tail thread (see
+//! [`crate::recent`]).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::sync::{Semaphore, broadcast::error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+use crate::recent::{Filter, Recent, RecentLine};
+
+/// A shared secret; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The shortest token accepted.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+impl Token {
+    /// The token in `text` (surrounding whitespace removed); an error when it is too short to
+    /// be a secret.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let token = text.trim();
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            return Err(format!(
+                "the query token must have at least {MIN_TOKEN_CHARS} characters"
+            ));
+        }
+        Ok(Self(token.into()))
+    }
+
+    /// Whether `presented` is the token, in time independent of where they differ.
+    fn accepts(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        let mut diff = expected.len() ^ presented.len();
+        for (i, e) in expected.iter().enumerate() {
+            diff |= usize::from(e ^ presented.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+/// How the query API runs.
+#[derive(Clone, Debug)]
+pub struct QuerySettings {
+    /// The shared token.
+    pub token: Token,
+    /// Most lines one dump returns.
+    pub max_dump_lines: usize,
+    /// Most followers at once.
+    pub max_followers: usize,
+    /// Longest follow.
+    pub follow_timeout: Duration,
+}
+
+impl QuerySettings {
+    /// Defaults around `token`: 10 000 lines per dump, 32 followers, 1 h per follow.
+    pub fn new(token: Token) -> Self {
+        Self {
+            token,
+            max_dump_lines: 10_000,
+            max_followers: 32,
+            follow_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    settings: QuerySettings,
+    recent: Arc<Recent>,
+    followers: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+/// Bind `addr` and return the server's address and its future (which ends on `cancel`).
+pub async fn serve(
+    addr: SocketAddr,
+    settings: QuerySettings,
+    recent: Arc<Recent>,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "serving the query API (operator only, bearer token)");
+    let shared = Shared {
+        followers: Arc::new(Semaphore::new(settings.max_followers)),
+        settings,
+        recent,
+        cancel: cancel.clone(),
+    };
+    let app = Router::new()
+        .route("/v1/recent", get(recent_lines))
+        .route("/v1/follow", get(follow))
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .with_state(shared);
+    Ok((local, async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+    }))
+}
+
+async fn authenticate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        Some(token) if shared.settings.token.accepts(token) => next.run(request).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this API serves only the sluice operator\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The filter and `tail` of a query string; an error names the bad parameter.
+fn parse_query(query: &str) -> Result<(Filter, Option<usize>), String> {
+    let mut filter = Filter::default();
+    let mut tail = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode(value).ok_or_else(|| format!("{key}: bad percent-encoding"))?;
+        match key {
+            "namespace" => filter.namespace = value,
+            "pod" => filter.pods.push(value),
+            "container" => filter.container = Some(value),
+            "since" => {
+                filter.since = Some(value.parse().map_err(|e| format!("since: {e}"))?);
+            }
+            "tail" => tail = Some(value.parse().map_err(|e| format!("tail: {e}"))?),
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    if filter.namespace.is_empty() {
+        return Err("namespace is required".into());
+    }
+    Ok((filter, tail))
+}
+
+/// Percent-decoding of a query value (`+` is a space).
+fn decode(value: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut bytes = value.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
+    let mut out = serde_json::to_vec(value).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+}
+
+async fn recent_lines(State(shared): State<Shared>, request: Request) -> Response {
+    let (filter, tail) = match parse_query(request.uri().query().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    let limit = tail.unwrap_or(usize::MAX).min(shared.settings.max_dump_lines);
+    let mut body = Vec::new();
+    for line in shared.recent.dump(&filter, limit) {
+        body.extend_from_slice(&json_line(&*line));
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+async fn follow(State(shared): State<Shared>, request: Request) -> Response {
+    let (filter, _) = match parse_query(request.uri().query().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    let Ok(permit) = Arc::clone(&shared.followers).try_acquire_owned() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many followers; try again later\n",
+        )
+            .into_response();
+    };
+    let receiver = shared.recent.subscribe();
+    let deadline = tokio::time::Instant::now() + shared.settings.follow_timeout;
+    let cancel = shared.cancel.clone();
+    // Each step waits for the next matching line (or a lag notice); the stream ends at the
+    // deadline, at shutdown, or when the client goes away (hyper drops it, and the permit).
+    let stream = futures_util::stream::unfold(
+        (receiver, filter, permit),
+        move |(mut receiver, filter, permit)| {
+            let cancel = cancel.clone();
+            async move {
+                loop {
+                    let next = tokio::select! {
+                        () = cancel.cancelled() => return None,
+                        () = tokio::time::sleep_until(deadline) => return None,
+                        next = receiver.recv() => next,
+                    };
+                    let chunk = match next {
+                        Ok(line) if filter.matches(&line) => json_line::<RecentLine>(&*line),
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(n)) => json_line(&serde_json::json!({ "lagged": n })),
+                        Err(RecvError::Closed) => return None,
+                    };
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(chunk),
+                        (receiver, filter, permit),
+                    ));
+                }
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        let token = Token::parse(&"s".repeat(40)).unwrap();
+        assert!(token.accepts("s".repeat(40).as_bytes()));
+        assert!(!token.accepts("s".repeat(39).as_bytes()));
+        assert!(!token.accepts(format!("{}x", "s".repeat(40)).as_bytes()));
+        assert!(!token.accepts(b""));
+        assert!(Token::parse("short").is_err());
+        assert_eq!(format!("{token:?}"), "***");
+    }
+
+    #[test]
+    fn queries() {
+        let (f, tail) =
+            parse_query("namespace=shop&pod=web-0&pod=web-1&since=2026-01-01T00%3A00%3A00Z&tail=5").unwrap();
+        assert_eq!((f.namespace.as_str(), f.pods.len(), tail), ("shop", 2, Some(5)));
+        assert!(f.since.is_some());
+        assert_eq!(parse_query("pod=x").unwrap_err(), "namespace is required");
+        assert!(parse_query("namespace=a&evil=1").is_err());
+        assert!(parse_query("namespace=%zz").is_err());
+    }
+}

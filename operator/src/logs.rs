@@ -1,0 +1,260 @@
+//! The operator's side of `kubectl sluice logs`: who may read which namespace's lines, and the
+//! collectors' recent lines merged by time.
+//!
+//! Invariants:
+//! * the decision is the API server's: a SubjectAccessReview asks whether the caller may `get`
+//!   `pods/log` in the namespace, the very check `kubectl logs` passes; nothing is cached;
+//! * a collector is asked only about a namespace the caller was allowed, with the token the
+//!   operator and the collectors share; the caller's own credentials never leave the operator;
+//! * each collector answers within [`COLLECTOR_TIMEOUT`], and every answer is bounded by the
+//!   collector (its dump limit), so a merge is bounded too.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{
+    client::legacy::{Client as HttpClient, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::{Api, Client, api::PostParams};
+use sluice_api::query::{RECENT_PATH, RecentLine};
+
+/// How long one collector may take to answer.
+pub const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is asking, as the API server authenticated them.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// User name.
+    pub user: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// UID, when known.
+    pub uid: Option<String>,
+    /// Extra attributes (scopes and the like).
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// Why lines could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SubjectAccessReview failed (not: it said no).
+    #[error("cannot ask the API server whether {user} may read pod logs in {namespace}: {source}")]
+    Review {
+        /// The caller.
+        user: String,
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+    /// A collector did not answer as it should.
+    #[error("collector {endpoint}: {message}")]
+    Collector {
+        /// Its address.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Whether `caller` may read pod logs in `namespace` (`get pods/log`), as the API server decides.
+pub async fn may_read_logs(client: &Client, caller: &Caller, namespace: &str) -> Result<bool, Error> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(caller.user.clone()),
+            groups: Some(caller.groups.clone()),
+            uid: caller.uid.clone(),
+            extra: Some(caller.extra.clone()),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_owned()),
+                verb: Some("get".into()),
+                resource: Some("pods".into()),
+                subresource: Some("log".into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let created = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|source| Error::Review {
+            user: caller.user.clone(),
+            namespace: namespace.to_owned(),
+            source,
+        })?;
+    Ok(created
+        .status
+        .is_some_and(|s| s.allowed && !s.denied.unwrap_or(false)))
+}
+
+/// The namespaces among `namespaces` whose pod logs `caller` may read (for `-A`).
+pub async fn readable_namespaces(
+    client: &Client,
+    caller: &Caller,
+    namespaces: impl IntoIterator<Item = String>,
+) -> Result<Vec<String>, Error> {
+    let mut allowed = Vec::new();
+    for ns in namespaces {
+        if may_read_logs(client, caller, &ns).await? {
+            allowed.push(ns);
+        }
+    }
+    Ok(allowed)
+}
+
+/// What to ask the collectors for (one namespace).
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// The namespace (already authorized).
+    pub namespace: String,
+    /// Only these pods (empty: all).
+    pub pods: Vec<String>,
+    /// Only this container.
+    pub container: Option<String>,
+    /// Only lines at or after this RFC3339 time.
+    pub since: Option<String>,
+    /// Only the last this many lines.
+    pub tail: Option<usize>,
+}
+
+impl Query {
+    /// The query string of the collectors' API.
+    fn query_string(&self) -> String {
+        let mut pairs = vec![("namespace", self.namespace.clone())];
+        pairs.extend(self.pods.iter().map(|p| ("pod", p.clone())));
+        pairs.extend(self.container.iter().map(|c| ("container", c.clone())));
+        pairs.extend(self.since.iter().map(|s| ("since", s.clone())));
+        pairs.extend(self.tail.iter().map(|t| ("tail", t.to_string())));
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+/// Percent-encoding of everything but RFC 3986's unreserved characters.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The collectors to ask, and the token they accept.
+pub struct Collectors {
+    /// `http://host:port` of each collector's query API.
+    pub endpoints: Vec<String>,
+    token: String,
+    http: HttpClient<HttpConnector, Empty<Bytes>>,
+}
+
+impl std::fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collectors")
+            .field("endpoints", &self.endpoints)
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+impl Collectors {
+    /// Collectors at `endpoints`, asked with `token`.
+    pub fn new(endpoints: Vec<String>, token: String) -> Self {
+        Self {
+            endpoints,
+            token,
+            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// The recent lines of every collector for `query`, merged by time (a collector's own order
+    /// among equal stamps), at most `query.tail` of them.
+    pub async fn recent(&self, query: &Query) -> Result<Vec<RecentLine>, Error> {
+        let path = format!("{RECENT_PATH}?{}", query.query_string());
+        let answers = futures::future::join_all(self.endpoints.iter().map(|e| self.fetch(e, &path))).await;
+        let mut lines: Vec<(Option<jiff::Timestamp>, usize, usize, RecentLine)> = Vec::new();
+        for (collector, answer) in answers.into_iter().enumerate() {
+            for (i, line) in answer?.into_iter().enumerate() {
+                lines.push((line.time.parse().ok(), collector, i, line));
+            }
+        }
+        lines.sort_by_key(|(time, collector, i, _)| (*time, *collector, *i));
+        let mut merged: Vec<RecentLine> = lines.into_iter().map(|(_, _, _, l)| l).collect();
+        if let Some(tail) = query.tail
+            && merged.len() > tail
+        {
+            merged.drain(..merged.len() - tail);
+        }
+        Ok(merged)
+    }
+
+    async fn fetch(&self, endpoint: &str, path: &str) -> Result<Vec<RecentLine>, Error> {
+        let fail = |message: String| Error::Collector {
+            endpoint: endpoint.to_owned(),
+            message,
+        };
+        let request = hyper::Request::get(format!("{endpoint}{path}"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Empty::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let answer = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+                    .trim()
+                    .to_owned();
+                return Err(fail(format!("{status}: {text}")));
+            }
+            body.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).map_err(|e| fail(format!("bad line: {e}"))))
+                .collect()
+        };
+        tokio::time::timeout(COLLECTOR_TIMEOUT, answer)
+            .await
+            .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_encoded() {
+        let q = Query {
+            namespace: "shop".into(),
+            pods: vec!["web-0".into(), "web-1".into()],
+            container: Some("app".into()),
+            since: Some("2026-01-01T00:00:00+01:00".into()),
+            tail: Some(5),
+        };
+        assert_eq!(
+            q.query_string(),
+            "namespace=shop&pod=web-0&pod=web-1&container=app&since=2026-01-01T00%3A00%3A00%2B01%3A00&tail=5"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The operator's side of `kubectl sluice logs`: the API server decides who may read which
+//! namespace (SubjectAccessReview on `pods/log`, real RBAC), and the recent lines of real
+//! collector query APIs (in-process, over loopback) merge by time.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::{Api, api::PostParams};
+use serde_json::json;
+use sluice_api::node_config::Stream;
+use sluice_collector::{
+    pipeline::ContainerMeta,
+    query::{self, QuerySettings, Token},
+    recent::{Recent, RecentSettings},
+};
+use sluice_operator::logs::{Caller, Collectors, Query, may_read_logs, readable_namespaces};
+use tokio_util::sync::CancellationToken;
+
+use crate::{env_or_skip, support::wait_for};
+
+async fn grant(env: &crate::support::TestEnv, ns: &str, user: &str, resources: &[&str]) -> Result<()> {
+    let name = format!("grant-{user}");
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": resources, "verbs": ["get", "list"]}]}))?;
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))?;
+    Api::<Role>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await?;
+    Api::<RoleBinding>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+fn caller(user: &str) -> Caller {
+    Caller {
+        user: user.into(),
+        groups: vec!["system:authenticated".into()],
+        ..Caller::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_who_may_read_pod_logs_gets_a_namespace() -> Result<()> {
+    let env = env_or_skip!("logs-sar");
+    let other = format!("{}-other", env.tenant);
+    env.namespace(&other).await?;
+    grant(&env, &env.tenant, "log-reader", &["pods", "pods/log"]).await?;
+    grant(&env, &env.tenant, "pod-lister", &["pods"]).await?;
+    let reader = caller("log-reader");
+    wait_for("the grant to reach the authorizer", || async {
+        Ok(may_read_logs(&env.client, &reader, &env.tenant).await?)
+    })
+    .await?;
+    assert!(!may_read_logs(&env.client, &reader, &other).await?);
+    let readable = readable_namespaces(&env.client, &reader, [other.clone(), env.tenant.clone()]).await?;
+    assert_eq!(readable, vec![env.tenant.clone()]);
+    // Reading pods is not reading their logs.
+    let lister = caller("pod-lister");
+    assert!(!may_read_logs(&env.client, &lister, &env.tenant).await?);
+    assert!(!may_read_logs(&env.client, &caller("nobody"), &env.tenant).await?);
+    Ok(())
+}
+
+const TOKEN: &str = "operator-test-token-0123456789abcdef";
+
+async fn collector(lines: &[(&str, &str, u32)]) -> Result<(String, CancellationToken)> {
+    let recent = Arc::new(Recent::new(RecentSettings::default()));
+    for (pod, message, second) in lines {
+        let meta = ContainerMeta {
+            container_id: format!("id-{pod}"),
+            namespace: "shop".into(),
+            pod: (*pod).into(),
+            container: "app".into(),
+            ..ContainerMeta::default()
+        };
+        let time = format!("2026-01-01T00:00:{second:02}Z");
+        recent.push(&meta, Stream::Stdout, &time, message);
+    }
+    let stop = CancellationToken::new();
+    let settings = QuerySettings::new(Token::parse(TOKEN).map_err(anyhow::Error::msg)?);
+    let (addr, server) = query::serve("127.0.0.1:0".parse()?, settings, recent, stop.clone()).await?;
+    tokio::spawn(server);
+    Ok((format!("http://{addr}"), stop))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recent_lines_of_all_collectors_merge_by_time() -> Result<()> {
+    let (one, stop_one) = collector(&[("web-0", "a", 1), ("web-0", "c", 3), ("web-0", "e", 5)]).await?;
+    let (two, stop_two) = collector(&[("web-1", "b", 2), ("web-1", "d", 4)]).await?;
+    let collectors = Collectors::new(vec![one.clone(), two.clone()], TOKEN.into());
+    let shop = Query {
+        namespace: "shop".into(),
+        ..Query::default()
+    };
+    let got = |lines: Vec<sluice_api::query::RecentLine>| -> Vec<String> {
+        lines.iter().map(|l| format!("{} {}", l.pod, l.line)).collect()
+    };
+    assert_eq!(
+        got(collectors.recent(&shop).await?),
+        ["web-0 a", "web-1 b", "web-0 c", "web-1 d", "web-0 e"]
+    );
+    let last_two = Query {
+        tail: Some(2),
+        ..shop.clone()
+    };
+    assert_eq!(got(collectors.recent(&last_two).await?), ["web-1 d", "web-0 e"]);
+    let one_pod = Query {
+        pods: vec!["web-1".into()],
+        since: Some("2026-01-01T00:00:03Z".into()),
+        ..shop.clone()
+    };
+    assert_eq!(got(collectors.recent(&one_pod).await?), ["web-1 d"]);
+    let elsewhere = Query {
+        namespace: "bank".into(),
+        ..Query::default()
+    };
+    assert!(collectors.recent(&elsewhere).await?.is_empty());
+
+    // A collector refuses an operator without the token.
+    let impostor = Collectors::new(vec![one], "not-the-token".into());
+    let error = impostor.recent(&shop).await.unwrap_err().to_string();
+    assert!(error.contains("401"), "{error}");
+    stop_one.cancel();
+    stop_two.cancel();
+    Ok(())
+}
