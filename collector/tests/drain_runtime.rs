@@ -64,6 +64,7 @@ async fn bad_drains_are_skipped_dead_ones_restarted_and_gone_ones_forgotten() {
         state_dir: state.path().to_owned(),
         node_name: "node-a".into(),
         destinations: local_receivers(),
+        recent: None,
     };
     let mut collector = Collector::start(settings, Arc::new(node_config.clone()), metrics.clone()).unwrap();
 

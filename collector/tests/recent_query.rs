@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-#[path = "engine_support.rs"]
+#[path = "support/engine.rs"]
 mod support;
 
 use std::{sync::Arc, time::Duration};
