@@ -28,6 +28,8 @@ use sluice_kube_harness::KubeHarness;
 use sluice_tests::support::{Missing, need, temp_dir};
 
 const RELEASE: &str = "sluice";
+/// The tests that write cluster-scoped objects to the shared API server take turns.
+static SHARED_SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const NAMESPACE: &str = "sluice-system";
 
 fn repo_root() -> PathBuf {
@@ -497,6 +499,9 @@ async fn helm_and_harness(test: &str) -> Result<Option<(Helm, &'static KubeHarne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
+    // A dry-run create of a cluster-scoped object the install test has really created meanwhile
+    // is refused (AlreadyExists): the two take turns on the shared API server.
+    let _turn = SHARED_SERVER.lock().await;
     let Some((helm, harness)) =
         helm_and_harness("every_rendered_object_passes_a_server_side_dry_run").await?
     else {
@@ -565,6 +570,7 @@ async fn wait_gone(client: &Client, discovery: &Discovery, objects: &[Value]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<()> {
+    let _turn = SHARED_SERVER.lock().await;
     let Some((helm, harness)) =
         helm_and_harness("helm_install_upgrade_and_uninstall_against_the_api_server").await?
     else {
@@ -614,5 +620,70 @@ async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<(
             "helm uninstall removed the CRD {crd}"
         );
     }
+    Ok(())
+}
+
+/// Every flag the chart gives the collector, with the defaults and every `ci/*-values.yaml`, is
+/// one the collector binary knows (`--help`), so a renamed flag cannot leave the DaemonSet
+/// crash-looping on an argument error.
+#[test]
+fn the_collector_knows_every_flag_the_chart_renders() -> Result<()> {
+    let test = "the_collector_knows_every_flag_the_chart_renders";
+    let Some(helm) = Helm::new(test) else {
+        return Ok(());
+    };
+    let Some(bins) = need(test, sluice_tests::support::bin_dir()) else {
+        return Ok(());
+    };
+    let help = Command::new(bins.join("sluice-collector"))
+        .arg("--help")
+        .output()
+        .context("running sluice-collector --help")?;
+    ensure!(help.status.success(), "sluice-collector --help failed");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let mut checked = BTreeSet::new();
+    let mut sets = values_files()?;
+    // The flags only some values render.
+    sets.push(
+        [
+            "--set",
+            "collector.destinations.deny={10.0.0.0/8}",
+            "--set",
+            "collector.destinations.allow={10.1.0.0/16}",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    for values in sets {
+        for object in helm.template(&strs(&values))? {
+            if kind_and_name(&object) != "DaemonSet/sluice-collector" {
+                continue;
+            }
+            let containers = object["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for arg in containers
+                .iter()
+                .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
+            {
+                let Some(flag) = arg.as_str().and_then(|a| a.split('=').next()) else {
+                    continue;
+                };
+                let listed = [" ", "=", "\n"]
+                    .iter()
+                    .any(|end| help.contains(&format!("{flag}{end}")));
+                ensure!(
+                    flag.starts_with("--") && listed,
+                    "the chart ({values:?}) gives the collector {flag}, which its --help does not list"
+                );
+                checked.insert(flag.to_owned());
+            }
+        }
+    }
+    ensure!(
+        checked.contains("--deny-destinations") && checked.contains("--pods-root"),
+        "the values files exercise the collector's flags: {checked:?}"
+    );
     Ok(())
 }
