@@ -515,7 +515,16 @@ async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
     }
     crds.push(service_monitor_crd());
     install_crds(&client, &crds).await?;
-    let discovery = Discovery::new(client.clone()).run().await?;
+    // A CRD just established may not be in discovery yet: look until the ServiceMonitor is.
+    let monitor = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let discovery = loop {
+        let discovery = Discovery::new(client.clone()).run().await?;
+        if discovery.resolve_gvk(&monitor).is_some() || tokio::time::Instant::now() > deadline {
+            break discovery;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
     create(&client, &discovery, &namespace, false, true).await?;
 
