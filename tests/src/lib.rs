@@ -6,6 +6,7 @@
 //!   JSON object per received message, parsed back into [`syslog::Received`];
 //! * [`http`]: an in-process HTTP receiver that records every JSON line (gzip-aware) and can be
 //!   told to answer 503;
+//! * [`faulty`]: destinations that refuse, stall or reset every connection;
 //! * [`collector`]: the `sluice-collector` binary under test (config rewrites, SIGTERM/SIGKILL,
 //!   restarts, `/metrics` scraping, `/readyz`);
 //! * [`kube`]: the kube-apiserver harness with sluice's CRDs and RBAC, the operator in-process
@@ -19,6 +20,7 @@
 
 pub mod collector;
 pub mod docker;
+pub mod faulty;
 pub mod fixture;
 pub mod http;
 pub mod kube;
