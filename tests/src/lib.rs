@@ -12,6 +12,7 @@
 //! * [`kube`]: the kube-apiserver harness with sluice's CRDs and RBAC, the operator in-process
 //!   under its restricted identity, pods as a kubelet reports them (cluster-mode tests);
 //! * [`multiset`]: exact comparison of lines written and received, with readable reports;
+//! * [`tmpfs`]: a small tmpfs to fill, for tests of a full disk;
 //! * [`support`]: free ports, polling with a timeout, the process guard, and the "part missing"
 //!   policy: locally a LOUD skip, with `SLUICE_REQUIRE_ALL=1` (CI) a failure.
 //!
@@ -27,5 +28,6 @@ pub mod kube;
 pub mod multiset;
 pub mod support;
 pub mod syslog;
+pub mod tmpfs;
 
 pub use sluice_loggen::{LineSpec, Stream};
