@@ -19,6 +19,8 @@
 
 pub mod backoff;
 pub mod destinations;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod http;
 pub mod json;
 pub mod retry;
