@@ -31,7 +31,7 @@ mod url;
 mod validate;
 
 pub use types::*;
-pub use url::DrainKind;
+pub use url::{DrainKind, UrlError};
 
 /// The node-config schema version this crate reads and writes.
 pub const CURRENT_VERSION: u32 = 1;

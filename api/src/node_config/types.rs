@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DrainKind, template};
+use super::{ConfigError, DrainKind, UrlError, template};
 
 /// Everything one collector needs: its drains, and which containers feed which drain.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +169,7 @@ impl fmt::Debug for DrainConfig {
 
 impl DrainConfig {
     /// The drain's kind and address, parsed from [`DrainConfig::url`].
-    pub fn kind(&self) -> Result<DrainKind, String> {
+    pub fn kind(&self) -> Result<DrainKind, UrlError> {
         DrainKind::parse(&self.url)
     }
 
@@ -500,22 +500,39 @@ pub enum RuntimeId {
     Cri(String),
 }
 
+/// Why a container id names no runtime container.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeIdError {
+    /// Empty, or not alphanumeric after the scheme.
+    #[error("container id {id:?} is not a runtime id")]
+    NotAnId {
+        /// The id as written.
+        id: String,
+    },
+    /// A scheme other than `docker://`, `containerd://`, `cri-o://` or `cri://`.
+    #[error("unknown container runtime {runtime:?} (expected docker, containerd or cri-o)")]
+    UnknownRuntime {
+        /// The scheme as written.
+        runtime: String,
+    },
+}
+
 impl ContainerConfig {
     /// The runtime and bare id of [`ContainerConfig::id`].
-    pub fn runtime_id(&self) -> Result<RuntimeId, String> {
+    pub fn runtime_id(&self) -> Result<RuntimeId, RuntimeIdError> {
         let (scheme, id) = match self.id.split_once("://") {
             Some((scheme, id)) => (scheme, id),
             None => ("docker", self.id.as_str()),
         };
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(format!("container id {:?} is not a runtime id", self.id));
+            return Err(RuntimeIdError::NotAnId { id: self.id.clone() });
         }
         match scheme {
             "docker" => Ok(RuntimeId::Docker(id.to_owned())),
             "containerd" | "cri-o" | "cri" => Ok(RuntimeId::Cri(id.to_owned())),
-            other => Err(format!(
-                "unknown container runtime {other:?} (expected docker, containerd or cri-o)"
-            )),
+            other => Err(RuntimeIdError::UnknownRuntime {
+                runtime: other.to_owned(),
+            }),
         }
     }
 }

@@ -21,7 +21,7 @@ impl DrainConfig {
         validate_drain(self).map_err(|(field, message)| (field.unwrap_or_default().to_owned(), message))?;
         match self.kind() {
             Ok(kind) => buildable::check(self, &kind),
-            Err(message) => Err(("url".to_owned(), message)),
+            Err(e) => Err(("url".to_owned(), e.to_string())),
         }
     }
 }
@@ -86,7 +86,7 @@ impl NodeConfig {
         for (i, c) in self.containers.iter().enumerate() {
             let runtime = c
                 .runtime_id()
-                .map_err(|m| ConfigError::invalid(format!("containers[{i}].id"), m))?;
+                .map_err(|e| ConfigError::invalid(format!("containers[{i}].id"), e.to_string()))?;
             if let RuntimeId::Cri(_) = runtime {
                 c.check_path_names()
                     .map_err(|(field, m)| ConfigError::invalid(format!("containers[{i}].{field}"), m))?;
@@ -140,7 +140,7 @@ fn validate_drain(drain: &DrainConfig) -> Result<(), (Option<&'static str>, Stri
             format!("{:?} is not a DNS label (a-z, 0-9, '-', at most 63)", drain.name),
         ));
     }
-    let kind = drain.kind().map_err(|m| (Some("url"), m))?;
+    let kind = drain.kind().map_err(|e| (Some("url"), e.to_string()))?;
     if let Some(tls) = &drain.tls {
         if !kind.uses_tls() {
             return Err((
