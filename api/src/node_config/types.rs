@@ -537,11 +537,21 @@ impl ContainerConfig {
     }
 }
 
+/// A container name that cannot be a single component of its log directory's path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a single path component (it names the container's log directory)")]
+pub struct PathNameError {
+    /// The field: `namespace`, `pod`, `podUid` or `container`.
+    pub field: &'static str,
+    /// The name as written.
+    pub name: String,
+}
+
 impl ContainerConfig {
     /// The names that become parts of a CRI log path (`<ns>_<pod>_<uid>/<container>/`) are
     /// single path components: not empty, not `.` or `..`, without `/` or NUL, at most 253
     /// bytes. Anything else could point the collector at another directory.
-    pub fn check_path_names(&self) -> Result<(), (&'static str, String)> {
+    pub fn check_path_names(&self) -> Result<(), PathNameError> {
         for (field, name) in [
             ("namespace", &self.namespace),
             ("pod", &self.pod),
@@ -554,12 +564,10 @@ impl ContainerConfig {
                 || name.len() > 253
                 || name.bytes().any(|b| b == b'/' || b == 0);
             if bad {
-                return Err((
+                return Err(PathNameError {
                     field,
-                    format!(
-                        "{name:?} is not a single path component (it names the container's log directory)"
-                    ),
-                ));
+                    name: name.clone(),
+                });
             }
         }
         Ok(())

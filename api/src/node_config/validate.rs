@@ -88,8 +88,9 @@ impl NodeConfig {
                 .runtime_id()
                 .map_err(|e| ConfigError::invalid(format!("containers[{i}].id"), e.to_string()))?;
             if let RuntimeId::Cri(_) = runtime {
-                c.check_path_names()
-                    .map_err(|(field, m)| ConfigError::invalid(format!("containers[{i}].{field}"), m))?;
+                c.check_path_names().map_err(|e| {
+                    ConfigError::invalid(format!("containers[{i}].{}", e.field), e.to_string())
+                })?;
             }
             check_refs(format!("containers[{i}]"), &c.drains, &c.streams)?;
         }
