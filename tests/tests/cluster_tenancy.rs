@@ -185,10 +185,13 @@ fn one_tenants_bad_drains_leave_the_others_lines_exact() -> Result<()> {
         ("exfil", "SecretNotPermitted"),
         ("refused", "DrainFailing"),
     ] {
-        assert!(
-            kube.has_event_in(ROGUE, name, reason)?,
-            "no {reason} Event about {ROGUE}/{name}"
-        );
+        // An Event follows its status write; wait for it rather than race it.
+        wait_until(
+            &format!("a {reason} Event about {ROGUE}/{name}"),
+            STATUS_TIMEOUT,
+            || kube.has_event_in(ROGUE, name, reason).ok()?.then_some(()),
+            || format!("{:?}", kube.condition_in(ROGUE, name, "Ready")),
+        )?;
     }
 
     // ... and in A's metric series: the rendered ones failed, by cause.
@@ -217,11 +220,14 @@ fn one_tenants_bad_drains_leave_the_others_lines_exact() -> Result<()> {
         kube.wait_condition_in(&shop, name, "Delivering", ("True", "Delivering"), STATUS_TIMEOUT)?;
         let drain = format!("{shop}-{name}");
         let metric = |name: &str| node.metric_sum(name, &[("drain", &drain)]);
-        assert_eq!(
-            metric("sluice_collector_lines_delivered_total"),
-            count as f64,
-            "{drain}"
-        );
+        // Counted when the receiver's answer is processed, just after it recorded the lines.
+        let delivered = "sluice_collector_lines_delivered_total";
+        wait_until(
+            &format!("{delivered} of {drain} = {count}"),
+            STATUS_TIMEOUT,
+            || (metric(delivered) == count as f64).then_some(()),
+            || format!("{}", metric(delivered)),
+        )?;
         for name in [
             "sluice_collector_delivery_failures_total",
             "sluice_collector_lines_dropped_total",
