@@ -19,6 +19,7 @@ pub mod logs;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
+pub mod resolve;
 pub mod server;
 pub mod telemetry;
 pub mod world;

@@ -15,38 +15,13 @@ use sluice_api::{
     node_config::DrainConfig,
 };
 
-use crate::render::{self, Problem};
+use crate::resolve::{self, Problem};
+pub use crate::resolve::{ObjKey, SecretData};
 
 pub mod collectors;
 pub mod pod;
 
 pub use pod::{PodInfo, SlimPod};
-
-/// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
-pub type ObjKey = (String, String);
-
-/// A Secret a drain names, as the operator keeps it.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SecretData {
-    /// It does not exist.
-    Missing,
-    /// It exists but has not opted in to serve drains (no
-    /// [`DRAIN_CREDENTIALS_LABEL`](sluice_api::crd::DRAIN_CREDENTIALS_LABEL)); its data is not kept.
-    NotPermitted,
-    /// It opted in: its data by key.
-    Permitted(BTreeMap<String, Vec<u8>>),
-}
-
-impl std::fmt::Debug for SecretData {
-    // Keys only: the values are credentials.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Missing => f.write_str("Missing"),
-            Self::NotPermitted => f.write_str("NotPermitted"),
-            Self::Permitted(data) => f.debug_tuple("Permitted").field(&data.keys()).finish(),
-        }
-    }
-}
 
 /// What a change may have affected.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -300,7 +275,7 @@ impl World {
         }
         self.secrets.insert(key.clone(), data);
         let named: Vec<ObjKey> = in_namespace(&self.drains, &key.0)
-            .filter(|(_, d)| render::secret_names(&d.spec).contains(&key.1))
+            .filter(|(_, d)| resolve::secret_names(&d.spec).contains(&key.1))
             .map(|(k, _)| k.clone())
             .collect();
         for drain in named {
@@ -382,8 +357,8 @@ impl World {
     fn resolve(&mut self, key: &ObjKey) {
         match self.drains.get(key) {
             Some(drain) => {
-                let name = render::node_drain_name(&key.0, &key.1);
-                let resolved = render::resolve_drain(drain, &self.secrets, name);
+                let name = resolve::node_drain_name(&key.0, &key.1);
+                let resolved = resolve::resolve_drain(drain, &self.secrets, name);
                 self.resolved.insert(key.clone(), resolved);
             }
             None => {

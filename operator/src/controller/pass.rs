@@ -23,7 +23,7 @@ use super::{
 use crate::{
     Error,
     reconcile::{Outcome, Step, binding, drain, node_config},
-    render,
+    render, resolve,
     world::{ObjKey, key_of},
 };
 
@@ -383,9 +383,7 @@ impl Leader {
         for (key, result) in reads {
             match result {
                 Ok(found) => {
-                    let dirty = self
-                        .world
-                        .set_secret(key, render::drain::secret_state(found.as_ref()));
+                    let dirty = self.world.set_secret(key, resolve::secret_state(found.as_ref()));
                     self.dirty.merge(dirty);
                 }
                 Err(e) => {
@@ -406,7 +404,7 @@ impl Leader {
 fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> BTreeSet<ObjKey> {
     drains
         .flat_map(|(k, d)| {
-            render::secret_names(&d.spec)
+            resolve::secret_names(&d.spec)
                 .into_iter()
                 .map(|n| (k.0.clone(), n))
         })

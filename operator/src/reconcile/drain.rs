@@ -18,7 +18,7 @@ use sluice_api::crd::{
 
 use super::{Outcome, Step, delivery, status};
 use crate::{
-    Context, render,
+    Context, resolve,
     world::{ObjKey, World, in_namespace},
 };
 
@@ -27,7 +27,7 @@ pub fn desired_status(
     world: &World,
     key: &ObjKey,
     drain: &LogDrain,
-) -> (LogDrainStatus, Option<render::Problem>) {
+) -> (LogDrainStatus, Option<resolve::Problem>) {
     let problem = world.problem(key);
     let mut bindings = 0;
     let (mut pods, mut nodes) = (BTreeSet::new(), BTreeSet::new());

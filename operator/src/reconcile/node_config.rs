@@ -21,7 +21,7 @@ use k8s_openapi::{
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use sluice_api::NodeConfig;
 
-use crate::{Context, Error, Result, context::MANAGER, render};
+use crate::{Context, Error, Result, context::MANAGER, resolve};
 
 /// The key of the config in each Secret.
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -39,7 +39,7 @@ pub fn secret_name(node: &str) -> String {
     if name.len() <= 253 {
         return name;
     }
-    let hash = render::content_hash(node);
+    let hash = resolve::content_hash(node);
     format!("{}-{}", &name[..240], &hash[..12])
 }
 
@@ -104,7 +104,7 @@ pub fn plan(
         node: node.to_owned(),
         source,
     })?;
-    let hash = render::content_hash(&yaml);
+    let hash = resolve::content_hash(&yaml);
     Ok((hashes.get(node) != Some(&hash)).then(|| Change::Apply {
         node: node.to_owned(),
         yaml,

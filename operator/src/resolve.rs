@@ -1,7 +1,12 @@
-//! From a `LogDrain` and the Secrets it names to the [`DrainConfig`] a collector reads.
+//! Resolution of a `LogDrain` with the Secrets it names into the [`DrainConfig`] a collector
+//! reads, and the names a drain gets in node configs. A leaf: it knows nothing of the operator's
+//! picture of the cluster ([`crate::world`]) or of rendering, which both build on it.
 //!
-//! Invariant: a [`Problem`] message names the field and the Secret (namespace, name, key) but never
-//! a Secret's value, so it is safe for statuses, Events and logs.
+//! Invariants:
+//! * a [`Problem`] message names the field and the Secret (namespace, name, key) but never a
+//!   Secret's value, so it is safe for statuses, Events and logs;
+//! * a Secret's data is kept only when it opted in with [`DRAIN_CREDENTIALS_LABEL`];
+//! * a drain's node-config name depends only on its namespace and name ([`names`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,8 +17,39 @@ use sluice_api::{
     },
 };
 
-use super::cert;
-use crate::world::{ObjKey, SecretData};
+pub mod cert;
+pub mod names;
+
+pub use names::{content_hash, node_drain_name, node_drain_names};
+
+/// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
+pub type ObjKey = (String, String);
+
+/// The most bytes of YAML one drain's settings may take (its CA bundle included).
+pub const DRAIN_BUDGET: usize = 64 * 1024;
+
+/// A Secret a drain names, as the operator keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretData {
+    /// It does not exist.
+    Missing,
+    /// It exists but has not opted in to serve drains (no [`DRAIN_CREDENTIALS_LABEL`]); its data
+    /// is not kept.
+    NotPermitted,
+    /// It opted in: its data by key.
+    Permitted(BTreeMap<String, Vec<u8>>),
+}
+
+impl std::fmt::Debug for SecretData {
+    // Keys only: the values are credentials.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => formatter.write_str("Missing"),
+            Self::NotPermitted => formatter.write_str("NotPermitted"),
+            Self::Permitted(data) => formatter.debug_tuple("Permitted").field(&data.keys()).finish(),
+        }
+    }
+}
 
 /// Why a drain cannot be used: a PascalCase reason (condition reason and Event reason) and a
 /// message a person can act on.
@@ -222,14 +258,14 @@ pub fn resolve_drain(
         Problem::new(reason::INVALID_SPEC, message)
     })?;
     let size = serde_yaml::to_string(&config).map_or(0, |yaml| yaml.len());
-    if size > super::DRAIN_BUDGET {
+    if size > DRAIN_BUDGET {
         return Err(Problem::new(
             reason::CONFIG_TOO_LARGE,
             format!(
                 "the drain's settings take {} KiB once rendered (CA bundle and HTTP headers included); \
                  a drain may take at most {} KiB",
                 size.div_ceil(1024),
-                super::DRAIN_BUDGET / 1024
+                DRAIN_BUDGET / 1024
             ),
         ));
     }
