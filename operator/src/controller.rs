@@ -32,21 +32,50 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Context, Error, Result,
     reconcile::{node_config::NodeWriter, status},
-    world::{Dirty, ObjKey, PodInfo, SlimPod, World, key_of},
+    world::{Dirty, PodInfo, SlimPod, Tracked, World, key_of},
 };
-use work::{Inflight, NodeQueue, Retry};
+use work::{Inflight, NodeQueue, Retry, StatusKey};
 
 /// One event from one of the watches, with the namespace the watch is scoped to (`None`: all).
-struct Change {
+struct WatchEvent {
     scope: Option<String>,
-    event: KindEvent,
+    event: ResourceEvent,
 }
 
-enum KindEvent {
+/// A watcher event of one of the watched resources.
+enum ResourceEvent {
     Drain(Box<watcher::Event<LogDrain>>),
     Binding(Box<watcher::Event<LogBinding>>),
     Pod(Box<watcher::Event<SlimPod>>),
     Lease(Box<watcher::Event<k8s_openapi::api::coordination::v1::Lease>>),
+}
+
+/// The resources the leader watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Watched {
+    Drains,
+    Bindings,
+    Pods,
+    CollectorLeases,
+}
+
+impl Watched {
+    /// The API resource (plural), for errors.
+    fn resource(self) -> &'static str {
+        match self {
+            Watched::Drains => "logdrains",
+            Watched::Bindings => "logbindings",
+            Watched::Pods => "pods",
+            Watched::CollectorLeases => "leases",
+        }
+    }
+}
+
+/// One watch: a resource in a scope (`None`: all namespaces).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Watch {
+    resource: Watched,
+    scope: Option<String>,
 }
 
 fn api<K>(client: &kube::Client, scope: &Option<String>) -> Api<K>
@@ -60,45 +89,109 @@ where
     }
 }
 
-fn watch<K, F>(
-    api: Api<K>,
-    scope: Option<String>,
-    wrap: F,
-    resource: &'static str,
-) -> BoxStream<'static, Result<Change>>
+fn watch<K, F>(api: Api<K>, watch: Watch, wrap: F) -> BoxStream<'static, Result<WatchEvent>>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    F: Fn(watcher::Event<K>) -> KindEvent + Send + 'static,
+    F: Fn(watcher::Event<K>) -> ResourceEvent + Send + 'static,
 {
     let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    let Watch { resource, scope } = watch;
     stream
-        .map(move |e| {
-            e.map(|e| Change {
-                scope: scope.clone(),
-                event: wrap(e),
-            })
-            .map_err(|source| Error::Watch { resource, source })
+        .map(move |event| {
+            event
+                .map(|event| WatchEvent {
+                    scope: scope.clone(),
+                    event: wrap(event),
+                })
+                .map_err(|source| Error::Watch {
+                    resource: resource.resource(),
+                    source,
+                })
         })
         .boxed()
 }
 
-/// Objects listed during a watch's (re)list, applied at once on `InitDone`; per watch scope.
+/// The objects a watch's running (re)list has shown so far, per watch scope; applied at once on
+/// `InitDone`, so objects missing from the list are removed.
+struct Listing<T> {
+    running: HashMap<Option<String>, Vec<T>>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Self {
+            running: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Listing<T> {
+    /// A (re)list of `scope` starts.
+    fn begin(&mut self, scope: Option<String>) {
+        self.running.insert(scope, Vec::new());
+    }
+    /// The (re)list of `scope` shows `object`.
+    fn add(&mut self, scope: Option<String>, object: T) {
+        self.running.entry(scope).or_default().push(object);
+    }
+    /// The (re)list of `scope` is complete: everything it showed.
+    fn finish(&mut self, scope: &Option<String>) -> Vec<T> {
+        self.running.remove(scope).unwrap_or_default()
+    }
+}
+
+/// The watches' (re)lists in progress, and which watches have listed at least once.
 #[derive(Default)]
 struct Relist {
-    drains: HashMap<Option<String>, Vec<LogDrain>>,
-    bindings: HashMap<Option<String>, Vec<LogBinding>>,
-    pods: HashMap<Option<String>, Vec<PodInfo>>,
+    drains: Listing<LogDrain>,
+    bindings: Listing<LogBinding>,
+    pods: Listing<PodInfo>,
     /// Nodes whose collector Lease the running (re)list has shown.
     leases: Option<BTreeSet<String>>,
-    /// `(kind, scope)` of the watches that have listed at least once.
-    synced: HashSet<(u8, Option<String>)>,
+    /// The watches that have listed at least once.
+    synced: HashSet<Watch>,
     /// How many watches there are.
     watches: usize,
 }
 
-/// Whether `key` lies in a watch scope.
-fn in_scope(scope: &Option<String>, key: &ObjKey) -> bool {
-    scope.as_ref().is_none_or(|ns| *ns == key.0)
+impl Relist {
+    /// Whether every watch has listed once, so the picture is whole.
+    fn complete(&self) -> bool {
+        self.synced.len() == self.watches
+    }
+}
+
+/// A custom resource that the leader watches and relists the same way for each kind.
+trait Relisted: Tracked {
+    /// Its watch.
+    const WATCHED: Watched;
+    /// Its (re)lists in progress.
+    fn listing(relist: &mut Relist) -> &mut Listing<Self>;
+}
+
+impl Relisted for LogDrain {
+    const WATCHED: Watched = Watched::Drains;
+    fn listing(relist: &mut Relist) -> &mut Listing<Self> {
+        &mut relist.drains
+    }
+}
+
+impl Relisted for LogBinding {
+    const WATCHED: Watched = Watched::Bindings;
+    fn listing(relist: &mut Relist) -> &mut Listing<Self> {
+        &mut relist.bindings
+    }
+}
+
+/// How far the first pass (every node, drain and binding) has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstPass {
+    /// Not started: the watches have not all listed yet.
+    Pending,
+    /// Everything was marked dirty; node configs are being written.
+    Started,
+    /// Every node config was written (or found up to date): the replica is ready.
+    Done,
 }
 
 /// The leader's state.
@@ -118,43 +211,42 @@ struct Leader {
     inflight: Inflight,
     /// Keys waiting for another attempt.
     retry: Retry,
-    /// Whether the first pass (every node, drain and binding) was started, and finished.
-    first_pass: (bool, bool),
+    /// How far the first pass has come.
+    first_pass: FirstPass,
     /// Namespaces whose pods changed since the last count refresh.
     count_namespaces: BTreeSet<String>,
-    /// When each drain (`true`) or binding (`false`) status was last written.
-    status_written: HashMap<(bool, ObjKey), Instant>,
+    /// When each status was last written.
+    status_written: HashMap<StatusKey, Instant>,
     /// When collector Leases were last checked for expiry.
     leases_checked: jiff::Timestamp,
 }
 
 /// The watches of LogDrains, LogBindings and Pods in every scope, one stream per watch.
-fn watches(client: &kube::Client, namespaces: &[String]) -> Vec<BoxStream<'static, Result<Change>>> {
+fn watches(client: &kube::Client, namespaces: &[String]) -> Vec<BoxStream<'static, Result<WatchEvent>>> {
     let scopes: Vec<Option<String>> = match namespaces {
         [] => vec![None],
         namespaces => namespaces.iter().cloned().map(Some).collect(),
     };
     let mut streams = Vec::new();
-    for scope in &scopes {
-        let drains = |e| KindEvent::Drain(Box::new(e));
-        let bindings = |e| KindEvent::Binding(Box::new(e));
+    for scope in scopes {
+        let watch_of = |resource| Watch {
+            resource,
+            scope: scope.clone(),
+        };
         streams.push(watch(
-            api::<LogDrain>(client, scope),
-            scope.clone(),
-            drains,
-            "logdrains",
+            api::<LogDrain>(client, &scope),
+            watch_of(Watched::Drains),
+            |event| ResourceEvent::Drain(Box::new(event)),
         ));
         streams.push(watch(
-            api::<LogBinding>(client, scope),
-            scope.clone(),
-            bindings,
-            "logbindings",
+            api::<LogBinding>(client, &scope),
+            watch_of(Watched::Bindings),
+            |event| ResourceEvent::Binding(Box::new(event)),
         ));
         streams.push(watch(
-            api::<SlimPod>(client, scope),
-            scope.clone(),
-            |e| KindEvent::Pod(Box::new(e)),
-            "pods",
+            api::<SlimPod>(client, &scope),
+            watch_of(Watched::Pods),
+            |event| ResourceEvent::Pod(Box::new(event)),
         ));
     }
     streams
@@ -181,7 +273,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
         queue: NodeQueue::default(),
         inflight: Inflight::default(),
         retry: Retry::default(),
-        first_pass: (false, false),
+        first_pass: FirstPass::Pending,
         status_written: HashMap::new(),
         count_namespaces: BTreeSet::new(),
         leases_checked: jiff::Timestamp::now(),
@@ -232,7 +324,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                 leader.recheck_stored().await;
             }
         }
-        if leader.relist.synced.len() == leader.relist.watches {
+        if leader.relist.complete() {
             leader.pass().await;
         }
     }
@@ -246,9 +338,9 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Leader {
-    fn apply(&mut self, event: Result<Change>) {
-        let change = match event {
-            Ok(change) => change,
+    fn apply(&mut self, event: Result<WatchEvent>) {
+        let event = match event {
+            Ok(event) => event,
             Err(e) => {
                 tracing::warn!(error = %e, "watch failed; retrying with backoff");
                 self.ctx
@@ -259,82 +351,38 @@ impl Leader {
                 return;
             }
         };
-        let Change { scope, event } = change;
+        let WatchEvent { scope, event } = event;
         let dirty = match event {
-            KindEvent::Drain(e) => self.apply_drain(scope, *e),
-            KindEvent::Binding(e) => self.apply_binding(scope, *e),
-            KindEvent::Pod(e) => self.apply_pod(scope, *e),
-            KindEvent::Lease(e) => self.apply_lease(*e),
+            ResourceEvent::Drain(event) => self.apply_tracked(scope, *event),
+            ResourceEvent::Binding(event) => self.apply_tracked(scope, *event),
+            ResourceEvent::Pod(event) => self.apply_pod(scope, *event),
+            ResourceEvent::Lease(event) => self.apply_lease(*event),
         };
         self.dirty.merge(dirty);
         self.count_namespaces.append(&mut self.dirty.namespaces);
     }
 
-    fn apply_drain(&mut self, scope: Option<String>, event: watcher::Event<LogDrain>) -> Dirty {
+    /// A watch event of drains or bindings: applied at once, or, during a (re)list, collected and
+    /// applied when the list is complete (then what it did not show is removed).
+    fn apply_tracked<K: Relisted>(&mut self, scope: Option<String>, event: watcher::Event<K>) -> Dirty {
         match event {
-            watcher::Event::Apply(d) => self.world.set_drain(key_of(&d.metadata), Some(d)),
-            watcher::Event::Delete(d) => self.world.set_drain(key_of(&d.metadata), None),
+            watcher::Event::Apply(object) => K::set(&mut self.world, key_of(object.meta()), Some(object)),
+            watcher::Event::Delete(object) => K::set(&mut self.world, key_of(object.meta()), None),
             watcher::Event::Init => {
-                self.relist.drains.insert(scope, Vec::new());
+                K::listing(&mut self.relist).begin(scope);
                 Dirty::default()
             }
-            watcher::Event::InitApply(d) => {
-                self.relist.drains.entry(scope).or_default().push(d);
+            watcher::Event::InitApply(object) => {
+                K::listing(&mut self.relist).add(scope, object);
                 Dirty::default()
             }
             watcher::Event::InitDone => {
-                let listed = self.relist.drains.remove(&scope).unwrap_or_default();
-                let keys: BTreeSet<ObjKey> = listed.iter().map(|d| key_of(&d.metadata)).collect();
-                let gone: Vec<ObjKey> = self
-                    .world
-                    .drains
-                    .keys()
-                    .filter(|k| in_scope(&scope, k) && !keys.contains(*k))
-                    .cloned()
-                    .collect();
-                let mut dirty = Dirty::default();
-                for d in listed {
-                    dirty.merge(self.world.set_drain(key_of(&d.metadata), Some(d)));
-                }
-                for k in gone {
-                    dirty.merge(self.world.set_drain(k, None));
-                }
-                self.relist.synced.insert((0, scope));
-                dirty
-            }
-        }
-    }
-
-    fn apply_binding(&mut self, scope: Option<String>, event: watcher::Event<LogBinding>) -> Dirty {
-        match event {
-            watcher::Event::Apply(b) => self.world.set_binding(key_of(&b.metadata), Some(b)),
-            watcher::Event::Delete(b) => self.world.set_binding(key_of(&b.metadata), None),
-            watcher::Event::Init => {
-                self.relist.bindings.insert(scope, Vec::new());
-                Dirty::default()
-            }
-            watcher::Event::InitApply(b) => {
-                self.relist.bindings.entry(scope).or_default().push(b);
-                Dirty::default()
-            }
-            watcher::Event::InitDone => {
-                let listed = self.relist.bindings.remove(&scope).unwrap_or_default();
-                let keys: BTreeSet<ObjKey> = listed.iter().map(|b| key_of(&b.metadata)).collect();
-                let gone: Vec<ObjKey> = self
-                    .world
-                    .bindings
-                    .keys()
-                    .filter(|k| in_scope(&scope, k) && !keys.contains(*k))
-                    .cloned()
-                    .collect();
-                let mut dirty = Dirty::default();
-                for b in listed {
-                    dirty.merge(self.world.set_binding(key_of(&b.metadata), Some(b)));
-                }
-                for k in gone {
-                    dirty.merge(self.world.set_binding(k, None));
-                }
-                self.relist.synced.insert((1, scope));
+                let listed = K::listing(&mut self.relist).finish(&scope);
+                let dirty = self.world.replace_all(scope.as_deref(), listed);
+                self.relist.synced.insert(Watch {
+                    resource: K::WATCHED,
+                    scope,
+                });
                 dirty
             }
         }
@@ -342,25 +390,28 @@ impl Leader {
 
     fn apply_pod(&mut self, scope: Option<String>, event: watcher::Event<SlimPod>) -> Dirty {
         match event {
-            watcher::Event::Apply(p) => {
-                let key = key_of(&p.metadata);
-                self.world.upsert_pod(PodInfo::from_pod(p), key)
+            watcher::Event::Apply(pod) => {
+                let key = key_of(&pod.metadata);
+                self.world.upsert_pod(PodInfo::from_pod(pod), key)
             }
-            watcher::Event::Delete(p) => self.world.delete_pod(&key_of(&p.metadata)),
+            watcher::Event::Delete(pod) => self.world.delete_pod(&key_of(&pod.metadata)),
             watcher::Event::Init => {
-                self.relist.pods.insert(scope, Vec::new());
+                self.relist.pods.begin(scope);
                 Dirty::default()
             }
-            watcher::Event::InitApply(p) => {
-                if let Some(pod) = PodInfo::from_pod(p) {
-                    self.relist.pods.entry(scope).or_default().push(pod);
+            watcher::Event::InitApply(pod) => {
+                if let Some(pod) = PodInfo::from_pod(pod) {
+                    self.relist.pods.add(scope, pod);
                 }
                 Dirty::default()
             }
             watcher::Event::InitDone => {
-                let listed = self.relist.pods.remove(&scope).unwrap_or_default();
+                let listed = self.relist.pods.finish(&scope);
                 let dirty = self.world.replace_pods(scope.as_deref(), listed);
-                self.relist.synced.insert((2, scope));
+                self.relist.synced.insert(Watch {
+                    resource: Watched::Pods,
+                    scope,
+                });
                 dirty
             }
         }

@@ -68,11 +68,20 @@ pub struct World {
     /// up to date by [`World::set_drain`] and [`World::set_secret`], so rendering a node never
     /// parses certificates again.
     resolved: HashMap<ObjKey, Resolved>,
-    /// Drains left out of node configs that would be too large with them: drain → node → (bytes
-    /// the drain would add, the node's limit).
-    left_out: HashMap<ObjKey, BTreeMap<String, (usize, usize)>>,
+    /// Drains left out of node configs that would be too large with them: drain → node → by how
+    /// much.
+    left_out: HashMap<ObjKey, BTreeMap<String, LeftOut>>,
     /// The collectors' node Leases: coverage and delivery figures.
     pub collectors: collectors::Collectors,
+}
+
+/// A drain left out of one node's config for size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeftOut {
+    /// The bytes of YAML the drain would add to the node's config.
+    pub adds: usize,
+    /// The node's limit.
+    pub limit: usize,
 }
 
 /// A drain resolved with its Secrets: the settings a collector gets, or why it cannot be used.
@@ -84,6 +93,33 @@ pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
     )
+}
+
+/// A custom resource the world keeps by key and replaces the same way for each kind after a
+/// watch's (re)list: [`LogDrain`] and [`LogBinding`].
+pub trait Tracked: kube::Resource + Sized {
+    /// Those the world holds.
+    fn all(world: &World) -> &BTreeMap<ObjKey, Self>;
+    /// Insert, replace (`Some`) or remove (`None`) one, returning what that may have changed.
+    fn set(world: &mut World, key: ObjKey, object: Option<Self>) -> Dirty;
+}
+
+impl Tracked for LogDrain {
+    fn all(world: &World) -> &BTreeMap<ObjKey, Self> {
+        &world.drains
+    }
+    fn set(world: &mut World, key: ObjKey, object: Option<Self>) -> Dirty {
+        world.set_drain(key, object)
+    }
+}
+
+impl Tracked for LogBinding {
+    fn all(world: &World) -> &BTreeMap<ObjKey, Self> {
+        &world.bindings
+    }
+    fn set(world: &mut World, key: ObjKey, object: Option<Self>) -> Dirty {
+        world.set_binding(key, object)
+    }
 }
 
 /// The objects of one namespace in a key-ordered map.
@@ -238,6 +274,26 @@ impl World {
         dirty
     }
 
+    /// Replace the objects of kind `K` in a namespace (`None`: in all namespaces) with those a watch
+    /// (re)list showed, returning what changed.
+    pub fn replace_all<K: Tracked>(&mut self, scope: Option<&str>, listed: Vec<K>) -> Dirty {
+        let keys: BTreeSet<ObjKey> = listed.iter().map(|object| key_of(object.meta())).collect();
+        let gone: Vec<ObjKey> = K::all(self)
+            .keys()
+            .filter(|key| scope.is_none_or(|ns| ns == key.0) && !keys.contains(*key))
+            .cloned()
+            .collect();
+        let mut dirty = Dirty::default();
+        for object in listed {
+            let key = key_of(object.meta());
+            dirty.merge(K::set(self, key, Some(object)));
+        }
+        for key in gone {
+            dirty.merge(K::set(self, key, None));
+        }
+        dirty
+    }
+
     /// Insert, replace (`Some`) or remove (`None`) a drain.
     pub fn set_drain(&mut self, key: ObjKey, drain: Option<LogDrain>) -> Dirty {
         // Only a spec change matters: our own status writes come back as events too.
@@ -296,7 +352,7 @@ impl World {
             return Some(problem.clone());
         }
         let nodes = self.left_out.get(key)?;
-        let (adds, limit) = nodes.values().max()?;
+        let LeftOut { adds, limit } = nodes.values().max()?;
         let names: Vec<&str> = nodes.keys().map(String::as_str).collect();
         Some(Problem {
             reason: sluice_api::crd::condition::reason::CONFIG_TOO_LARGE,
@@ -322,7 +378,10 @@ impl World {
         }
         for (key, adds) in drains {
             let nodes = self.left_out.entry(key.clone()).or_default();
-            if nodes.insert(node.to_owned(), (*adds, limit)).is_none() {
+            if nodes
+                .insert(node.to_owned(), LeftOut { adds: *adds, limit })
+                .is_none()
+            {
                 dirty.drains.insert(key.clone());
             }
         }

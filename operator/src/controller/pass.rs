@@ -17,8 +17,8 @@ use sluice_api::crd::LogDrain;
 use tokio::time::Instant;
 
 use super::{
-    Leader,
-    work::{Done, Key, Written},
+    FirstPass, Leader,
+    work::{Done, Key, StatusKey, Take, Written},
 };
 use crate::{
     Error,
@@ -30,8 +30,8 @@ use crate::{
 impl Leader {
     /// Reconcile what is dirty, as far as the write budgets allow.
     pub(super) async fn pass(&mut self) {
-        if !self.first_pass.0 {
-            self.first_pass.0 = true;
+        if self.first_pass == FirstPass::Pending {
+            self.first_pass = FirstPass::Started;
             let nodes: BTreeSet<String> = self.world.nodes().chain(self.hashes.keys()).cloned().collect();
             self.dirty.nodes.extend(nodes);
             self.dirty.drains.extend(self.world.drains.keys().cloned());
@@ -46,8 +46,8 @@ impl Leader {
         }
         self.start_node_writes();
         self.start_status_writes();
-        if !self.first_pass.1 && self.queue.is_empty() && self.inflight.nodes() == 0 {
-            self.first_pass.1 = true;
+        if self.first_pass == FirstPass::Started && self.queue.is_empty() && self.inflight.nodes() == 0 {
+            self.first_pass = FirstPass::Done;
             self.ctx.health.set_ready(true);
             tracing::info!(
                 nodes = self.hashes.len(),
@@ -60,8 +60,8 @@ impl Leader {
     pub(super) fn mark(&mut self, key: Key) {
         match key {
             Key::Node(node) => self.dirty.nodes.insert(node),
-            Key::Drain(k) => self.dirty.drains.insert(k),
-            Key::Binding(k) => self.dirty.bindings.insert(k),
+            Key::Status(StatusKey::Drain(key)) => self.dirty.drains.insert(key),
+            Key::Status(StatusKey::Binding(key)) => self.dirty.bindings.insert(key),
         };
     }
 
@@ -83,10 +83,10 @@ impl Leader {
         queue.take_while(|node, queued| {
             let key = Key::Node(node.to_owned());
             if inflight.nodes() >= budget {
-                return None;
+                return Take::Stop;
             }
             if inflight.contains(&key) {
-                return Some(false);
+                return Take::Busy;
             }
             let started = Instant::now();
             let limit = ctx.settings.node_config_limit;
@@ -100,7 +100,7 @@ impl Leader {
                 .set(i64::try_from(world.left_out_count()).unwrap_or(i64::MAX));
             let change = match node_config::plan(hashes, node, rendered.config) {
                 Ok(Some(change)) => change,
-                Ok(None) => return Some(true),
+                Ok(None) => return Take::Taken,
                 Err(e) => {
                     tracing::warn!(node, error = %e, "could not render the node config; will retry");
                     ctx.metrics
@@ -108,7 +108,7 @@ impl Leader {
                         .with_label_values(&[key.kind(), e.kind()])
                         .inc();
                     retry.fail(key);
-                    return Some(true);
+                    return Take::Taken;
                 }
             };
             let writer = writer.clone();
@@ -122,7 +122,7 @@ impl Leader {
                 }
             };
             inflight.start(key, write.boxed());
-            Some(true)
+            Take::Taken
         });
     }
 
@@ -130,30 +130,28 @@ impl Leader {
     fn start_status_writes(&mut self) {
         let budget = self.ctx.settings.write_concurrency.max(1);
         let interval = self.ctx.settings.status_count_interval;
-        let keys: Vec<Key> = (self.dirty.drains.iter().cloned().map(Key::Drain))
-            .chain(self.dirty.bindings.iter().cloned().map(Key::Binding))
-            .filter(|k| !self.inflight.contains(k))
+        let keys: Vec<StatusKey> = (self.dirty.drains.iter().cloned().map(StatusKey::Drain))
+            .chain(self.dirty.bindings.iter().cloned().map(StatusKey::Binding))
+            .filter(|key| !self.inflight.contains(&Key::Status(key.clone())))
             .collect();
         for key in keys {
             if self.inflight.statuses() >= budget {
                 break;
             }
-            let (is_drain, obj) = match &key {
-                Key::Drain(k) => (true, k),
-                Key::Binding(k) => (false, k),
-                Key::Node(_) => continue,
-            };
-            let last = self.status_written.get(&(is_drain, obj.clone())).copied();
+            let last = self.status_written.get(&key).copied();
             let due = last.is_none_or(|at| at.elapsed() >= interval);
             let started = Instant::now();
-            let step = if is_drain {
-                self.dirty.drains.remove(obj);
-                let step = drain::reconcile(&self.ctx, &self.recorder, &self.world, obj, due);
-                erase(step, |d| Written::Drain(Box::new(d)))
-            } else {
-                self.dirty.bindings.remove(obj);
-                let step = binding::reconcile(&self.ctx, &self.recorder, &self.world, obj, due);
-                erase(step, |b| Written::Binding(Box::new(b)))
+            let step = match &key {
+                StatusKey::Drain(object) => {
+                    self.dirty.drains.remove(object);
+                    let step = drain::reconcile(&self.ctx, &self.recorder, &self.world, object, due);
+                    erase(step, |drain| Written::Drain(Box::new(drain)))
+                }
+                StatusKey::Binding(object) => {
+                    self.dirty.bindings.remove(object);
+                    let step = binding::reconcile(&self.ctx, &self.recorder, &self.world, object, due);
+                    erase(step, |binding| Written::Binding(Box::new(binding)))
+                }
             };
             match step {
                 Step::Done(outcome) => self.status_done(key, last, started, Ok(outcome), None),
@@ -161,7 +159,7 @@ impl Leader {
                     let done_key = key.clone();
                     let write = write.map(move |result| {
                         let (result, written) = match result {
-                            Ok(w) => (Ok(Outcome::Written), Some(w)),
+                            Ok(object) => (Ok(Outcome::Written), Some(object)),
                             Err(e) => (Err(e), None),
                         };
                         Done::Status {
@@ -172,17 +170,14 @@ impl Leader {
                             written,
                         }
                     });
-                    self.inflight.start(key, write.boxed());
+                    self.inflight.start(Key::Status(key), write.boxed());
                 }
             }
         }
-        let live = (&self.world.drains, &self.world.bindings);
-        self.status_written.retain(|(d, k), _| {
-            if *d {
-                live.0.contains_key(k)
-            } else {
-                live.1.contains_key(k)
-            }
+        let world = &self.world;
+        self.status_written.retain(|key, _| match key {
+            StatusKey::Drain(object) => world.drains.contains_key(object),
+            StatusKey::Binding(object) => world.bindings.contains_key(object),
         });
     }
 
@@ -250,12 +245,13 @@ impl Leader {
 
     fn status_done(
         &mut self,
-        key: Key,
+        status_key: StatusKey,
         last: Option<Instant>,
         started: Instant,
         outcome: crate::Result<Outcome>,
         object: Option<Written>,
     ) {
+        let key = Key::Status(status_key.clone());
         self.count_reconcile(&key, started);
         // Compare the next desired status with what was written, not with the object the watch
         // has not brought back yet (which would write the same status twice).
@@ -273,14 +269,9 @@ impl Leader {
             None => {}
         }
         let metrics = &self.ctx.metrics;
-        let written = match &key {
-            Key::Drain(k) => (true, k.clone()),
-            Key::Binding(k) => (false, k.clone()),
-            Key::Node(_) => return,
-        };
         match outcome {
             Ok(Outcome::Written) => {
-                self.status_written.insert(written, Instant::now());
+                self.status_written.insert(status_key, Instant::now());
                 self.retry.succeed(&key);
             }
             Ok(Outcome::Unchanged) => self.retry.succeed(&key),
@@ -291,7 +282,7 @@ impl Leader {
             }
             Err(e) => {
                 // A conflict means our picture is a little behind; the watch event that follows fixes it.
-                let (namespace, name) = &written.1;
+                let (namespace, name) = status_key.object();
                 let delay = self.retry.fail(key.clone());
                 tracing::warn!(kind = key.kind(), namespace, name, error = %e, retry_in = ?delay, "reconcile failed; will retry");
                 metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();

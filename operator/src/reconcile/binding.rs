@@ -10,13 +10,14 @@ use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 use super::{Outcome, Step, status};
 use crate::{
     Context,
+    resolve::Problem,
     world::{ObjKey, World},
 };
 
 /// One drain name of a binding that does not lead to a usable drain.
-fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static str, String)> {
+fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<Problem> {
     if name.contains('/') {
-        return Some((
+        return Some(Problem::new(
             reason::CROSS_NAMESPACE_REFERENCE,
             format!(
                 "drain {name:?} is in another namespace; a binding can only use LogDrains of its own namespace ({namespace:?})"
@@ -25,13 +26,13 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static
     }
     let key = (namespace.to_owned(), name.to_owned());
     if world.resolved(&key).is_none() {
-        return Some((
+        return Some(Problem::new(
             reason::UNKNOWN_DRAIN,
             format!("LogDrain {name:?} does not exist in namespace {namespace:?}"),
         ));
     }
     let problem = world.problem(&key)?;
-    Some((
+    Some(Problem::new(
         reason::DRAIN_NOT_READY,
         format!(
             "LogDrain {name:?} is not ready ({}): {}",
@@ -40,17 +41,18 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static
     ))
 }
 
-/// The status a binding should have now, and the first problem (reason, message) if any.
+/// The status a binding should have now, and its problem if it has any: the first drain's reason,
+/// with every drain's message.
 pub fn desired_status(
     world: &World,
     key: &ObjKey,
     binding: &LogBinding,
-) -> (LogBindingStatus, Option<(&'static str, String)>) {
-    let problems: Vec<(&String, (&'static str, String))> = binding
+) -> (LogBindingStatus, Option<Problem>) {
+    let problems: Vec<(&String, Problem)> = binding
         .spec
         .drains
         .iter()
-        .filter_map(|d| Some((d, drain_problem(world, &key.0, d)?)))
+        .filter_map(|drain| Some((drain, drain_problem(world, &key.0, drain)?)))
         .collect();
     let matched = world
         .pods_in(&key.0)
@@ -62,7 +64,7 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let generation = binding.metadata.generation;
-    let first = problems.first().map(|(_, (r, _))| *r);
+    let first = problems.first().map(|(_, problem)| problem.reason);
     let condition = match first {
         None => status::ready_condition(
             previous,
@@ -74,23 +76,23 @@ pub fn desired_status(
             ),
             generation,
         ),
-        Some(r) => {
+        Some(reason) => {
             let message = problems
                 .iter()
-                .map(|(_, (_, m))| m.as_str())
+                .map(|(_, problem)| problem.message.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            status::ready_condition(previous, false, r, message, generation)
+            status::ready_condition(previous, false, reason, message, generation)
         }
     };
-    let event = first.map(|r| (r, condition.message.clone()));
+    let problem = first.map(|reason| Problem::new(reason, condition.message.clone()));
     let status = LogBindingStatus {
         observed_generation: generation,
         conditions: vec![condition],
         matched_pods: i32::try_from(matched).unwrap_or(i32::MAX),
-        unresolved_drains: problems.iter().map(|(d, _)| (*d).clone()).collect(),
+        unresolved_drains: problems.iter().map(|(drain, _)| (*drain).clone()).collect(),
     };
-    (status, event)
+    (status, problem)
 }
 
 /// Recompute one binding's status and write it if it changed; publish an Event when it turns bad.
@@ -108,7 +110,9 @@ pub fn reconcile(
         return Step::Done(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
-    let problem = problem.as_ref().map(|(r, m)| (*r, m.as_str()));
+    let problem = problem
+        .as_ref()
+        .map(|problem| (problem.reason, problem.message.as_str()));
     status::write(
         ctx,
         recorder,
