@@ -15,15 +15,12 @@
 //! * the node configs are read when the loop starts, once more a lease duration later and then on
 //!   every resync, so a late write of a deposed leader (or a hand edit) is found and rewritten.
 
-use std::{
-    collections::{BTreeSet, HashMap, HashSet},
-    sync::Arc,
-};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use kube::{
     Api,
-    runtime::{WatchStreamExt, events::Recorder, watcher},
+    runtime::{WatchStreamExt, watcher},
 };
 use sluice_api::crd::{LogBinding, LogDrain};
 use tokio::time::Instant;
@@ -31,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Context, Error, Result,
-    reconcile::{node_config::NodeWriter, status},
+    reconcile::cluster::Cluster,
     world::{Dirty, PodInfo, SlimPod, Tracked, World, key_of},
 };
 use work::{Inflight, NodeQueue, Retry, StatusKey};
@@ -197,11 +194,11 @@ enum FirstPass {
 /// The leader's state.
 struct Leader {
     ctx: Context,
+    /// What it reads and writes besides its watches.
+    cluster: Cluster,
     world: World,
-    writer: Arc<NodeWriter>,
     /// node → hash of the config its Secret holds (as of the last completed write).
     hashes: HashMap<String, String>,
-    recorder: Recorder,
     relist: Relist,
     /// Statuses to recompute (and nodes, until [`Leader::pass`] moves them into `queue`).
     dirty: Dirty,
@@ -256,28 +253,10 @@ fn watches(client: &kube::Client, namespaces: &[String]) -> Vec<BoxStream<'stati
 pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
     let mut streams = watches(&ctx.client, &ctx.settings.watch_namespaces);
     streams.push(collectors::watch(&ctx.client, &ctx.settings.namespace));
-    let watches = streams.len();
     let mut events = futures::stream::select_all(streams);
-    let (writer, hashes) = NodeWriter::load(ctx.clone()).await?;
-    let mut leader = Leader {
-        recorder: status::recorder(&ctx),
-        ctx,
-        world: World::default(),
-        writer: Arc::new(writer),
-        hashes,
-        relist: Relist {
-            watches,
-            ..Relist::default()
-        },
-        dirty: Dirty::default(),
-        queue: NodeQueue::default(),
-        inflight: Inflight::default(),
-        retry: Retry::default(),
-        first_pass: FirstPass::Pending,
-        status_written: HashMap::new(),
-        count_namespaces: BTreeSet::new(),
-        leases_checked: jiff::Timestamp::now(),
-    };
+    let cluster = Cluster::kube(&ctx);
+    let hashes = cluster.node_configs.stored().await?;
+    let mut leader = Leader::new(ctx, cluster, hashes, events.len());
     let mut resync = tokio::time::interval(leader.ctx.settings.resync_interval);
     let mut missing = tokio::time::interval(leader.ctx.settings.missing_secret_retry);
     let mut counts = tokio::time::interval(leader.ctx.settings.status_count_interval);
@@ -304,20 +283,9 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
                     leader.apply(event);
                 }
             }
-            () = sleep_until(retry_at) => {
-                for key in leader.retry.take_due(Instant::now()) {
-                    leader.mark(key);
-                }
-            }
+            () = sleep_until(retry_at) => leader.retry_due(),
             _ = resync.tick() => leader.resync(false).await,
-            _ = counts.tick() => {
-                // Pod counts in statuses are refreshed on this slower beat, not per pod event.
-                for ns in std::mem::take(&mut leader.count_namespaces) {
-                    let statuses = leader.world.statuses_in(&ns);
-                    leader.dirty.merge(statuses);
-                }
-                leader.check_expired();
-            }
+            _ = counts.tick() => leader.refresh_counts(),
             _ = missing.tick() => leader.resync(true).await,
             () = sleep_until(recheck) => {
                 recheck = Some(Instant::now() + leader.ctx.settings.resync_interval);
@@ -327,6 +295,48 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
         if leader.relist.complete() {
             leader.pass().await;
         }
+    }
+}
+
+impl Leader {
+    /// A leader that knows nothing yet but `hashes` (node → hash of the config its Secret holds)
+    /// and waits for `watches` watches to list once.
+    fn new(ctx: Context, cluster: Cluster, hashes: HashMap<String, String>, watches: usize) -> Self {
+        Leader {
+            ctx,
+            cluster,
+            world: World::default(),
+            hashes,
+            relist: Relist {
+                watches,
+                ..Relist::default()
+            },
+            dirty: Dirty::default(),
+            queue: NodeQueue::default(),
+            inflight: Inflight::default(),
+            retry: Retry::default(),
+            first_pass: FirstPass::Pending,
+            status_written: HashMap::new(),
+            count_namespaces: BTreeSet::new(),
+            leases_checked: jiff::Timestamp::now(),
+        }
+    }
+
+    /// Mark the keys whose retry is due.
+    fn retry_due(&mut self) {
+        for key in self.retry.take_due(Instant::now()) {
+            self.mark(key);
+        }
+    }
+
+    /// The slower beat: the pod counts in statuses are refreshed here, not per pod event, and
+    /// collector Leases that ran out are noticed.
+    fn refresh_counts(&mut self) {
+        for ns in std::mem::take(&mut self.count_namespaces) {
+            let statuses = self.world.statuses_in(&ns);
+            self.dirty.merge(statuses);
+        }
+        self.check_expired();
     }
 }
 
@@ -421,3 +431,6 @@ impl Leader {
 mod collectors;
 mod pass;
 mod work;
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@
 //! changed therefore writes nothing.
 
 pub mod binding;
+pub mod cluster;
 pub mod delivery;
 pub mod drain;
 pub mod node_config;

@@ -11,8 +11,6 @@
 use std::collections::BTreeSet;
 
 use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use sluice_api::crd::LogDrain;
 use tokio::time::Instant;
 
@@ -21,7 +19,6 @@ use super::{
     work::{Done, Key, StatusKey, Take, Written},
 };
 use crate::{
-    Error,
     reconcile::{Outcome, Step, binding, drain, node_config},
     render, resolve,
     world::{ObjKey, key_of},
@@ -74,7 +71,7 @@ impl Leader {
             inflight,
             world,
             hashes,
-            writer,
+            cluster,
             ctx,
             retry,
             dirty,
@@ -98,8 +95,8 @@ impl Leader {
             ctx.metrics
                 .drains_left_out
                 .set(i64::try_from(world.left_out_count()).unwrap_or(i64::MAX));
-            let change = match node_config::plan(hashes, node, rendered.config) {
-                Ok(Some(change)) => change,
+            let write = match node_config::plan(hashes, node, rendered.config) {
+                Ok(Some(write)) => write,
                 Ok(None) => return Take::Taken,
                 Err(e) => {
                     tracing::warn!(node, error = %e, "could not render the node config; will retry");
@@ -111,11 +108,14 @@ impl Leader {
                     return Take::Taken;
                 }
             };
-            let writer = writer.clone();
+            let (store, fence) = (cluster.node_configs.clone(), ctx.clone());
             let write = async move {
-                let result = writer.write(&change).await;
+                let result = match fence.may_write() {
+                    Ok(()) => store.write(&write).await,
+                    Err(e) => Err(e),
+                };
                 Done::Node {
-                    change,
+                    write,
                     queued,
                     started,
                     result,
@@ -144,12 +144,12 @@ impl Leader {
             let step = match &key {
                 StatusKey::Drain(object) => {
                     self.dirty.drains.remove(object);
-                    let step = drain::reconcile(&self.ctx, &self.recorder, &self.world, object, due);
+                    let step = drain::reconcile(&self.ctx, &self.cluster, &self.world, object, due);
                     erase(step, |drain| Written::Drain(Box::new(drain)))
                 }
                 StatusKey::Binding(object) => {
                     self.dirty.bindings.remove(object);
-                    let step = binding::reconcile(&self.ctx, &self.recorder, &self.world, object, due);
+                    let step = binding::reconcile(&self.ctx, &self.cluster, &self.world, object, due);
                     erase(step, |binding| Written::Binding(Box::new(binding)))
                 }
             };
@@ -185,11 +185,11 @@ impl Leader {
     pub(super) fn finish(&mut self, done: Done) {
         match done {
             Done::Node {
-                change,
+                write,
                 queued,
                 started,
                 result,
-            } => self.node_done(change, queued, started, result),
+            } => self.node_done(write, queued, started, result),
             Done::Status {
                 key,
                 last,
@@ -202,23 +202,23 @@ impl Leader {
 
     fn node_done(
         &mut self,
-        change: node_config::Change,
+        write: node_config::NodeConfigWrite,
         queued: Instant,
         started: Instant,
         result: crate::Result<()>,
     ) {
-        let key = Key::Node(change.node().to_owned());
+        let key = Key::Node(write.node().to_owned());
         self.count_reconcile(&key, started);
         let metrics = &self.ctx.metrics;
         match result {
             Ok(()) => {
-                change.record(&mut self.hashes);
+                write.record(&mut self.hashes);
                 metrics.node_config_lag.observe(queued.elapsed().as_secs_f64());
                 metrics
                     .node_configs
                     .set(i64::try_from(self.hashes.len()).unwrap_or(i64::MAX));
                 tracing::debug!(
-                    node = change.node(),
+                    node = write.node(),
                     lag_ms = queued.elapsed().as_millis() as u64,
                     write_ms = started.elapsed().as_millis() as u64,
                     "node config written"
@@ -227,7 +227,7 @@ impl Leader {
             }
             Err(e) => {
                 let delay = self.retry.fail(key.clone());
-                tracing::warn!(node = change.node(), error = %e, retry_in = ?delay, "could not write the node config; will retry");
+                tracing::warn!(node = write.node(), error = %e, retry_in = ?delay, "could not write the node config; will retry");
                 metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();
             }
         }
@@ -293,7 +293,7 @@ impl Leader {
     /// Compare the node configs as stored with what this leader believes they hold, and render
     /// again those that differ (a late write of a deposed leader).
     pub(super) async fn recheck_stored(&mut self) {
-        let stored = match self.writer.stored().await {
+        let stored = match self.cluster.node_configs.stored().await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the node configs again");
@@ -361,11 +361,10 @@ impl Leader {
     /// of it (a passing API error must not take a working drain out of every node config); one
     /// never read stays unknown, so its drain does not resolve and is read again on the retry beat.
     async fn read_secrets(&mut self, keys: BTreeSet<ObjKey>) {
-        let client = &self.ctx.client;
+        let secrets = self.cluster.secrets.as_ref();
         let reads: Vec<_> = stream::iter(keys)
             .map(|key| async move {
-                let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
-                let result = api.get_opt(&key.1).await;
+                let result = secrets.get(&key).await;
                 (key, result)
             })
             .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
@@ -378,7 +377,6 @@ impl Leader {
                     self.dirty.merge(dirty);
                 }
                 Err(e) => {
-                    let e = Error::kube("get", format!("Secret {}/{}", key.0, key.1), e);
                     tracing::warn!(error = %e, "could not read a Secret a LogDrain names; keeping what was known of it");
                     self.ctx
                         .metrics

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::{
     Result,
-    reconcile::{Outcome, node_config::Change},
+    reconcile::{Outcome, node_config::NodeConfigWrite},
     world::ObjKey,
 };
 
@@ -78,7 +78,7 @@ pub(super) enum Take {
 pub(super) enum Done {
     /// A node config write, with when its node was first queued and when the write started.
     Node {
-        change: Change,
+        write: NodeConfigWrite,
         queued: Instant,
         started: Instant,
         result: Result<()>,
@@ -160,6 +160,12 @@ impl Inflight {
     /// Node config writes in flight.
     pub(super) fn nodes(&self) -> usize {
         self.nodes
+    }
+
+    /// Whether no write is in flight.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// Status writes in flight.

@@ -7,7 +7,7 @@
 
 use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
-use super::{Outcome, Step, status};
+use super::{Outcome, Step, cluster::Cluster, status};
 use crate::{
     Context,
     resolve::Problem,
@@ -101,7 +101,7 @@ pub fn desired_status(
 /// [`Outcome::Deferred`].
 pub fn reconcile(
     ctx: &Context,
-    recorder: &kube::runtime::events::Recorder,
+    cluster: &Cluster,
     world: &World,
     key: &ObjKey,
     counts_due: bool,
@@ -110,16 +110,5 @@ pub fn reconcile(
         return Step::Done(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
-    let problem = problem
-        .as_ref()
-        .map(|problem| (problem.reason, problem.message.as_str()));
-    status::write(
-        ctx,
-        recorder,
-        binding,
-        binding.status.as_ref(),
-        desired,
-        problem,
-        counts_due,
-    )
+    status::write(ctx, cluster, binding, desired, problem.as_ref(), None, counts_due)
 }

@@ -16,11 +16,16 @@ use sluice_api::crd::{
     condition::{DELIVERING, delivering, reason},
 };
 
-use super::{Outcome, Step, delivery, status};
+use super::{
+    Outcome, Step,
+    cluster::{Cluster, Notice},
+    delivery, status,
+};
 use crate::{
     Context, resolve,
     world::{ObjKey, World, in_namespace},
 };
+use kube::runtime::events::EventType;
 
 /// The status a drain should have now, and the problem if it does not resolve.
 pub fn desired_status(
@@ -89,7 +94,7 @@ pub fn desired_status(
 /// [`Outcome::Deferred`].
 pub fn reconcile(
     ctx: &Context,
-    recorder: &kube::runtime::events::Recorder,
+    cluster: &Cluster,
     world: &World,
     key: &ObjKey,
     counts_due: bool,
@@ -98,49 +103,29 @@ pub fn reconcile(
         return Step::Done(Outcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, drain);
-    let problem = problem.as_ref().map(|p| (p.reason, p.message.as_str()));
-    let event = failing_event(drain.status.as_ref(), &desired);
-    let step = status::write(
-        ctx,
-        recorder,
-        drain,
-        drain.status.as_ref(),
-        desired,
-        problem,
-        counts_due,
-    );
-    match (step, event) {
-        (Step::Write(write), Some((warning, reason, message))) => {
-            let (ctx, recorder) = (ctx.clone(), recorder.clone());
-            let reference = kube::Resource::object_ref(drain, &());
-            Step::Write(Box::pin(async move {
-                let written = write.await?;
-                status::publish(&ctx, &recorder, &reference, warning, &reason, &message).await;
-                Ok(written)
-            }))
-        }
-        (step, _) => step,
-    }
+    let notice = delivery_notice(drain.status.as_ref(), &desired);
+    status::write(ctx, cluster, drain, desired, problem.as_ref(), notice, counts_due)
 }
 
 /// The Event a status change calls for: the drain starts failing (a warning) or delivers again
-/// after failing; `(warning, reason, message)`.
-fn failing_event(
-    current: Option<&LogDrainStatus>,
-    desired: &LogDrainStatus,
-) -> Option<(bool, String, String)> {
+/// after failing.
+fn delivery_notice(current: Option<&LogDrainStatus>, desired: &LogDrainStatus) -> Option<Notice> {
     let find = |s: &LogDrainStatus| s.conditions.iter().find(|c| c.type_ == DELIVERING).cloned();
     let before = current.and_then(find);
     let now = find(desired)?;
     let was_failing = before.is_some_and(|c| c.reason == delivering::DRAIN_FAILING);
     let is_failing = now.reason == delivering::DRAIN_FAILING;
     match (was_failing, is_failing) {
-        (false, true) => Some((true, now.reason, now.message)),
-        (true, false) => Some((
-            false,
-            delivering::DRAIN_RECOVERED.to_owned(),
-            format!("delivering again ({})", now.message),
-        )),
+        (false, true) => Some(Notice {
+            kind: EventType::Warning,
+            reason: now.reason,
+            note: now.message,
+        }),
+        (true, false) => Some(Notice {
+            kind: EventType::Normal,
+            reason: delivering::DRAIN_RECOVERED.to_owned(),
+            note: format!("delivering again ({})", now.message),
+        }),
         _ => None,
     }
 }
