@@ -91,9 +91,9 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     F: Fn(watcher::Event<K>) -> ResourceEvent + Send + 'static,
 {
-    let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     let Watch { resource, scope } = watch;
-    stream
+    events
         .map(move |event| {
             event
                 .map(|event| WatchEvent {
@@ -218,42 +218,42 @@ struct Leader {
     leases_checked: jiff::Timestamp,
 }
 
-/// The watches of LogDrains, LogBindings and Pods in every scope, one stream per watch.
+/// The watches of LogDrains, LogBindings and Pods in every scope, the events of each in order.
 fn watches(client: &kube::Client, namespaces: &[String]) -> Vec<BoxStream<'static, Result<WatchEvent>>> {
     let scopes: Vec<Option<String>> = match namespaces {
         [] => vec![None],
         namespaces => namespaces.iter().cloned().map(Some).collect(),
     };
-    let mut streams = Vec::new();
+    let mut watches = Vec::new();
     for scope in scopes {
         let watch_of = |resource| Watch {
             resource,
             scope: scope.clone(),
         };
-        streams.push(watch(
+        watches.push(watch(
             api::<LogDrain>(client, &scope),
             watch_of(Watched::Drains),
             |event| ResourceEvent::Drain(Box::new(event)),
         ));
-        streams.push(watch(
+        watches.push(watch(
             api::<LogBinding>(client, &scope),
             watch_of(Watched::Bindings),
             |event| ResourceEvent::Binding(Box::new(event)),
         ));
-        streams.push(watch(
+        watches.push(watch(
             api::<SlimPod>(client, &scope),
             watch_of(Watched::Pods),
             |event| ResourceEvent::Pod(Box::new(event)),
         ));
     }
-    streams
+    watches
 }
 
 /// Run the leader's loop until `stop` is cancelled.
 pub async fn run(ctx: Context, stop: CancellationToken) -> Result<()> {
-    let mut streams = watches(&ctx.client, &ctx.settings.watch_namespaces);
-    streams.push(collectors::watch(&ctx.client, &ctx.settings.namespace));
-    let mut events = futures::stream::select_all(streams);
+    let mut all = watches(&ctx.client, &ctx.settings.watch_namespaces);
+    all.push(collectors::watch(&ctx.client, &ctx.settings.namespace));
+    let mut events = futures::stream::select_all(all);
     let cluster = Cluster::kube(&ctx);
     let hashes = cluster.node_configs.stored().await?;
     let mut leader = Leader::new(ctx, cluster, hashes, events.len());

@@ -13,7 +13,7 @@ pub mod status;
 
 /// What a status reconciliation did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum StatusOutcome {
     /// The status already said this.
     Unchanged,
     /// The status was written.
@@ -25,7 +25,7 @@ pub enum Outcome {
 /// What reconciling one status of a `K` takes: nothing more, or a write to run.
 pub enum Step<K> {
     /// Decided without a write.
-    Done(Outcome),
+    Done(StatusOutcome),
     /// A write that owns everything it needs (so it runs off the leader's loop); it resolves to
     /// the object as the API server returned it after the write, or the error.
     Write(futures::future::BoxFuture<'static, crate::Result<K>>),

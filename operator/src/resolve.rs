@@ -40,6 +40,18 @@ pub enum SecretData {
     Permitted(BTreeMap<String, Vec<u8>>),
 }
 
+impl SecretData {
+    /// What the operator keeps of a Secret a drain names (`None`: it does not exist): its data
+    /// only when it opted in with the [`DRAIN_CREDENTIALS_LABEL`] label.
+    pub fn of(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> Self {
+        match secret {
+            None => SecretData::Missing,
+            Some(found) if opted_in(found) => SecretData::Permitted(secret_values(found)),
+            Some(_) => SecretData::NotPermitted,
+        }
+    }
+}
+
 impl std::fmt::Debug for SecretData {
     // Keys only: the values are credentials.
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -291,16 +303,6 @@ fn spec_field(field: &str) -> String {
     }
 }
 
-/// What the operator keeps of a Secret a drain names (`None`: it does not exist): its data only
-/// when it opted in with the [`DRAIN_CREDENTIALS_LABEL`] label.
-pub fn secret_state(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> SecretData {
-    match secret {
-        None => SecretData::Missing,
-        Some(s) if opted_in(s) => SecretData::Permitted(secret_data(s)),
-        Some(_) => SecretData::NotPermitted,
-    }
-}
-
 /// Whether a Secret carries `sluice.dev/drain-credentials: "true"`.
 pub fn opted_in(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
     secret
@@ -311,8 +313,8 @@ pub fn opted_in(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-/// A Secret's data from the API object (`data` wins over `stringData`, as the API server merges).
-fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+/// A Secret's values from the API object (`data` wins over `stringData`, as the API server merges).
+fn secret_values(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in secret.string_data.iter().flatten() {
         out.insert(k.clone(), v.clone().into_bytes());

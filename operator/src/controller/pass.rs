@@ -16,11 +16,12 @@ use tokio::time::Instant;
 
 use super::{
     FirstPass, Leader,
-    work::{Done, Key, StatusKey, Take, Written},
+    work::{Done, Key, StatusKey, Take, WrittenObject},
 };
 use crate::{
-    reconcile::{Outcome, Step, binding, drain, node_config},
-    render, resolve,
+    reconcile::{StatusOutcome, Step, binding, drain, node_config},
+    render,
+    resolve::{self, SecretData},
     world::{ObjKey, key_of},
 };
 
@@ -145,12 +146,12 @@ impl Leader {
                 StatusKey::Drain(object) => {
                     self.dirty.drains.remove(object);
                     let step = drain::reconcile(&self.ctx, &self.cluster, &self.world, object, due);
-                    erase(step, |drain| Written::Drain(Box::new(drain)))
+                    erase(step, |drain| WrittenObject::Drain(Box::new(drain)))
                 }
                 StatusKey::Binding(object) => {
                     self.dirty.bindings.remove(object);
                     let step = binding::reconcile(&self.ctx, &self.cluster, &self.world, object, due);
-                    erase(step, |binding| Written::Binding(Box::new(binding)))
+                    erase(step, |binding| WrittenObject::Binding(Box::new(binding)))
                 }
             };
             match step {
@@ -159,7 +160,7 @@ impl Leader {
                     let done_key = key.clone();
                     let write = write.map(move |result| {
                         let (result, written) = match result {
-                            Ok(object) => (Ok(Outcome::Written), Some(object)),
+                            Ok(object) => (Ok(StatusOutcome::Written), Some(object)),
                             Err(e) => (Err(e), None),
                         };
                         Done::Status {
@@ -248,20 +249,20 @@ impl Leader {
         status_key: StatusKey,
         last: Option<Instant>,
         started: Instant,
-        outcome: crate::Result<Outcome>,
-        object: Option<Written>,
+        outcome: crate::Result<StatusOutcome>,
+        object: Option<WrittenObject>,
     ) {
         let key = Key::Status(status_key.clone());
         self.count_reconcile(&key, started);
         // Compare the next desired status with what was written, not with the object the watch
         // has not brought back yet (which would write the same status twice).
         match object {
-            Some(Written::Drain(d)) => {
+            Some(WrittenObject::Drain(d)) => {
                 if let Some(known) = self.world.drains.get_mut(&key_of(&d.metadata)) {
                     known.status = d.status;
                 }
             }
-            Some(Written::Binding(b)) => {
+            Some(WrittenObject::Binding(b)) => {
                 if let Some(known) = self.world.bindings.get_mut(&key_of(&b.metadata)) {
                     known.status = b.status;
                 }
@@ -270,12 +271,12 @@ impl Leader {
         }
         let metrics = &self.ctx.metrics;
         match outcome {
-            Ok(Outcome::Written) => {
+            Ok(StatusOutcome::Written) => {
                 self.status_written.insert(status_key, Instant::now());
                 self.retry.succeed(&key);
             }
-            Ok(Outcome::Unchanged) => self.retry.succeed(&key),
-            Ok(Outcome::Deferred) => {
+            Ok(StatusOutcome::Unchanged) => self.retry.succeed(&key),
+            Ok(StatusOutcome::Deferred) => {
                 // Counts only, written recently: write them when the interval has passed.
                 let at = last.map_or_else(Instant::now, |t| t + self.ctx.settings.status_count_interval);
                 self.retry.schedule(key, at);
@@ -373,7 +374,7 @@ impl Leader {
         for (key, result) in reads {
             match result {
                 Ok(found) => {
-                    let dirty = self.world.set_secret(key, resolve::secret_state(found.as_ref()));
+                    let dirty = self.world.set_secret(key, SecretData::of(found.as_ref()));
                     self.dirty.merge(dirty);
                 }
                 Err(e) => {
@@ -401,7 +402,7 @@ fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> 
 }
 
 /// A status step with the written object wrapped, so drains and bindings share one path.
-fn erase<K: Send + 'static>(step: Step<K>, wrap: fn(K) -> Written) -> Step<Written> {
+fn erase<K: Send + 'static>(step: Step<K>, wrap: fn(K) -> WrittenObject) -> Step<WrittenObject> {
     match step {
         Step::Done(outcome) => Step::Done(outcome),
         Step::Write(write) => Step::Write(write.map(move |r| r.map(wrap)).boxed()),

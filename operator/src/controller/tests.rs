@@ -292,7 +292,7 @@ async fn a_secret_that_has_not_opted_in_is_not_used_until_it_does() {
     );
     let (object, notice) = events(&calls)[0];
     assert_eq!(
-        (object, notice.kind, notice.reason.as_str()),
+        (object, notice.severity, notice.reason.as_str()),
         ("logs", EventType::Warning, reason::SECRET_NOT_PERMITTED)
     );
     assert!(!format!("{calls:?}").contains("s3cret"), "no Secret value leaves");

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::{
     Result,
-    reconcile::{Outcome, node_config::NodeConfigWrite},
+    reconcile::{StatusOutcome, node_config::NodeConfigWrite},
     world::ObjKey,
 };
 
@@ -88,13 +88,13 @@ pub(super) enum Done {
         key: StatusKey,
         last: Option<Instant>,
         started: Instant,
-        result: Result<Outcome>,
-        written: Option<Written>,
+        result: Result<StatusOutcome>,
+        written: Option<WrittenObject>,
     },
 }
 
 /// A LogDrain or LogBinding as the API server returned it after a status write.
-pub(super) enum Written {
+pub(super) enum WrittenObject {
     /// A LogDrain.
     Drain(Box<LogDrain>),
     /// A LogBinding.

@@ -7,7 +7,7 @@
 
 use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
-use super::{Outcome, Step, cluster::Cluster, status};
+use super::{StatusOutcome, Step, cluster::Cluster, status};
 use crate::{
     Context,
     resolve::Problem,
@@ -98,7 +98,7 @@ pub fn desired_status(
 /// Recompute one binding's status and write it if it changed; publish an Event when it turns bad.
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
-/// [`Outcome::Deferred`].
+/// [`StatusOutcome::Deferred`].
 pub fn reconcile(
     ctx: &Context,
     cluster: &Cluster,
@@ -107,7 +107,7 @@ pub fn reconcile(
     counts_due: bool,
 ) -> Step<LogBinding> {
     let Some(binding) = world.bindings.get(key) else {
-        return Step::Done(Outcome::Unchanged);
+        return Step::Done(StatusOutcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
     status::write(ctx, cluster, binding, desired, problem.as_ref(), None, counts_due)

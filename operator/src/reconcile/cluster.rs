@@ -39,7 +39,7 @@ pub trait StatusStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
     /// Warning or Normal.
-    pub kind: EventType,
+    pub severity: EventType,
     /// PascalCase reason.
     pub reason: String,
     /// What happened, for a person.

@@ -161,11 +161,11 @@ fn verdict(
     Verdict::new("True", delivering::DELIVERING, message)
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
+fn plural(count: usize, word: &str) -> String {
+    if count == 1 {
         format!("1 {word}")
     } else {
-        format!("{n} {word}s")
+        format!("{count} {word}s")
     }
 }
 

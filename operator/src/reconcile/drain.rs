@@ -17,7 +17,7 @@ use sluice_api::crd::{
 };
 
 use super::{
-    Outcome, Step,
+    StatusOutcome, Step,
     cluster::{Cluster, Notice},
     delivery, status,
 };
@@ -91,7 +91,7 @@ pub fn desired_status(
 /// Recompute one drain's status and write it if it changed; publish an Event when it turns bad.
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
-/// [`Outcome::Deferred`].
+/// [`StatusOutcome::Deferred`].
 pub fn reconcile(
     ctx: &Context,
     cluster: &Cluster,
@@ -100,7 +100,7 @@ pub fn reconcile(
     counts_due: bool,
 ) -> Step<LogDrain> {
     let Some(drain) = world.drains.get(key) else {
-        return Step::Done(Outcome::Unchanged);
+        return Step::Done(StatusOutcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, drain);
     let notice = delivery_notice(drain.status.as_ref(), &desired);
@@ -117,12 +117,12 @@ fn delivery_notice(current: Option<&LogDrainStatus>, desired: &LogDrainStatus) -
     let is_failing = now.reason == delivering::DRAIN_FAILING;
     match (was_failing, is_failing) {
         (false, true) => Some(Notice {
-            kind: EventType::Warning,
+            severity: EventType::Warning,
             reason: now.reason,
             note: now.message,
         }),
         (true, false) => Some(Notice {
-            kind: EventType::Normal,
+            severity: EventType::Normal,
             reason: delivering::DRAIN_RECOVERED.to_owned(),
             note: format!("delivering again ({})", now.message),
         }),

@@ -20,7 +20,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use sluice_api::crd::{LogBinding, LogBindingStatus, LogDrain, LogDrainStatus, condition::READY};
 
 use super::{
-    Outcome, Step,
+    StatusOutcome, Step,
     cluster::{Cluster, EventSink, Notice, StatusStore},
 };
 use crate::{Context, Error, context::MANAGER, resolve::Problem};
@@ -65,14 +65,14 @@ impl CrStatus for LogBindingStatus {
     }
 }
 
-/// Decide what `desired` needs against `current`: nothing ([`Outcome::Unchanged`]), a later write
-/// ([`Outcome::Deferred`]: a change of the figures alone, condition messages included, while
+/// Decide what `desired` needs against `current`: nothing ([`StatusOutcome::Unchanged`]), a later write
+/// ([`StatusOutcome::Deferred`]: a change of the figures alone, condition messages included, while
 /// `counts_due` is false; the caller
 /// spaces such writes out, so pod churn does not become a stream of status writes), or a write
 /// now (`None`).
-pub fn check<S: CrStatus>(current: Option<&S>, desired: &S, counts_due: bool) -> Option<Outcome> {
+pub fn check<S: CrStatus>(current: Option<&S>, desired: &S, counts_due: bool) -> Option<StatusOutcome> {
     if current.is_some_and(|c| c.same_as(desired)) {
-        return Some(Outcome::Unchanged);
+        return Some(StatusOutcome::Unchanged);
     }
     // Only a changed verdict (a condition's status or reason) is written at once; figures, and
     // messages that only carry figures (counts, nodes reporting), wait for `counts_due`.
@@ -80,11 +80,11 @@ pub fn check<S: CrStatus>(current: Option<&S>, desired: &S, counts_due: bool) ->
         c.observed_generation() == desired.observed_generation()
             && same_verdicts(c.conditions(), desired.conditions())
     });
-    (same_verdicts && !counts_due).then_some(Outcome::Deferred)
+    (same_verdicts && !counts_due).then_some(StatusOutcome::Deferred)
 }
 
 /// Whether two condition lists reach the same verdicts (messages and times aside).
-fn same_verdicts(a: &[Condition], b: &[Condition]) -> bool {
+fn same_verdicts(left: &[Condition], right: &[Condition]) -> bool {
     let key = |c: &Condition| {
         (
             c.type_.clone(),
@@ -93,7 +93,7 @@ fn same_verdicts(a: &[Condition], b: &[Condition]) -> bool {
             c.observed_generation,
         )
     };
-    a.len() == b.len() && a.iter().map(key).eq(b.iter().map(key))
+    left.len() == right.len() && left.iter().map(key).eq(right.iter().map(key))
 }
 
 /// A custom resource whose status the operator writes: [`LogDrain`] or [`LogBinding`].
@@ -162,7 +162,7 @@ pub fn write<K: StatusObject>(
     let warning = problem.and_then(|problem| {
         let ready = desired.conditions().first()?;
         newly_failing(&previous, ready).then(|| Notice {
-            kind: EventType::Warning,
+            severity: EventType::Warning,
             reason: problem.reason.to_owned(),
             note: problem.message.clone(),
         })
@@ -214,7 +214,7 @@ pub fn newly_failing(previous: &[Condition], now: &Condition) -> bool {
 }
 
 /// Whether two condition lists say the same, transition times aside.
-pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+pub fn same_conditions(left: &[Condition], right: &[Condition]) -> bool {
     let key = |c: &Condition| {
         (
             c.type_.clone(),
@@ -224,7 +224,7 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
             c.observed_generation,
         )
     };
-    a.len() == b.len() && a.iter().map(key).eq(b.iter().map(key))
+    left.len() == right.len() && left.iter().map(key).eq(right.iter().map(key))
 }
 
 /// Publish `notice` about `object`, unless this replica may no longer lead.
@@ -299,7 +299,7 @@ impl EventSink for KubeEvents {
                 return;
             }
             let event = Event {
-                type_: notice.kind,
+                type_: notice.severity,
                 reason: notice.reason.clone(),
                 note: Some(notice.note.clone()),
                 action: "Reconcile".into(),
