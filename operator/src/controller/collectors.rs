@@ -16,7 +16,10 @@ use kube::{
 };
 use sluice_api::health::{LEASE_LABEL, LEASE_LABEL_VALUE};
 
-use super::{Leader, ResourceEvent, Watch, WatchEvent, Watched};
+use super::{
+    Leader,
+    watch::{ResourceEvent, Watch, WatchEvent, Watched},
+};
 use crate::{Error, Result, world::Dirty, world::collectors::lease_node};
 
 /// The watch of the collector Leases in `namespace`.

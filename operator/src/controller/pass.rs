@@ -1,5 +1,4 @@
-//! One reconciliation pass of the leader, the completion of the writes it starts, and the Secret
-//! reads that feed it.
+//! One reconciliation pass of the leader, and the completion of the writes it starts.
 //!
 //! Order within a pass: read the Secrets newly named by dirty drains (so rendering sees them),
 //! then render queued nodes and start the writes of those that changed, then recompute dirty
@@ -10,8 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use futures::{FutureExt, StreamExt, stream};
-use sluice_api::crd::LogDrain;
+use futures::FutureExt;
 use tokio::time::Instant;
 
 use super::{
@@ -21,8 +19,7 @@ use super::{
 use crate::{
     reconcile::{StatusOutcome, Step, binding, drain, node_config},
     render,
-    resolve::{self, SecretData},
-    world::{ObjKey, key_of},
+    world::key_of,
 };
 
 impl Leader {
@@ -319,86 +316,6 @@ impl Leader {
         }
         self.dirty.nodes.extend(changed);
     }
-
-    /// The Secrets named by dirty drains that were never read.
-    async fn load_new_secrets(&mut self) {
-        let world = &self.world;
-        let dirty = self
-            .dirty
-            .drains
-            .iter()
-            .filter_map(|k| Some((k, world.drains.get(k)?)));
-        let wanted: BTreeSet<ObjKey> = secret_keys(dirty)
-            .into_iter()
-            .filter(|k| !world.secrets.contains_key(k))
-            .collect();
-        self.read_secrets(wanted).await;
-    }
-
-    /// Re-read referenced Secrets: all of them (`only_failing == false`, the periodic resync, which
-    /// also rechecks every status and resolves every drain again, since a certificate can expire
-    /// without any object changing), or only those of drains that do not
-    /// resolve now (missing, or holding something invalid), so a fixed Secret shows soon.
-    pub(super) async fn resync(&mut self, only_failing: bool) {
-        let world = &self.world;
-        let referenced = secret_keys(world.drains.iter());
-        let wanted = secret_keys(
-            world
-                .drains
-                .iter()
-                .filter(|(k, _)| !only_failing || !matches!(world.resolved(k), Some(Ok(_)))),
-        );
-        self.world.secrets.retain(|k, _| referenced.contains(k));
-        self.read_secrets(wanted).await;
-        if !only_failing {
-            self.dirty.drains.extend(self.world.drains.keys().cloned());
-            self.dirty.bindings.extend(self.world.bindings.keys().cloned());
-            let changed = self.world.refresh_resolved();
-            self.dirty.merge(changed);
-        }
-    }
-
-    /// Read Secrets by name, several at once. A Secret that could not be read keeps what was known
-    /// of it (a passing API error must not take a working drain out of every node config); one
-    /// never read stays unknown, so its drain does not resolve and is read again on the retry beat.
-    async fn read_secrets(&mut self, keys: BTreeSet<ObjKey>) {
-        let secrets = self.cluster.secrets.as_ref();
-        let reads: Vec<_> = stream::iter(keys)
-            .map(|key| async move {
-                let result = secrets.get(&key).await;
-                (key, result)
-            })
-            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
-            .collect()
-            .await;
-        for (key, result) in reads {
-            match result {
-                Ok(found) => {
-                    let dirty = self.world.set_secret(key, SecretData::of(found.as_ref()));
-                    self.dirty.merge(dirty);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read a Secret a LogDrain names; keeping what was known of it");
-                    self.ctx
-                        .metrics
-                        .errors
-                        .with_label_values(&["secret", e.kind()])
-                        .inc();
-                }
-            }
-        }
-    }
-}
-
-/// The `(namespace, name)` of every Secret these drains name.
-fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> BTreeSet<ObjKey> {
-    drains
-        .flat_map(|(k, d)| {
-            resolve::secret_names(&d.spec)
-                .into_iter()
-                .map(|n| (k.0.clone(), n))
-        })
-        .collect()
 }
 
 /// A status step with the written object wrapped, so drains and bindings share one path.

@@ -4,17 +4,20 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::events::EventType;
+use kube::runtime::{events::EventType, watcher};
 use sluice_api::{
     NodeConfig,
     crd::{
-        DrainCredentials, HttpSettings, LogBindingStatus, LogDrainStatus,
+        DrainCredentials, HttpSettings, LogBinding, LogBindingStatus, LogDrain, LogDrainStatus,
         condition::{DELIVERING, READY, delivering, reason},
     },
 };
 
-use super::*;
-use crate::{Settings, fixtures::*, reconcile::cluster::Notice};
+use super::{
+    watch::{ResourceEvent, WatchEvent},
+    *,
+};
+use crate::{Settings, fixtures::*, reconcile::cluster::Notice, world::SlimPod};
 
 const NS: &str = "shop";
 
