@@ -1,5 +1,6 @@
 //! Turning the [`crate::world::World`] into API writes: node config Secrets ([`node_config`]) and
-//! the statuses of drains ([`drain`]) and bindings ([`binding`]).
+//! the statuses of drains ([`drain`]) and bindings ([`binding`]), through the traits of
+//! [`cluster`], so the leader's pass runs against fixtures in unit tests.
 //!
 //! Invariant shared by all three: compare first, write only a difference. A restart with nothing
 //! changed therefore writes nothing.
