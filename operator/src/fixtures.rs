@@ -32,7 +32,7 @@ use crate::{
     },
     world::{
         ObjKey, PodInfo,
-        pod::{SlimContainerStatus, SlimPod, SlimPodSpec, SlimPodStatus},
+        pod::{ContainerInstance, SlimContainerStatus, SlimPod, SlimPodSpec, SlimPodStatus},
     },
 };
 
@@ -89,7 +89,10 @@ pub fn pod(ns: &str, name: &str, app: &str, node: &str, containers: &[(&str, &st
         labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
         containers: containers
             .iter()
-            .map(|(c, id)| ((*c).to_owned(), (*id).to_owned()))
+            .map(|(container, id)| ContainerInstance {
+                name: (*container).to_owned(),
+                id: (*id).to_owned(),
+            })
             .collect(),
     }
 }

@@ -55,13 +55,13 @@ fn bound_containers<'a>(
     let wanted = &binding.spec.containers;
     pod.containers
         .iter()
-        .filter(move |(container, _)| wanted.is_empty() || wanted.contains(container))
-        .map(move |(container, id)| ContainerConfig {
-            id: id.clone(),
+        .filter(move |instance| wanted.is_empty() || wanted.contains(&instance.name))
+        .map(move |instance| ContainerConfig {
+            id: instance.id.clone(),
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
             pod_uid: pod.uid.clone(),
-            container: container.clone(),
+            container: instance.name.clone(),
             labels: pod.labels.clone(),
             streams: streams_of(binding),
             drains: Vec::new(),

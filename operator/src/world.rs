@@ -21,7 +21,7 @@ pub use crate::resolve::{ObjKey, SecretData};
 pub mod collectors;
 pub mod pod;
 
-pub use pod::{PodInfo, SlimPod};
+pub use pod::{ContainerInstance, PodInfo, SlimPod};
 
 /// What a change may have affected.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -106,9 +106,9 @@ impl Leader {
                     return Take::Taken;
                 }
             };
-            let (store, fence) = (cluster.node_configs.clone(), ctx.clone());
-            let write = async move {
-                let result = match fence.may_write() {
+            let (store, leader) = (cluster.node_configs.clone(), ctx.clone());
+            let task = async move {
+                let result = match leader.may_write() {
                     Ok(()) => store.write(&write).await,
                     Err(e) => Err(e),
                 };
@@ -119,7 +119,7 @@ impl Leader {
                     result,
                 }
             };
-            inflight.start(key, write.boxed());
+            inflight.start(key, task.boxed());
             Take::Taken
         });
     }

@@ -64,28 +64,18 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let generation = binding.metadata.generation;
-    let first = problems.first().map(|(_, problem)| problem.reason);
-    let condition = match first {
-        None => status::ready_condition(
-            previous,
-            true,
-            reason::RESOLVED,
-            format!(
-                "all {} drain(s) resolve; {matched} pod(s) selected",
-                binding.spec.drains.len()
-            ),
-            generation,
-        ),
-        Some(reason) => {
-            let message = problems
-                .iter()
-                .map(|(_, problem)| problem.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            status::ready_condition(previous, false, reason, message, generation)
-        }
-    };
-    let problem = first.map(|reason| Problem::new(reason, condition.message.clone()));
+    let problem = problems.first().map(|(_, first)| {
+        let messages: Vec<&str> = problems
+            .iter()
+            .map(|(_, problem)| problem.message.as_str())
+            .collect();
+        Problem::new(first.reason, messages.join("; "))
+    });
+    let resolved = format!(
+        "all {} drain(s) resolve; {matched} pod(s) selected",
+        binding.spec.drains.len()
+    );
+    let condition = status::ready_condition(previous, problem.as_ref(), resolved, generation);
     let status = LogBindingStatus {
         observed_generation: generation,
         conditions: vec![condition],

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use sluice_api::crd::{
     LogDrain, LogDrainStatus,
-    condition::{DELIVERING, delivering, reason},
+    condition::{DELIVERING, delivering},
 };
 
 use super::{
@@ -55,20 +55,12 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let generation = drain.metadata.generation;
-    let condition = match &problem {
-        None => status::ready_condition(
-            previous,
-            true,
-            reason::RESOLVED,
-            format!(
-                "settings resolve; fed by {bindings} binding(s), {} pod(s) on {} node(s)",
-                pods.len(),
-                nodes.len()
-            ),
-            generation,
-        ),
-        Some(p) => status::ready_condition(previous, false, p.reason, p.message.clone(), generation),
-    };
+    let resolved = format!(
+        "settings resolve; fed by {bindings} binding(s), {} pod(s) on {} node(s)",
+        pods.len(),
+        nodes.len()
+    );
+    let condition = status::ready_condition(previous, problem.as_ref(), resolved, generation);
     let count = |n: usize| Some(i32::try_from(n).unwrap_or(i32::MAX));
     let (delivery, delivering) = delivery::assess(
         &world.collectors,

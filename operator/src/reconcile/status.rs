@@ -17,7 +17,10 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use sluice_api::crd::{LogBinding, LogBindingStatus, LogDrain, LogDrainStatus, condition::READY};
+use sluice_api::crd::{
+    LogBinding, LogBindingStatus, LogDrain, LogDrainStatus,
+    condition::{READY, reason::RESOLVED},
+};
 
 use super::{
     StatusOutcome, Step,
@@ -180,16 +183,19 @@ pub fn write<K: StatusObject>(
     }))
 }
 
-/// The Ready condition wanted now, keeping the transition time of `previous` when the status did
-/// not change.
+/// The Ready condition wanted now: `False` with the problem's reason and message when there is
+/// one, else `True` (`Resolved`) with `resolved`. Keeps the transition time of `previous` when the
+/// status did not change.
 pub fn ready_condition(
     previous: &[Condition],
-    ok: bool,
-    reason: &str,
-    message: String,
+    problem: Option<&Problem>,
+    resolved: String,
     generation: Option<i64>,
 ) -> Condition {
-    let status = if ok { "True" } else { "False" };
+    let (status, reason, message) = match problem {
+        None => ("True", RESOLVED, resolved),
+        Some(problem) => ("False", problem.reason, problem.message.clone()),
+    };
     let old = previous.iter().find(|c| c.type_ == READY);
     let last_transition_time = match old {
         Some(c) if c.status == status => c.last_transition_time.clone(),

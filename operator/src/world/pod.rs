@@ -106,9 +106,18 @@ pub struct PodInfo {
     pub node: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// `(container name, runtime id)`, in status order, current instances first, then previous
+    /// Its container instances, in status order, current instances first, then previous
     /// instances; without duplicates.
-    pub containers: Vec<(String, String)>,
+    pub containers: Vec<ContainerInstance>,
+}
+
+/// One instance of a pod's container: what a collector needs to find its log files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInstance {
+    /// The container's name in the pod spec.
+    pub name: String,
+    /// The runtime's id (`containerd://…`, `docker://…`).
+    pub id: String,
 }
 
 impl PodInfo {
@@ -133,10 +142,13 @@ impl PodInfo {
                 .as_deref()?;
             Some((s.name.as_str(), id))
         });
-        let mut containers: Vec<(String, String)> = Vec::new();
+        let mut containers: Vec<ContainerInstance> = Vec::new();
         for (name, id) in current.chain(previous) {
-            if !id.is_empty() && !containers.iter().any(|(_, known)| known == id) {
-                containers.push((name.to_owned(), id.to_owned()));
+            if !id.is_empty() && !containers.iter().any(|known| known.id == id) {
+                containers.push(ContainerInstance {
+                    name: name.to_owned(),
+                    id: id.to_owned(),
+                });
             }
         }
         Some(PodInfo {
