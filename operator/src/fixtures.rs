@@ -240,6 +240,13 @@ impl FakeCluster {
         std::mem::take(&mut *self.calls.lock().expect("test lock"))
     }
 
+    /// Change what node `node`'s config Secret holds behind the leader's back (a late write of a
+    /// deposed leader, a hand edit).
+    pub fn overwrite_stored(&self, node: &str, hash: &str) {
+        let mut stored = self.stored.lock().expect("test lock");
+        stored.insert(node.to_owned(), hash.to_owned());
+    }
+
     /// node → hash of every node config Secret it holds.
     pub fn stored_hashes(&self) -> HashMap<String, String> {
         self.stored.lock().expect("test lock").clone()

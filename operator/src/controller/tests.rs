@@ -455,6 +455,22 @@ async fn figures_only_status_writes_are_spaced_by_the_count_interval() {
 }
 
 #[tokio::test]
+async fn a_config_changed_behind_the_leader_is_written_again_on_the_recheck() {
+    let mut fixture = Fixture::open();
+    shop(&mut fixture);
+    let written = node_configs(&fixture.settle().await);
+    fixture.fake.overwrite_stored("node-a", "hash-of-a-stale-config");
+    fixture.leader.recheck_stored().await;
+    let rewritten = node_configs(&fixture.settle().await);
+    assert_eq!(rewritten.keys().collect::<Vec<_>>(), ["node-a"]);
+    assert_eq!(
+        rewritten["node-a"], written["node-a"],
+        "the same config as before"
+    );
+    assert_eq!(fixture.fake.stored_hashes(), fixture.leader.hashes);
+}
+
+#[tokio::test]
 async fn a_deposed_leader_writes_nothing() {
     let mut fixture = Fixture::open();
     fixture.leader.ctx.fence.close();
