@@ -42,7 +42,8 @@ enum FirstPass {
     Pending,
     /// Everything was marked dirty; node configs are being written.
     Started,
-    /// Every node config was written (or found up to date): the replica is ready.
+    /// Every node was rendered and its write, if any, finished (a failed one waits for its
+    /// retry): the replica is ready.
     Done,
 }
 
