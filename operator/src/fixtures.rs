@@ -208,6 +208,8 @@ pub struct FakeCluster {
     /// node → hash, as a real store would list it.
     stored: Mutex<HashMap<String, String>>,
     secrets: Mutex<HashMap<ObjKey, Secret>>,
+    /// node → how many more writes of its config Secret fail.
+    refused: Mutex<HashMap<String, usize>>,
 }
 
 impl FakeCluster {
@@ -247,6 +249,14 @@ impl FakeCluster {
         stored.insert(node.to_owned(), hash.to_owned());
     }
 
+    /// Fail the next `count` writes of node `node`'s config Secret (as an API server error would).
+    pub fn refuse_writes(&self, node: &str, count: usize) {
+        self.refused
+            .lock()
+            .expect("test lock")
+            .insert(node.to_owned(), count);
+    }
+
     /// node → hash of every node config Secret it holds.
     pub fn stored_hashes(&self) -> HashMap<String, String> {
         self.stored.lock().expect("test lock").clone()
@@ -265,6 +275,22 @@ impl NodeConfigStore for FakeCluster {
     fn write<'a>(&'a self, write: &'a NodeConfigWrite) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let node = write.node().to_owned();
+            if let Some(left) = self.refused.lock().expect("test lock").get_mut(&node)
+                && *left > 0
+            {
+                *left -= 1;
+                let status = kube::core::Status {
+                    code: 500,
+                    message: "refused by the test".into(),
+                    ..kube::core::Status::default()
+                };
+                let source = kube::Error::Api(Box::new(status));
+                return Err(crate::Error::kube(
+                    "apply",
+                    format!("Secret of node {node}"),
+                    source,
+                ));
+            }
             let config = match write {
                 NodeConfigWrite::Apply { yaml, .. } => {
                     Some(NodeConfig::from_yaml(yaml).expect("the leader writes configs the collector reads"))

@@ -470,6 +470,27 @@ async fn a_config_changed_behind_the_leader_is_written_again_on_the_recheck() {
     assert_eq!(fixture.fake.stored_hashes(), fixture.leader.hashes);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_refused_node_config_write_is_retried_after_its_backoff() {
+    let mut fixture = Fixture::open();
+    fixture.fake.refuse_writes("node-a", 1);
+    shop(&mut fixture);
+    let calls = fixture.settle().await;
+    assert_eq!(node_configs(&calls).keys().collect::<Vec<_>>(), ["node-b"]);
+    let errors = &fixture.leader.ctx.metrics.errors;
+    assert_eq!(errors.with_label_values(&["node_config", "ApiError"]).get(), 1);
+
+    // The first backoff is 0.5 s, jittered by a quarter either way.
+    tokio::time::advance(Duration::from_millis(370)).await;
+    fixture.leader.retry_due();
+    assert_eq!(fixture.settle().await, [], "not due yet");
+    tokio::time::advance(Duration::from_millis(260)).await;
+    fixture.leader.retry_due();
+    let calls = fixture.settle().await;
+    assert_eq!(node_configs(&calls).keys().collect::<Vec<_>>(), ["node-a"]);
+    assert_eq!(fixture.fake.stored_hashes(), fixture.leader.hashes);
+}
+
 #[tokio::test]
 async fn a_deposed_leader_writes_nothing() {
     let mut fixture = Fixture::open();
