@@ -4,6 +4,7 @@
 //!   with json-file log options;
 //! * [`syslog`]: rsyslog and syslog-ng receivers (TCP with octet counting, TLS, UDP) writing one
 //!   JSON object per received message, parsed back into [`syslog::Received`];
+//! * [`helm`]: the pinned helm with private directories, and the chart's path;
 //! * [`http`]: an in-process HTTP receiver that records every JSON line (gzip-aware) and can be
 //!   told to answer 503;
 //! * [`collector`]: the `sluice-collector` binary under test (config rewrites, SIGTERM/SIGKILL,
@@ -20,6 +21,7 @@
 pub mod collector;
 pub mod docker;
 pub mod fixture;
+pub mod helm;
 pub mod http;
 pub mod kube;
 pub mod multiset;
