@@ -12,197 +12,20 @@
 //! `scripts/images.sh` in `SLUICE_IMAGE_DIR` (scripts/test.sh provides all of them); without
 //! them it skips loudly, or fails under `SLUICE_REQUIRE_ALL=1`.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use serde_json::{Value, json};
-use sluice_kube_harness::{KubeNode, NODE_IP, NodeOptions, POD_LOGS_DIR, STATE_DIR};
+use sluice_kube_harness::{NodeOptions, POD_LOGS_DIR};
 use sluice_tests::{
     LineSpec,
-    fixture::{expect_exact, lines, loggen_args, wait_for_lines},
-    helm::{Helm, chart_dir},
+    chart_node::{ChartNode, DELIVERY_TIMEOUT, POD_TIMEOUT, RELEASE, SYSTEM, TENANTS},
+    fixture::{lines, wait_for_lines},
+    helm::chart_dir,
     multiset::Multiset,
-    support::{Missing, need, temp_dir, wait_until},
-    syslog::Rsyslog,
+    support::wait_until,
 };
-
-const IMAGE_DIR_ENV: &str = "SLUICE_IMAGE_DIR";
-/// The archives scripts/images.sh writes and the image each holds.
-const IMAGES: [(&str, &str); 4] = [
-    ("pause", "sluice.local/pause:dev"),
-    ("loggen", "sluice.local/loggen:dev"),
-    ("collector", "sluice.local/collector:dev"),
-    ("operator", "sluice.local/operator:dev"),
-];
-const RELEASE: &str = "sluice";
-const SYSTEM: &str = "sluice-system";
-const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
-const POD_TIMEOUT: &str = "--timeout=180s";
-
-/// The image archives, all present.
-fn image_dir() -> Result<PathBuf, Missing> {
-    let dir = std::env::var_os(IMAGE_DIR_ENV).map(PathBuf::from);
-    match dir {
-        Some(d) if IMAGES.iter().all(|(n, _)| d.join(format!("{n}.tar")).is_file()) => Ok(d),
-        other => Err(Missing::new(
-            "image archives",
-            format!(
-                "{IMAGE_DIR_ENV} ({other:?}) lacks one of pause, loggen, collector, operator .tar: run `eval \"$(scripts/images.sh | tail -n1)\"; export {IMAGE_DIR_ENV}`"
-            ),
-        )),
-    }
-}
-
-/// The node, the receivers and helm of the test.
-struct Rig {
-    node: KubeNode,
-    helm: Helm,
-    /// One receiver per tenant, listening on the node IP (the pods' gateway).
-    receivers: Vec<Rsyslog>,
-    files: tempfile::TempDir,
-}
-
-impl Rig {
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        output(self.node.kubectl().args(args))
-    }
-
-    /// `kubectl apply` of one object.
-    fn apply(&self, object: &Value) -> Result<String> {
-        let name = object["metadata"]["name"].as_str().unwrap_or("object");
-        let path = self.files.path().join(format!("{name}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(object)?)?;
-        self.kubectl(&["apply", "-f", &path.display().to_string()])
-    }
-
-    /// helm against the node's control plane, in the release's namespace.
-    fn helm(&self, args: &[&str]) -> Result<String> {
-        let kubeconfig = self.node.harness().kubeconfig_path().display().to_string();
-        let on_cluster = ["--namespace", SYSTEM, "--kubeconfig", &kubeconfig];
-        self.helm.ok(&[args, &on_cluster[..]].concat())
-    }
-
-    fn received(&self, tenant: usize) -> Multiset {
-        self.receivers[tenant]
-            .received()
-            .iter()
-            .map(|m| m.msg.clone())
-            .collect()
-    }
-
-    /// The collector pod's log and its pods' states, for failure messages.
-    fn context(&self) -> String {
-        let logs = self
-            .kubectl(&["logs", "-n", SYSTEM, "daemonset/sluice-collector", "--tail=20"])
-            .unwrap_or_else(|e| e.to_string());
-        let pods = self
-            .kubectl(&["get", "pods", "-A", "-o", "wide"])
-            .unwrap_or_else(|e| e.to_string());
-        format!("pods:\n{pods}\ncollector log:\n{logs}")
-    }
-
-    /// A loggen pod in `namespace` writing `count` lines of `spec` at `rate`/s, labelled as the
-    /// tenant's binding selects.
-    fn start_loggen(&self, namespace: &str, spec: &LineSpec, count: u64, rate: u64) -> Result<()> {
-        let pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": spec.tag, "namespace": namespace, "labels": {"app": "loggen"}},
-            "spec": {
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": false,
-                "terminationGracePeriodSeconds": 1,
-                "containers": [{
-                    "name": "loggen", "image": IMAGES[1].1, "imagePullPolicy": "Never",
-                    "args": loggen_args(spec, count, rate),
-                }],
-            },
-        });
-        // The ServiceAccount admission plugin needs the namespace's `default` account, which
-        // the controller-manager creates shortly after the namespace.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.apply(&pod) {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() < deadline && e.to_string().contains("serviceaccount") => {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e).with_context(|| format!("creating the pod {}", spec.tag)),
-            }
-        }
-    }
-
-    /// Waits until the loggen pod has written everything and exited 0.
-    fn wait_succeeded(&self, namespace: &str, name: &str) -> Result<()> {
-        self.kubectl(&[
-            "wait",
-            "-n",
-            namespace,
-            "--for=jsonpath={.status.phase}=Succeeded",
-            POD_TIMEOUT,
-            &format!("pod/{name}"),
-        ])
-        .with_context(|| self.context())
-        .map(drop)
-    }
-
-    /// Waits until `tenant`'s drain has received exactly `want`; also checks that the other
-    /// tenant's drain received none of these lines.
-    fn expect_exact(&self, label: &str, tenant: usize, want: &Multiset) -> Result<()> {
-        expect_exact(
-            label,
-            want,
-            DELIVERY_TIMEOUT,
-            || self.received(tenant),
-            || self.context(),
-        )
-    }
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn drain(namespace: &str, url: &str) -> Value {
-    json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain",
-           "metadata": {"name": format!("{namespace}-syslog"), "namespace": namespace},
-           "spec": {"url": url}})
-}
-
-fn binding(namespace: &str) -> Value {
-    json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding",
-           "metadata": {"name": "loggen", "namespace": namespace},
-           "spec": {"selector": {"matchLabels": {"app": "loggen"}},
-                    "drains": [format!("{namespace}-syslog")]}})
-}
-
-/// The values that fit the harness's node: its pod log directory, state under its state
-/// directory (removed with the node), the images just imported, the receivers' address allowed.
-fn install_values() -> Vec<String> {
-    [
-        format!("collector.podsRoot={POD_LOGS_DIR}"),
-        format!("collector.stateDir={STATE_DIR}/sluice"),
-        format!("collector.dockerRoot={STATE_DIR}/docker"),
-        "collector.image.tag=dev".into(),
-        "operator.image.tag=dev".into(),
-        format!("collector.destinations.allow={{{NODE_IP}/32}}"),
-    ]
-    .into_iter()
-    .flat_map(|v| ["--set".to_owned(), v])
-    .collect()
-}
 
 /// The rotated files of `namespace`/`pod`'s container: every file but the current `0.log`.
 fn rotated_files(namespace: &str, pod: &str) -> Result<Vec<String>> {
@@ -226,61 +49,20 @@ fn rotated_files(namespace: &str, pod: &str) -> Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> Result<()> {
     let test = "helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines";
-    let Some(images) = need(test, image_dir()) else {
-        return Ok(());
-    };
-    let Some(rsyslog_bin) = need(test, Rsyslog::available()) else {
-        return Ok(());
-    };
-    let Some(helm) = Helm::new(test) else {
-        return Ok(());
-    };
     // Small files and a frequent check, so the kubelet rotates while loggen writes.
     let node_options = NodeOptions {
         container_log_max_size: "1Mi".into(),
         container_log_max_files: 3,
         container_log_monitor_interval: "3s".into(),
     };
-    let pause = images.join("pause.tar");
-    let Some(node) = KubeNode::start_or_skip_with(test, &pause, IMAGES[0].1, &node_options).await? else {
+    let Some(rig) = ChartNode::start(test, &node_options).await? else {
         return Ok(());
     };
-    println!("node Ready {:.1?} after the start", node.ready_after());
-    for (name, image) in &IMAGES[1..] {
-        node.import_image(&images.join(format!("{name}.tar")), image)?;
-    }
-    let address: IpAddr = NODE_IP.parse()?;
-    let receivers = vec![
-        Rsyslog::start_on(&rsyslog_bin, address)?,
-        Rsyslog::start_on(&rsyslog_bin, address)?,
-    ];
-    let rig = Rig {
-        node,
-        helm,
-        receivers,
-        files: temp_dir("sluice-node-chart-")?,
-    };
+    println!("node Ready {:.1?} after the start", rig.node.ready_after());
 
     // 1. helm install: the operator and collector pods become Ready.
-    let chart = chart_dir().display().to_string();
-    let values = install_values();
-    let values: Vec<&str> = values.iter().map(String::as_str).collect();
     let installing = Instant::now();
-    rig.helm(
-        &[
-            &[
-                "install",
-                RELEASE,
-                &chart,
-                "--create-namespace",
-                "--wait",
-                "--timeout=5m",
-            ],
-            &values[..],
-        ]
-        .concat(),
-    )
-    .with_context(|| rig.context())?;
+    rig.install(&[])?;
     println!(
         "helm install: operator and collector pods Ready {:.1?} after the install began",
         installing.elapsed()
@@ -290,10 +72,7 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
     let mut want = [Multiset::new(), Multiset::new()];
     let mut first = Vec::new();
     for (i, ns) in TENANTS.iter().enumerate() {
-        rig.kubectl(&["create", "namespace", ns])?;
-        let url = format!("syslog://{NODE_IP}:{}", rig.receivers[i].ports.tcp);
-        rig.apply(&drain(ns, &url))?;
-        rig.apply(&binding(ns))?;
+        rig.add_tenant(i)?;
         let mut spec = LineSpec::new(format!("{ns}-first"), 60, 140);
         if i == 1 {
             // Longer than containerd's 16 KiB split: written as partial entries, shipped whole.
@@ -338,7 +117,7 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
     // 4. kubectl rollout restart of the DaemonSet while lines flow: the checkpoint on the
     //    hostPath carries over, nothing is lost or repeated.
     let flowing = LineSpec::new("tenant-b-restart", 60, 140);
-    rig.start_loggen(TENANTS[1], &flowing, 20_000, 1000)?;
+    rig.start_loggen(TENANTS[1], &flowing, 12_000, 1000)?;
     wait_for_lines(
         "tenant-b before the rollout restart",
         want[1].len() + 2000,
@@ -356,7 +135,7 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
         POD_TIMEOUT,
     ])?;
     rig.wait_succeeded(TENANTS[1], &flowing.tag)?;
-    want[1].merge(&lines(&flowing, 0, 20_000));
+    want[1].merge(&lines(&flowing, 0, 12_000));
     rig.expect_exact("tenant-b across a rollout restart", 1, &want[1])?;
 
     // 5. helm upgrade with changed values: still exact.
@@ -365,7 +144,7 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
             &[
                 "upgrade",
                 RELEASE,
-                &chart,
+                &chart_dir().display().to_string(),
                 "--reuse-values",
                 "--wait",
                 "--timeout=5m",
@@ -409,7 +188,7 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
     );
 
     // 7. helm uninstall: every object the chart rendered is gone, the CRDs stay.
-    let rendered = rig.helm.template_in(RELEASE, SYSTEM, &values)?;
+    let rendered = rig.template()?;
     rig.helm(&["uninstall", RELEASE, "--wait", "--timeout=2m"])?;
     let mut left = Vec::new();
     for object in &rendered {
