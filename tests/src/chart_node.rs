@@ -4,9 +4,9 @@
 //! reachable from pods at the node IP), and loggen pods. Used by `tests/tests/node_chart.rs` and
 //! the node benchmark (`bench/node.sh`).
 
-use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sluice_kube_harness::{KubeNode, NODE_IP, NodeOptions, POD_LOGS_DIR, STATE_DIR};
 use tokio::time::Instant;
@@ -16,7 +16,7 @@ use crate::{
     fixture::{expect_exact, loggen_args},
     helm::{Helm, chart_dir},
     multiset::Multiset,
-    support::{Missing, need, temp_dir},
+    support::{Missing, need, run, temp_dir},
     syslog::Rsyslog,
 };
 
@@ -136,7 +136,7 @@ impl ChartNode {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        output(self.node.kubectl().args(args))
+        run(self.node.kubectl().args(args))
     }
 
     /// `kubectl apply` of one object.
@@ -228,17 +228,6 @@ impl ChartNode {
             || self.context(),
         )
     }
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn drain(namespace: &str, url: &str) -> Value {
