@@ -187,6 +187,24 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
         "kubectl explain logdrain.spec.url printed no documentation:\n{explain}"
     );
 
+    // The examples of every drain kind are accepted as written.
+    let examples = sluice_tests::helm::repo_root().join("examples/cluster");
+    rig.kubectl(&[
+        "apply",
+        "-f",
+        &examples.join("logdrains.yaml").display().to_string(),
+    ])?;
+    rig.kubectl(&[
+        "apply",
+        "-f",
+        &examples.join("logbinding.yaml").display().to_string(),
+    ])?;
+    let drains = rig.kubectl(&["get", "logdrains", "-n", "sluice-examples", "-o", "name"])?;
+    ensure!(
+        drains.lines().count() == 4,
+        "examples/cluster: expected 4 LogDrains, kubectl shows:\n{drains}"
+    );
+
     // 7. helm uninstall: every object the chart rendered is gone, the CRDs stay.
     let rendered = rig.template()?;
     rig.helm(&["uninstall", RELEASE, "--wait", "--timeout=2m"])?;
