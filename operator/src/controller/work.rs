@@ -15,7 +15,7 @@ use std::{
 };
 
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
-use rand::Rng;
+use rand::RngExt;
 use sluice_api::crd::{LogBinding, LogDrain};
 use tokio::time::Instant;
 
