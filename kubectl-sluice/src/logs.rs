@@ -239,6 +239,10 @@ async fn follow(target: &Target, args: &LogsArgs, pick: &Pick, out: &mut Printer
             eprintln!("warning: {n} lines were not sent to this follow (it fell behind a collector)");
             continue;
         }
+        if value.get("following").is_some() {
+            eprintln!("Following: every line read from now on is printed (Ctrl-C to stop).");
+            continue;
+        }
         if let Some(w) = value.get("warning").and_then(serde_json::Value::as_str) {
             eprintln!("warning: {w}");
             continue;

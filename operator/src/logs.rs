@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long one collector may take to answer (a follow: to start answering).
 pub const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// The line a follow sends once every collector's follow has started (or failed to).
+pub const FOLLOWING_LINE: &str = "{\"following\":true}\n";
 /// The longest JSON line a follow passes on (a collector's longest line, escaped, fits).
 pub const MAX_FOLLOW_LINE_BYTES: usize = 64 << 20;
 
@@ -204,7 +206,8 @@ impl Collectors {
 
     /// Follow every collector for each of `queries`: each JSON line a collector sends (a line,
     /// or `{"lagged":N}`) goes to `lines` as it comes, whole; a follow that cannot be had or
-    /// breaks sends `{"warning":"…"}` instead. Returns when every follow has ended, `lines` is
+    /// breaks sends `{"warning":"…"}` instead; [`FOLLOWING_LINE`] comes once every collector
+    /// has started its follow (every line read after it is sent). Returns when every follow has ended, `lines` is
     /// closed, or `cancel` fires. A slow receiver of `lines` slows only the reading of the
     /// collectors' streams (the collectors then drop lines for this follower and say how many).
     pub async fn follow(
@@ -218,10 +221,19 @@ impl Collectors {
                 .iter()
                 .map(move |q| (e, format!("{FOLLOW_PATH}?{}", q.query_string())))
         });
-        let all = futures::future::join_all(follows.map(|(endpoint, path)| {
+        let follows: Vec<(&String, String)> = follows.collect();
+        let waiting = std::sync::atomic::AtomicUsize::new(follows.len());
+        let waiting = &waiting;
+        let all = futures::future::join_all(follows.into_iter().map(|(endpoint, path)| {
             let lines = lines.clone();
             async move {
-                if let Err(e) = self.follow_one(endpoint, &path, &lines).await {
+                let started = || async {
+                    // The last follow to start (or fail to) says that all are in place.
+                    if waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                        let _ = lines.send(Bytes::from_static(FOLLOWING_LINE.as_bytes())).await;
+                    }
+                };
+                if let Err(e) = self.follow_one(endpoint, &path, &lines, started).await {
                     let warning = serde_json::json!({ "warning": e.to_string() });
                     let mut text = warning.to_string().into_bytes();
                     text.push(b'\n');
@@ -235,11 +247,12 @@ impl Collectors {
         }
     }
 
-    async fn follow_one(
+    async fn follow_one<F: Future<Output = ()>>(
         &self,
         endpoint: &str,
         path: &str,
         lines: &tokio::sync::mpsc::Sender<Bytes>,
+        started: impl FnOnce() -> F,
     ) -> Result<(), Error> {
         let fail = |message: String| Error::Collector {
             endpoint: endpoint.to_owned(),
@@ -249,8 +262,10 @@ impl Collectors {
             .header("authorization", format!("Bearer {}", self.token))
             .body(Empty::new())
             .map_err(|e| fail(e.to_string()))?;
-        let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request))
-            .await
+        let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request)).await;
+        // A collector subscribes before it answers: from here on its lines come.
+        started().await;
+        let response = response
             .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
             .map_err(|e| fail(e.to_string()))?;
         let status = response.status();

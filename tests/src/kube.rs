@@ -142,6 +142,14 @@ impl KubeRig {
     /// Start the operator in-process as [`OPERATOR_USER`], watching the tenant namespace, with
     /// short intervals (status figures at most every 2 s).
     pub fn start_operator(&mut self) -> Result<()> {
+        self.start_operator_watching(vec![self.tenant.clone()])
+    }
+
+    /// As [`KubeRig::start_operator`], watching `namespaces` (created first if need be).
+    pub fn start_operator_watching(&mut self, namespaces: Vec<String>) -> Result<()> {
+        for ns in &namespaces {
+            self.create_namespace(ns)?;
+        }
         let client = self
             .rt
             .block_on(self.harness.client_as(OPERATOR_USER, &["system:serviceaccounts"]))?;
@@ -150,7 +158,7 @@ impl KubeRig {
         settings.renew_interval = Duration::from_millis(500);
         settings.missing_secret_retry = Duration::from_millis(500);
         settings.status_count_interval = Duration::from_secs(2);
-        settings.watch_namespaces = vec![self.tenant.clone()];
+        settings.watch_namespaces = namespaces;
         let token = CancellationToken::new();
         let ctx = sluice_operator::Context::new(client, settings);
         let stop = token.clone();
@@ -163,6 +171,24 @@ impl KubeRig {
         Ok(())
     }
 
+    /// Create namespace `name` unless it exists.
+    pub fn create_namespace(&self, name: &str) -> Result<()> {
+        self.rt.block_on(async {
+            let api: Api<Namespace> = Api::all(self.harness.client().await?);
+            if api.get_opt(name).await?.is_none() {
+                let object = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_owned()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                };
+                api.create(&PostParams::default(), &object).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Server-side apply `object` (JSON with apiVersion, kind, metadata.name) in the tenant
     /// namespace.
     pub fn apply<K>(&self, object: serde_json::Value) -> Result<()>
@@ -172,9 +198,20 @@ impl KubeRig {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
+        self.apply_in::<K>(&self.tenant, object)
+    }
+
+    /// Server-side apply `object` in `namespace`.
+    pub fn apply_in<K>(&self, namespace: &str, object: serde_json::Value) -> Result<()>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         self.rt.block_on(async {
-            let api: Api<K> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            let api: Api<K> = Api::namespaced(self.harness.client().await?, namespace);
             api.patch(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
@@ -210,6 +247,18 @@ impl KubeRig {
         labels: &[(&str, &str)],
         containers: &[(&str, &str)],
     ) -> Result<()> {
+        self.create_pod_in(&self.tenant, name, node, labels, containers)
+    }
+
+    /// As [`KubeRig::create_pod`], in `namespace`.
+    pub fn create_pod_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        containers: &[(&str, &str)],
+    ) -> Result<()> {
         let labels = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -222,7 +271,7 @@ impl KubeRig {
         let ids: Vec<(&str, &str)> = ids.iter().map(|(c, id)| (*c, id.as_str())).collect();
         let status = pods::running_status(&ids, "loggen");
         self.rt.block_on(async {
-            let api: Api<Pod> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            let api: Api<Pod> = Api::namespaced(self.harness.client().await?, namespace);
             api.create(&PostParams::default(), &pod)
                 .await
                 .with_context(|| format!("creating pod {name}"))?;
