@@ -279,6 +279,59 @@ fn collector_status(address: &str, token: Option<&str>) -> Result<u16> {
     Ok(code.parse()?)
 }
 
+/// A GET of alice's recent lines sent straight to the logs API at `address` (not through the API
+/// server) over TLS trusting `ca_pem`, presenting `client` (certificate and key PEM) if given:
+/// the raw answer, empty when the server closed the connection without one.
+fn direct_request(
+    address: std::net::SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<String> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(server_name.to_owned())?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let socket = std::net::TcpStream::connect(address)?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let request = "GET /apis/logs.sluice.dev/v1alpha1/namespaces/shop/podlogs HTTP/1.1\r\nHost: x\r\n\
+                   X-Remote-User: alice\r\nX-Remote-Group: system:authenticated\r\nConnection: close\r\n\r\n";
+    let mut answer = Vec::new();
+    // A refused client sees its write or its read fail (an alert), or the connection close.
+    if tls.write_all(request.as_bytes()).is_ok() {
+        let _ = tls.read_to_end(&mut answer);
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A client certificate for `cn` signed by the CA in `ca_cert`/`ca_key` (PEM files).
+fn client_cert(ca_cert: &Path, ca_key: &Path, cn: &str) -> Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_key)?)?;
+    let ca = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(ca_cert)?, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// A follow running in the background, its output in files.
 struct Follow {
     child: Child,
@@ -559,6 +612,39 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     ensure!(
         collector_status(&address, Some(TOKEN))? == 200,
         "the token must be served"
+    );
+
+    // 7. The logs API itself serves only the API server's front proxy: a certificate of the
+    //    front-proxy CA whose name is allowed. Spoofed X-Remote-User headers get nothing otherwise.
+    let pki = kube.harness.dir().join("pki");
+    let front = |name: &str| pki.join(name);
+    let proxy_cert = std::fs::read_to_string(front("front-proxy-client.crt"))?;
+    let proxy_key = std::fs::read_to_string(front("front-proxy-client.key"))?;
+    let served = direct_request(bound, &service_name, &ca, Some((&proxy_cert, &proxy_key)))?;
+    ensure!(
+        served.starts_with("HTTP/1.1 200"),
+        "the front proxy's certificate must be served: {served}"
+    );
+    let no_cert = direct_request(bound, &service_name, &ca, None)?;
+    ensure!(
+        !no_cert.contains("HTTP/"),
+        "a client without a certificate got an answer: {no_cert}"
+    );
+    let other_name = client_cert(
+        &front("front-proxy-ca.crt"),
+        &front("front-proxy-ca.key"),
+        "mallory",
+    )?;
+    let refused_name = direct_request(bound, &service_name, &ca, Some((&other_name.0, &other_name.1)))?;
+    ensure!(
+        !refused_name.contains("HTTP/"),
+        "a name not in requestheader-allowed-names got an answer: {refused_name}"
+    );
+    let main_ca = client_cert(&front("ca.crt"), &front("ca.key"), "front-proxy-client")?;
+    let refused_ca = direct_request(bound, &service_name, &ca, Some((&main_ca.0, &main_ca.1)))?;
+    ensure!(
+        !refused_ca.contains("HTTP/"),
+        "a certificate of another CA got an answer: {refused_ca}"
     );
 
     drop((node_a, node_b));
