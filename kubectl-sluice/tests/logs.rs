@@ -7,31 +7,25 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use base64::Engine as _;
-use k8s_openapi::{
-    api::{
-        core::v1::{Pod, Service},
-        discovery::v1::EndpointSlice,
-        rbac::v1::{Role, RoleBinding},
-    },
-    kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+use k8s_openapi::api::{
+    core::v1::Pod,
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams},
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::json;
 use sluice_api::{
     crd::{LogBinding, LogDrain},
-    query::{ADDRESS_ANNOTATION, RecentLine},
+    query::RecentLine,
 };
 use sluice_tests::{
     LineSpec,
@@ -39,8 +33,9 @@ use sluice_tests::{
     docker::RunSpec,
     fixture::{docker_rig, loggen_args},
     http::HttpReceiver,
-    kube::{COLLECTOR_USER, KubeRig, OPERATOR_USER},
-    support::{Missing, need, wait_until},
+    kube::{COLLECTOR_USER, KubeRig},
+    logs_api::{LogsApi, host_address, query_address},
+    support::{need, wait_until},
 };
 
 const MANAGER: &str = "sluice-logs-tests";
@@ -49,36 +44,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const TOKEN: &str = "logs-test-token-0123456789abcdefghijklmnop";
 /// Lines each workload writes (below the collectors' 1000 recent lines per container).
 const LINES: u64 = 300;
-
-/// This host's address on its default route: Endpoints may not be loopback, and the API server
-/// must reach the operator at it.
-fn host_address() -> Result<IpAddr, Missing> {
-    let probe = UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect("198.51.100.1:9").map(|()| s))
-        .and_then(|s| s.local_addr())
-        .map_err(|e| Missing::new("a non-loopback host address", format!("no default route: {e}")))?;
-    let ip = probe.ip();
-    if ip.is_loopback() || ip.is_unspecified() {
-        return Err(Missing::new("a non-loopback host address", format!("only {ip}")));
-    }
-    Ok(ip)
-}
-
-/// A CA and a serving certificate for the logs API's Service name: (CA PEM, cert PEM, key PEM).
-fn serving_cert(service_name: &str) -> Result<(String, String, String)> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice-logs-api-ca");
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![service_name.to_owned()])?;
-    params.distinguished_name.push(DnType::CommonName, service_name);
-    let cert = params.signed_by(&key, &ca)?;
-    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
-}
 
 /// What a run of the plugin returned.
 struct Run {
@@ -208,57 +173,6 @@ async fn grant(
         .patch(&format!("{name}-{user}"), &params, &Patch::Apply(&binding))
         .await?;
     Ok(())
-}
-
-/// Register the operator at `address:port` as the APIService `v1alpha1.logs.sluice.dev`, behind
-/// a Service and an EndpointSlice in `namespace`, trusted through `ca_pem`.
-async fn register(client: &Client, namespace: &str, address: IpAddr, port: u16, ca_pem: &str) -> Result<()> {
-    let params = PatchParams::apply(MANAGER).force();
-    let service = json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "sluice-logs-api", "namespace": namespace},
-        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port, "protocol": "TCP"}]}});
-    Api::<Service>::namespaced(client.clone(), namespace)
-        .patch("sluice-logs-api", &params, &Patch::Apply(&service))
-        .await?;
-    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "sluice-logs-api-host", "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": "sluice-logs-api"}},
-        "addressType": if address.is_ipv4() { "IPv4" } else { "IPv6" },
-        "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
-    Api::<EndpointSlice>::namespaced(client.clone(), namespace)
-        .patch("sluice-logs-api-host", &params, &Patch::Apply(&slice))
-        .await?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let api_service = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-        "metadata": {"name": "v1alpha1.logs.sluice.dev"},
-        "spec": {"group": "logs.sluice.dev", "version": "v1alpha1", "caBundle": b64,
-                 "groupPriorityMinimum": 1000, "versionPriority": 15,
-                 "service": {"namespace": namespace, "name": "sluice-logs-api", "port": 443}}});
-    Api::<APIService>::all(client.clone())
-        .patch("v1alpha1.logs.sluice.dev", &params, &Patch::Apply(&api_service))
-        .await?;
-    Ok(())
-}
-
-/// The APIService's `Available` condition as `(status, message)`.
-fn available(kube: &KubeRig) -> Option<(String, String)> {
-    let client = kube.admin().ok()?;
-    let got = kube
-        .rt
-        .block_on(Api::<APIService>::all(client).get("v1alpha1.logs.sluice.dev"))
-        .ok()?;
-    got.status?
-        .conditions?
-        .into_iter()
-        .find(|c| c.type_ == "Available")
-        .map(|c| (c.status, c.message.unwrap_or_default()))
-}
-
-/// The query address a collector publishes on its node Lease.
-fn query_address(kube: &KubeRig, node: &str) -> Option<String> {
-    let lease = kube.lease(node).ok()??;
-    lease.metadata.annotations?.get(ADDRESS_ANNOTATION).cloned()
 }
 
 /// A plain HTTP GET to `address` with an optional bearer token: the status code.
@@ -395,33 +309,9 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     std::fs::write(&token_file, TOKEN)?;
 
     // The logs API, served by the operator as its own identity on a host address.
-    let service_name = format!("sluice-logs-api.{}.svc", kube.system);
-    let (ca, cert, key) = serving_cert(&service_name)?;
-    let settings = sluice_operator::logs_api::ApiSettings {
-        listen: (host, 0).into(),
-        cert_pem: cert.into_bytes(),
-        key_pem: key.into_bytes(),
-        namespace: kube.system.clone(),
-        token: TOKEN.into(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let _stop_api = stop.clone().drop_guard();
-    let (bound, _) = kube.rt.block_on(async {
-        let client = kube
-            .harness
-            .client_as(OPERATOR_USER, &["system:serviceaccounts"])
-            .await?;
-        anyhow::Ok(sluice_operator::logs_api::serve(client, settings, stop).await?)
-    })?;
+    let api = LogsApi::start(&kube, host, TOKEN)?;
+    let (bound, ca, service_name) = (api.address, api.ca_pem.clone(), api.server_name.clone());
     let admin = kube.admin()?;
-    kube.rt
-        .block_on(register(&admin, &kube.system, host, bound.port(), &ca))?;
-    wait_until(
-        "the APIService v1alpha1.logs.sluice.dev to be Available",
-        TIMEOUT,
-        || available(&kube).filter(|(s, _)| s == "True"),
-        || format!("{:?}", available(&kube)),
-    )?;
 
     // Two collectors with the query API on.
     let collector_kubeconfig = kube.kubeconfig_for(COLLECTOR_USER)?;

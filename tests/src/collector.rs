@@ -169,6 +169,11 @@ impl Collector {
         fs::rename(&tmp, &self.config).context("replacing the config file")
     }
 
+    /// The running process's id (for its CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
+    }
+
     /// The port of `/metrics`, `/healthz` and `/readyz`.
     pub fn port(&self) -> u16 {
         self.port

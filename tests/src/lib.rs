@@ -22,6 +22,7 @@ pub mod docker;
 pub mod fixture;
 pub mod http;
 pub mod kube;
+pub mod logs_api;
 pub mod multiset;
 pub mod support;
 pub mod syslog;
