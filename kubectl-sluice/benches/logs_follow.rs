@@ -15,7 +15,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
@@ -29,6 +29,7 @@ use sluice_tests::{
     logs_api::{LogsApi, host_address, query_address},
     support::{need, wait_until},
 };
+use tokio::time::Instant;
 
 const TOKEN: &str = "logs-bench-token-0123456789abcdefghijklmnop";
 const NS: &str = "bench";

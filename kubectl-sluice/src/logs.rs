@@ -199,8 +199,13 @@ async fn recent(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<Rec
         .map_err(|e| api_error(target, e))?;
     let mut lines = Vec::new();
     for raw in text.lines().filter(|l| !l.trim().is_empty()) {
-        let line: RecentLine = serde_json::from_str(raw)
+        let value: serde_json::Value = serde_json::from_str(raw)
             .with_context(|| format!("the logs API sent a line that is not one: {raw}"))?;
+        if let Some(w) = value.get("warning").and_then(serde_json::Value::as_str) {
+            eprintln!("warning: {w} (its lines are missing)");
+            continue;
+        }
+        let line: RecentLine = serde_json::from_value(value).with_context(|| format!("not a line: {raw}"))?;
         if pick.wants(&line.namespace, &line.pod, args.recent) {
             lines.push(line);
         }

@@ -328,7 +328,7 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         docker_root: docker.root().to_owned(),
     };
     let node_a = Collector::start_cluster_with(&rig.bins, cluster_args("node-a"), &query_args)?;
-    let node_b = Collector::start_cluster_with(&rig.bins, cluster_args("node-b"), &query_args)?;
+    let mut node_b = Collector::start_cluster_with(&rig.bins, cluster_args("node-b"), &query_args)?;
     for node in ["node-a", "node-b"] {
         wait_until(
             &format!("{node}'s Lease to publish its query address"),
@@ -536,6 +536,21 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         !refused_ca.contains("HTTP/"),
         "a certificate of another CA got an answer: {refused_ca}"
     );
+
+    // 8. A collector that does not answer (killed; its Lease has not expired yet): the others'
+    //    lines come, with a warning naming it.
+    node_b.sigkill();
+    let partial = plugin(&alice, &["logs", "-A", "-o", "json"])?;
+    ensure!(
+        partial.stderr.contains("warning: collector http://")
+            && partial.stderr.contains("its lines are missing"),
+        "{partial:?}"
+    );
+    expect_pods(
+        "recent -A without node-b",
+        &json_lines(&partial)?,
+        &[("shop/web-1", &web_1), ("ops/api-1", &api_1)],
+    )?;
 
     drop((node_a, node_b));
     Ok(())

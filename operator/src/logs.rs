@@ -181,6 +181,20 @@ impl Collectors {
     /// time (among equal stamps: by collector, then by query, then in the collector's order), at
     /// most `tail` of them.
     pub async fn recent_of(&self, queries: &[Query], tail: Option<usize>) -> Result<Vec<RecentLine>, Error> {
+        let (lines, mut failures) = self.recent_lenient(queries, tail).await;
+        match failures.drain(..).next() {
+            Some(failure) => Err(failure),
+            None => Ok(lines),
+        }
+    }
+
+    /// As [`Collectors::recent_of`], but a collector that fails is left out and its failure
+    /// returned beside the lines of the others (one down collector does not hide the rest).
+    pub async fn recent_lenient(
+        &self,
+        queries: &[Query],
+        tail: Option<usize>,
+    ) -> (Vec<RecentLine>, Vec<Error>) {
         let asks = self.endpoints.iter().flat_map(|e| {
             queries
                 .iter()
@@ -189,9 +203,15 @@ impl Collectors {
         let answers =
             futures::future::join_all(asks.map(|(e, path)| async move { self.fetch(e, &path).await })).await;
         let mut lines: Vec<(Option<jiff::Timestamp>, usize, usize, RecentLine)> = Vec::new();
+        let mut failures = Vec::new();
         for (ask, answer) in answers.into_iter().enumerate() {
-            for (i, line) in answer?.into_iter().enumerate() {
-                lines.push((line.time.parse().ok(), ask, i, line));
+            match answer {
+                Ok(answer) => {
+                    for (i, line) in answer.into_iter().enumerate() {
+                        lines.push((line.time.parse().ok(), ask, i, line));
+                    }
+                }
+                Err(e) => failures.push(e),
             }
         }
         lines.sort_by_key(|(time, ask, i, _)| (*time, *ask, *i));
@@ -201,7 +221,7 @@ impl Collectors {
         {
             merged.drain(..merged.len() - tail);
         }
-        Ok(merged)
+        (merged, failures)
     }
 
     /// Follow every collector for each of `queries`: each JSON line a collector sends (a line,

@@ -3,7 +3,8 @@
 //! decides with a SubjectAccessReview and reads the collectors (see [`crate::logs`]).
 //!
 //! * `GET /apis/logs.sluice.dev/v1alpha1/namespaces/NS/podlogs?[pod=P]…[&container=C][&since=RFC3339][&tail=N]`:
-//!   the recent lines of NS as JSON lines ([`sluice_api::query::RecentLine`]), merged by time;
+//!   the recent lines of NS as JSON lines ([`sluice_api::query::RecentLine`]), merged by time,
+//!   after a `{"warning":"…"}` line for each collector that did not answer (all failing: 502);
 //!   with `watch=true`, a follow instead (JSON lines as they are read, `{"lagged":N}` and
 //!   `{"warning":"…"}` among them). A watch is a long-running request for the API server, so it
 //!   is not cut at its request timeout.
@@ -444,18 +445,25 @@ async fn lines(shared: Shared, namespace: Option<String>, headers: HeaderMap, qu
     if params.watch {
         return follow(collectors, queries, shared.shutdown.child_token());
     }
-    match collectors.recent_of(&queries, params.tail).await {
-        Ok(lines) => {
-            let mut body = Vec::new();
-            for line in lines {
-                if serde_json::to_writer(&mut body, &line).is_ok() {
-                    body.push(b'\n');
-                }
-            }
-            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
-        }
-        Err(e) => status(StatusCode::BAD_GATEWAY, "InternalError", &e.to_string()),
+    let asks = collectors.endpoints.len() * queries.len();
+    let (lines, failures) = collectors.recent_lenient(&queries, params.tail).await;
+    if !failures.is_empty() && failures.len() == asks {
+        let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        return status(StatusCode::BAD_GATEWAY, "InternalError", &all.join("; "));
     }
+    // The collectors that failed come first, as warnings; then the lines of the others.
+    let mut body = Vec::new();
+    for failure in failures {
+        if serde_json::to_writer(&mut body, &json!({ "warning": failure.to_string() })).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    for line in lines {
+        if serde_json::to_writer(&mut body, &line).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 /// The namespaces to read: `namespace` if the caller may read its pod logs, else (no namespace)
@@ -487,6 +495,7 @@ async fn readable(
             Err(e) => Err(review_failed(e)),
         };
     }
+    let everywhere = may_read_logs(client, caller, "").await.map_err(review_failed)?;
     let names: Vec<String> = Api::<Namespace>::all(client.clone())
         .list_metadata(&ListParams::default())
         .await
@@ -501,6 +510,9 @@ async fn readable(
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
+    if everywhere {
+        return Ok(names);
+    }
     let verdicts: Vec<(String, Result<bool, crate::logs::Error>)> = futures::stream::iter(names)
         .map(|ns| async move {
             let verdict = may_read_logs(client, caller, &ns).await;

@@ -132,9 +132,21 @@ async fn main() -> anyhow::Result<()> {
     });
     if let Some(api) = logs_api_settings(&args_logs_api, &settings.namespace)? {
         // Every replica serves it (it writes nothing), so a standby answers as well as the leader.
-        sluice_operator::logs_api::serve(client.clone(), api, shutdown.clone())
-            .await
-            .context("cannot serve the logs API")?;
+        // A logs API that cannot start (no aggregation layer, RBAC not bound yet) is retried and
+        // never stops the operator's own work.
+        let (client, stop) = (client.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                match sluice_operator::logs_api::serve(client.clone(), api.clone(), stop.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => tracing::error!(error = %e, "cannot serve the logs API; trying again in 30 s"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        });
     }
     sluice_operator::run(Context::new(client, settings), shutdown).await?;
     Ok(())
