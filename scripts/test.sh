@@ -8,8 +8,10 @@ cd "$REPO_ROOT"
 
 "$REPO_ROOT/scripts/setup.sh"
 eval "$("$REPO_ROOT/scripts/build.sh" | tail -n1)"
-# The real node's test imports these (built from the static binaries just built; no pulls).
-eval "$("$REPO_ROOT/scripts/images.sh" loggen pause | tail -n1)"
+# The real node's tests import these (FROM scratch around static binaries; no pulls). The
+# collector, loggen and pause binaries are the ones just built; the operator's is built here once
+# and is then cached in $CARGO_TARGET_DIR like the others.
+eval "$("$REPO_ROOT/scripts/images.sh" collector operator loggen pause | tail -n1)"
 export SLUICE_BIN_DIR SLUICE_IMAGE_DIR SLUICE_REQUIRE_ALL=1
 SLUICE_HELM="$(sluice_helm_path)"   # the pinned helm, for tests/tests/chart.rs
 export SLUICE_HELM

@@ -19,6 +19,8 @@
 
 pub mod backoff;
 pub mod destinations;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod http;
 pub mod json;
 pub mod retry;
@@ -118,12 +120,12 @@ pub const CHANNEL_BATCHES: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The URL does not parse.
-    #[error("drain {drain:?}: url: {message}")]
+    #[error("drain {drain:?}: url: {source}")]
     Url {
         /// The drain.
         drain: String,
         /// What is wrong.
-        message: String,
+        source: sluice_api::node_config::UrlError,
     },
     /// A syslog template does not parse.
     #[error("drain {drain:?}: invalid syslog format")]
@@ -143,13 +145,21 @@ pub enum Error {
         #[source]
         source: Box<tls::Error>,
     },
-    /// The HTTP settings cannot be used.
-    #[error("drain {drain:?}: {message}")]
+    /// The HTTP URL cannot be used as a request URI.
+    #[error("drain {drain:?}: url: {source}")]
+    HttpUri {
+        /// The drain.
+        drain: String,
+        /// What is wrong.
+        source: ::http::uri::InvalidUri,
+    },
+    /// The HTTP headers or credentials cannot be used.
+    #[error("drain {drain:?}: {source}")]
     Http {
         /// The drain.
         drain: String,
         /// What is wrong.
-        message: String,
+        source: http::HeaderError,
     },
 }
 
@@ -247,9 +257,9 @@ impl RunningDrain {
 /// Validate `config` and start the drain's task. Must be called inside a tokio runtime.
 pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Error> {
     let drain = config.name.clone();
-    let kind = config.kind().map_err(|message| Error::Url {
+    let kind = config.kind().map_err(|source| Error::Url {
         drain: drain.clone(),
-        message,
+        source,
     })?;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
     let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx)?;
@@ -384,12 +394,14 @@ fn http_transport(
     https: bool,
     destinations: Arc<destinations::Destinations>,
 ) -> Result<Transport, Error> {
-    let err = |message: String| Error::Http {
+    let uri: ::http::Uri = url.parse().map_err(|source| Error::HttpUri {
         drain: config.name.clone(),
-        message,
-    };
-    let uri: ::http::Uri = url.parse().map_err(|e| err(format!("url: {e}")))?;
-    let headers = http::headers(config.http.as_ref()).map_err(err)?;
+        source,
+    })?;
+    let headers = http::headers(config.http.as_ref()).map_err(|source| Error::Http {
+        drain: config.name.clone(),
+        source,
+    })?;
     let client = tls::client_config(config.tls.as_ref()).map_err(|source| Error::Tls {
         drain: config.name.clone(),
         source: Box::new(source),

@@ -7,6 +7,8 @@
 
 #[path = "support/engine.rs"]
 mod support;
+#[path = "../../tests/src/tmpfs.rs"]
+mod tmpfs;
 
 use std::{
     fs,
@@ -215,6 +217,57 @@ fn a_file_rotated_and_compressed_between_two_looks_is_read() {
     place_compressed(&node, text.as_bytes(), &gz(&c.rotated(1)));
     expected.extend(missed);
     expected.extend(docker_lines(&c, 350, 100));
+    expect_exactly(&node, engine, &a, &c, expected, 450);
+}
+
+/// A file first seen compressed cannot be inflated while the state directory is full: it is
+/// reported once and retried at every look, and the newer file of its container waits (a reader
+/// must not pass the place the missed file goes). Once there is room it is read, in its place,
+/// and nothing is lost.
+#[test]
+fn a_compressed_file_is_inflated_once_the_full_state_dir_has_room() {
+    let node = Node::new();
+    let state = tmpfs::Tmpfs::mount(1024 * 1024).unwrap();
+    let mut settings = node.settings();
+    settings.state_dir = state.path().to_owned();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 76);
+    let engine = node.start(settings, routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = docker_lines(&c, 0, 200);
+    wait_for("the first file's lines", T, || a.count() == expected.len());
+
+    // Between two looks: the known file is compressed, a file never seen appears compressed, a
+    // newer file is written, and the state directory fills up.
+    let paused = engine.pause().unwrap();
+    rotate_compressed(&c);
+    let (text, missed) = docker_text(200, 150);
+    fs::rename(gz(&c.rotated(1)), gz(&c.rotated(2))).unwrap();
+    place_compressed(&node, text.as_bytes(), &gz(&c.rotated(1)));
+    let newer = docker_lines(&c, 350, 100);
+    state.fill("filler").unwrap();
+    drop(paused);
+    for _ in 0..5 {
+        engine.rescan().unwrap();
+    }
+    wait_for("the drain to take what it was sent", T, || a.idle());
+    assert_same_lines("while the state dir is full", a.messages(), expected.clone());
+    assert_eq!(
+        node.recorder.get("input:unreadable_file"),
+        1,
+        "the full state directory is reported once"
+    );
+
+    fs::remove_file(state.path().join("filler")).unwrap();
+    engine.rescan().unwrap();
+    expected.extend(missed.iter().cloned());
+    expected.extend(newer.iter().cloned());
+    wait_for("every line", T, || a.count() >= expected.len());
+    let got = a.messages();
+    let position = |line: &String| got.iter().position(|g| g == line);
+    assert!(
+        position(missed.last().unwrap()) < position(&newer[0]),
+        "the missed file is read before the newer one"
+    );
     expect_exactly(&node, engine, &a, &c, expected, 450);
 }
 

@@ -172,7 +172,8 @@ fn main() -> Result<()> {
     let Some(mut kube) = KubeRig::start(bench)? else {
         return Ok(());
     };
-    kube.start_operator_watching(vec![NS.to_owned()])?;
+    kube.create_namespace(NS)?;
+    kube.start_operator_with(&[NS], |_| {})?;
     let _api = LogsApi::start(&kube, host, TOKEN)?;
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");

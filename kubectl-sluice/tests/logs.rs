@@ -303,7 +303,8 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     };
     let docker = &rig.docker;
     let (shop, ops) = ("shop".to_owned(), "ops".to_owned());
-    kube.start_operator_watching(vec![shop.clone(), ops.clone()])?;
+    kube.create_namespace(&ops)?;
+    kube.start_operator_with(&[ops.as_str()], |_| {})?;
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN)?;

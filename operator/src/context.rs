@@ -148,11 +148,19 @@ impl Context {
     /// Count an API write about to be sent, or refuse it when this replica may no longer lead (its
     /// Lease may have expired), so a deposed leader never writes.
     pub fn before_write(&self, resource: &str, verb: &str) -> crate::Result<()> {
-        if !self.fence.is_open() {
-            return Err(crate::Error::NotLeader);
-        }
+        self.may_write()?;
         self.metrics.write(resource, verb);
         Ok(())
+    }
+
+    /// Refuse a write when this replica may no longer lead (its Lease may have expired). The
+    /// leader checks this before it hands a write to a [`crate::reconcile::cluster`] store.
+    pub fn may_write(&self) -> crate::Result<()> {
+        if self.fence.is_open() {
+            Ok(())
+        } else {
+            Err(crate::Error::NotLeader)
+        }
     }
 }
 

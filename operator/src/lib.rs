@@ -2,6 +2,9 @@
 //! Secret per node (`sluice-node-<node>`, read by that node's collector), and tells users in the
 //! objects' status whether their drains and bindings work.
 //!
+//! Modules depend one way, in the order data flows: [`resolve`] ← [`world`] ← [`render`] ←
+//! [`reconcile`] ← [`controller`] (see `docs/architecture-operator.md`).
+//!
 //! Invariants (see each module for its own):
 //! * only the replica holding the leader Lease writes anything ([`run`]);
 //! * a pod change re-renders only its node; a node's Secret is written only when its content hash
@@ -20,6 +23,7 @@ pub mod logs_api;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
+pub mod resolve;
 pub mod server;
 pub mod telemetry;
 pub mod world;

@@ -1,10 +1,12 @@
 //! Turning the [`crate::world::World`] into API writes: node config Secrets ([`node_config`]) and
-//! the statuses of drains ([`drain`]) and bindings ([`binding`]).
+//! the statuses of drains ([`drain`]) and bindings ([`binding`]), through the traits of
+//! [`cluster`], so the leader's pass runs against fixtures in unit tests.
 //!
 //! Invariant shared by all three: compare first, write only a difference. A restart with nothing
 //! changed therefore writes nothing.
 
 pub mod binding;
+pub mod cluster;
 pub mod delivery;
 pub mod drain;
 pub mod node_config;
@@ -12,7 +14,7 @@ pub mod status;
 
 /// What a status reconciliation did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum StatusOutcome {
     /// The status already said this.
     Unchanged,
     /// The status was written.
@@ -24,7 +26,7 @@ pub enum Outcome {
 /// What reconciling one status of a `K` takes: nothing more, or a write to run.
 pub enum Step<K> {
     /// Decided without a write.
-    Done(Outcome),
+    Done(StatusOutcome),
     /// A write that owns everything it needs (so it runs off the leader's loop); it resolves to
     /// the object as the API server returned it after the write, or the error.
     Write(futures::future::BoxFuture<'static, crate::Result<K>>),

@@ -16,44 +16,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sha2::{Digest, Sha256};
 use sluice_api::{
     crd::LogBinding,
     node_config::{self, ContainerConfig, DrainConfig, NodeConfig, Stream},
 };
 
-use crate::world::{ObjKey, World, in_namespace};
-
-pub mod cert;
-pub mod drain;
-
-pub use drain::{Problem, resolve_drain, secret_names};
-
-/// The name a tenant drain gets in node configs: `<namespace>-<name>`, or, when that is longer
-/// than a DNS label allows, a shortened form with a hash suffix. Stable: the collector keys its
-/// cursors by it, so it must not depend on anything but the drain's own identity.
-pub fn node_drain_name(namespace: &str, name: &str) -> String {
-    let plain = format!("{namespace}-{name}");
-    if plain.len() <= 63 {
-        return plain;
-    }
-    hashed_name(&plain, namespace, name)
-}
-
-fn hashed_name(plain: &str, namespace: &str, name: &str) -> String {
-    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
-    let suffix: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{suffix}", plain[..54].trim_end_matches('-'))
-}
-
-/// The hex SHA-256 of a rendered config: written into the Secret's annotation and compared before
-/// every write.
-pub fn content_hash(yaml: &str) -> String {
-    Sha256::digest(yaml.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::resolve::content_hash;
+use crate::{
+    resolve::{ObjKey, node_drain_names},
+    world::{World, in_namespace},
+};
 
 /// The streams a binding ships (both when it names none).
 fn streams_of(binding: &LogBinding) -> Vec<Stream> {
@@ -83,13 +55,13 @@ fn bound_containers<'a>(
     let wanted = &binding.spec.containers;
     pod.containers
         .iter()
-        .filter(move |(container, _)| wanted.is_empty() || wanted.contains(container))
-        .map(move |(container, id)| ContainerConfig {
-            id: id.clone(),
+        .filter(move |instance| wanted.is_empty() || wanted.contains(&instance.name))
+        .map(move |instance| ContainerConfig {
+            id: instance.id.clone(),
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
             pod_uid: pod.uid.clone(),
-            container: container.clone(),
+            container: instance.name.clone(),
             labels: pod.labels.clone(),
             streams: streams_of(binding),
             drains: Vec::new(),
@@ -99,9 +71,6 @@ fn bound_containers<'a>(
 /// The most bytes of YAML a node's config may take by default: well below the API server's 1 MiB
 /// limit on a Secret's data, with room for growth between renders.
 pub const NODE_CONFIG_LIMIT: usize = 768 * 1024;
-
-/// The most bytes of YAML one drain's settings may take (its CA bundle included).
-pub const DRAIN_BUDGET: usize = 64 * 1024;
 
 /// A node's config rendered within a size limit.
 #[derive(Debug, Default, PartialEq)]
@@ -190,7 +159,7 @@ fn render_excluding(
         .iter()
         .map(|(k, d)| (k.clone(), serde_yaml::to_string(d).map_or(0, |y| y.len())))
         .collect();
-    let names = unique_names(drains.keys());
+    let names = node_drain_names(drains.keys());
     let mut rendered: Vec<ContainerConfig> = containers
         .into_iter()
         .map(|(keys, mut c)| {
@@ -287,23 +256,6 @@ fn share_ca_bundles(drains: &mut [DrainConfig]) -> BTreeMap<String, String> {
         }
     }
     bundles
-}
-
-/// Node-config names for drain keys; `<ns>-<name>` is ambiguous (`a-b`/`c` vs `a`/`b-c`), so
-/// keys that would collide fall back to the hashed form.
-fn unique_names<'a>(keys: impl Iterator<Item = &'a ObjKey>) -> BTreeMap<ObjKey, String> {
-    let mut names: BTreeMap<ObjKey, String> =
-        keys.map(|k| (k.clone(), node_drain_name(&k.0, &k.1))).collect();
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for n in names.values() {
-        *count.entry(n.clone()).or_default() += 1;
-    }
-    for ((ns, name), n) in names.iter_mut() {
-        if count[n.as_str()] > 1 {
-            *n = hashed_name(&format!("{ns}-{name}-{}", "x".repeat(63)), ns, name);
-        }
-    }
-    names
 }
 
 /// Sort container entries and merge those that differ only in drains (two bindings selecting the

@@ -15,38 +15,13 @@ use sluice_api::{
     node_config::DrainConfig,
 };
 
-use crate::render::{self, Problem};
+use crate::resolve::{self, Problem};
+pub use crate::resolve::{ObjKey, SecretData};
 
 pub mod collectors;
 pub mod pod;
 
-pub use pod::{PodInfo, SlimPod};
-
-/// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
-pub type ObjKey = (String, String);
-
-/// A Secret a drain names, as the operator keeps it.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SecretData {
-    /// It does not exist.
-    Missing,
-    /// It exists but has not opted in to serve drains (no
-    /// [`DRAIN_CREDENTIALS_LABEL`](sluice_api::crd::DRAIN_CREDENTIALS_LABEL)); its data is not kept.
-    NotPermitted,
-    /// It opted in: its data by key.
-    Permitted(BTreeMap<String, Vec<u8>>),
-}
-
-impl std::fmt::Debug for SecretData {
-    // Keys only: the values are credentials.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Missing => f.write_str("Missing"),
-            Self::NotPermitted => f.write_str("NotPermitted"),
-            Self::Permitted(data) => f.debug_tuple("Permitted").field(&data.keys()).finish(),
-        }
-    }
-}
+pub use pod::{ContainerInstance, PodInfo, SlimPod};
 
 /// What a change may have affected.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -93,11 +68,20 @@ pub struct World {
     /// up to date by [`World::set_drain`] and [`World::set_secret`], so rendering a node never
     /// parses certificates again.
     resolved: HashMap<ObjKey, Resolved>,
-    /// Drains left out of node configs that would be too large with them: drain → node → (bytes
-    /// the drain would add, the node's limit).
-    left_out: HashMap<ObjKey, BTreeMap<String, (usize, usize)>>,
+    /// Drains left out of node configs that would be too large with them: drain → node → by how
+    /// much.
+    left_out: HashMap<ObjKey, BTreeMap<String, LeftOut>>,
     /// The collectors' node Leases: coverage and delivery figures.
     pub collectors: collectors::Collectors,
+}
+
+/// A drain left out of one node's config for size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeftOut {
+    /// The bytes of YAML the drain would add to the node's config.
+    pub adds: usize,
+    /// The node's limit.
+    pub limit: usize,
 }
 
 /// A drain resolved with its Secrets: the settings a collector gets, or why it cannot be used.
@@ -111,6 +95,33 @@ pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
     )
 }
 
+/// A custom resource the world keeps by key and replaces the same way for each kind after a
+/// watch's (re)list: [`LogDrain`] and [`LogBinding`].
+pub trait Tracked: kube::Resource + Sized {
+    /// Those the world holds.
+    fn all(world: &World) -> &BTreeMap<ObjKey, Self>;
+    /// Insert, replace (`Some`) or remove (`None`) one, returning what that may have changed.
+    fn set(world: &mut World, key: ObjKey, object: Option<Self>) -> Dirty;
+}
+
+impl Tracked for LogDrain {
+    fn all(world: &World) -> &BTreeMap<ObjKey, Self> {
+        &world.drains
+    }
+    fn set(world: &mut World, key: ObjKey, object: Option<Self>) -> Dirty {
+        world.set_drain(key, object)
+    }
+}
+
+impl Tracked for LogBinding {
+    fn all(world: &World) -> &BTreeMap<ObjKey, Self> {
+        &world.bindings
+    }
+    fn set(world: &mut World, key: ObjKey, object: Option<Self>) -> Dirty {
+        world.set_binding(key, object)
+    }
+}
+
 /// The objects of one namespace in a key-ordered map.
 pub fn in_namespace<'a, V>(
     map: &'a BTreeMap<ObjKey, V>,
@@ -121,70 +132,11 @@ pub fn in_namespace<'a, V>(
 }
 
 impl World {
-    /// The keys of the pods on a node.
-    pub fn pods_on(&self, node: &str) -> impl Iterator<Item = &PodInfo> {
-        self.pods_by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.pods.get(k))
-    }
-
-    /// Every node that runs at least one pod.
-    pub fn nodes(&self) -> impl Iterator<Item = &String> {
-        self.pods_by_node.keys()
-    }
-
-    /// The pods of a namespace.
-    pub fn pods_in(&self, ns: &str) -> impl Iterator<Item = &PodInfo> {
-        self.pods_by_namespace
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.pods.get(k))
-    }
-
     /// Everything in a namespace: its pods' nodes, its drains and its bindings.
     pub fn namespace_dirty(&self, ns: &str) -> Dirty {
         Dirty {
             nodes: self.pods_in(ns).map(|p| p.node.clone()).collect(),
             ..self.statuses_in(ns)
-        }
-    }
-
-    /// Insert or replace a pod (a pod without a node is removed instead).
-    pub fn upsert_pod(&mut self, pod: Option<PodInfo>, key: ObjKey) -> Dirty {
-        let old = self.remove_pod_quiet(&key);
-        if old.as_ref() == pod.as_ref() {
-            if let Some(old) = old {
-                self.insert_pod_quiet(old);
-            }
-            return Dirty::default();
-        }
-        let mut dirty = Dirty::default();
-        for p in old.iter().chain(pod.iter()) {
-            dirty.merge(self.pod_dirty(p));
-        }
-        if let Some(pod) = pod {
-            self.insert_pod_quiet(pod);
-        }
-        dirty
-    }
-
-    /// Remove a pod.
-    pub fn delete_pod(&mut self, key: &ObjKey) -> Dirty {
-        match self.remove_pod_quiet(key) {
-            Some(old) => self.pod_dirty(&old),
-            None => Dirty::default(),
-        }
-    }
-
-    /// A pod's node (its config), and its namespace (the pod counts of its drains and bindings).
-    fn pod_dirty(&self, pod: &PodInfo) -> Dirty {
-        Dirty {
-            nodes: [pod.node.clone()].into(),
-            namespaces: [pod.namespace.clone()].into(),
-            ..Dirty::default()
         }
     }
 
@@ -212,53 +164,22 @@ impl World {
         }
     }
 
-    fn insert_pod_quiet(&mut self, pod: PodInfo) {
-        let key = (pod.namespace.clone(), pod.name.clone());
-        self.pods_by_node
-            .entry(pod.node.clone())
-            .or_default()
-            .insert(key.clone());
-        self.pods_by_namespace
-            .entry(pod.namespace.clone())
-            .or_default()
-            .insert(key.clone());
-        self.pods.insert(key, pod);
-    }
-
-    fn remove_pod_quiet(&mut self, key: &ObjKey) -> Option<PodInfo> {
-        let old = self.pods.remove(key)?;
-        for (index, group) in [
-            (&mut self.pods_by_node, &old.node),
-            (&mut self.pods_by_namespace, &old.namespace),
-        ] {
-            if let Some(set) = index.get_mut(group) {
-                set.remove(key);
-                if set.is_empty() {
-                    index.remove(group);
-                }
-            }
-        }
-        Some(old)
-    }
-
-    /// Replace the pods of a namespace (`None`: of all namespaces) after a watch (re)list,
-    /// returning what changed.
-    pub fn replace_pods(&mut self, scope: Option<&str>, pods: Vec<PodInfo>) -> Dirty {
-        let mut dirty = Dirty::default();
-        let mut seen = std::collections::HashSet::new();
-        for pod in pods {
-            let key = (pod.namespace.clone(), pod.name.clone());
-            seen.insert(key.clone());
-            dirty.merge(self.upsert_pod(Some(pod), key));
-        }
-        let gone: Vec<ObjKey> = self
-            .pods
+    /// Replace the objects of kind `K` in a namespace (`None`: in all namespaces) with those a watch
+    /// (re)list showed, returning what changed.
+    pub fn replace_all<K: Tracked>(&mut self, scope: Option<&str>, listed: Vec<K>) -> Dirty {
+        let keys: BTreeSet<ObjKey> = listed.iter().map(|object| key_of(object.meta())).collect();
+        let gone: Vec<ObjKey> = K::all(self)
             .keys()
-            .filter(|k| scope.is_none_or(|ns| ns == k.0) && !seen.contains(*k))
+            .filter(|key| scope.is_none_or(|ns| ns == key.0) && !keys.contains(*key))
             .cloned()
             .collect();
+        let mut dirty = Dirty::default();
+        for object in listed {
+            let key = key_of(object.meta());
+            dirty.merge(K::set(self, key, Some(object)));
+        }
         for key in gone {
-            dirty.merge(self.delete_pod(&key));
+            dirty.merge(K::set(self, key, None));
         }
         dirty
     }
@@ -300,7 +221,7 @@ impl World {
         }
         self.secrets.insert(key.clone(), data);
         let named: Vec<ObjKey> = in_namespace(&self.drains, &key.0)
-            .filter(|(_, d)| render::secret_names(&d.spec).contains(&key.1))
+            .filter(|(_, d)| resolve::secret_names(&d.spec).contains(&key.1))
             .map(|(k, _)| k.clone())
             .collect();
         for drain in named {
@@ -321,7 +242,7 @@ impl World {
             return Some(problem.clone());
         }
         let nodes = self.left_out.get(key)?;
-        let (adds, limit) = nodes.values().max()?;
+        let LeftOut { adds, limit } = nodes.values().max()?;
         let names: Vec<&str> = nodes.keys().map(String::as_str).collect();
         Some(Problem {
             reason: sluice_api::crd::condition::reason::CONFIG_TOO_LARGE,
@@ -347,7 +268,10 @@ impl World {
         }
         for (key, adds) in drains {
             let nodes = self.left_out.entry(key.clone()).or_default();
-            if nodes.insert(node.to_owned(), (*adds, limit)).is_none() {
+            if nodes
+                .insert(node.to_owned(), LeftOut { adds: *adds, limit })
+                .is_none()
+            {
                 dirty.drains.insert(key.clone());
             }
         }
@@ -382,8 +306,8 @@ impl World {
     fn resolve(&mut self, key: &ObjKey) {
         match self.drains.get(key) {
             Some(drain) => {
-                let name = render::node_drain_name(&key.0, &key.1);
-                let resolved = render::resolve_drain(drain, &self.secrets, name);
+                let name = resolve::node_drain_name(&key.0, &key.1);
+                let resolved = resolve::resolve_drain(drain, &self.secrets, name);
                 self.resolved.insert(key.clone(), resolved);
             }
             None => {

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
-        core::v1::{Namespace, Pod},
+        core::v1::{Namespace, Pod, Secret},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -26,7 +26,12 @@ use sluice_api::crd::{LogDrain, LogDrainStatus};
 use sluice_kube_harness::{KubeHarness, StartOptions, pods};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::wait_until;
+use crate::{
+    LineSpec,
+    docker::{Docker, RunSpec},
+    fixture::loggen_args,
+    support::wait_until,
+};
 
 /// The field manager of the tests' writes.
 const MANAGER: &str = "sluice-tests";
@@ -35,6 +40,17 @@ const MANAGER: &str = "sluice-tests";
 pub const COLLECTOR_USER: &str = "system:serviceaccount:sluice-system:sluice-collector";
 /// The identity the operator runs as.
 pub const OPERATOR_USER: &str = "system:serviceaccount:sluice-system:sluice-operator";
+
+/// Where a test workload runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement<'a> {
+    /// Its namespace (its tenant).
+    pub ns: &'a str,
+    /// The node its pod is bound to.
+    pub node: &'a str,
+    /// Its pod's `app` label (what bindings select).
+    pub app: &'a str,
+}
 
 /// The control plane of one test.
 pub struct KubeRig {
@@ -86,14 +102,7 @@ impl KubeRig {
         }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         for ns in [&self.system, &self.tenant] {
-            let object = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            };
-            namespaces.create(&PostParams::default(), &object).await?;
+            namespaces.create(&PostParams::default(), &namespace(ns)).await?;
         }
         // logs-api.yaml grants in kube-system, which the API server creates just after it starts.
         for _ in 0..300 {
@@ -142,14 +151,16 @@ impl KubeRig {
     /// Start the operator in-process as [`OPERATOR_USER`], watching the tenant namespace, with
     /// short intervals (status figures at most every 2 s).
     pub fn start_operator(&mut self) -> Result<()> {
-        self.start_operator_watching(vec![self.tenant.clone()])
+        self.start_operator_with(&[], |_| {})
     }
 
-    /// As [`KubeRig::start_operator`], watching `namespaces` (created first if need be).
-    pub fn start_operator_watching(&mut self, namespaces: Vec<String>) -> Result<()> {
-        for ns in &namespaces {
-            self.create_namespace(ns)?;
-        }
+    /// As [`KubeRig::start_operator`], also watching `more_tenants` (made with
+    /// [`KubeRig::create_namespace`]), with `tweak` applied to the settings last.
+    pub fn start_operator_with(
+        &mut self,
+        more_tenants: &[&str],
+        tweak: impl FnOnce(&mut sluice_operator::Settings),
+    ) -> Result<()> {
         let client = self
             .rt
             .block_on(self.harness.client_as(OPERATOR_USER, &["system:serviceaccounts"]))?;
@@ -158,7 +169,11 @@ impl KubeRig {
         settings.renew_interval = Duration::from_millis(500);
         settings.missing_secret_retry = Duration::from_millis(500);
         settings.status_count_interval = Duration::from_secs(2);
-        settings.watch_namespaces = namespaces;
+        settings.watch_namespaces = std::iter::once(self.tenant.as_str())
+            .chain(more_tenants.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        tweak(&mut settings);
         let token = CancellationToken::new();
         let ctx = sluice_operator::Context::new(client, settings);
         let stop = token.clone();
@@ -171,20 +186,46 @@ impl KubeRig {
         Ok(())
     }
 
-    /// Create namespace `name` unless it exists.
-    pub fn create_namespace(&self, name: &str) -> Result<()> {
+    /// Create namespace `ns` (a further tenant's).
+    pub fn create_namespace(&self, ns: &str) -> Result<()> {
         self.rt.block_on(async {
-            let api: Api<Namespace> = Api::all(self.harness.client().await?);
-            if api.get_opt(name).await?.is_none() {
-                let object = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(name.to_owned()),
-                        ..ObjectMeta::default()
-                    },
-                    ..Namespace::default()
-                };
-                api.create(&PostParams::default(), &object).await?;
-            }
+            let namespaces: Api<Namespace> = Api::all(self.harness.client().await?);
+            namespaces
+                .create(&PostParams::default(), &namespace(ns))
+                .await
+                .with_context(|| format!("creating namespace {ns}"))?;
+            Ok(())
+        })
+    }
+
+    /// Create Secret `name` in `ns` holding `data` (as `stringData`), with `labels`.
+    pub fn create_secret_in(
+        &self,
+        ns: &str,
+        name: &str,
+        data: &[(&str, &str)],
+        labels: &[(&str, &str)],
+    ) -> Result<()> {
+        let owned = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: Some(owned(labels)),
+                ..ObjectMeta::default()
+            },
+            string_data: Some(owned(data)),
+            ..Secret::default()
+        };
+        self.rt.block_on(async {
+            Api::<Secret>::namespaced(self.harness.client().await?, ns)
+                .create(&PostParams::default(), &secret)
+                .await
+                .with_context(|| format!("creating Secret {ns}/{name}"))?;
             Ok(())
         })
     }
@@ -201,8 +242,8 @@ impl KubeRig {
         self.apply_in::<K>(&self.tenant, object)
     }
 
-    /// Server-side apply `object` in `namespace`.
-    pub fn apply_in<K>(&self, namespace: &str, object: serde_json::Value) -> Result<()>
+    /// Server-side apply `object` in namespace `ns`.
+    pub fn apply_in<K>(&self, ns: &str, object: serde_json::Value) -> Result<()>
     where
         K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -211,7 +252,7 @@ impl KubeRig {
     {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         self.rt.block_on(async {
-            let api: Api<K> = Api::namespaced(self.harness.client().await?, namespace);
+            let api: Api<K> = Api::namespaced(self.harness.client().await?, ns);
             api.patch(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
@@ -250,10 +291,10 @@ impl KubeRig {
         self.create_pod_in(&self.tenant, name, node, labels, containers)
     }
 
-    /// As [`KubeRig::create_pod`], in `namespace`.
+    /// As [`KubeRig::create_pod`], in namespace `ns`.
     pub fn create_pod_in(
         &self,
-        namespace: &str,
+        ns: &str,
         name: &str,
         node: &str,
         labels: &[(&str, &str)],
@@ -271,7 +312,7 @@ impl KubeRig {
         let ids: Vec<(&str, &str)> = ids.iter().map(|(c, id)| (*c, id.as_str())).collect();
         let status = pods::running_status(&ids, "loggen");
         self.rt.block_on(async {
-            let api: Api<Pod> = Api::namespaced(self.harness.client().await?, namespace);
+            let api: Api<Pod> = Api::namespaced(self.harness.client().await?, ns);
             api.create(&PostParams::default(), &pod)
                 .await
                 .with_context(|| format!("creating pod {name}"))?;
@@ -282,43 +323,91 @@ impl KubeRig {
         })
     }
 
+    /// A loggen container writing `count` lines of `spec` at `rate`/s, and its pod (named after
+    /// the spec's tag) placed `at`; the container's id.
+    pub fn workload(
+        &self,
+        docker: &Docker,
+        at: &Placement<'_>,
+        spec: &LineSpec,
+        count: u64,
+        rate: u64,
+    ) -> Result<String> {
+        let id = docker.run(&RunSpec {
+            name: spec.tag.clone(),
+            args: loggen_args(spec, count, rate),
+            ..RunSpec::default()
+        })?;
+        self.create_pod_in(at.ns, &spec.tag, at.node, &[("app", at.app)], &[("main", &id)])?;
+        Ok(id)
+    }
+
     /// A drain's status, if it has one.
     pub fn drain_status(&self, name: &str) -> Result<Option<LogDrainStatus>> {
+        self.drain_status_in(&self.tenant, name)
+    }
+
+    /// The status of drain `ns/name`, if it has one.
+    pub fn drain_status_in(&self, ns: &str, name: &str) -> Result<Option<LogDrainStatus>> {
         self.rt.block_on(async {
-            let api: Api<LogDrain> = Api::namespaced(self.harness.client().await?, &self.tenant);
+            let api: Api<LogDrain> = Api::namespaced(self.harness.client().await?, ns);
             Ok(api.get(name).await?.status)
         })
     }
 
     /// A drain's `Delivering` condition as `(status, reason, message)`.
     pub fn delivering(&self, name: &str) -> Option<(String, String, String)> {
-        let status = self.drain_status(name).ok()??;
+        self.condition_in(&self.tenant, name, "Delivering")
+    }
+
+    /// Condition `type_` of drain `ns/name` as `(status, reason, message)`.
+    pub fn condition_in(&self, ns: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
+        let status = self.drain_status_in(ns, name).ok()??;
         status
             .conditions
             .iter()
-            .find(|c| c.type_ == "Delivering")
+            .find(|c| c.type_ == type_)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     }
 
     /// Wait (up to `timeout`) until drain `name` is `Delivering` with `status` and `reason`.
     pub fn wait_delivering(&self, name: &str, status: &str, reason: &str, timeout: Duration) -> Result<()> {
+        self.wait_condition_in(&self.tenant, name, "Delivering", (status, reason), timeout)
+            .map(|_| ())
+    }
+
+    /// Wait (up to `timeout`) until drain `ns/name` has condition `type_` with `(status, reason)`;
+    /// its message.
+    pub fn wait_condition_in(
+        &self,
+        ns: &str,
+        name: &str,
+        type_: &str,
+        (status, reason): (&str, &str),
+        timeout: Duration,
+    ) -> Result<String> {
         wait_until(
-            &format!("LogDrain {name} Delivering={status} ({reason})"),
+            &format!("LogDrain {ns}/{name} {type_}={status} ({reason})"),
             timeout,
             || {
-                self.delivering(name)
+                self.condition_in(ns, name, type_)
                     .filter(|(s, r, _)| s == status && r == reason)
+                    .map(|(_, _, message)| message)
             },
-            || format!("{:?}", self.delivering(name)),
+            || format!("{:?}", self.condition_in(ns, name, type_)),
         )
-        .map(|_| ())
     }
 
     /// Whether an Event with `reason` exists about tenant object `name`.
     pub fn has_event(&self, name: &str, reason: &str) -> Result<bool> {
+        self.has_event_in(&self.tenant, name, reason)
+    }
+
+    /// Whether an Event with `reason` exists about object `ns/name`.
+    pub fn has_event_in(&self, ns: &str, name: &str, reason: &str) -> Result<bool> {
         self.rt.block_on(async {
             let api: Api<k8s_openapi::api::events::v1::Event> =
-                Api::namespaced(self.harness.client().await?, &self.tenant);
+                Api::namespaced(self.harness.client().await?, ns);
             let events = api.list(&Default::default()).await?;
             Ok(events.items.iter().any(|e| {
                 e.reason.as_deref() == Some(reason)
@@ -355,6 +444,17 @@ impl Drop for KubeRig {
         if let Some(token) = self.operator.take() {
             token.cancel();
         }
+    }
+}
+
+/// A Namespace object named `name`.
+fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
     }
 }
 

@@ -269,47 +269,4 @@ pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix(prefix).tempdir()?)
 }
 
-/// A tmpfs of `size` bytes mounted on a fresh directory, unmounted when dropped (failures
-/// included), for tests of a full disk.
-#[derive(Debug)]
-pub struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mount it (needs root).
-    pub fn mount(size: u64) -> Result<Self> {
-        let dir = temp_dir("sluice-tmpfs-")?;
-        run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(dir.path()))?;
-        Ok(Self { dir })
-    }
-
-    /// Where it is mounted.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fill it up with `filler` (written until the disk is full).
-    pub fn fill(&self, filler: &str) -> Result<()> {
-        use std::io::Write as _;
-        let mut f = fs::File::create(self.dir.path().join(filler))?;
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            match f.write(&block) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazily, so a process still holding a file there cannot keep the mount behind.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
+pub use crate::tmpfs::Tmpfs;

@@ -6,12 +6,7 @@
 //! helm runs with its own empty HOME-like directories (no repositories, no cache of the machine's
 //! user) and never talks to a cluster here: `helm template` renders client-side.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::{
@@ -22,111 +17,17 @@ use kube::{
     api::{DynamicObject, GroupVersionKind, PostParams, TypeMeta},
     discovery::Scope,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_kube_harness::KubeHarness;
-use sluice_tests::support::{Missing, need, temp_dir};
+use sluice_tests::{
+    helm::{Helm, chart_dir, parse_documents, repo_root},
+    support::need,
+};
 
 const RELEASE: &str = "sluice";
 /// The tests that write cluster-scoped objects to the shared API server take turns.
 static SHARED_SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const NAMESPACE: &str = "sluice-system";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/sluice")
-}
-
-/// The pinned helm: `$SLUICE_HELM`, else `$SLUICE_CACHE/bin/helm-<HELM_VERSION of scripts/lib.sh>`.
-fn helm_binary() -> Result<PathBuf, Missing> {
-    if let Some(path) = std::env::var_os("SLUICE_HELM") {
-        return Ok(PathBuf::from(path));
-    }
-    let lib = std::fs::read_to_string(repo_root().join("scripts/lib.sh"))
-        .map_err(|e| Missing::new("scripts/lib.sh", e.to_string()))?;
-    let version = lib
-        .lines()
-        .find_map(|l| l.strip_prefix("HELM_VERSION="))
-        .ok_or_else(|| Missing::new("HELM_VERSION", "scripts/lib.sh does not set it"))?;
-    let cache = std::env::var("SLUICE_CACHE").unwrap_or_else(|_| "/var/cache/sluice".into());
-    let path = PathBuf::from(cache).join(format!("bin/helm-{version}"));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Missing::new(
-            "helm",
-            format!("{} does not exist; scripts/setup.sh builds it", path.display()),
-        ))
-    }
-}
-
-/// helm with private config, cache and data directories.
-struct Helm {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Helm {
-    fn new(test: &str) -> Option<Self> {
-        let bin = need(test, helm_binary())?;
-        let home = temp_dir("sluice-helm-").expect("invariant: a temp dir can be created");
-        Some(Self { bin, home })
-    }
-
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        let mut command = Command::new(&self.bin);
-        for (var, dir) in [
-            ("HELM_CONFIG_HOME", "config"),
-            ("HELM_CACHE_HOME", "cache"),
-            ("HELM_DATA_HOME", "data"),
-        ] {
-            command.env(var, self.home.path().join(dir));
-        }
-        command
-            .env("KUBECONFIG", self.home.path().join("no-kubeconfig"))
-            .args(args);
-        command.output().with_context(|| format!("running {command:?}"))
-    }
-
-    /// Runs helm and fails with its output unless it succeeds.
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.run(args)?;
-        ensure!(
-            out.status.success(),
-            "helm {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// `helm template` into one JSON value per rendered object (empty documents dropped).
-    fn template(&self, extra: &[&str]) -> Result<Vec<Value>> {
-        self.template_in(NAMESPACE, extra)
-    }
-
-    fn template_in(&self, namespace: &str, extra: &[&str]) -> Result<Vec<Value>> {
-        let chart = chart_dir();
-        let chart = chart.to_str().expect("invariant: the repository path is UTF-8");
-        let args = [&["template", RELEASE, chart, "--namespace", namespace], extra].concat();
-        parse_documents(&self.ok(&args)?)
-    }
-}
-
-fn parse_documents(yaml: &str) -> Result<Vec<Value>> {
-    let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let value = Value::deserialize(document).context("helm rendered invalid YAML")?;
-        if !value.is_null() {
-            objects.push(value);
-        }
-    }
-    Ok(objects)
-}
 
 /// `[]` (the defaults) and `["--values", FILE]` for every `ci/*-values.yaml`.
 fn values_files() -> Result<Vec<Vec<String>>> {
@@ -171,11 +72,15 @@ fn helm_lint_and_template_pass_with_every_values_file() -> Result<()> {
             &values[..],
         ]
         .concat())?;
-        let objects = helm.template(&values)?;
+        let objects = helm.template_in(RELEASE, NAMESPACE, &values)?;
         ensure!(!objects.is_empty(), "helm template {values:?} rendered nothing");
     }
     // The defaults render exactly these objects.
-    let mut kinds: Vec<String> = helm.template(&[])?.iter().map(kind_and_name).collect();
+    let mut kinds: Vec<String> = helm
+        .template_in(RELEASE, NAMESPACE, &[])?
+        .iter()
+        .map(kind_and_name)
+        .collect();
     kinds.sort();
     let expected = [
         "APIService/v1alpha1.logs.sluice.dev",
@@ -318,7 +223,7 @@ fn rbac_rules_are_exactly_deploy_rbac() -> Result<()> {
     let Some(helm) = Helm::new("rbac_rules_are_exactly_deploy_rbac") else {
         return Ok(());
     };
-    let rendered = helm.template(&[])?;
+    let rendered = helm.template_in(RELEASE, NAMESPACE, &[])?;
     for component in ["operator", "collector", "logs-api"] {
         let path = repo_root().join(format!("deploy/rbac/{component}.yaml"));
         let file = parse_documents(&std::fs::read_to_string(&path)?)?;
@@ -367,7 +272,11 @@ fn service_monitors_select_the_metrics_services() -> Result<()> {
     let Some(helm) = Helm::new("service_monitors_select_the_metrics_services") else {
         return Ok(());
     };
-    let rendered = helm.template(&["--set", "metrics.serviceMonitor.enabled=true"])?;
+    let rendered = helm.template_in(
+        RELEASE,
+        NAMESPACE,
+        &["--set", "metrics.serviceMonitor.enabled=true"],
+    )?;
     let services: Vec<&Value> = rendered.iter().filter(|o| o["kind"] == "Service").collect();
     let monitors: Vec<&Value> = rendered
         .iter()
@@ -568,7 +477,7 @@ async fn every_rendered_object_passes_a_server_side_dry_run() -> Result<()> {
 
     let mut checked = 0;
     for values in values_files()? {
-        for object in helm.template(&strs(&values))? {
+        for object in helm.template_in(RELEASE, NAMESPACE, &strs(&values))? {
             create(&client, &discovery, &object, true, false)
                 .await
                 .with_context(|| format!("values {values:?}"))?;
@@ -657,7 +566,7 @@ async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<(
 
     helm.ok(&[&["uninstall", RELEASE], &on_cluster[..]].concat())?;
     let discovery = Discovery::new(client.clone()).run().await?;
-    let rendered = helm.template_in(namespace, &[])?;
+    let rendered = helm.template_in(RELEASE, namespace, &[])?;
     let left = wait_gone(&client, &discovery, &rendered).await?;
     assert!(left.is_empty(), "left after helm uninstall: {left:?}");
     let crds: Api<CustomResourceDefinition> = Api::all(client);
@@ -702,7 +611,7 @@ fn the_collector_knows_every_flag_the_chart_renders() -> Result<()> {
         .to_vec(),
     );
     for values in sets {
-        for object in helm.template(&strs(&values))? {
+        for object in helm.template_in(RELEASE, NAMESPACE, &strs(&values))? {
             if kind_and_name(&object) != "DaemonSet/sluice-collector" {
                 continue;
             }

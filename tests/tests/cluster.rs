@@ -14,10 +14,10 @@ use sluice_api::crd::{LogBinding, LogDrain};
 use sluice_tests::{
     LineSpec,
     collector::{ClusterArgs, Collector},
-    docker::{Docker, RunSpec},
-    fixture::{docker_rig, expect_exact, lines, loggen_args, wait_for_lines},
+    docker::Docker,
+    fixture::{docker_rig, expect_exact, lines, wait_for_lines},
     http::HttpReceiver,
-    kube::{COLLECTOR_USER, KubeRig},
+    kube::{COLLECTOR_USER, KubeRig, Placement},
     multiset::{Multiset, assert_no_loss, compare},
     support::wait_until,
     syslog::Rsyslog,
@@ -56,13 +56,12 @@ fn workload(
     count: u64,
     rate: u64,
 ) -> Result<String> {
-    let id = docker.run(&RunSpec {
-        name: spec.tag.clone(),
-        args: loggen_args(spec, count, rate),
-        ..RunSpec::default()
-    })?;
-    kube.create_pod(&spec.tag, node, &[("app", app)], &[("main", &id)])?;
-    Ok(id)
+    let at = Placement {
+        ns: &kube.tenant,
+        node,
+        app,
+    };
+    kube.workload(docker, &at, spec, count, rate)
 }
 
 /// The `linesDelivered` of a drain's status.

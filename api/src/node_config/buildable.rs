@@ -4,7 +4,8 @@
 //! * a TLS drain's server name (`tls.serverName`, else the URL's host for `syslog-tls://`) is a
 //!   DNS name or an IP address;
 //! * PEM material holds what it should: `caPem` and `certPem` at least one certificate, each a
-//!   well-formed X.509 trust anchor for `caPem`; `keyPem` a private key;
+//!   well-formed X.509 trust anchor for `caPem`, the first a well-formed X.509 certificate for
+//!   `certPem`; `keyPem` a private key;
 //! * an HTTP drain's URL is a valid HTTP URI, its header names and values are valid, it has at
 //!   most one kind of credentials, and the credentials fit in a header.
 //!
@@ -95,7 +96,16 @@ fn tls(drain: &DrainConfig) -> Result<(), Failure> {
         ca_pem(pem).map_err(|m| fail("tls.caPem", m))?;
     }
     if let Some(pem) = &tls.cert_pem {
-        certificates("tls.certPem", pem)?;
+        let chain = certificates("tls.certPem", pem)?;
+        // The collector reads the first certificate's public key to pair it with `keyPem`.
+        if let Some(first) = chain.first() {
+            webpki::EndEntityCert::try_from(first).map_err(|e| {
+                fail(
+                    "tls.certPem",
+                    format!("the first certificate is not a well-formed X.509 certificate ({e})"),
+                )
+            })?;
+        }
     }
     if let Some(key) = &tls.key_pem {
         // Never echo the parser's view of key material: say only that it is not a usable key.
@@ -214,6 +224,16 @@ mod tests {
                 with_tls(TlsConfig {
                     cert_pem: Some("x".into()),
                     key_pem: Some(Redacted("y".into())),
+                    ..TlsConfig::default()
+                }),
+                "drains[0].tls.certPem",
+            ),
+            (
+                with_tls(TlsConfig {
+                    cert_pem: Some(garbage.into()),
+                    key_pem: Some(Redacted(
+                        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
+                    )),
                     ..TlsConfig::default()
                 }),
                 "drains[0].tls.certPem",

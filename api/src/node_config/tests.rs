@@ -1,4 +1,6 @@
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{glob::glob_match, *};
 
 const GOOD: &str = r#"
 version: 1

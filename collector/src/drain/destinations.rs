@@ -62,11 +62,19 @@ impl fmt::Display for Cidr {
     }
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// Text that is not an address range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an address range (like 10.0.0.0/8 or fd00::/8)")]
+pub struct CidrError {
+    /// The text as given.
+    pub text: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an address range (like 10.0.0.0/8 or fd00::/8)");
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let bad = || CidrError { text: s.to_owned() };
         let (addr, prefix) = s
             .trim()
             .split_once('/')

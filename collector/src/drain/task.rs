@@ -86,6 +86,8 @@ impl DrainTask {
                     Some(batch) => {
                         pending = Some(Arc::new(batch));
                         wake();
+                        #[cfg(feature = "fault-injection")]
+                        super::fault::took_batch(health.drain());
                     }
                     None => closed = true,
                 },

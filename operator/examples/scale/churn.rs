@@ -64,8 +64,8 @@ impl Probes {
 
 type Pending = Arc<Mutex<Probes>>;
 
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| anyhow::anyhow!("poisoned"))
+fn lock<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    mutex.lock().map_err(|_| anyhow::anyhow!("poisoned"))
 }
 
 /// Replace pods at the churn rate; print the latency percentiles and where the time went.

@@ -305,8 +305,8 @@ fn meta(name: &str) -> ObjectMeta {
     }
 }
 
-fn container_id(j: usize, generation: usize) -> String {
-    format!("containerd://{j:08x}{generation:08x}")
+fn container_id(index: usize, generation: usize) -> String {
+    format!("containerd://{index:08x}{generation:08x}")
 }
 
 /// Create pod `p-<j>` (bound by binding `j % bindings`) on node `j % nodes` and report its

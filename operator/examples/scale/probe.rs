@@ -80,7 +80,7 @@ pub fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
 
 /// The bucket bound under which fraction `q` of the observations fall, counting only what was
 /// observed after `before` (an earlier reading of the same buckets).
-pub fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+pub fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], quantile: f64) -> f64 {
     let delta: Vec<(f64, f64)> = after
         .iter()
         .map(|(le, n)| {
@@ -91,7 +91,7 @@ pub fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f6
     let total = delta.last().map_or(0.0, |(_, n)| *n);
     delta
         .iter()
-        .find(|(_, n)| *n >= total * q)
+        .find(|(_, n)| *n >= total * quantile)
         .map_or(f64::INFINITY, |(le, _)| *le)
 }
 

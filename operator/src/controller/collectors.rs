@@ -16,26 +16,30 @@ use kube::{
 };
 use sluice_api::health::{LEASE_LABEL, LEASE_LABEL_VALUE};
 
-use super::{Change, KindEvent, Leader};
+use super::{
+    Leader,
+    watch::{ResourceEvent, Watch, WatchEvent, Watched},
+};
 use crate::{Error, Result, world::Dirty, world::collectors::lease_node};
 
 /// The watch of the collector Leases in `namespace`.
-pub(super) fn watch(client: &kube::Client, namespace: &str) -> BoxStream<'static, Result<Change>> {
+pub(super) fn watch(client: &kube::Client, namespace: &str) -> BoxStream<'static, Result<WatchEvent>> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default()
         .labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"))
         .any_semantic();
     watcher(api, config)
         .default_backoff()
-        .map(|e| {
-            e.map(|e| Change {
-                scope: None,
-                event: KindEvent::Lease(Box::new(e)),
-            })
-            .map_err(|source| Error::Watch {
-                resource: "leases",
-                source,
-            })
+        .map(|event| {
+            event
+                .map(|event| WatchEvent {
+                    scope: None,
+                    event: ResourceEvent::Lease(Box::new(event)),
+                })
+                .map_err(|source| Error::Watch {
+                    resource: Watched::CollectorLeases.resource(),
+                    source,
+                })
         })
         .boxed()
 }
@@ -56,13 +60,16 @@ impl Leader {
             }
             watcher::Event::InitDone => {
                 let listed = self.relist.leases.take().unwrap_or_default();
-                let (owners, nodes) = self.world.collectors.retain_listed(&listed);
+                let forgotten = self.world.collectors.retain_listed(&listed);
                 let mut dirty = Dirty::default();
-                for node in nodes {
+                for node in forgotten.nodes {
                     dirty.merge(self.world.collector_dirty(&node, BTreeSet::new()));
                 }
-                dirty.merge(self.world.collector_dirty("", owners));
-                self.relist.synced.insert((3, None));
+                dirty.merge(self.world.collector_dirty("", forgotten.owners));
+                self.relist.synced.insert(Watch {
+                    resource: Watched::CollectorLeases,
+                    scope: None,
+                });
                 dirty
             }
         }

@@ -1,5 +1,4 @@
-//! One reconciliation pass of the leader, the completion of the writes it starts, and the Secret
-//! reads that feed it.
+//! One reconciliation pass of the leader, and the completion of the writes it starts.
 //!
 //! Order within a pass: read the Secrets newly named by dirty drains (so rendering sees them),
 //! then render queued nodes and start the writes of those that changed, then recompute dirty
@@ -10,28 +9,24 @@
 
 use std::collections::BTreeSet;
 
-use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use sluice_api::crd::LogDrain;
+use futures::FutureExt;
 use tokio::time::Instant;
 
 use super::{
-    Leader,
-    work::{Done, Key, Written},
+    FirstPass, Leader,
+    work::{Done, Key, StatusKey, Take, WrittenObject},
 };
 use crate::{
-    Error,
-    reconcile::{Outcome, Step, binding, drain, node_config},
+    reconcile::{StatusOutcome, Step, binding, drain, node_config},
     render,
-    world::{ObjKey, key_of},
+    world::key_of,
 };
 
 impl Leader {
     /// Reconcile what is dirty, as far as the write budgets allow.
     pub(super) async fn pass(&mut self) {
-        if !self.first_pass.0 {
-            self.first_pass.0 = true;
+        if self.first_pass == FirstPass::Pending {
+            self.first_pass = FirstPass::Started;
             let nodes: BTreeSet<String> = self.world.nodes().chain(self.hashes.keys()).cloned().collect();
             self.dirty.nodes.extend(nodes);
             self.dirty.drains.extend(self.world.drains.keys().cloned());
@@ -46,8 +41,8 @@ impl Leader {
         }
         self.start_node_writes();
         self.start_status_writes();
-        if !self.first_pass.1 && self.queue.is_empty() && self.inflight.nodes() == 0 {
-            self.first_pass.1 = true;
+        if self.first_pass == FirstPass::Started && self.queue.is_empty() && self.inflight.nodes() == 0 {
+            self.first_pass = FirstPass::Done;
             self.ctx.health.set_ready(true);
             tracing::info!(
                 nodes = self.hashes.len(),
@@ -60,8 +55,8 @@ impl Leader {
     pub(super) fn mark(&mut self, key: Key) {
         match key {
             Key::Node(node) => self.dirty.nodes.insert(node),
-            Key::Drain(k) => self.dirty.drains.insert(k),
-            Key::Binding(k) => self.dirty.bindings.insert(k),
+            Key::Status(StatusKey::Drain(key)) => self.dirty.drains.insert(key),
+            Key::Status(StatusKey::Binding(key)) => self.dirty.bindings.insert(key),
         };
     }
 
@@ -74,7 +69,7 @@ impl Leader {
             inflight,
             world,
             hashes,
-            writer,
+            cluster,
             ctx,
             retry,
             dirty,
@@ -83,10 +78,10 @@ impl Leader {
         queue.take_while(|node, queued| {
             let key = Key::Node(node.to_owned());
             if inflight.nodes() >= budget {
-                return None;
+                return Take::Stop;
             }
             if inflight.contains(&key) {
-                return Some(false);
+                return Take::Busy;
             }
             let started = Instant::now();
             let limit = ctx.settings.node_config_limit;
@@ -98,9 +93,9 @@ impl Leader {
             ctx.metrics
                 .drains_left_out
                 .set(i64::try_from(world.left_out_count()).unwrap_or(i64::MAX));
-            let change = match node_config::plan(hashes, node, rendered.config) {
-                Ok(Some(change)) => change,
-                Ok(None) => return Some(true),
+            let write = match node_config::plan(hashes, node, rendered.config) {
+                Ok(Some(write)) => write,
+                Ok(None) => return Take::Taken,
                 Err(e) => {
                     tracing::warn!(node, error = %e, "could not render the node config; will retry");
                     ctx.metrics
@@ -108,21 +103,24 @@ impl Leader {
                         .with_label_values(&[key.kind(), e.kind()])
                         .inc();
                     retry.fail(key);
-                    return Some(true);
+                    return Take::Taken;
                 }
             };
-            let writer = writer.clone();
-            let write = async move {
-                let result = writer.write(&change).await;
+            let (store, leader) = (cluster.node_configs.clone(), ctx.clone());
+            let task = async move {
+                let result = match leader.may_write() {
+                    Ok(()) => store.write(&write).await,
+                    Err(e) => Err(e),
+                };
                 Done::Node {
-                    change,
+                    write,
                     queued,
                     started,
                     result,
                 }
             };
-            inflight.start(key, write.boxed());
-            Some(true)
+            inflight.start(key, task.boxed());
+            Take::Taken
         });
     }
 
@@ -130,30 +128,28 @@ impl Leader {
     fn start_status_writes(&mut self) {
         let budget = self.ctx.settings.write_concurrency.max(1);
         let interval = self.ctx.settings.status_count_interval;
-        let keys: Vec<Key> = (self.dirty.drains.iter().cloned().map(Key::Drain))
-            .chain(self.dirty.bindings.iter().cloned().map(Key::Binding))
-            .filter(|k| !self.inflight.contains(k))
+        let keys: Vec<StatusKey> = (self.dirty.drains.iter().cloned().map(StatusKey::Drain))
+            .chain(self.dirty.bindings.iter().cloned().map(StatusKey::Binding))
+            .filter(|key| !self.inflight.contains(&Key::Status(key.clone())))
             .collect();
         for key in keys {
             if self.inflight.statuses() >= budget {
                 break;
             }
-            let (is_drain, obj) = match &key {
-                Key::Drain(k) => (true, k),
-                Key::Binding(k) => (false, k),
-                Key::Node(_) => continue,
-            };
-            let last = self.status_written.get(&(is_drain, obj.clone())).copied();
+            let last = self.status_written.get(&key).copied();
             let due = last.is_none_or(|at| at.elapsed() >= interval);
             let started = Instant::now();
-            let step = if is_drain {
-                self.dirty.drains.remove(obj);
-                let step = drain::reconcile(&self.ctx, &self.recorder, &self.world, obj, due);
-                erase(step, |d| Written::Drain(Box::new(d)))
-            } else {
-                self.dirty.bindings.remove(obj);
-                let step = binding::reconcile(&self.ctx, &self.recorder, &self.world, obj, due);
-                erase(step, |b| Written::Binding(Box::new(b)))
+            let step = match &key {
+                StatusKey::Drain(object) => {
+                    self.dirty.drains.remove(object);
+                    let step = drain::reconcile(&self.ctx, &self.cluster, &self.world, object, due);
+                    erase(step, |drain| WrittenObject::Drain(Box::new(drain)))
+                }
+                StatusKey::Binding(object) => {
+                    self.dirty.bindings.remove(object);
+                    let step = binding::reconcile(&self.ctx, &self.cluster, &self.world, object, due);
+                    erase(step, |binding| WrittenObject::Binding(Box::new(binding)))
+                }
             };
             match step {
                 Step::Done(outcome) => self.status_done(key, last, started, Ok(outcome), None),
@@ -161,7 +157,7 @@ impl Leader {
                     let done_key = key.clone();
                     let write = write.map(move |result| {
                         let (result, written) = match result {
-                            Ok(w) => (Ok(Outcome::Written), Some(w)),
+                            Ok(object) => (Ok(StatusOutcome::Written), Some(object)),
                             Err(e) => (Err(e), None),
                         };
                         Done::Status {
@@ -172,17 +168,14 @@ impl Leader {
                             written,
                         }
                     });
-                    self.inflight.start(key, write.boxed());
+                    self.inflight.start(Key::Status(key), write.boxed());
                 }
             }
         }
-        let live = (&self.world.drains, &self.world.bindings);
-        self.status_written.retain(|(d, k), _| {
-            if *d {
-                live.0.contains_key(k)
-            } else {
-                live.1.contains_key(k)
-            }
+        let world = &self.world;
+        self.status_written.retain(|key, _| match key {
+            StatusKey::Drain(object) => world.drains.contains_key(object),
+            StatusKey::Binding(object) => world.bindings.contains_key(object),
         });
     }
 
@@ -190,11 +183,11 @@ impl Leader {
     pub(super) fn finish(&mut self, done: Done) {
         match done {
             Done::Node {
-                change,
+                write,
                 queued,
                 started,
                 result,
-            } => self.node_done(change, queued, started, result),
+            } => self.node_done(write, queued, started, result),
             Done::Status {
                 key,
                 last,
@@ -207,23 +200,23 @@ impl Leader {
 
     fn node_done(
         &mut self,
-        change: node_config::Change,
+        write: node_config::NodeConfigWrite,
         queued: Instant,
         started: Instant,
         result: crate::Result<()>,
     ) {
-        let key = Key::Node(change.node().to_owned());
+        let key = Key::Node(write.node().to_owned());
         self.count_reconcile(&key, started);
         let metrics = &self.ctx.metrics;
         match result {
             Ok(()) => {
-                change.record(&mut self.hashes);
+                write.record(&mut self.hashes);
                 metrics.node_config_lag.observe(queued.elapsed().as_secs_f64());
                 metrics
                     .node_configs
                     .set(i64::try_from(self.hashes.len()).unwrap_or(i64::MAX));
                 tracing::debug!(
-                    node = change.node(),
+                    node = write.node(),
                     lag_ms = queued.elapsed().as_millis() as u64,
                     write_ms = started.elapsed().as_millis() as u64,
                     "node config written"
@@ -232,7 +225,7 @@ impl Leader {
             }
             Err(e) => {
                 let delay = self.retry.fail(key.clone());
-                tracing::warn!(node = change.node(), error = %e, retry_in = ?delay, "could not write the node config; will retry");
+                tracing::warn!(node = write.node(), error = %e, retry_in = ?delay, "could not write the node config; will retry");
                 metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();
             }
         }
@@ -250,22 +243,23 @@ impl Leader {
 
     fn status_done(
         &mut self,
-        key: Key,
+        status_key: StatusKey,
         last: Option<Instant>,
         started: Instant,
-        outcome: crate::Result<Outcome>,
-        object: Option<Written>,
+        outcome: crate::Result<StatusOutcome>,
+        object: Option<WrittenObject>,
     ) {
+        let key = Key::Status(status_key.clone());
         self.count_reconcile(&key, started);
         // Compare the next desired status with what was written, not with the object the watch
         // has not brought back yet (which would write the same status twice).
         match object {
-            Some(Written::Drain(d)) => {
+            Some(WrittenObject::Drain(d)) => {
                 if let Some(known) = self.world.drains.get_mut(&key_of(&d.metadata)) {
                     known.status = d.status;
                 }
             }
-            Some(Written::Binding(b)) => {
+            Some(WrittenObject::Binding(b)) => {
                 if let Some(known) = self.world.bindings.get_mut(&key_of(&b.metadata)) {
                     known.status = b.status;
                 }
@@ -273,25 +267,20 @@ impl Leader {
             None => {}
         }
         let metrics = &self.ctx.metrics;
-        let written = match &key {
-            Key::Drain(k) => (true, k.clone()),
-            Key::Binding(k) => (false, k.clone()),
-            Key::Node(_) => return,
-        };
         match outcome {
-            Ok(Outcome::Written) => {
-                self.status_written.insert(written, Instant::now());
+            Ok(StatusOutcome::Written) => {
+                self.status_written.insert(status_key, Instant::now());
                 self.retry.succeed(&key);
             }
-            Ok(Outcome::Unchanged) => self.retry.succeed(&key),
-            Ok(Outcome::Deferred) => {
+            Ok(StatusOutcome::Unchanged) => self.retry.succeed(&key),
+            Ok(StatusOutcome::Deferred) => {
                 // Counts only, written recently: write them when the interval has passed.
                 let at = last.map_or_else(Instant::now, |t| t + self.ctx.settings.status_count_interval);
                 self.retry.schedule(key, at);
             }
             Err(e) => {
                 // A conflict means our picture is a little behind; the watch event that follows fixes it.
-                let (namespace, name) = &written.1;
+                let (namespace, name) = status_key.object();
                 let delay = self.retry.fail(key.clone());
                 tracing::warn!(kind = key.kind(), namespace, name, error = %e, retry_in = ?delay, "reconcile failed; will retry");
                 metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();
@@ -302,7 +291,7 @@ impl Leader {
     /// Compare the node configs as stored with what this leader believes they hold, and render
     /// again those that differ (a late write of a deposed leader).
     pub(super) async fn recheck_stored(&mut self) {
-        let stored = match self.writer.stored().await {
+        let stored = match self.cluster.node_configs.stored().await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the node configs again");
@@ -327,94 +316,10 @@ impl Leader {
         }
         self.dirty.nodes.extend(changed);
     }
-
-    /// The Secrets named by dirty drains that were never read.
-    async fn load_new_secrets(&mut self) {
-        let world = &self.world;
-        let dirty = self
-            .dirty
-            .drains
-            .iter()
-            .filter_map(|k| Some((k, world.drains.get(k)?)));
-        let wanted: BTreeSet<ObjKey> = secret_keys(dirty)
-            .into_iter()
-            .filter(|k| !world.secrets.contains_key(k))
-            .collect();
-        self.read_secrets(wanted).await;
-    }
-
-    /// Re-read referenced Secrets: all of them (`only_failing == false`, the periodic resync, which
-    /// also rechecks every status and resolves every drain again, since a certificate can expire
-    /// without any object changing), or only those of drains that do not
-    /// resolve now (missing, or holding something invalid), so a fixed Secret shows soon.
-    pub(super) async fn resync(&mut self, only_failing: bool) {
-        let world = &self.world;
-        let referenced = secret_keys(world.drains.iter());
-        let wanted = secret_keys(
-            world
-                .drains
-                .iter()
-                .filter(|(k, _)| !only_failing || !matches!(world.resolved(k), Some(Ok(_)))),
-        );
-        self.world.secrets.retain(|k, _| referenced.contains(k));
-        self.read_secrets(wanted).await;
-        if !only_failing {
-            self.dirty.drains.extend(self.world.drains.keys().cloned());
-            self.dirty.bindings.extend(self.world.bindings.keys().cloned());
-            let changed = self.world.refresh_resolved();
-            self.dirty.merge(changed);
-        }
-    }
-
-    /// Read Secrets by name, several at once. A Secret that could not be read keeps what was known
-    /// of it (a passing API error must not take a working drain out of every node config); one
-    /// never read stays unknown, so its drain does not resolve and is read again on the retry beat.
-    async fn read_secrets(&mut self, keys: BTreeSet<ObjKey>) {
-        let client = &self.ctx.client;
-        let reads: Vec<_> = stream::iter(keys)
-            .map(|key| async move {
-                let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
-                let result = api.get_opt(&key.1).await;
-                (key, result)
-            })
-            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
-            .collect()
-            .await;
-        for (key, result) in reads {
-            match result {
-                Ok(found) => {
-                    let dirty = self
-                        .world
-                        .set_secret(key, render::drain::secret_state(found.as_ref()));
-                    self.dirty.merge(dirty);
-                }
-                Err(e) => {
-                    let e = Error::kube("get", format!("Secret {}/{}", key.0, key.1), e);
-                    tracing::warn!(error = %e, "could not read a Secret a LogDrain names; keeping what was known of it");
-                    self.ctx
-                        .metrics
-                        .errors
-                        .with_label_values(&["secret", e.kind()])
-                        .inc();
-                }
-            }
-        }
-    }
-}
-
-/// The `(namespace, name)` of every Secret these drains name.
-fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> BTreeSet<ObjKey> {
-    drains
-        .flat_map(|(k, d)| {
-            render::secret_names(&d.spec)
-                .into_iter()
-                .map(|n| (k.0.clone(), n))
-        })
-        .collect()
 }
 
 /// A status step with the written object wrapped, so drains and bindings share one path.
-fn erase<K: Send + 'static>(step: Step<K>, wrap: fn(K) -> Written) -> Step<Written> {
+fn erase<K: Send + 'static>(step: Step<K>, wrap: fn(K) -> WrittenObject) -> Step<WrittenObject> {
     match step {
         Step::Done(outcome) => Step::Done(outcome),
         Step::Write(write) => Step::Write(write.map(move |r| r.map(wrap)).boxed()),

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::{
     Result,
-    reconcile::{Outcome, node_config::Change},
+    reconcile::{StatusOutcome, node_config::NodeConfigWrite},
     world::ObjKey,
 };
 
@@ -30,10 +30,26 @@ use crate::{
 pub(super) enum Key {
     /// A node's config Secret.
     Node(String),
-    /// A LogDrain's status.
+    /// A custom resource's status.
+    Status(StatusKey),
+}
+
+/// A custom resource whose status the leader writes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum StatusKey {
+    /// A LogDrain's.
     Drain(ObjKey),
-    /// A LogBinding's status.
+    /// A LogBinding's.
     Binding(ObjKey),
+}
+
+impl StatusKey {
+    /// The object's `(namespace, name)`.
+    pub(super) fn object(&self) -> &ObjKey {
+        match self {
+            StatusKey::Drain(key) | StatusKey::Binding(key) => key,
+        }
+    }
 }
 
 impl Key {
@@ -41,33 +57,44 @@ impl Key {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Key::Node(_) => "node_config",
-            Key::Drain(_) => "drain_status",
-            Key::Binding(_) => "binding_status",
+            Key::Status(StatusKey::Drain(_)) => "drain_status",
+            Key::Status(StatusKey::Binding(_)) => "binding_status",
         }
     }
+}
+
+/// What [`NodeQueue::take_while`] does with one queued node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Take {
+    /// The node was taken (rendered): it leaves the queue.
+    Taken,
+    /// The node is busy (a write in flight): it keeps its place and time.
+    Busy,
+    /// No capacity is left: this node and all after it stay queued.
+    Stop,
 }
 
 /// A write that completed (or failed).
 pub(super) enum Done {
     /// A node config write, with when its node was first queued and when the write started.
     Node {
-        change: Change,
+        write: NodeConfigWrite,
         queued: Instant,
         started: Instant,
         result: Result<()>,
     },
     /// A status write, with when that status was written before, and the object as written.
     Status {
-        key: Key,
+        key: StatusKey,
         last: Option<Instant>,
         started: Instant,
-        result: Result<Outcome>,
-        written: Option<Written>,
+        result: Result<StatusOutcome>,
+        written: Option<WrittenObject>,
     },
 }
 
 /// A LogDrain or LogBinding as the API server returned it after a status write.
-pub(super) enum Written {
+pub(super) enum WrittenObject {
     /// A LogDrain.
     Drain(Box<LogDrain>),
     /// A LogBinding.
@@ -95,18 +122,18 @@ impl NodeQueue {
         self.order.is_empty()
     }
 
-    /// Take, oldest first, each queued node `take` accepts, stopping at the first `None` (no
-    /// capacity left); nodes it skips (`Some(false)`: busy) keep their place and time.
-    pub(super) fn take_while(&mut self, mut take: impl FnMut(&str, Instant) -> Option<bool>) {
+    /// Offer the queued nodes to `take`, oldest first, until it answers [`Take::Stop`]; nodes it
+    /// answers [`Take::Busy`] for keep their place and time.
+    pub(super) fn take_while(&mut self, mut take: impl FnMut(&str, Instant) -> Take) {
         let mut kept = VecDeque::with_capacity(self.order.len());
         while let Some(node) = self.order.pop_front() {
             let since = self.since.get(&node).copied().unwrap_or_else(Instant::now);
             match take(&node, since) {
-                Some(true) => {
+                Take::Taken => {
                     self.since.remove(&node);
                 }
-                Some(false) => kept.push_back(node),
-                None => {
+                Take::Busy => kept.push_back(node),
+                Take::Stop => {
                     kept.push_back(node);
                     kept.append(&mut self.order);
                 }
@@ -133,6 +160,12 @@ impl Inflight {
     /// Node config writes in flight.
     pub(super) fn nodes(&self) -> usize {
         self.nodes
+    }
+
+    /// Whether no write is in flight.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// Status writes in flight.
@@ -230,9 +263,9 @@ mod tests {
         queue.take_while(|node, since| {
             seen.push((node.to_owned(), since - t0));
             match node {
-                "a" => Some(false),
-                "b" => Some(true),
-                _ => None,
+                "a" => Take::Busy,
+                "b" => Take::Taken,
+                _ => Take::Stop,
             }
         });
         assert_eq!(
@@ -246,7 +279,7 @@ mod tests {
         let mut rest = Vec::new();
         queue.take_while(|node, _| {
             rest.push(node.to_owned());
-            Some(true)
+            Take::Taken
         });
         assert_eq!(rest, vec!["a".to_owned(), "c".to_owned()]);
         assert!(queue.is_empty());

@@ -7,16 +7,17 @@
 
 use sluice_api::crd::{LogBinding, LogBindingStatus, condition::reason};
 
-use super::{Outcome, Step, status};
+use super::{StatusOutcome, Step, cluster::Cluster, status};
 use crate::{
     Context,
+    resolve::Problem,
     world::{ObjKey, World},
 };
 
 /// One drain name of a binding that does not lead to a usable drain.
-fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static str, String)> {
+fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<Problem> {
     if name.contains('/') {
-        return Some((
+        return Some(Problem::new(
             reason::CROSS_NAMESPACE_REFERENCE,
             format!(
                 "drain {name:?} is in another namespace; a binding can only use LogDrains of its own namespace ({namespace:?})"
@@ -25,13 +26,13 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static
     }
     let key = (namespace.to_owned(), name.to_owned());
     if world.resolved(&key).is_none() {
-        return Some((
+        return Some(Problem::new(
             reason::UNKNOWN_DRAIN,
             format!("LogDrain {name:?} does not exist in namespace {namespace:?}"),
         ));
     }
     let problem = world.problem(&key)?;
-    Some((
+    Some(Problem::new(
         reason::DRAIN_NOT_READY,
         format!(
             "LogDrain {name:?} is not ready ({}): {}",
@@ -40,17 +41,18 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<(&'static
     ))
 }
 
-/// The status a binding should have now, and the first problem (reason, message) if any.
+/// The status a binding should have now, and its problem if it has any: the first drain's reason,
+/// with every drain's message.
 pub fn desired_status(
     world: &World,
     key: &ObjKey,
     binding: &LogBinding,
-) -> (LogBindingStatus, Option<(&'static str, String)>) {
-    let problems: Vec<(&String, (&'static str, String))> = binding
+) -> (LogBindingStatus, Option<Problem>) {
+    let problems: Vec<(&String, Problem)> = binding
         .spec
         .drains
         .iter()
-        .filter_map(|d| Some((d, drain_problem(world, &key.0, d)?)))
+        .filter_map(|drain| Some((drain, drain_problem(world, &key.0, drain)?)))
         .collect();
     let matched = world
         .pods_in(&key.0)
@@ -62,60 +64,41 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let generation = binding.metadata.generation;
-    let first = problems.first().map(|(_, (r, _))| *r);
-    let condition = match first {
-        None => status::ready_condition(
-            previous,
-            true,
-            reason::RESOLVED,
-            format!(
-                "all {} drain(s) resolve; {matched} pod(s) selected",
-                binding.spec.drains.len()
-            ),
-            generation,
-        ),
-        Some(r) => {
-            let message = problems
-                .iter()
-                .map(|(_, (_, m))| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            status::ready_condition(previous, false, r, message, generation)
-        }
-    };
-    let event = first.map(|r| (r, condition.message.clone()));
+    let problem = problems.first().map(|(_, first)| {
+        let messages: Vec<&str> = problems
+            .iter()
+            .map(|(_, problem)| problem.message.as_str())
+            .collect();
+        Problem::new(first.reason, messages.join("; "))
+    });
+    let resolved = format!(
+        "all {} drain(s) resolve; {matched} pod(s) selected",
+        binding.spec.drains.len()
+    );
+    let condition = status::ready_condition(previous, problem.as_ref(), resolved, generation);
     let status = LogBindingStatus {
         observed_generation: generation,
         conditions: vec![condition],
         matched_pods: i32::try_from(matched).unwrap_or(i32::MAX),
-        unresolved_drains: problems.iter().map(|(d, _)| (*d).clone()).collect(),
+        unresolved_drains: problems.iter().map(|(drain, _)| (*drain).clone()).collect(),
     };
-    (status, event)
+    (status, problem)
 }
 
 /// Recompute one binding's status and write it if it changed; publish an Event when it turns bad.
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
-/// [`Outcome::Deferred`].
+/// [`StatusOutcome::Deferred`].
 pub fn reconcile(
     ctx: &Context,
-    recorder: &kube::runtime::events::Recorder,
+    cluster: &Cluster,
     world: &World,
     key: &ObjKey,
     counts_due: bool,
 ) -> Step<LogBinding> {
     let Some(binding) = world.bindings.get(key) else {
-        return Step::Done(Outcome::Unchanged);
+        return Step::Done(StatusOutcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, binding);
-    let problem = problem.as_ref().map(|(r, m)| (*r, m.as_str()));
-    status::write(
-        ctx,
-        recorder,
-        binding,
-        binding.status.as_ref(),
-        desired,
-        problem,
-        counts_due,
-    )
+    status::write(ctx, cluster, binding, desired, problem.as_ref(), None, counts_due)
 }

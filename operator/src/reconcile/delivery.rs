@@ -46,7 +46,11 @@ pub fn assess(
         .collect();
     let before = previous.and_then(|s| s.delivery.as_ref());
     let health = delivery(&sum, expected.len());
-    let (status, reason, message) = verdict(&sum, expected.len(), &uncovered, before, &health);
+    let Verdict {
+        status,
+        reason,
+        message,
+    } = verdict(&sum, expected.len(), &uncovered, before, &health);
     let previous = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let old = previous.iter().find(|c| c.type_ == DELIVERING);
     let last_transition_time = match old {
@@ -79,11 +83,29 @@ fn delivery(sum: &Summary, expected: usize) -> DeliveryHealth {
         last_error: sum
             .last_error
             .as_ref()
-            .map(|(_, text, node)| format!("{text} (node {node})")),
-        last_error_time: sum.last_error.as_ref().and_then(|(t, _, _)| time(*t)),
+            .map(|latest| format!("{} (node {})", latest.text, latest.node)),
+        last_error_time: sum.last_error.as_ref().and_then(|latest| time(latest.time)),
         last_success_time: sum.last_success.and_then(time),
         nodes_reporting: i32::try_from(sum.reporting.len()).unwrap_or(i32::MAX),
         nodes_expected: i32::try_from(expected).unwrap_or(i32::MAX),
+    }
+}
+
+/// The `Delivering` condition's status, reason and message.
+#[derive(Debug, PartialEq, Eq)]
+struct Verdict {
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+impl Verdict {
+    fn new(status: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -93,9 +115,9 @@ fn verdict(
     uncovered: &[&str],
     before: Option<&DeliveryHealth>,
     now: &DeliveryHealth,
-) -> (&'static str, &'static str, String) {
+) -> Verdict {
     if expected == 0 {
-        return ("Unknown", delivering::NO_PODS, "no pod feeds this drain".into());
+        return Verdict::new("Unknown", delivering::NO_PODS, "no pod feeds this drain");
     }
     if !uncovered.is_empty() {
         let message = format!(
@@ -103,7 +125,7 @@ fn verdict(
             plural(uncovered.len(), "node"),
             names(uncovered.iter().copied())
         );
-        return ("False", delivering::NODE_NOT_COVERED, message);
+        return Verdict::new("False", delivering::NODE_NOT_COVERED, message);
     }
     if !sum.failing.is_empty() {
         let error = now.last_error.as_deref().unwrap_or("no error text");
@@ -112,7 +134,7 @@ fn verdict(
             plural(sum.failing.len(), "node"),
             names(sum.failing.iter().map(String::as_str))
         );
-        return ("False", delivering::DRAIN_FAILING, message);
+        return Verdict::new("False", delivering::DRAIN_FAILING, message);
     }
     let dropped_before = before.map_or(0, |b| b.lines_dropped);
     if now.lines_dropped > dropped_before {
@@ -121,7 +143,7 @@ fn verdict(
             now.lines_dropped - dropped_before,
             now.lines_dropped
         );
-        return ("False", delivering::LINES_DROPPED, message);
+        return Verdict::new("False", delivering::LINES_DROPPED, message);
     }
     if now.lag_bytes > i64::try_from(LAGGING_BYTES).unwrap_or(i64::MAX) {
         let message = format!(
@@ -129,21 +151,21 @@ fn verdict(
             now.lag_bytes,
             plural(sum.reporting.len(), "node")
         );
-        return ("False", delivering::LAGGING, message);
+        return Verdict::new("False", delivering::LAGGING, message);
     }
     let message = format!(
         "delivering; {} of {} reporting",
         sum.reporting.len(),
         plural(expected, "node")
     );
-    ("True", delivering::DELIVERING, message)
+    Verdict::new("True", delivering::DELIVERING, message)
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
+fn plural(count: usize, word: &str) -> String {
+    if count == 1 {
         format!("1 {word}")
     } else {
-        format!("{n} {word}s")
+        format!("{count} {word}s")
     }
 }
 
@@ -173,22 +195,25 @@ mod tests {
             ..Summary::default()
         };
         let health = delivery(&sum, 2);
-        let (status, reason, message) = verdict(&sum, 2, &["c"], None, &health);
-        assert_eq!((status, reason), ("False", delivering::NODE_NOT_COVERED));
-        assert!(message.contains(": c"), "{message}");
-        let (_, reason, message) = verdict(&sum, 2, &[], None, &health);
-        assert_eq!(reason, delivering::DRAIN_FAILING);
-        assert!(message.contains("1 node: b"), "{message}");
+        let uncovered = verdict(&sum, 2, &["c"], None, &health);
+        assert_eq!(
+            (uncovered.status, uncovered.reason),
+            ("False", delivering::NODE_NOT_COVERED)
+        );
+        assert!(uncovered.message.contains(": c"), "{}", uncovered.message);
+        let failing = verdict(&sum, 2, &[], None, &health);
+        assert_eq!(failing.reason, delivering::DRAIN_FAILING);
+        assert!(failing.message.contains("1 node: b"), "{}", failing.message);
         let ok = Summary {
             reporting: sum.reporting.clone(),
             ..Summary::default()
         };
         assert_eq!(
-            verdict(&ok, 2, &[], None, &delivery(&ok, 2)).1,
+            verdict(&ok, 2, &[], None, &delivery(&ok, 2)).reason,
             delivering::DELIVERING
         );
         assert_eq!(
-            verdict(&ok, 0, &[], None, &delivery(&ok, 0)).1,
+            verdict(&ok, 0, &[], None, &delivery(&ok, 0)).reason,
             delivering::NO_PODS
         );
     }
@@ -200,8 +225,14 @@ mod tests {
             ..Summary::default()
         };
         let now = delivery(&sum, 1);
-        assert_eq!(verdict(&sum, 1, &[], None, &now).1, delivering::LINES_DROPPED);
-        assert_eq!(verdict(&sum, 1, &[], Some(&now), &now).1, delivering::DELIVERING);
+        assert_eq!(
+            verdict(&sum, 1, &[], None, &now).reason,
+            delivering::LINES_DROPPED
+        );
+        assert_eq!(
+            verdict(&sum, 1, &[], Some(&now), &now).reason,
+            delivering::DELIVERING
+        );
     }
 
     #[test]

@@ -13,21 +13,26 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use sluice_api::crd::{
     LogDrain, LogDrainStatus,
-    condition::{DELIVERING, delivering, reason},
+    condition::{DELIVERING, delivering},
 };
 
-use super::{Outcome, Step, delivery, status};
+use super::{
+    StatusOutcome, Step,
+    cluster::{Cluster, Notice},
+    delivery, status,
+};
 use crate::{
-    Context, render,
+    Context, resolve,
     world::{ObjKey, World, in_namespace},
 };
+use kube::runtime::events::EventType;
 
 /// The status a drain should have now, and the problem if it does not resolve.
 pub fn desired_status(
     world: &World,
     key: &ObjKey,
     drain: &LogDrain,
-) -> (LogDrainStatus, Option<render::Problem>) {
+) -> (LogDrainStatus, Option<resolve::Problem>) {
     let problem = world.problem(key);
     let mut bindings = 0;
     let (mut pods, mut nodes) = (BTreeSet::new(), BTreeSet::new());
@@ -50,20 +55,12 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let generation = drain.metadata.generation;
-    let condition = match &problem {
-        None => status::ready_condition(
-            previous,
-            true,
-            reason::RESOLVED,
-            format!(
-                "settings resolve; fed by {bindings} binding(s), {} pod(s) on {} node(s)",
-                pods.len(),
-                nodes.len()
-            ),
-            generation,
-        ),
-        Some(p) => status::ready_condition(previous, false, p.reason, p.message.clone(), generation),
-    };
+    let resolved = format!(
+        "settings resolve; fed by {bindings} binding(s), {} pod(s) on {} node(s)",
+        pods.len(),
+        nodes.len()
+    );
+    let condition = status::ready_condition(previous, problem.as_ref(), resolved, generation);
     let count = |n: usize| Some(i32::try_from(n).unwrap_or(i32::MAX));
     let (delivery, delivering) = delivery::assess(
         &world.collectors,
@@ -86,61 +83,41 @@ pub fn desired_status(
 /// Recompute one drain's status and write it if it changed; publish an Event when it turns bad.
 /// A change of the counts alone is written only when `counts_due` (the caller spaces such writes
 /// out, so pod churn does not turn into a stream of status writes); otherwise it is
-/// [`Outcome::Deferred`].
+/// [`StatusOutcome::Deferred`].
 pub fn reconcile(
     ctx: &Context,
-    recorder: &kube::runtime::events::Recorder,
+    cluster: &Cluster,
     world: &World,
     key: &ObjKey,
     counts_due: bool,
 ) -> Step<LogDrain> {
     let Some(drain) = world.drains.get(key) else {
-        return Step::Done(Outcome::Unchanged);
+        return Step::Done(StatusOutcome::Unchanged);
     };
     let (desired, problem) = desired_status(world, key, drain);
-    let problem = problem.as_ref().map(|p| (p.reason, p.message.as_str()));
-    let event = failing_event(drain.status.as_ref(), &desired);
-    let step = status::write(
-        ctx,
-        recorder,
-        drain,
-        drain.status.as_ref(),
-        desired,
-        problem,
-        counts_due,
-    );
-    match (step, event) {
-        (Step::Write(write), Some((warning, reason, message))) => {
-            let (ctx, recorder) = (ctx.clone(), recorder.clone());
-            let reference = kube::Resource::object_ref(drain, &());
-            Step::Write(Box::pin(async move {
-                let written = write.await?;
-                status::publish(&ctx, &recorder, &reference, warning, &reason, &message).await;
-                Ok(written)
-            }))
-        }
-        (step, _) => step,
-    }
+    let notice = delivery_notice(drain.status.as_ref(), &desired);
+    status::write(ctx, cluster, drain, desired, problem.as_ref(), notice, counts_due)
 }
 
 /// The Event a status change calls for: the drain starts failing (a warning) or delivers again
-/// after failing; `(warning, reason, message)`.
-fn failing_event(
-    current: Option<&LogDrainStatus>,
-    desired: &LogDrainStatus,
-) -> Option<(bool, String, String)> {
+/// after failing.
+fn delivery_notice(current: Option<&LogDrainStatus>, desired: &LogDrainStatus) -> Option<Notice> {
     let find = |s: &LogDrainStatus| s.conditions.iter().find(|c| c.type_ == DELIVERING).cloned();
     let before = current.and_then(find);
     let now = find(desired)?;
     let was_failing = before.is_some_and(|c| c.reason == delivering::DRAIN_FAILING);
     let is_failing = now.reason == delivering::DRAIN_FAILING;
     match (was_failing, is_failing) {
-        (false, true) => Some((true, now.reason, now.message)),
-        (true, false) => Some((
-            false,
-            delivering::DRAIN_RECOVERED.to_owned(),
-            format!("delivering again ({})", now.message),
-        )),
+        (false, true) => Some(Notice {
+            severity: EventType::Warning,
+            reason: now.reason,
+            note: now.message,
+        }),
+        (true, false) => Some(Notice {
+            severity: EventType::Normal,
+            reason: delivering::DRAIN_RECOVERED.to_owned(),
+            note: format!("delivering again ({})", now.message),
+        }),
         _ => None,
     }
 }

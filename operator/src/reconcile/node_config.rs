@@ -21,7 +21,10 @@ use k8s_openapi::{
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use sluice_api::NodeConfig;
 
-use crate::{Context, Error, Result, context::MANAGER, render};
+use futures::future::BoxFuture;
+
+use super::cluster::NodeConfigStore;
+use crate::{Context, Error, Result, context::MANAGER, resolve};
 
 /// The key of the config in each Secret.
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -39,13 +42,14 @@ pub fn secret_name(node: &str) -> String {
     if name.len() <= 253 {
         return name;
     }
-    let hash = render::content_hash(node);
+    let hash = resolve::content_hash(node);
     format!("{}-{}", &name[..240], &hash[..12])
 }
 
-/// Writes node config Secrets. Shared (`Arc`) by the writes in flight; what each Secret holds is
-/// the caller's to remember (see [`plan`]), since only the caller knows which writes completed.
-pub struct NodeWriter {
+/// Writes node config Secrets through the API server. Shared (`Arc`) by the writes in flight;
+/// what each Secret holds is the caller's to remember (see [`plan`]), since only the caller knows
+/// which writes completed.
+pub struct KubeNodeConfigs {
     ctx: Context,
     secrets: Api<Secret>,
     nodes: Api<Node>,
@@ -53,9 +57,9 @@ pub struct NodeWriter {
     node_uids: Mutex<HashMap<String, String>>,
 }
 
-/// One pending change of a node's Secret.
-#[derive(Debug)]
-pub enum Change {
+/// One pending write of a node's config Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeConfigWrite {
     /// Create or replace the Secret with this config.
     Apply {
         /// The node.
@@ -72,65 +76,74 @@ pub enum Change {
     },
 }
 
-impl Change {
-    /// The node whose Secret this changes.
+impl NodeConfigWrite {
+    /// The node whose Secret this writes.
     pub fn node(&self) -> &str {
         match self {
-            Change::Apply { node, .. } | Change::Delete { node } => node,
+            NodeConfigWrite::Apply { node, .. } | NodeConfigWrite::Delete { node } => node,
         }
     }
 
-    /// Record a completed change in `hashes` (node → hash of the config its Secret holds).
+    /// Record a completed write in `hashes` (node → hash of the config its Secret holds).
     pub fn record(&self, hashes: &mut HashMap<String, String>) {
         match self {
-            Change::Apply { node, hash, .. } => hashes.insert(node.clone(), hash.clone()),
-            Change::Delete { node } => hashes.remove(node),
+            NodeConfigWrite::Apply { node, hash, .. } => hashes.insert(node.clone(), hash.clone()),
+            NodeConfigWrite::Delete { node } => hashes.remove(node),
         };
     }
 }
 
-/// The change that brings `node`'s Secret in line with `config` (`None`: the node needs no
+/// The write that brings `node`'s Secret in line with `config` (`None`: the node needs no
 /// config), given `hashes` (node → hash its Secret holds); `Ok(None)` when it already is.
 pub fn plan(
     hashes: &HashMap<String, String>,
     node: &str,
     config: Option<NodeConfig>,
-) -> Result<Option<Change>> {
+) -> Result<Option<NodeConfigWrite>> {
     let Some(config) = config else {
         let node = node.to_owned();
-        return Ok(hashes.contains_key(&node).then_some(Change::Delete { node }));
+        return Ok(hashes
+            .contains_key(&node)
+            .then_some(NodeConfigWrite::Delete { node }));
     };
     let yaml = config.to_yaml().map_err(|source| Error::Render {
         node: node.to_owned(),
         source,
     })?;
-    let hash = render::content_hash(&yaml);
-    Ok((hashes.get(node) != Some(&hash)).then(|| Change::Apply {
+    let hash = resolve::content_hash(&yaml);
+    Ok((hashes.get(node) != Some(&hash)).then(|| NodeConfigWrite::Apply {
         node: node.to_owned(),
         yaml,
         hash,
     }))
 }
 
-impl NodeWriter {
-    /// A writer, and the hashes of the Secrets that exist (one list, in the operator's namespace
-    /// only).
-    pub async fn load(ctx: Context) -> Result<(Self, HashMap<String, String>)> {
+impl NodeConfigStore for KubeNodeConfigs {
+    fn stored(&self) -> BoxFuture<'_, Result<HashMap<String, String>>> {
+        Box::pin(self.list())
+    }
+
+    fn write<'a>(&'a self, write: &'a NodeConfigWrite) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.write_one(write))
+    }
+}
+
+impl KubeNodeConfigs {
+    /// A writer in the operator's namespace.
+    pub fn new(ctx: Context) -> Self {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
         let nodes = Api::all(ctx.client.clone());
-        let writer = Self {
+        Self {
             ctx,
             secrets,
             nodes,
             node_uids: Mutex::default(),
-        };
-        let hashes = writer.stored().await?;
-        Ok((writer, hashes))
+        }
     }
 
     /// node → content hash of every node config Secret as stored now (one list, in the operator's
     /// namespace only).
-    pub async fn stored(&self) -> Result<HashMap<String, String>> {
+    async fn list(&self) -> Result<HashMap<String, String>> {
         let ctx = &self.ctx;
         let list = self
             .secrets
@@ -160,21 +173,21 @@ impl NodeWriter {
         Ok(hashes)
     }
 
-    /// Carry out one change (a server-side apply, or a delete that tolerates a missing Secret).
-    pub async fn write(&self, change: &Change) -> Result<()> {
-        let result = self.send(change).await;
-        if let (Change::Delete { .. }, Ok(())) = (change, &result) {
+    /// Carry out one write (a server-side apply, or a delete that tolerates a missing Secret).
+    async fn write_one(&self, write: &NodeConfigWrite) -> Result<()> {
+        let result = self.send(write).await;
+        if let (NodeConfigWrite::Delete { .. }, Ok(())) = (write, &result) {
             // A Node re-created under the same name has a new UID: look it up again.
             if let Ok(mut uids) = self.node_uids.lock() {
-                uids.remove(change.node());
+                uids.remove(write.node());
             }
         }
         result
     }
 
-    async fn send(&self, change: &Change) -> Result<()> {
-        match change {
-            Change::Delete { node } => {
+    async fn send(&self, write: &NodeConfigWrite) -> Result<()> {
+        match write {
+            NodeConfigWrite::Delete { node } => {
                 let name = secret_name(node);
                 self.ctx.before_write("secret", "delete")?;
                 match self.secrets.delete(&name, &DeleteParams::default()).await {
@@ -187,7 +200,7 @@ impl NodeWriter {
                     )),
                 }
             }
-            Change::Apply { node, yaml, hash } => {
+            NodeConfigWrite::Apply { node, yaml, hash } => {
                 let secret = self.desired(node, yaml, hash).await?;
                 let name = secret_name(node);
                 self.ctx.before_write("secret", "apply")?;

@@ -11,7 +11,8 @@ use sluice_api::{
 use super::*;
 use crate::{
     fixtures::*,
-    world::{SecretData, World},
+    resolve::{SecretData, resolve_drain},
+    world::World,
 };
 
 fn world_with(pods: Vec<crate::world::PodInfo>) -> World {
@@ -282,24 +283,6 @@ fn http_policy_settings_reach_the_node_config() {
     let config = resolve_drain(&d, &world.secrets, "x".into()).expect("resolves");
     assert_eq!(config.delivery.drop_on_status, [400, 404]);
     assert!(config.http.is_some_and(|h| h.allow_credentials_over_http));
-}
-
-#[test]
-fn node_drain_names_are_dns_labels_and_unambiguous() {
-    assert_eq!(node_drain_name("shop", "logs"), "shop-logs");
-    let long = node_drain_name(&"n".repeat(40), &"d".repeat(40));
-    assert!(long.len() <= 63, "{long}");
-    assert_ne!(long, node_drain_name(&"n".repeat(40), &"e".repeat(40)));
-    // `a-b`/`c` and `a`/`b-c` would both be `a-b-c`: both get distinct hashed names.
-    let keys = [
-        ("a-b".to_owned(), "c".to_owned()),
-        ("a".to_owned(), "b-c".to_owned()),
-    ];
-    let names = unique_names(keys.iter());
-    assert_ne!(names[&keys[0]], names[&keys[1]]);
-    for n in names.values() {
-        assert!(n.len() <= 63 && !n.ends_with('-'), "{n}");
-    }
 }
 
 #[test]

@@ -29,14 +29,34 @@ pub struct Summary {
     pub failed: u64,
     /// Bytes behind, over the covered nodes.
     pub lag_bytes: u64,
-    /// The latest error: (unix time, `kind: message`, node).
-    pub last_error: Option<(u64, String, String)>,
+    /// The latest error.
+    pub last_error: Option<LatestError>,
     /// The latest success (unix time).
     pub last_success: Option<u64>,
     /// Covered nodes that report this drain.
     pub reporting: BTreeSet<String>,
     /// Covered nodes on which the drain is failing now.
     pub failing: BTreeSet<String>,
+}
+
+/// The latest error a collector reported for a drain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestError {
+    /// When (unix seconds).
+    pub time: u64,
+    /// `kind: message`.
+    pub text: String,
+    /// The node that reported it.
+    pub node: String,
+}
+
+/// What forgetting the Leases a (re)list did not show affected.
+#[derive(Debug, Default)]
+pub struct Forgotten {
+    /// The drain owners their reports name.
+    pub owners: BTreeSet<ObjKey>,
+    /// Their nodes.
+    pub nodes: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -76,19 +96,17 @@ impl Collectors {
         touched
     }
 
-    /// Forget the Leases of a (re)list that did not appear in it; returns the affected owners and
-    /// nodes.
-    pub fn retain_listed(&mut self, listed: &BTreeSet<String>) -> (BTreeSet<ObjKey>, BTreeSet<String>) {
-        let mut touched = BTreeSet::new();
-        let mut nodes = BTreeSet::new();
+    /// Forget the Leases of a (re)list that did not appear in it; returns what that affects.
+    pub fn retain_listed(&mut self, listed: &BTreeSet<String>) -> Forgotten {
+        let mut forgotten = Forgotten::default();
         for (node, state) in &mut self.nodes {
             if !listed.contains(node) && state.expires.is_some() {
                 state.expires = None;
-                touched.extend(owners(state.report.as_ref()));
-                nodes.insert(node.clone());
+                forgotten.owners.extend(owners(state.report.as_ref()));
+                forgotten.nodes.insert(node.clone());
             }
         }
-        (touched, nodes)
+        forgotten
     }
 
     /// Whether `node`'s collector holds a live Lease at `now`.
@@ -126,10 +144,17 @@ fn add(sum: &mut Summary, node: &str, health: &DrainHealth, live: bool) {
     sum.delivered = sum.delivered.saturating_add(health.lines_delivered);
     sum.dropped = sum.dropped.saturating_add(health.dropped_total());
     sum.failed = sum.failed.saturating_add(health.attempts_failed);
-    if let Some(e) = &health.last_error
-        && sum.last_error.as_ref().is_none_or(|(t, _, _)| e.time > *t)
+    if let Some(error) = &health.last_error
+        && sum
+            .last_error
+            .as_ref()
+            .is_none_or(|latest| error.time > latest.time)
     {
-        sum.last_error = Some((e.time, format!("{}: {}", e.kind, e.message), node.to_owned()));
+        sum.last_error = Some(LatestError {
+            time: error.time,
+            text: format!("{}: {}", error.kind, error.message),
+            node: node.to_owned(),
+        });
     }
     sum.last_success = sum.last_success.max(health.last_success);
     if live && health.active {
@@ -256,7 +281,7 @@ mod tests {
         assert_eq!((sum.delivered, sum.lag_bytes), (12, 20));
         assert_eq!(sum.failing, BTreeSet::from(["b".to_owned()]));
         assert_eq!(
-            sum.last_error.as_ref().map(|e| e.1.as_str()),
+            sum.last_error.as_ref().map(|e| e.text.as_str()),
             Some("connect: refused")
         );
 

@@ -121,3 +121,37 @@ fn drains_are_resolved_once_per_change_of_the_drain_or_its_secret() {
     world.set_drain(key("a", "d"), None);
     assert_eq!(reason(&world), None, "a deleted drain is forgotten");
 }
+
+#[test]
+fn a_relist_of_drains_or_bindings_removes_what_vanished_within_its_scope_only() {
+    let mut world = World::default();
+    world.upsert_pod(Some(pod("a", "p", "web", "n1", &[])), key("a", "p"));
+    world.set_drain(key("a", "old"), Some(drain("a", "old", "syslog://h:1")));
+    world.set_drain(key("b", "other"), Some(drain("b", "other", "syslog://h:1")));
+    let listed = vec![drain("a", "new", "syslog://h:2")];
+    let dirty = world.replace_all(Some("a"), listed);
+    assert_eq!(
+        world.drains.keys().cloned().collect::<Vec<_>>(),
+        vec![key("a", "new"), key("b", "other")],
+        "a's listing replaces a's drains; b's stay"
+    );
+    assert_eq!(dirty.nodes, BTreeSet::from(["n1".to_owned()]));
+    assert_eq!(
+        dirty.drains,
+        BTreeSet::from([key("a", "new"), key("a", "old")]),
+        "a's statuses (a gone drain's is dropped when it is reconciled)"
+    );
+
+    world.set_binding(key("a", "web"), Some(binding("a", "web", "web", &["new"])));
+    let dirty = world.replace_all::<LogBinding>(None, Vec::new());
+    assert!(
+        world.bindings.is_empty(),
+        "an all-namespaces listing of none removes all"
+    );
+    assert_eq!(
+        dirty.bindings,
+        BTreeSet::new(),
+        "a removed binding has no status to write"
+    );
+    assert_eq!(dirty.nodes, BTreeSet::from(["n1".to_owned()]));
+}

@@ -35,7 +35,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::OnceCell;
 
 pub use binary::{BIN_ENV, Error as BinaryError, harness_binary, pinned_kubernetes_version};
-pub use node::{KubeNode, NODE_IP, NODE_NAME, NodeError, POD_LOGS_DIR};
+pub use node::{CGROUP, KubeNode, NODE_IP, NODE_NAME, NodeError, NodeOptions, POD_LOGS_DIR, STATE_DIR};
 pub use options::{GC_AND_NAMESPACE_CONTROLLERS, StartOptions};
 pub use process::Error as ProcessError;
 use process::HarnessProcess;

@@ -114,6 +114,29 @@ impl NodeError {
     }
 }
 
+/// How the node's kubelet keeps container logs (its `containerLog*` settings).
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// `containerLogMaxSize`: the kubelet rotates a container's log once it is this large
+    /// (a quantity such as `10Mi`).
+    pub container_log_max_size: String,
+    /// `containerLogMaxFiles` (at least 2): the current file plus rotated ones, the newest rotated
+    /// one uncompressed, older ones gzipped; the oldest beyond this are deleted.
+    pub container_log_max_files: u32,
+    /// `containerLogMonitorInterval`: how often the kubelet checks the sizes (at least `3s`).
+    pub container_log_monitor_interval: String,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            container_log_max_size: "10Mi".into(),
+            container_log_max_files: 5,
+            container_log_monitor_interval: "10s".into(),
+        }
+    }
+}
+
 /// A control plane with one real, Ready node; torn down on drop.
 #[derive(Debug)]
 pub struct KubeNode {
@@ -138,6 +161,15 @@ impl KubeNode {
     /// docker-archive tar of the image named `pause_name`, containerd's
     /// sandbox image) and waits until the node is Ready.
     pub async fn start(pause_image: &Path, pause_name: &str) -> Result<Self, NodeError> {
+        Self::start_with(pause_image, pause_name, &NodeOptions::default()).await
+    }
+
+    /// [`KubeNode::start`] with the kubelet's log settings of `node_options`.
+    pub async fn start_with(
+        pause_image: &Path,
+        pause_name: &str,
+        node_options: &NodeOptions,
+    ) -> Result<Self, NodeError> {
         check_machine()?;
         let building = Instant::now();
         let bin = crate::harness_binary().await.map_err(Error::from)?;
@@ -176,7 +208,7 @@ impl KubeNode {
         node.add_service_dnat()?;
         node.start_containerd()?;
         node.import_image(pause_image, pause_name)?;
-        node.start_kubelet()?;
+        node.start_kubelet(node_options)?;
         node.wait_ready().await?;
         node.ready_after = started.elapsed();
         Ok(node)
@@ -189,7 +221,17 @@ impl KubeNode {
         pause_image: &Path,
         pause_name: &str,
     ) -> Result<Option<Self>, NodeError> {
-        match Self::start(pause_image, pause_name).await {
+        Self::start_or_skip_with(test, pause_image, pause_name, &NodeOptions::default()).await
+    }
+
+    /// [`KubeNode::start_or_skip`] with the kubelet's log settings of `node_options`.
+    pub async fn start_or_skip_with(
+        test: &str,
+        pause_image: &Path,
+        pause_name: &str,
+        node_options: &NodeOptions,
+    ) -> Result<Option<Self>, NodeError> {
+        match Self::start_with(pause_image, pause_name, node_options).await {
             Err(e) if e.is_unavailable() && std::env::var(crate::REQUIRE_ALL_ENV).as_deref() != Ok("1") => {
                 eprintln!(
                     "\n!!!!!!!! SKIPPED {test}: {e}\n!!!!!!!! (run scripts/setup.sh as root; {}=1 makes this a failure)\n",
@@ -329,13 +371,16 @@ impl KubeNode {
         }
     }
 
-    fn start_kubelet(&mut self) -> Result<(), NodeError> {
+    fn start_kubelet(&mut self, options: &NodeOptions) -> Result<(), NodeError> {
         let harness = self.harness();
         let pki = harness.dir().join("pki");
         let kubelet_kubeconfig = harness.dir().join("kubelet.kubeconfig");
         let root = Path::new(STATE_DIR).join("kubelet");
         let config = Path::new(STATE_DIR).join("kubelet.yaml");
-        write(&config, &kubelet_config(&pki.join("ca.crt"), free_port()?))?;
+        write(
+            &config,
+            &kubelet_config(&pki.join("ca.crt"), free_port()?, options),
+        )?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("kubelet")
             .arg(format!("--config={}", config.display()))

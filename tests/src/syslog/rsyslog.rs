@@ -2,6 +2,7 @@
 //! writing each parsed message as a JSON line through an `option.jsonf` template.
 
 use std::{
+    net::{IpAddr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -16,6 +17,8 @@ use crate::support::{Daemon, Missing, program, temp_dir, wait_until};
 #[derive(Debug)]
 pub struct Rsyslog {
     daemon: Daemon,
+    /// The address it listens on.
+    pub address: IpAddr,
     /// Where it listens.
     pub ports: Ports,
     /// The CA that signed its TLS certificate.
@@ -34,14 +37,21 @@ impl Rsyslog {
         program("/usr/sbin/rsyslogd", "rsyslog")
     }
 
-    /// Start on fresh ports in a fresh temp dir and wait until all three listeners accept.
+    /// Start on 127.0.0.1 on fresh ports in a fresh temp dir and wait until all three listeners
+    /// accept.
     pub fn start(bin: &std::path::Path) -> Result<Self> {
+        Self::start_on(bin, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// [`Rsyslog::start`] listening on `address` instead (e.g. a bridge's address, for pods; the
+    /// TLS certificate still names 127.0.0.1 only).
+    pub fn start_on(bin: &std::path::Path, address: IpAddr) -> Result<Self> {
         let dir = temp_dir("sluice-rsyslog-")?;
         let d = dir.path();
         let certs = Certs::generate(d)?;
         let ports = Ports::free();
         let out = d.join("received.jsonl");
-        let conf = config(d, &certs, ports, &out);
+        let conf = config(d, &certs, address, ports, &out);
         let conf_path = d.join("rsyslog.conf");
         std::fs::write(&conf_path, conf)?;
         let mut cmd = Command::new(bin);
@@ -53,6 +63,7 @@ impl Rsyslog {
         let daemon = Daemon::spawn("rsyslogd", cmd, &d.join("rsyslogd.log"))?;
         let receiver = Self {
             daemon,
+            address,
             ports,
             certs,
             out,
@@ -67,9 +78,11 @@ impl Rsyslog {
             "rsyslogd to listen",
             Duration::from_secs(30),
             || {
-                super::syslog_ng::tcp_open(self.ports.tcp)
-                    .then_some(())
-                    .filter(|_| super::syslog_ng::tcp_open(self.ports.tls))
+                let open = |port| {
+                    TcpStream::connect_timeout(&(self.address, port).into(), Duration::from_millis(200))
+                        .is_ok()
+                };
+                (open(self.ports.tcp) && open(self.ports.tls)).then_some(())
             },
             || self.daemon.log_tail(10),
         )
@@ -78,6 +91,14 @@ impl Rsyslog {
     /// Every message received so far.
     pub fn received(&self) -> Vec<Received> {
         Received::parse_file(&self.out)
+    }
+
+    /// How many messages it has written so far (counts lines without parsing them, for
+    /// benchmarks).
+    pub fn received_count(&self) -> u64 {
+        std::fs::read(&self.out)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+            .unwrap_or(0)
     }
 
     /// The receiver's own log (for failure messages).
@@ -96,7 +117,7 @@ impl Rsyslog {
 }
 
 /// The rsyslog configuration: three inputs into one ruleset writing JSON lines to `out`.
-fn config(d: &Path, certs: &Certs, ports: Ports, out: &Path) -> String {
+fn config(d: &Path, certs: &Certs, address: IpAddr, ports: Ports, out: &Path) -> String {
     format!(
         r#"global(workDirectory="{work}" maxMessageSize="{max}"
    defaultNetstreamDriverCAFile="{ca}" defaultNetstreamDriverCertFile="{cert}"
@@ -112,10 +133,10 @@ template(name="sluice" type="list" option.jsonf="on") {{
   property(outname="msg" name="msg" format="jsonf")
 }}
 ruleset(name="sluice") {{ action(type="omfile" file="{out}" template="sluice") }}
-input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="sluice")
-input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="sluice" streamDriver.name="gtls"
+input(type="imtcp" address="{address}" port="{tcp}" ruleset="sluice")
+input(type="imtcp" address="{address}" port="{tls}" ruleset="sluice" streamDriver.name="gtls"
   streamDriver.mode="1" streamDriver.authMode="anon")
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="sluice")
+input(type="imudp" address="{address}" port="{udp}" ruleset="sluice")
 "#,
         work = d.display(),
         max = MAX_MESSAGE_BYTES,
@@ -123,6 +144,7 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="sluice")
         cert = certs.cert.display(),
         key = certs.key.display(),
         out = out.display(),
+        address = address,
         tcp = ports.tcp,
         tls = ports.tls,
         udp = ports.udp,

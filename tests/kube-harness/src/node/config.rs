@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::{
-    BRIDGE, CGROUP, NODE_IP, POD_LOGS_DIR, POD_SUBNET, RULE_COMMENT, RUN_DIR, SERVICE_IP, STATE_DIR,
+    BRIDGE, CGROUP, NODE_IP, NodeOptions, POD_LOGS_DIR, POD_SUBNET, RULE_COMMENT, RUN_DIR, SERVICE_IP,
+    STATE_DIR,
 };
 
 pub(super) fn dnat_rule(port: u16) -> Vec<String> {
@@ -66,7 +67,7 @@ pub(super) fn cni_config() -> String {
     )
 }
 
-pub(super) fn kubelet_config(ca: &Path, port: u16) -> String {
+pub(super) fn kubelet_config(ca: &Path, port: u16, options: &NodeOptions) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -91,10 +92,14 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {{nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}}
 serializeImagePulls: false
-containerLogMaxSize: 10Mi
-containerLogMaxFiles: 5
+containerLogMaxSize: {max_size}
+containerLogMaxFiles: {max_files}
+containerLogMonitorInterval: {interval}
 "#,
-        ca = ca.display()
+        ca = ca.display(),
+        max_size = options.container_log_max_size,
+        max_files = options.container_log_max_files,
+        interval = options.container_log_monitor_interval,
     )
 }
 

@@ -1,7 +1,12 @@
-//! From a `LogDrain` and the Secrets it names to the [`DrainConfig`] a collector reads.
+//! Resolution of a `LogDrain` with the Secrets it names into the [`DrainConfig`] a collector
+//! reads, and the names a drain gets in node configs. A leaf: it knows nothing of the operator's
+//! picture of the cluster ([`crate::world`]) or of rendering, which both build on it.
 //!
-//! Invariant: a [`Problem`] message names the field and the Secret (namespace, name, key) but never
-//! a Secret's value, so it is safe for statuses, Events and logs.
+//! Invariants:
+//! * a [`Problem`] message names the field and the Secret (namespace, name, key) but never a
+//!   Secret's value, so it is safe for statuses, Events and logs;
+//! * a Secret's data is kept only when it opted in with [`DRAIN_CREDENTIALS_LABEL`];
+//! * a drain's node-config name depends only on its namespace and name ([`names`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,8 +17,51 @@ use sluice_api::{
     },
 };
 
-use super::cert;
-use crate::world::{ObjKey, SecretData};
+pub mod cert;
+pub mod names;
+
+pub use names::{content_hash, node_drain_name, node_drain_names};
+
+/// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
+pub type ObjKey = (String, String);
+
+/// The most bytes of YAML one drain's settings may take (its CA bundle included).
+pub const DRAIN_BUDGET: usize = 64 * 1024;
+
+/// A Secret a drain names, as the operator keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretData {
+    /// It does not exist.
+    Missing,
+    /// It exists but has not opted in to serve drains (no [`DRAIN_CREDENTIALS_LABEL`]); its data
+    /// is not kept.
+    NotPermitted,
+    /// It opted in: its data by key.
+    Permitted(BTreeMap<String, Vec<u8>>),
+}
+
+impl SecretData {
+    /// What the operator keeps of a Secret a drain names (`None`: it does not exist): its data
+    /// only when it opted in with the [`DRAIN_CREDENTIALS_LABEL`] label.
+    pub fn of(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> Self {
+        match secret {
+            None => SecretData::Missing,
+            Some(found) if opted_in(found) => SecretData::Permitted(secret_values(found)),
+            Some(_) => SecretData::NotPermitted,
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretData {
+    // Keys only: the values are credentials.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => formatter.write_str("Missing"),
+            Self::NotPermitted => formatter.write_str("NotPermitted"),
+            Self::Permitted(data) => formatter.debug_tuple("Permitted").field(&data.keys()).finish(),
+        }
+    }
+}
 
 /// Why a drain cannot be used: a PascalCase reason (condition reason and Event reason) and a
 /// message a person can act on.
@@ -26,7 +74,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    /// A problem with `reason` (one of [`sluice_api::crd::condition::reason`]).
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -222,14 +271,14 @@ pub fn resolve_drain(
         Problem::new(reason::INVALID_SPEC, message)
     })?;
     let size = serde_yaml::to_string(&config).map_or(0, |yaml| yaml.len());
-    if size > super::DRAIN_BUDGET {
+    if size > DRAIN_BUDGET {
         return Err(Problem::new(
             reason::CONFIG_TOO_LARGE,
             format!(
                 "the drain's settings take {} KiB once rendered (CA bundle and HTTP headers included); \
                  a drain may take at most {} KiB",
                 size.div_ceil(1024),
-                super::DRAIN_BUDGET / 1024
+                DRAIN_BUDGET / 1024
             ),
         ));
     }
@@ -254,16 +303,6 @@ fn spec_field(field: &str) -> String {
     }
 }
 
-/// What the operator keeps of a Secret a drain names (`None`: it does not exist): its data only
-/// when it opted in with the [`DRAIN_CREDENTIALS_LABEL`] label.
-pub fn secret_state(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> SecretData {
-    match secret {
-        None => SecretData::Missing,
-        Some(s) if opted_in(s) => SecretData::Permitted(secret_data(s)),
-        Some(_) => SecretData::NotPermitted,
-    }
-}
-
 /// Whether a Secret carries `sluice.dev/drain-credentials: "true"`.
 pub fn opted_in(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
     secret
@@ -274,8 +313,8 @@ pub fn opted_in(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-/// A Secret's data from the API object (`data` wins over `stringData`, as the API server merges).
-fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+/// A Secret's values from the API object (`data` wins over `stringData`, as the API server merges).
+fn secret_values(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in secret.string_data.iter().flatten() {
         out.insert(k.clone(), v.clone().into_bytes());

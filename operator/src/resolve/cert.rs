@@ -63,8 +63,8 @@ fn parse<'a>(origin: Origin<'_>, index: usize, der: &'a [u8]) -> Result<X509Cert
 }
 
 /// A certificate time as RFC 3339 (`2026-01-01T00:00:00Z`).
-fn rfc3339(t: ASN1Time) -> String {
-    jiff::Timestamp::from_second(t.timestamp()).map_or_else(|_| t.to_string(), |t| t.to_string())
+fn rfc3339(time: ASN1Time) -> String {
+    jiff::Timestamp::from_second(time.timestamp()).map_or_else(|_| time.to_string(), |t| t.to_string())
 }
 
 /// Why `cert` is not valid now, if it is not.
