@@ -112,6 +112,16 @@ struct Args {
         requires = "query_listen"
     )]
     query_token_file: Option<PathBuf>,
+    /// The IP the operator reaches the query API at, published on the node Lease with the bound
+    /// port (default: --query-listen's IP; required when that is unspecified, e.g. 0.0.0.0: the
+    /// chart passes the pod IP).
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_ADVERTISE",
+        value_name = "IP",
+        requires = "query_listen"
+    )]
+    query_advertise: Option<std::net::IpAddr>,
     /// Recent lines kept per container for queries (0: none kept).
     #[arg(long, default_value = "1000", value_name = "LINES")]
     recent_lines: usize,
@@ -240,7 +250,10 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = tokio::spawn(server);
 
-    let recent = start_query(&args, &metrics, &cancel).await?;
+    let (recent, query_address) = match start_query(&args, &metrics, &cancel).await? {
+        Some((recent, address)) => (Some(recent), Some(address)),
+        None => (None, None),
+    };
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
         node_name: args.node_name.clone().unwrap_or_else(hostname),
@@ -305,7 +318,8 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
     let cluster = identity.map(|(client, identity)| {
         let (drains, rx) = watch::channel(collector.drain_states());
         let book = health::Book::open(&args.state_dir, &identity.node);
-        let mut lease = cluster::lease::NodeLease::new(client, identity, book, metrics.clone(), rx);
+        let mut lease = cluster::lease::NodeLease::new(client, identity, book, metrics.clone(), rx)
+            .with_query_address(query_address);
         let lease_cancel = CancellationToken::new();
         let token = lease_cancel.clone();
         let lease = tokio::spawn(async move {
@@ -427,11 +441,12 @@ fn init_tracing(format: &str) {
 /// With `--query-listen`: the recent store, the query API serving it, and a task that forgets the
 /// lines of containers gone longer than `--recent-keep` and publishes the store's size
 /// (`sluice_collector_recent_bytes`) and evictions (`sluice_collector_recent_lines_evicted_total`).
+/// Also returns the address to publish on the node Lease (`IP:PORT`).
 async fn start_query(
     args: &Args,
     metrics: &Metrics,
     cancel: &CancellationToken,
-) -> anyhow::Result<Option<Arc<sluice_collector::recent::Recent>>> {
+) -> anyhow::Result<Option<(Arc<sluice_collector::recent::Recent>, String)>> {
     use sluice_collector::{query, recent};
     let (Some(addr), Some(token_file)) = (args.query_listen, &args.query_token_file) else {
         return Ok(None);
@@ -448,7 +463,15 @@ async fn start_query(
         keep_gone: Duration::from_secs(args.recent_keep),
         ..recent::RecentSettings::default()
     }));
-    let (_, server) = query::serve(
+    let advertise = match args.query_advertise {
+        Some(ip) => ip,
+        None if !addr.ip().is_unspecified() => addr.ip(),
+        None => anyhow::bail!(
+            "--query-listen {addr} has no address the operator can reach: pass --query-advertise IP \
+             (in a pod: its IP, from the downward API)"
+        ),
+    };
+    let (bound, server) = query::serve(
         addr,
         query::QuerySettings::new(token),
         Arc::clone(&store),
@@ -456,6 +479,7 @@ async fn start_query(
     )
     .await
     .with_context(|| format!("cannot listen on {addr}"))?;
+    let advertised = std::net::SocketAddr::new(advertise, bound.port()).to_string();
     tokio::spawn(async move {
         if let Err(e) = server.await {
             error!(error = %e, "the query API stopped");
@@ -484,5 +508,5 @@ async fn start_query(
             evicted.inc_by(sweeper.evicted().saturating_sub(evicted.get()));
         }
     });
-    Ok(Some(store))
+    Ok(Some((store, advertised)))
 }

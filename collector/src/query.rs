@@ -150,10 +150,8 @@ async fn authenticate(State(shared): State<Shared>, request: Request, next: Next
 fn parse_query(query: &str) -> Result<(Filter, Option<usize>), String> {
     let mut filter = Filter::default();
     let mut tail = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = decode(value).ok_or_else(|| format!("{key}: bad percent-encoding"))?;
-        match key {
+    for (key, value) in sluice_api::query::query_pairs(query)? {
+        match key.as_str() {
             "namespace" => filter.namespace = value,
             "pod" => filter.pods.push(value),
             "container" => filter.container = Some(value),
@@ -168,23 +166,6 @@ fn parse_query(query: &str) -> Result<(Filter, Option<usize>), String> {
         return Err("namespace is required".into());
     }
     Ok((filter, tail))
-}
-
-/// Percent-decoding of a query value (`+` is a space).
-fn decode(value: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(value.len());
-    let mut bytes = value.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hex = [bytes.next()?, bytes.next()?];
-                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {

@@ -103,6 +103,28 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Lines of many pods at once, merged by time and prefixed with pod/container, through
+    /// sluice's logs API: the collectors' recent lines, or (-f) the lines as they are read. You
+    /// see a namespace's lines only if you may `kubectl logs` there (get pods/log).
+    #[command(after_help = "Examples:
+  # The recent lines of one pod, and of a deleted one
+  kubectl sluice logs web-0 -n shop
+  kubectl sluice logs web-0 -n shop --recent
+
+  # Follow every pod of a deployment, with timestamps
+  kubectl sluice logs deploy/web -f --timestamps
+
+  # The last 100 lines of the pods labelled app=web, in every namespace you may read
+  kubectl sluice logs -l app=web -A --tail 100
+
+  # Every pod of the namespace, as JSON lines, from the last 10 minutes
+  kubectl sluice logs --since 10m -o json
+
+  Without -f, the recent lines the collectors keep (by default the last 1000 of each container,
+  also for an hour after it is gone) are printed, merged by time. With -f, lines are printed as
+  the collectors read them; with -f and --recent or --tail, the recent lines come first (a line
+  read at that moment may show twice or not at all).")]
+    Logs(LogsArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   # bash, for this session
@@ -117,6 +139,51 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// What `logs` prints.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").args(["target", "selector"]).multiple(false))]
+pub struct LogsArgs {
+    /// The pod (`NAME` or `pod/NAME`) or workload (`deploy/NAME`, `sts/NAME`, `job/NAME`,
+    /// `rs/NAME`, `ds/NAME`); none: every pod of the namespace.
+    #[arg(value_name = "POD | TYPE/NAME")]
+    pub target: Option<String>,
+    /// Pods with these labels (`app=web,tier!=db`).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Every namespace whose pod logs you may read (not with a pod or workload).
+    #[arg(short = 'A', long, conflicts_with = "target")]
+    pub all_namespaces: bool,
+    /// Only this container.
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Follow: print lines as they are read, until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Include the lines of pods that are gone (a named pod, a workload's former pods).
+    #[arg(long)]
+    pub recent: bool,
+    /// Only the last N recent lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Only lines newer than this (`30s`, `5m`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::logs::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Prefix each line with the runtime's timestamp (RFC 3339).
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Output: `json` prints each line as a JSON object (time, namespace, pod, container,
+    /// stream, line).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<LogsOutput>,
+}
+
+/// How `logs` prints, besides the default text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogsOutput {
+    /// One JSON object per line.
+    Json,
 }
 
 /// How `explain` prints.

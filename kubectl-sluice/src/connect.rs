@@ -46,6 +46,8 @@ pub struct Target {
     pub namespace: String,
     /// The API server's URL, for messages.
     pub server: String,
+    /// The configuration the client was built from (a follow builds one without read timeout).
+    pub config: Config,
 }
 
 /// Build a client the way kubectl would from these flags.
@@ -88,12 +90,13 @@ pub async fn connect(global: &Global) -> Result<Target> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config)
+    let client = Client::try_from(config.clone())
         .map_err(|e| Failure::NoCluster(format!("cannot build a client for {server}: {e}")))?;
     Ok(Target {
         client,
         namespace,
         server,
+        config,
     })
 }
 

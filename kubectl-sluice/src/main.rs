@@ -9,6 +9,7 @@ mod connect;
 mod drains;
 mod explain;
 mod feed;
+mod logs;
 mod table;
 
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain { pod, output } => {
             explain::run(&target, &cli.global.sluice_namespace, &pod, output).await
         }
+        Command::Logs(args) => logs::run(&target, &args).await,
         Command::Completion { .. } => Ok(()),
     }
 }

@@ -351,6 +351,37 @@ async fn failures_have_a_clear_message_and_their_own_exit_code() -> Result<()> {
         ),
         (args(&env, &viewer, &["drains", "--bogus"]), 2, "--bogus".into()),
         (
+            args(&env, &viewer, &["logs", "pod/nope"]),
+            5,
+            "error: pod nope not found in namespace plg-errors (the lines of a deleted pod: add --recent)"
+                .into(),
+        ),
+        (
+            args(&env, &viewer, &["logs", "deploy/nope"]),
+            4,
+            "error: you may not read deployment nope: ".into(),
+        ),
+        (
+            args(&env, &viewer, &["logs", "-l", "app=none"]),
+            5,
+            "error: no pods match in namespace plg-errors".into(),
+        ),
+        (
+            args(&env, &viewer, &["logs", "cronjob/x"]),
+            1,
+            "error: cannot read logs of \"cronjob\"".into(),
+        ),
+        (
+            args(&env, &viewer, &["logs", "web", "-l", "app=web"]),
+            2,
+            "cannot be used with".into(),
+        ),
+        (
+            args(&env, &viewer, &["logs", "web", "--since", "5d"]),
+            2,
+            "not a duration".into(),
+        ),
+        (
             vec![
                 "drains".into(),
                 "--kubeconfig".into(),
@@ -395,6 +426,21 @@ async fn a_cluster_without_sluice_says_so() -> Result<()> {
     .await?;
     assert_eq!(run.code, 6, "{run:?}");
     assert!(run.stderr.contains("sluice is not installed"), "{run:?}");
+    // No APIService for the logs API: the API server answers 404 for its group.
+    let run = plugin(vec![
+        "logs".into(),
+        "-n".into(),
+        "default".into(),
+        "--kubeconfig".into(),
+        bare.kubeconfig_path().display().to_string(),
+    ])
+    .await?;
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("does not serve sluice's logs API (APIService v1alpha1.logs.sluice.dev)"),
+        "{run:?}"
+    );
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod error;
 mod fixtures;
 pub mod lease;
 pub mod logs;
+pub mod logs_api;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

@@ -19,10 +19,15 @@ use hyper_util::{
 };
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::{Api, Client, api::PostParams};
-use sluice_api::query::{RECENT_PATH, RecentLine};
+use sluice_api::query::{FOLLOW_PATH, RECENT_PATH, RecentLine};
+use tokio_util::sync::CancellationToken;
 
-/// How long one collector may take to answer.
+/// How long one collector may take to answer (a follow: to start answering).
 pub const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// The line a follow sends once every collector's follow has started (or failed to).
+pub const FOLLOWING_LINE: &str = "{\"following\":true}\n";
+/// The longest JSON line a follow passes on (a collector's longest line, escaped, fits).
+pub const MAX_FOLLOW_LINE_BYTES: usize = 64 << 20;
 
 /// Who is asking, as the API server authenticated them.
 #[derive(Clone, Debug, Default)]
@@ -133,23 +138,10 @@ impl Query {
         pairs.extend(self.tail.iter().map(|t| ("tail", t.to_string())));
         pairs
             .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .map(|(k, v)| format!("{k}={}", sluice_api::query::encode_component(v)))
             .collect::<Vec<_>>()
             .join("&")
     }
-}
-
-/// Percent-encoding of everything but RFC 3986's unreserved characters.
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The collectors to ask, and the token they accept.
@@ -182,22 +174,150 @@ impl Collectors {
     /// The recent lines of every collector for `query`, merged by time (a collector's own order
     /// among equal stamps), at most `query.tail` of them.
     pub async fn recent(&self, query: &Query) -> Result<Vec<RecentLine>, Error> {
-        let path = format!("{RECENT_PATH}?{}", query.query_string());
-        let answers = futures::future::join_all(self.endpoints.iter().map(|e| self.fetch(e, &path))).await;
+        self.recent_of(std::slice::from_ref(query), query.tail).await
+    }
+
+    /// The recent lines of every collector for each of `queries` (one per namespace), merged by
+    /// time (among equal stamps: by collector, then by query, then in the collector's order), at
+    /// most `tail` of them.
+    pub async fn recent_of(&self, queries: &[Query], tail: Option<usize>) -> Result<Vec<RecentLine>, Error> {
+        let (lines, mut failures) = self.recent_lenient(queries, tail).await;
+        match failures.drain(..).next() {
+            Some(failure) => Err(failure),
+            None => Ok(lines),
+        }
+    }
+
+    /// As [`Collectors::recent_of`], but a collector that fails is left out and its failure
+    /// returned beside the lines of the others (one down collector does not hide the rest).
+    pub async fn recent_lenient(
+        &self,
+        queries: &[Query],
+        tail: Option<usize>,
+    ) -> (Vec<RecentLine>, Vec<Error>) {
+        let asks = self.endpoints.iter().flat_map(|e| {
+            queries
+                .iter()
+                .map(move |q| (e, format!("{RECENT_PATH}?{}", q.query_string())))
+        });
+        let answers =
+            futures::future::join_all(asks.map(|(e, path)| async move { self.fetch(e, &path).await })).await;
         let mut lines: Vec<(Option<jiff::Timestamp>, usize, usize, RecentLine)> = Vec::new();
-        for (collector, answer) in answers.into_iter().enumerate() {
-            for (i, line) in answer?.into_iter().enumerate() {
-                lines.push((line.time.parse().ok(), collector, i, line));
+        let mut failures = Vec::new();
+        for (ask, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(answer) => {
+                    for (i, line) in answer.into_iter().enumerate() {
+                        lines.push((line.time.parse().ok(), ask, i, line));
+                    }
+                }
+                Err(e) => failures.push(e),
             }
         }
-        lines.sort_by_key(|(time, collector, i, _)| (*time, *collector, *i));
+        lines.sort_by_key(|(time, ask, i, _)| (*time, *ask, *i));
         let mut merged: Vec<RecentLine> = lines.into_iter().map(|(_, _, _, l)| l).collect();
-        if let Some(tail) = query.tail
+        if let Some(tail) = tail
             && merged.len() > tail
         {
             merged.drain(..merged.len() - tail);
         }
-        Ok(merged)
+        (merged, failures)
+    }
+
+    /// Follow every collector for each of `queries`: each JSON line a collector sends (a line,
+    /// or `{"lagged":N}`) goes to `lines` as it comes, whole; a follow that cannot be had or
+    /// breaks sends `{"warning":"…"}` instead; [`FOLLOWING_LINE`] comes once every collector
+    /// has started its follow (every line read after it is sent). Returns when every follow has ended, `lines` is
+    /// closed, or `cancel` fires. A slow receiver of `lines` slows only the reading of the
+    /// collectors' streams (the collectors then drop lines for this follower and say how many).
+    pub async fn follow(
+        &self,
+        queries: &[Query],
+        lines: tokio::sync::mpsc::Sender<Bytes>,
+        cancel: CancellationToken,
+    ) {
+        let follows = self.endpoints.iter().flat_map(|e| {
+            queries
+                .iter()
+                .map(move |q| (e, format!("{FOLLOW_PATH}?{}", q.query_string())))
+        });
+        let follows: Vec<(&String, String)> = follows.collect();
+        let waiting = std::sync::atomic::AtomicUsize::new(follows.len());
+        let waiting = &waiting;
+        let all = futures::future::join_all(follows.into_iter().map(|(endpoint, path)| {
+            let lines = lines.clone();
+            async move {
+                let started = || async {
+                    // The last follow to start (or fail to) says that all are in place.
+                    if waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                        let _ = lines.send(Bytes::from_static(FOLLOWING_LINE.as_bytes())).await;
+                    }
+                };
+                if let Err(e) = self.follow_one(endpoint, &path, &lines, started).await {
+                    let warning = serde_json::json!({ "warning": e.to_string() });
+                    let mut text = warning.to_string().into_bytes();
+                    text.push(b'\n');
+                    let _ = lines.send(Bytes::from(text)).await;
+                }
+            }
+        }));
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            _ = all => {}
+        }
+    }
+
+    async fn follow_one<F: Future<Output = ()>>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        lines: &tokio::sync::mpsc::Sender<Bytes>,
+        started: impl FnOnce() -> F,
+    ) -> Result<(), Error> {
+        let fail = |message: String| Error::Collector {
+            endpoint: endpoint.to_owned(),
+            message,
+        };
+        let request = hyper::Request::get(format!("{endpoint}{path}"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Empty::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request)).await;
+        // A collector subscribes before it answers: from here on its lines come.
+        started().await;
+        let response = response
+            .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
+            .map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let text = tokio::time::timeout(COLLECTOR_TIMEOUT, body.collect())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&text[..text.len().min(200)])
+                .trim()
+                .to_owned();
+            return Err(fail(format!("{status}: {text}")));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| fail(format!("the follow broke: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if lines.send(Bytes::from(line)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if pending.len() > MAX_FOLLOW_LINE_BYTES {
+                return Err(fail(format!("a line longer than {MAX_FOLLOW_LINE_BYTES} bytes")));
+            }
+        }
+        Ok(())
     }
 
     async fn fetch(&self, endpoint: &str, path: &str) -> Result<Vec<RecentLine>, Error> {

@@ -52,6 +52,34 @@ struct Args {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Serve the logs API (`logs.sluice.dev`, for `kubectl sluice logs`) to the API server's
+    /// front proxy on this address; not served unless given, with the three files below.
+    #[arg(long, env = "SLUICE_LOGS_API_LISTEN", value_name = "ADDR", requires_all = ["logs_api_cert_file", "logs_api_key_file", "query_token_file"])]
+    logs_api_listen: Option<SocketAddr>,
+    /// The logs API's serving certificate (PEM; the APIService's caBundle must sign it).
+    #[arg(
+        long,
+        env = "SLUICE_LOGS_API_CERT_FILE",
+        value_name = "FILE",
+        requires = "logs_api_listen"
+    )]
+    logs_api_cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "SLUICE_LOGS_API_KEY_FILE",
+        value_name = "FILE",
+        requires = "logs_api_listen"
+    )]
+    logs_api_key_file: Option<std::path::PathBuf>,
+    /// The token the collectors' query APIs accept (the Secret sluice-query-token, mounted).
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "logs_api_listen"
+    )]
+    query_token_file: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -78,6 +106,12 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context(
         "cannot build a Kubernetes client (no in-cluster service account and no usable kubeconfig)",
     )?;
+    let args_logs_api = LogsApiArgs {
+        listen: args.logs_api_listen,
+        cert_file: args.logs_api_cert_file.clone(),
+        key_file: args.logs_api_key_file.clone(),
+        token_file: args.query_token_file.clone(),
+    };
     let mut settings = Settings::new(namespace, identity);
     settings.lease_name = args.lease_name;
     settings.lease_duration = Duration::from_secs(args.lease_seconds.max(3));
@@ -96,8 +130,68 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing the current pass and releasing the leader Lease");
         on_signal.cancel();
     });
+    if let Some(api) = logs_api_settings(&args_logs_api, &settings.namespace)? {
+        // Every replica serves it (it writes nothing), so a standby answers as well as the leader.
+        // A logs API that cannot start (no aggregation layer, RBAC not bound yet) is retried and
+        // never stops the operator's own work.
+        let (client, stop) = (client.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                match sluice_operator::logs_api::serve(client.clone(), api.clone(), stop.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => tracing::error!(error = %e, "cannot serve the logs API; trying again in 30 s"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        });
+    }
     sluice_operator::run(Context::new(client, settings), shutdown).await?;
     Ok(())
+}
+
+/// The logs API's flags.
+struct LogsApiArgs {
+    listen: Option<SocketAddr>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+    token_file: Option<std::path::PathBuf>,
+}
+
+/// The logs API's settings, its files read; `None` when it is not to be served.
+fn logs_api_settings(
+    args: &LogsApiArgs,
+    namespace: &str,
+) -> anyhow::Result<Option<sluice_operator::logs_api::ApiSettings>> {
+    let (Some(listen), Some(cert), Some(key), Some(token)) =
+        (args.listen, &args.cert_file, &args.key_file, &args.token_file)
+    else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let token = String::from_utf8(read(token, "query token")?)
+        .with_context(|| format!("the query token {} is not text", token.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(
+        token.chars().count() >= 32,
+        "the query token in {} has fewer than 32 characters",
+        args.token_file
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display()
+    );
+    Ok(Some(sluice_operator::logs_api::ApiSettings {
+        listen,
+        cert_pem: read(cert, "logs API certificate")?,
+        key_pem: read(key, "logs API key")?,
+        namespace: namespace.to_owned(),
+        token,
+    }))
 }
 
 async fn wait_for_signal() {

@@ -284,6 +284,18 @@ func apiserverFlags(f pkiFiles, etcdURL string, port int) []string {
 		// 127.0.0.1 is not a valid Endpoint address for the kubernetes Service.
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
+		// The aggregation layer, for APIServices (sluice's logs API): the
+		// apiserver proxies to the Service's endpoint address itself (there
+		// may be no kube-proxy), presenting the front-proxy client
+		// certificate and the caller's identity in X-Remote-* headers.
+		"--requestheader-client-ca-file=" + f.frontProxyCA,
+		"--requestheader-allowed-names=" + frontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + f.frontProxyCert,
+		"--proxy-client-key-file=" + f.frontProxyKey,
+		"--enable-aggregator-routing=true",
 	}
 }
 

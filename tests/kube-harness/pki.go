@@ -30,7 +30,15 @@ type pkiFiles struct {
 	serverCert, serverKey string // kube-apiserver serving certificate
 	adminCert, adminKey   string // CN=kube-harness-admin, O=system:masters
 	saKey                 string // service-account token signing key (private; public half derived)
+	// The aggregation layer: the front-proxy CA (--requestheader-client-ca-file) and the client
+	// certificate the apiserver presents to aggregated API servers (CN=front-proxy-client).
+	frontProxyCA, frontProxyCAKey string
+	frontProxyCert, frontProxyKey string
 }
+
+// frontProxyClientName is the CN of the proxy client certificate, the one
+// --requestheader-allowed-names allows.
+const frontProxyClientName = "front-proxy-client"
 
 func newPKIFiles(dir string) pkiFiles {
 	p := func(name string) string { return filepath.Join(dir, "pki", name) }
@@ -38,20 +46,48 @@ func newPKIFiles(dir string) pkiFiles {
 		caCert: p("ca.crt"), caKey: p("ca.key"),
 		serverCert: p("apiserver.crt"), serverKey: p("apiserver.key"),
 		adminCert: p("admin.crt"), adminKey: p("admin.key"),
-		saKey: p("sa.key"),
+		saKey:        p("sa.key"),
+		frontProxyCA: p("front-proxy-ca.crt"), frontProxyCAKey: p("front-proxy-ca.key"),
+		frontProxyCert: p("front-proxy-client.crt"), frontProxyKey: p("front-proxy-client.key"),
 	}
 }
 
 // ensurePKI creates the PKI unless the CA already exists in dir; nodeIP,
-// if set, is one more address of the serving certificate.
+// if set, is one more address of the serving certificate. The front-proxy
+// PKI is created on its own when it is missing (a directory made by an older
+// harness has none).
 func ensurePKI(f pkiFiles, nodeIP string) error {
+	if err := ensureMainPKI(f, nodeIP); err != nil {
+		return err
+	}
+	return ensureFrontProxyPKI(f)
+}
+
+// ensureFrontProxyPKI creates the front-proxy CA, separate from the main CA
+// as in kubeadm (a client certificate of the main CA must not be able to
+// pose as the front proxy), and the proxy client certificate it signs.
+func ensureFrontProxyPKI(f pkiFiles) error {
+	if _, err := os.Stat(f.frontProxyKey); err == nil {
+		return nil
+	}
+	ca, caKey, err := newCA("kube-harness-front-proxy-ca")
+	if err != nil {
+		return err
+	}
+	if err := writeCertAndKey(f.frontProxyCA, f.frontProxyCAKey, ca, caKey); err != nil {
+		return err
+	}
+	return mintClient(f.frontProxyCert, f.frontProxyKey, frontProxyClientName, nil, ca, caKey)
+}
+
+func ensureMainPKI(f pkiFiles, nodeIP string) error {
 	if _, err := os.Stat(f.caKey); err == nil {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(f.caCert), 0o700); err != nil {
 		return err
 	}
-	ca, caKey, err := newCA()
+	ca, caKey, err := newCA("kube-harness-ca")
 	if err != nil {
 		return err
 	}
@@ -86,14 +122,14 @@ func ensurePKI(f pkiFiles, nodeIP string) error {
 	return writePEM(f.saKey, "EC PRIVATE KEY", der)
 }
 
-// newCA makes a self-signed CA certificate and its key.
-func newCA() (*x509.Certificate, crypto.Signer, error) {
+// newCA makes a self-signed CA certificate named cn and its key.
+func newCA(cn string) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "kube-harness-ca"},
+		Subject:               pkix.Name{CommonName: cn},
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,

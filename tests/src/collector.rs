@@ -46,23 +46,29 @@ pub struct Collector {
     daemon: Option<Daemon>,
     starts: u32,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl Collector {
     /// Write `config_yaml`, start the collector from `bin_dir`, and wait until it is ready.
     pub fn start(bin_dir: &Path, config_yaml: &str) -> Result<Self> {
-        Self::launch(bin_dir, Some(config_yaml), None, None)
+        Self::launch(bin_dir, Some(config_yaml), None, None, Vec::new())
     }
 
     /// As [`Collector::start`], with the state directory at `state` (else in its own temp dir).
     pub fn start_with_state(bin_dir: &Path, config_yaml: &str, state: Option<&Path>) -> Result<Self> {
-        Self::launch(bin_dir, Some(config_yaml), None, state)
+        Self::launch(bin_dir, Some(config_yaml), None, state, Vec::new())
     }
 
     /// Start a collector in cluster mode (no config file: its node's Secret through the API
     /// server) and wait until it is ready, which needs the API server or a saved config.
     pub fn start_cluster(bin_dir: &Path, cluster: ClusterArgs) -> Result<Self> {
-        Self::launch(bin_dir, None, Some(cluster), None)
+        Self::launch(bin_dir, None, Some(cluster), None, Vec::new())
+    }
+
+    /// As [`Collector::start_cluster`], with more command-line arguments (e.g. the query API's).
+    pub fn start_cluster_with(bin_dir: &Path, cluster: ClusterArgs, extra: &[String]) -> Result<Self> {
+        Self::launch(bin_dir, None, Some(cluster), None, extra.to_vec())
     }
 
     fn launch(
@@ -70,6 +76,7 @@ impl Collector {
         config_yaml: Option<&str>,
         cluster: Option<ClusterArgs>,
         state: Option<&Path>,
+        extra: Vec<String>,
     ) -> Result<Self> {
         let dir = temp_dir("sluice-collector-")?;
         let config = dir.path().join("sluice.yaml");
@@ -87,6 +94,7 @@ impl Collector {
             daemon: None,
             starts: 0,
             dir,
+            extra,
         };
         c.spawn()?;
         Ok(c)
@@ -121,6 +129,7 @@ impl Collector {
             // The tests' receivers listen on this host's loopback, refused by default.
             .arg("--allow-destinations")
             .arg("127.0.0.0/8,::1/128")
+            .args(&self.extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -158,6 +167,11 @@ impl Collector {
         let tmp = self.config.with_extension("yaml.tmp");
         fs::write(&tmp, yaml)?;
         fs::rename(&tmp, &self.config).context("replacing the config file")
+    }
+
+    /// The running process's id (for its CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
     }
 
     /// The port of `/metrics`, `/healthz` and `/readyz`.

@@ -104,9 +104,17 @@ impl KubeRig {
         for ns in [&self.system, &self.tenant] {
             namespaces.create(&PostParams::default(), &namespace(ns)).await?;
         }
+        // logs-api.yaml grants in kube-system, which the API server creates just after it starts.
+        for _ in 0..300 {
+            if namespaces.get_opt("kube-system").await?.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         for (file, placeholder, user) in [
             ("collector.yaml", "SLUICE_COLLECTOR_SUBJECT", COLLECTOR_USER),
             ("operator.yaml", "SLUICE_OPERATOR_SUBJECT", OPERATOR_USER),
+            ("logs-api.yaml", "SLUICE_OPERATOR_SUBJECT", OPERATOR_USER),
         ] {
             grant(&client, file, placeholder, user, &self.system).await?;
         }
@@ -450,7 +458,8 @@ fn namespace(name: &str) -> Namespace {
     }
 }
 
-/// Apply `deploy/rbac/<file>` in `namespace`, its subjects being `user`.
+/// Apply `deploy/rbac/<file>` in `namespace` (or an object's own namespace, e.g. kube-system),
+/// its subjects being `user`.
 async fn grant(client: &Client, file: &str, placeholder: &str, user: &str, namespace: &str) -> Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/rbac")
@@ -465,6 +474,7 @@ async fn grant(client: &Client, file: &str, placeholder: &str, user: &str, names
         let value: serde_json::Value =
             serde_yaml::from_str(doc).with_context(|| format!("parsing {file}"))?;
         let name = value["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let namespace = value["metadata"]["namespace"].as_str().unwrap_or(namespace);
         let patch = Patch::Apply(&value);
         match value["kind"].as_str() {
             Some("Role") => {

@@ -30,6 +30,7 @@ pub mod fixture;
 pub mod helm;
 pub mod http;
 pub mod kube;
+pub mod logs_api;
 pub mod multiset;
 pub mod support;
 pub mod syslog;

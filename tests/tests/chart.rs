@@ -83,16 +83,24 @@ fn helm_lint_and_template_pass_with_every_values_file() -> Result<()> {
         .collect();
     kinds.sort();
     let expected = [
+        "APIService/v1alpha1.logs.sluice.dev",
+        "ClusterRole/sluice-logs-reader",
         "ClusterRole/sluice-operator",
+        "ClusterRoleBinding/sluice-logs-reader",
         "ClusterRoleBinding/sluice-operator",
         "DaemonSet/sluice-collector",
         "Deployment/sluice-operator",
         "PodDisruptionBudget/sluice-operator",
         "Role/sluice-collector",
+        "Role/sluice-logs-api",
         "Role/sluice-operator",
         "RoleBinding/sluice-collector",
+        "RoleBinding/sluice-logs-api",
         "RoleBinding/sluice-operator",
+        "Secret/sluice-logs-api-tls",
+        "Secret/sluice-query-token",
         "Service/sluice-collector-metrics",
+        "Service/sluice-logs-api",
         "Service/sluice-operator-metrics",
         "ServiceAccount/sluice-collector",
         "ServiceAccount/sluice-operator",
@@ -184,13 +192,39 @@ fn rbac_of(objects: &[Value], component: Option<&str>) -> Vec<(String, Value)> {
     rbac
 }
 
+/// The logs API's bindings: the operator's ServiceAccount reads the requestheader ConfigMap in
+/// kube-system; every authenticated user (the default `logsApi.readers`) may call the API.
+fn logs_api_bindings(rendered: &[Value]) {
+    let binding = |kind: &str| {
+        rendered
+            .iter()
+            .find(|o| {
+                o["kind"] == kind && o["metadata"]["labels"]["app.kubernetes.io/component"] == "logs-api"
+            })
+            .unwrap_or_else(|| panic!("no logs-api {kind}"))
+    };
+    let role_binding = binding("RoleBinding");
+    assert_eq!(role_binding["metadata"]["namespace"], "kube-system");
+    assert_eq!(role_binding["roleRef"]["name"], format!("{RELEASE}-logs-api"));
+    assert_eq!(
+        role_binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": format!("{RELEASE}-operator"), "namespace": NAMESPACE}])
+    );
+    let readers = binding("ClusterRoleBinding");
+    assert_eq!(readers["roleRef"]["name"], format!("{RELEASE}-logs-reader"));
+    assert_eq!(
+        readers["subjects"],
+        json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"}])
+    );
+}
+
 #[test]
 fn rbac_rules_are_exactly_deploy_rbac() -> Result<()> {
     let Some(helm) = Helm::new("rbac_rules_are_exactly_deploy_rbac") else {
         return Ok(());
     };
     let rendered = helm.template_in(RELEASE, NAMESPACE, &[])?;
-    for component in ["operator", "collector"] {
+    for component in ["operator", "collector", "logs-api"] {
         let path = repo_root().join(format!("deploy/rbac/{component}.yaml"));
         let file = parse_documents(&std::fs::read_to_string(&path)?)?;
         let (want, got) = (rbac_of(&file, None), rbac_of(&rendered, Some(component)));
@@ -200,6 +234,10 @@ fn rbac_rules_are_exactly_deploy_rbac() -> Result<()> {
             "the chart's {component} RBAC differs from {}",
             path.display()
         );
+        if component == "logs-api" {
+            logs_api_bindings(&rendered);
+            continue;
+        }
         // Every binding's subject is the component's own ServiceAccount in the release namespace.
         let subject = json!([{"kind": "ServiceAccount", "name": format!("{RELEASE}-{component}"),
                               "namespace": NAMESPACE}]);

@@ -51,6 +51,7 @@ pub struct NodeLease {
     metrics: Metrics,
     drains: watch::Receiver<BTreeMap<String, DrainState>>,
     failing: bool,
+    query_address: Option<String>,
 }
 
 impl NodeLease {
@@ -69,7 +70,14 @@ impl NodeLease {
             metrics,
             drains,
             failing: false,
+            query_address: None,
         }
+    }
+
+    /// Publish `address` (`IP:PORT` of the query API) on the Lease, for the operator.
+    pub fn with_query_address(mut self, address: Option<String>) -> Self {
+        self.query_address = address;
+        self
     }
 
     /// Renew every [`RENEW_INTERVAL_SECONDS`] until `cancel` ([`NodeLease::release`] then deletes
@@ -127,7 +135,15 @@ impl NodeLease {
                     LEASE_LABEL.to_owned(),
                     LEASE_LABEL_VALUE.to_owned(),
                 )])),
-                annotations: Some(BTreeMap::from([(ANNOTATION.to_owned(), json)])),
+                annotations: Some(
+                    std::iter::once((ANNOTATION.to_owned(), json))
+                        .chain(
+                            self.query_address
+                                .iter()
+                                .map(|a| (sluice_api::query::ADDRESS_ANNOTATION.to_owned(), a.clone())),
+                        )
+                        .collect(),
+                ),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {

@@ -1,0 +1,558 @@
+//! `kubectl sluice logs` end to end through the aggregated API: the real kube-apiserver (with
+//! its aggregation layer and real RBAC), the operator serving `logs.sluice.dev` (in-process, as
+//! its restricted identity, on a non-loopback host address the API server proxies to through a
+//! Service and an EndpointSlice), two collector processes standing for two nodes (cluster mode,
+//! query API on), real Docker containers whose pods are reported as a kubelet would, and the
+//! plugin binary run as restricted users. Every check compares exact lines.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::{
+    core::v1::Pod,
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use rcgen::{CertificateParams, DnType, KeyPair};
+use serde_json::json;
+use sluice_api::{
+    crd::{LogBinding, LogDrain},
+    query::RecentLine,
+};
+use sluice_tests::{
+    LineSpec,
+    collector::{ClusterArgs, Collector},
+    docker::RunSpec,
+    fixture::{docker_rig, loggen_args},
+    http::HttpReceiver,
+    kube::{COLLECTOR_USER, KubeRig},
+    logs_api::{LogsApi, host_address, query_address},
+    support::{need, wait_until},
+};
+
+const MANAGER: &str = "sluice-logs-tests";
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// The query token the operator and the collectors share.
+const TOKEN: &str = "logs-test-token-0123456789abcdefghijklmnop";
+/// Lines each workload writes (below the collectors' 1000 recent lines per container).
+const LINES: u64 = 300;
+
+/// What a run of the plugin returned.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines = self.stdout.lines().count();
+        let head: String = self.stdout.lines().take(5).collect::<Vec<_>>().join("\n");
+        write!(
+            f,
+            "exit code {}; stderr: {:?}; stdout ({lines} lines) begins:\n{head}",
+            self.code, self.stderr
+        )
+    }
+}
+
+fn plugin_command(kubeconfig: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("SLUICE_NAMESPACE")
+        .env("HOME", "/nonexistent");
+    cmd
+}
+
+fn plugin(kubeconfig: &Path, args: &[&str]) -> Result<Run> {
+    let out = plugin_command(kubeconfig, args)
+        .output()
+        .context("running kubectl-sluice")?;
+    Ok(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout)?,
+        stderr: String::from_utf8(out.stderr)?,
+    })
+}
+
+/// The lines of a `-o json` run, failing on anything else.
+fn json_lines(run: &Run) -> Result<Vec<RecentLine>> {
+    ensure!(run.code == 0, "kubectl sluice logs failed: {run:?}");
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not a JSON line: {l}")))
+        .collect()
+}
+
+/// Each pod's messages, in the order printed.
+fn by_pod(lines: &[RecentLine]) -> BTreeMap<String, Vec<String>> {
+    let mut pods: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in lines {
+        pods.entry(format!("{}/{}", l.namespace, l.pod))
+            .or_default()
+            .push(l.line.clone());
+    }
+    pods
+}
+
+/// The lines `spec` wrote, in order.
+fn written(spec: &LineSpec) -> Vec<String> {
+    (0..LINES).map(|seq| spec.line(seq)).collect()
+}
+
+/// Exactly these pods' lines, each pod's in the order written.
+fn expect_pods(what: &str, lines: &[RecentLine], want: &[(&str, &LineSpec)]) -> Result<()> {
+    let got = by_pod(lines);
+    let want: BTreeMap<String, Vec<String>> = want
+        .iter()
+        .map(|(pod, spec)| ((*pod).to_owned(), written(spec)))
+        .collect();
+    if got != want {
+        let summary = |m: &BTreeMap<String, Vec<String>>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", v.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        bail!("{what}: got {{{}}}, want {{{}}}", summary(&got), summary(&want));
+    }
+    Ok(())
+}
+
+/// The times of `lines` never go back.
+fn expect_time_order(what: &str, lines: &[RecentLine]) -> Result<()> {
+    let times: Vec<jiff::Timestamp> = lines
+        .iter()
+        .map(|l| {
+            l.time
+                .parse()
+                .with_context(|| format!("{what}: bad time {:?}", l.time))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(i) = times.windows(2).position(|w| w[0] > w[1]) {
+        bail!(
+            "{what}: line {} ({}) comes after a later one ({})",
+            i + 1,
+            times[i + 1],
+            times[i]
+        );
+    }
+    Ok(())
+}
+
+/// Grant `user` these rules in `namespace` (a Role and its RoleBinding, both named `name`).
+async fn grant(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    user: &str,
+    rules: serde_json::Value,
+) -> Result<()> {
+    let params = PatchParams::apply(MANAGER).force();
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                      "metadata": {"name": name, "namespace": namespace}, "rules": rules});
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &Patch::Apply(&role))
+        .await?;
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": format!("{name}-{user}"), "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]});
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .patch(&format!("{name}-{user}"), &params, &Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}
+
+/// A plain HTTP GET to `address` with an optional bearer token: the status code.
+fn collector_status(address: &str, token: Option<&str>) -> Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /v1/recent?namespace=shop HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let code = answer.split_whitespace().nth(1).context("no status line")?;
+    Ok(code.parse()?)
+}
+
+/// A GET of alice's recent lines sent straight to the logs API at `address` (not through the API
+/// server) over TLS trusting `ca_pem`, presenting `client` (certificate and key PEM) if given:
+/// the raw answer, empty when the server closed the connection without one.
+fn direct_request(
+    address: std::net::SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<String> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(server_name.to_owned())?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let socket = std::net::TcpStream::connect(address)?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let request = "GET /apis/logs.sluice.dev/v1alpha1/namespaces/shop/podlogs HTTP/1.1\r\nHost: x\r\n\
+                   X-Remote-User: alice\r\nX-Remote-Group: system:authenticated\r\nConnection: close\r\n\r\n";
+    let mut answer = Vec::new();
+    // A refused client sees its write or its read fail (an alert), or the connection close.
+    if tls.write_all(request.as_bytes()).is_ok() {
+        let _ = tls.read_to_end(&mut answer);
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A client certificate for `cn` signed by the CA in `ca_cert`/`ca_key` (PEM files).
+fn client_cert(ca_cert: &Path, ca_key: &Path, cn: &str) -> Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_key)?)?;
+    let ca = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(ca_cert)?, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A follow running in the background, its output in files.
+struct Follow {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Follow {
+    fn start(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
+        let (stdout, stderr) = (dir.join("follow.out"), dir.join("follow.err"));
+        let child = plugin_command(kubeconfig, args)
+            .stdout(Stdio::from(std::fs::File::create(&stdout)?))
+            .stderr(Stdio::from(std::fs::File::create(&stderr)?))
+            .spawn()
+            .context("starting kubectl sluice logs -f")?;
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The complete lines printed so far.
+    fn lines(&self) -> Vec<RecentLine> {
+        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn logs_through_the_aggregated_api() -> Result<()> {
+    let test = "logs_through_the_aggregated_api";
+    let Some(host) = need(test, host_address()) else {
+        return Ok(());
+    };
+    let Some(rig) = docker_rig(test)? else {
+        return Ok(());
+    };
+    let Some(mut kube) = KubeRig::start(test)? else {
+        return Ok(());
+    };
+    let docker = &rig.docker;
+    let (shop, ops) = ("shop".to_owned(), "ops".to_owned());
+    kube.create_namespace(&ops)?;
+    kube.start_operator_with(&[ops.as_str()], |_| {})?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN)?;
+
+    // The logs API, served by the operator as its own identity on a host address.
+    let api = LogsApi::start(&kube, host, TOKEN)?;
+    let (bound, ca, service_name) = (api.address, api.ca_pem.clone(), api.server_name.clone());
+    let admin = kube.admin()?;
+
+    // Two collectors with the query API on.
+    let collector_kubeconfig = kube.kubeconfig_for(COLLECTOR_USER)?;
+    let query_args = [
+        "--query-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--query-token-file".to_owned(),
+        token_file.display().to_string(),
+    ];
+    let cluster_args = |node: &str| ClusterArgs {
+        node: node.into(),
+        namespace: kube.system.clone(),
+        kubeconfig: collector_kubeconfig.clone(),
+        docker_root: docker.root().to_owned(),
+    };
+    let node_a = Collector::start_cluster_with(&rig.bins, cluster_args("node-a"), &query_args)?;
+    let mut node_b = Collector::start_cluster_with(&rig.bins, cluster_args("node-b"), &query_args)?;
+    for node in ["node-a", "node-b"] {
+        wait_until(
+            &format!("{node}'s Lease to publish its query address"),
+            TIMEOUT,
+            || query_address(&kube, node),
+            || format!("{:?}", kube.lease(node)),
+        )?;
+    }
+
+    // A drain and a binding per namespace, so the collectors read these pods.
+    let http = HttpReceiver::start()?;
+    for ns in [&shop, &ops] {
+        kube.apply_in::<LogDrain>(
+            ns,
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogDrain",
+                   "metadata": {"name": "sink"}, "spec": {"url": http.url()}}),
+        )?;
+        kube.apply_in::<LogBinding>(
+            ns,
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "LogBinding",
+                   "metadata": {"name": "all"},
+                   "spec": {"selector": {"matchLabels": {"logs-test": "yes"}}, "drains": ["sink"]}}),
+        )?;
+    }
+
+    // Identities: alice reads pod logs in both namespaces, carol only in shop, bob may see shop's
+    // pods but not their logs.
+    let reader = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]);
+    let pods_only = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
+    kube.rt.block_on(async {
+        grant(&admin, &shop, "reader", "alice", reader.clone()).await?;
+        grant(&admin, &ops, "reader", "alice", reader.clone()).await?;
+        grant(&admin, &shop, "reader", "carol", reader.clone()).await?;
+        grant(&admin, &shop, "pods-only", "bob", pods_only).await
+    })?;
+    let (alice, bob, carol) = (
+        kube.kubeconfig_for("alice")?,
+        kube.kubeconfig_for("bob")?,
+        kube.kubeconfig_for("carol")?,
+    );
+
+    // 1. A follow of every namespace alice may read, started before any line is written.
+    let follow = Follow::start(dir.path(), &alice, &["logs", "-A", "-f", "-o", "json"])?;
+    wait_until(
+        "the follow to be in place on every collector",
+        TIMEOUT,
+        || follow.stderr().contains("Following").then_some(()),
+        || follow.stderr(),
+    )?;
+    let (web_1, web_2, api_1) = (
+        LineSpec::new("web-1", 40, 120),
+        LineSpec::new("web-2", 40, 120),
+        LineSpec::new("api-1", 40, 120),
+    );
+    let mut running = Vec::new();
+    for (ns, node, app, spec) in [
+        (&shop, "node-a", "web", &web_1),
+        (&shop, "node-b", "web", &web_2),
+        (&ops, "node-a", "api", &api_1),
+    ] {
+        let id = docker.run(&RunSpec {
+            name: spec.tag.clone(),
+            args: loggen_args(spec, LINES, 200),
+            ..RunSpec::default()
+        })?;
+        kube.create_pod_in(
+            ns,
+            &spec.tag,
+            node,
+            &[("app", app), ("logs-test", "yes")],
+            &[("main", &id)],
+        )?;
+        running.push(id);
+    }
+    for id in running {
+        ensure!(docker.wait(&id)? == 0, "loggen failed");
+    }
+    let all: [(&str, &LineSpec); 3] = [
+        ("shop/web-1", &web_1),
+        ("shop/web-2", &web_2),
+        ("ops/api-1", &api_1),
+    ];
+    let followed = wait_until(
+        "the follow to print every line written",
+        TIMEOUT,
+        || {
+            let lines = follow.lines();
+            (lines.len() >= 3 * LINES as usize).then_some(lines)
+        },
+        || format!("{} lines; stderr: {}", follow.lines().len(), follow.stderr()),
+    )?;
+    expect_pods("follow -A", &followed, &all)?;
+    drop(follow);
+
+    // 2. The recent lines of both namespaces, merged by time.
+    let recent = json_lines(&plugin(&alice, &["logs", "-A", "-o", "json"])?)?;
+    expect_pods("recent -A", &recent, &all)?;
+    expect_time_order("recent -A", &recent)?;
+
+    // A selector in one namespace, printed as text with the pod/container prefix.
+    let run = plugin(&alice, &["logs", "-n", "shop", "-l", "app=web", "--tail", "5"])?;
+    ensure!(run.code == 0, "{run:?}");
+    let mut last: Vec<(String, String)> = recent
+        .iter()
+        .filter(|l| l.namespace == "shop")
+        .map(|l| (l.time.clone(), format!("[{}/main] {}", l.pod, l.line)))
+        .collect();
+    last.drain(..last.len() - 5);
+    let want: Vec<String> = last.into_iter().map(|(_, l)| l).collect();
+    ensure!(
+        run.stdout.lines().collect::<Vec<_>>() == want,
+        "--tail 5 printed:\n{}\nwant:\n{}",
+        run.stdout,
+        want.join("\n")
+    );
+
+    // 3. A deleted pod: not found without --recent, its lines with it.
+    kube.rt.block_on(
+        Api::<Pod>::namespaced(admin.clone(), &shop)
+            .delete("web-2", &DeleteParams::default().grace_period(0)),
+    )?;
+    let gone = plugin(&alice, &["logs", "-n", "shop", "web-2"])?;
+    ensure!(gone.code == 5 && gone.stderr.contains("--recent"), "{gone:?}");
+    let recent_gone = json_lines(&plugin(
+        &alice,
+        &["logs", "-n", "shop", "web-2", "--recent", "-o", "json"],
+    )?)?;
+    expect_pods(
+        "a deleted pod with --recent",
+        &recent_gone,
+        &[("shop/web-2", &web_2)],
+    )?;
+
+    // 4. No pods/log: refused, with the reason.
+    let refused = plugin(&bob, &["logs", "-n", "shop", "web-1"])?;
+    ensure!(
+        refused.code == 4
+            && refused
+                .stderr
+                .contains("may not read pod logs in namespace \"shop\""),
+        "{refused:?}"
+    );
+    let refused_all = plugin(&bob, &["logs", "-A"])?;
+    ensure!(
+        refused_all.code == 4
+            && refused_all
+                .stderr
+                .contains("may not read pod logs in any namespace"),
+        "{refused_all:?}"
+    );
+
+    // 5. -A: only the namespaces the caller may read.
+    let only_shop = json_lines(&plugin(&carol, &["logs", "-A", "-o", "json"])?)?;
+    expect_pods(
+        "carol's -A",
+        &only_shop,
+        &[("shop/web-1", &web_1), ("shop/web-2", &web_2)],
+    )?;
+
+    // 6. A collector's query port serves only the token holder.
+    let address = query_address(&kube, "node-a").context("node-a's query address")?;
+    ensure!(
+        collector_status(&address, None)? == 401,
+        "no token must be refused"
+    );
+    ensure!(
+        collector_status(&address, Some("not-the-token-0123456789abcdefghijkl"))? == 401,
+        "a wrong token must be refused"
+    );
+    ensure!(
+        collector_status(&address, Some(TOKEN))? == 200,
+        "the token must be served"
+    );
+
+    // 7. The logs API itself serves only the API server's front proxy: a certificate of the
+    //    front-proxy CA whose name is allowed. Spoofed X-Remote-User headers get nothing otherwise.
+    let pki = kube.harness.dir().join("pki");
+    let front = |name: &str| pki.join(name);
+    let proxy_cert = std::fs::read_to_string(front("front-proxy-client.crt"))?;
+    let proxy_key = std::fs::read_to_string(front("front-proxy-client.key"))?;
+    let served = direct_request(bound, &service_name, &ca, Some((&proxy_cert, &proxy_key)))?;
+    ensure!(
+        served.starts_with("HTTP/1.1 200"),
+        "the front proxy's certificate must be served: {served}"
+    );
+    let no_cert = direct_request(bound, &service_name, &ca, None)?;
+    ensure!(
+        !no_cert.contains("HTTP/"),
+        "a client without a certificate got an answer: {no_cert}"
+    );
+    let other_name = client_cert(
+        &front("front-proxy-ca.crt"),
+        &front("front-proxy-ca.key"),
+        "mallory",
+    )?;
+    let refused_name = direct_request(bound, &service_name, &ca, Some((&other_name.0, &other_name.1)))?;
+    ensure!(
+        !refused_name.contains("HTTP/"),
+        "a name not in requestheader-allowed-names got an answer: {refused_name}"
+    );
+    let main_ca = client_cert(&front("ca.crt"), &front("ca.key"), "front-proxy-client")?;
+    let refused_ca = direct_request(bound, &service_name, &ca, Some((&main_ca.0, &main_ca.1)))?;
+    ensure!(
+        !refused_ca.contains("HTTP/"),
+        "a certificate of another CA got an answer: {refused_ca}"
+    );
+
+    // 8. A collector that does not answer (killed; its Lease has not expired yet): the others'
+    //    lines come, with a warning naming it.
+    node_b.sigkill();
+    let partial = plugin(&alice, &["logs", "-A", "-o", "json"])?;
+    ensure!(
+        partial.stderr.contains("warning: collector http://")
+            && partial.stderr.contains("its lines are missing"),
+        "{partial:?}"
+    );
+    expect_pods(
+        "recent -A without node-b",
+        &json_lines(&partial)?,
+        &[("shop/web-1", &web_1), ("ops/api-1", &api_1)],
+    )?;
+
+    drop((node_a, node_b));
+    Ok(())
+}
