@@ -5,7 +5,9 @@
 //! * one buffer (at least 256 KiB) serves every file; no allocation per line in the common case
 //!   (the message borrows from the buffer, or from the pending line it was joined into);
 //! * only whole physical lines are consumed; a line without its newline yet is read again later,
-//!   unless its file is sealed (then it never completes: counted and skipped);
+//!   unless its file is sealed (then it never completes: counted and skipped); the last line of
+//!   a finished container's newest file is counted and acknowledged when the container is
+//!   forgotten (see `tail/rescan.rs`);
 //! * a physical line longer than the buffer is discarded up to its newline and counted;
 //! * the stream's position moves past every consumed line, delivered or skipped, and the batch
 //!   mark after each delivered line says where a restart resumes.

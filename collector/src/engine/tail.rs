@@ -52,6 +52,9 @@ pub(crate) struct Container {
     delivered: [Loc; 2],
     /// Not running or no longer routed: read to the end, then forget.
     finishing: bool,
+    /// While finishing, all that is left unread is an unterminated last line: how its file
+    /// looked when that was first seen, and when (see `rescan::Tail::forget_done`).
+    unterminated: Option<(rescan::FileLook, Instant)>,
 }
 
 /// The state of the tail thread.

@@ -9,17 +9,27 @@
 //! * a deleted file stays open while a stream still needs it, up to [`MAX_DELETED_OPEN`] per
 //!   container; closing one a stream had not finished counts the lines that stream loses;
 //! * a finishing container is forgotten only once every stream read to the end of its newest
-//!   file as a fresh `fstat` finds it, and its drain acknowledged all of it; its cursors stay in
+//!   file as a fresh `fstat` finds it, and its drain acknowledged all of it, or all that is left
+//!   is an unterminated last line that stayed unchanged for `unterminated_quiet` (counted once as
+//!   `unterminated_line`; the cursors' `acked_end` moves past it, their `resume` stays at its
+//!   start, so a line completed after all is still read whole); its cursors stay in
 //!   the checkpoint (dormant) as long as its directory exists, and if its files change after
 //!   that (a container created, then started and finished between two looks) it is read again.
 
-use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, path::Path, sync::Arc};
+use std::{
+    collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, path::Path, sync::Arc, time::SystemTime,
+};
+
+use tokio::time::Instant;
+
+use sluice_api::node_config::Stream;
 
 use super::{Container, Tail};
 use crate::{
     engine::{
         discover,
         files::FileSet,
+        read,
         report::Reporter,
         route::{self, Desired},
         stream::{Loc, StreamState},
@@ -141,15 +151,39 @@ impl Tail {
     }
 
     /// Forget finishing containers that every stream read to the end, as the files are now, and
-    /// whose drains acknowledged everything handed to them.
+    /// whose drains acknowledged everything handed to them. An unterminated last line left in
+    /// the newest file, unchanged for `unterminated_quiet`, does not keep one alive: it is
+    /// counted once and acknowledged past (see [`acknowledge_unterminated`]).
     fn forget_done(&mut self) {
         let mut i = 0;
         while i < self.containers.len() {
-            if !(self.containers[i].finishing && read_and_acknowledged(&mut self.containers[i])) {
+            let c = &mut self.containers[i];
+            let progress = match c.finishing {
+                true => progress(c),
+                false => Progress::Busy,
+            };
+            // With only an unterminated last line left: whether it stayed as it is long enough.
+            let quiet = match (progress, c.unterminated) {
+                (Progress::Unterminated(look), Some((then, since))) if then == look => {
+                    since.elapsed() >= self.settings.unterminated_quiet
+                }
+                (Progress::Unterminated(look), _) => {
+                    c.unterminated = Some((look, Instant::now()));
+                    false
+                }
+                _ => {
+                    c.unterminated = None;
+                    false
+                }
+            };
+            if !(quiet || progress == Progress::Done) {
                 i += 1;
                 continue;
             }
             let c = self.containers.swap_remove(i);
+            if let (Progress::Unterminated(look), true) = (progress, quiet) {
+                acknowledge_unterminated(&c, look, &mut self.rep);
+            }
             tracing::info!(container = %c.key, "container finished and read to its end; forgetting it");
             // A runtime split whose last fragment never came (the container died mid-line) does
             // not keep a finished container alive: the piece is counted and dropped.
@@ -172,25 +206,111 @@ impl Tail {
     }
 }
 
+/// The newest file of a container as an `fstat` found it: a file that still changes is still
+/// being written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FileLook {
+    seq: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// How far a finishing container's streams are from its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Every stream read to the end of the newest file, and its drain acknowledged all of it.
+    Done,
+    /// Every stream's drain acknowledged all it was handed, and all a stream has left to read is
+    /// an unterminated last line of the newest file (as it looked then).
+    Unterminated(FileLook),
+    /// Something is still to be read or acknowledged.
+    Busy,
+}
+
 /// Whether every stream of `c` has read to the end of its newest file, as a fresh `fstat` of
 /// that file says, and its drain acknowledged everything it was handed. Flags a read set earlier
 /// do not count: a file may have grown since, or a stream may not have been read at all while
 /// its drain's channel was full.
-fn read_and_acknowledged(c: &mut Container) -> bool {
+fn progress(c: &mut Container) -> Progress {
     let Some(newest) = c.files.files.last_mut() else {
         // No file: nothing was written, or everything was deleted (counted where it happened).
-        return true;
+        return Progress::Done;
     };
+    let mut modified = None;
     if let Some(fd) = &newest.fd {
         match fd.metadata() {
-            Ok(m) => newest.size = newest.size.max(m.len()),
-            Err(_) => return false,
+            Ok(m) => {
+                newest.size = newest.size.max(m.len());
+                modified = m.modified().ok();
+            }
+            Err(_) => return Progress::Busy,
         }
     }
     let (seq, size) = (newest.seq, newest.size);
-    c.streams
+    if !c.streams.iter().all(|s| s.at.seq == seq && s.settled()) {
+        return Progress::Busy;
+    }
+    let Some(from) = c.streams.iter().map(|s| s.at.offset).min() else {
+        return Progress::Done;
+    };
+    if from >= size {
+        return Progress::Done;
+    }
+    // The reader consumes whole lines only, so what is left starts a line; it is an
+    // unterminated last line if it holds no newline (a longer one than the read buffer would
+    // have been discarded as garbage).
+    let (Some(fd), true) = (&newest.fd, size - from < read::BUFFER_BYTES as u64) else {
+        return Progress::Busy;
+    };
+    let mut rest = vec![0u8; (size - from) as usize];
+    match fd.read_exact_at(&mut rest, from) {
+        Ok(()) if memchr::memchr(b'\n', &rest).is_none() => Progress::Unterminated(FileLook {
+            seq,
+            len: size,
+            modified,
+        }),
+        _ => Progress::Busy,
+    }
+}
+
+/// Count the unterminated last line of a finished container's newest file (as `look` found it)
+/// once as `unterminated_line`, and acknowledge it for every stream: each cursor's `acked_end`
+/// moves past it, so a restart does not count it again, while its `resume` stays at the line's
+/// start, so a line the file completes after all (it grows, and the container is read again)
+/// is delivered whole.
+fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
+    let Some(newest) = c.files.get(look.seq) else {
+        return;
+    };
+    let end = Loc {
+        seq: look.seq,
+        file: newest.id,
+        offset: look.len,
+    };
+    let counted_before = c
+        .streams
         .iter()
-        .all(|s| s.at.seq == seq && s.at.offset >= size && s.settled())
+        .any(|s| s.cursor.get().is_some_and(|p| p.acked_end == end.pos()));
+    // A stream discarding a line too long to buffer counted that line as garbage already.
+    let from = c
+        .streams
+        .iter()
+        .filter(|s| !s.discarding)
+        .map(|s| s.at.offset)
+        .min();
+    let bytes = from.map_or(0, |from| look.len.saturating_sub(from));
+    if bytes > 0 && !counted_before {
+        let path = newest.path.clone().unwrap_or_default();
+        rep.emitter.lines_read(Stream::Stdout, 0, bytes);
+        let detail = format_args!("{bytes} bytes without a newline at the end of a finished container's log");
+        rep.input(&path, "unterminated_line", 1, &detail);
+    }
+    for s in c.streams.iter().filter(|s| s.at.offset < end.offset) {
+        s.cursor.ack(Position {
+            resume: s.resume_from(s.at).pos(),
+            acked_end: end.pos(),
+        });
+    }
 }
 
 /// A container first seen now; its compressed files last written before `history_before` are
@@ -206,6 +326,7 @@ fn new_container(key: &str, d: &Desired, history_before: std::time::SystemTime) 
         hw: Loc::START,
         delivered: [Loc::START; 2],
         finishing: !d.running,
+        unterminated: None,
     }
 }
 
