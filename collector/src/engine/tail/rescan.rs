@@ -17,7 +17,13 @@
 //!   that (a container created, then started and finished between two looks) it is read again.
 
 use std::{
-    collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, path::Path, sync::Arc, time::SystemTime,
+    collections::BTreeMap,
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime},
 };
 
 use tokio::time::Instant;
@@ -29,6 +35,7 @@ use crate::{
     engine::{
         discover,
         files::FileSet,
+        parse::Format,
         read,
         report::Reporter,
         route::{self, Desired},
@@ -50,6 +57,8 @@ impl Tail {
     /// Resolve the routes, update every container's files and streams, forget finished ones.
     pub(super) fn rescan(&mut self) {
         let desired = route::resolve(&self.routes, &self.settings.sources, &self.settings.node_name);
+        let changed = self.hints.take_changed();
+        let now = Instant::now();
         let mut soon = false;
         for c in &mut self.containers {
             match desired.get(&c.key) {
@@ -68,8 +77,8 @@ impl Tail {
                 None if !d.running
                     && self
                         .finished
-                        .get(key)
-                        .is_some_and(|then| *then == discover::footprint(&d.dir, d.format)) =>
+                        .get_mut(key)
+                        .is_some_and(|f| f.unchanged(d, changed.touches(&d.dir), now)) =>
                 {
                     continue;
                 }
@@ -91,7 +100,7 @@ impl Tail {
             soon |= refresh_files(c, &mut self.rep, &self.settings.state_dir, true);
         }
         if soon {
-            self.rescan_flag.store(true, std::sync::atomic::Ordering::Release);
+            self.hints.rescan.store(true, Ordering::Release);
         }
         self.forget_done();
         let sources = &self.settings.sources;
@@ -200,9 +209,79 @@ impl Tail {
             for s in c.streams {
                 self.dormant.insert((c.key.clone(), s.drain), s.cursor);
             }
-            let footprint = discover::footprint(&c.dir, c.format);
-            self.finished.insert(c.key, footprint);
+            let forgotten = Forgotten::new(&c.dir, c.format, self.settings.rescan_interval);
+            self.finished.insert(c.key, forgotten);
         }
+    }
+}
+
+/// A container read to its end and forgotten while not running: what its directory held then,
+/// and when to look again.
+pub(super) struct Forgotten {
+    footprint: discover::Footprint,
+    backoff: Backoff,
+}
+
+/// The longest a forgotten container's directory goes without a look.
+const LOOK_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+impl Forgotten {
+    /// Forgotten now, with its directory as `dir` holds it now; looked at again after `first`.
+    fn new(dir: &Path, format: Format, first: Duration) -> Self {
+        Self {
+            footprint: discover::footprint(dir, format),
+            backoff: Backoff::new(first, LOOK_AT_MOST_EVERY, Instant::now()),
+        }
+    }
+
+    /// Whether the container's directory (of `d`) holds what it held when it was forgotten. It
+    /// is looked at when the watcher saw it change (`touched`; the backoff starts again), or when
+    /// its backoff is due (the next look comes twice as late); else it is taken as unchanged.
+    fn unchanged(&mut self, d: &Desired, touched: bool, now: Instant) -> bool {
+        if touched {
+            self.backoff.reset(now);
+        } else if self.backoff.due(now) {
+            self.backoff.looked(now);
+        } else {
+            return true;
+        }
+        self.footprint == discover::footprint(&d.dir, d.format)
+    }
+}
+
+/// When to look next: `first` after the start, then twice as late each time, up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    interval: Duration,
+    next: Instant,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration, now: Instant) -> Self {
+        Self {
+            first,
+            max,
+            interval: first,
+            next: now + first,
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A look was taken at `now`: the next one comes twice as late as the last.
+    fn looked(&mut self, now: Instant) {
+        self.interval = (self.interval * 2).min(self.max);
+        self.next = now + self.interval;
+    }
+
+    /// Something changed at `now`: look again after `first`.
+    fn reset(&mut self, now: Instant) {
+        self.interval = self.first;
+        self.next = now + self.first;
     }
 }
 
@@ -543,5 +622,67 @@ fn count_lines(fd: &File, from: u64) -> io::Result<u64> {
         }
         n += memchr::memchr_iter(b'\n', &buf[..got]).count() as u64;
         at += got as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::watch, *};
+
+    /// The looks at a forgotten container's directory: `first` after it was forgotten, then
+    /// twice as late each time up to `max`; a change seen by the watcher starts over.
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_starts_over_on_a_change() {
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut b = Backoff::new(first, max, t0);
+        assert!(!b.due(t0));
+        assert!(b.due(at(1)));
+        // (time of the look, the interval after it): 2, 4, … 32, then 60 at most.
+        let mut now = 1;
+        for interval in [2, 4, 8, 16, 32, 60, 60] {
+            assert!(b.due(at(now)), "due at {now} s");
+            b.looked(at(now));
+            assert_eq!(b.interval, Duration::from_secs(interval));
+            assert!(
+                !b.due(at(now + interval - 1)),
+                "not due before {} s",
+                now + interval
+            );
+            now += interval;
+        }
+        assert_eq!(now, 1 + 2 + 4 + 8 + 16 + 32 + 60 + 60);
+        b.reset(at(now));
+        assert_eq!((b.interval, b.next), (first, at(now + 1)));
+        b.looked(at(now + 1));
+        assert_eq!(b.interval, Duration::from_secs(2));
+    }
+
+    /// Only the directories events named count as changed, and every directory outside the
+    /// watched roots; an overflow or error makes every directory count.
+    #[test]
+    fn changed_directories_from_the_watcher() {
+        let hints = watch::Hints::default();
+        let root = Path::new("/logs/containers");
+        let (a, b) = (root.join("a"), root.join("b"));
+        // Before the watcher runs, nothing is known.
+        assert!(hints.take_changed().touches(&a));
+        hints.set_watched(vec![root.to_owned()]);
+        hints.note(&Ok(
+            notify::Event::new(notify::EventKind::Any).add_path(a.join("a-json.log"))
+        ));
+        let changed = hints.take_changed();
+        assert!(changed.touches(&a));
+        assert!(!changed.touches(&b));
+        assert!(
+            changed.touches(Path::new("/elsewhere/c")),
+            "outside the watched roots"
+        );
+        let changed = hints.take_changed();
+        assert!(!changed.touches(&a), "taken once");
+        hints.note(&Err(notify::Error::generic("queue overflow")));
+        assert!(hints.take_changed().touches(&b));
+        assert!(!hints.take_changed().touches(&b));
     }
 }
