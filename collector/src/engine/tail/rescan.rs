@@ -56,7 +56,14 @@ const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 impl Tail {
     /// Resolve the routes, update every container's files and streams, forget finished ones.
     pub(super) fn rescan(&mut self) {
-        let desired = route::resolve(&self.routes, &self.settings.sources, &self.settings.node_name);
+        let sources = &self.settings.sources;
+        let selectors = !self.routes.selectors.is_empty();
+        let docker = discover::DockerContainers::read(
+            &sources.docker_root,
+            route::docker_ids(&self.routes),
+            selectors,
+        );
+        let desired = route::resolve(&self.routes, sources, &self.settings.node_name, &docker);
         let changed = self.hints.take_changed();
         let now = Instant::now();
         let mut soon = false;
