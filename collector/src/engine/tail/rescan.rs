@@ -634,6 +634,8 @@ fn count_lines(fd: &File, from: u64) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use notify::event::{AccessKind, AccessMode};
+
     use super::{super::watch, *};
 
     /// The looks at a forgotten container's directory: `first` after it was forgotten, then
@@ -679,6 +681,9 @@ mod tests {
         hints.note(&Ok(
             notify::Event::new(notify::EventKind::Any).add_path(a.join("a-json.log"))
         ));
+        // Reading a file (the collector's own looks) is no change.
+        let read = notify::EventKind::Access(AccessKind::Close(AccessMode::Read));
+        hints.note(&Ok(notify::Event::new(read).add_path(b.join("config.v2.json"))));
         let changed = hints.take_changed();
         assert!(changed.touches(&a));
         assert!(!changed.touches(&b));

@@ -15,7 +15,10 @@ use std::{
     },
 };
 
-use notify::{EventKind, RecursiveMode, Watcher, event::ModifyKind};
+use notify::{
+    EventKind, RecursiveMode, Watcher,
+    event::{AccessKind, AccessMode, ModifyKind},
+};
 use sluice_api::node_config::Sources;
 
 use crate::engine::Waker;
@@ -89,8 +92,12 @@ impl Hints {
     pub fn note(&self, event: &notify::Result<notify::Event>) {
         let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
-            Ok(e) if !e.need_rescan() => e.paths.iter().for_each(|p| changed.note(p)),
-            _ => changed.everything(),
+            Ok(e) if e.need_rescan() => changed.everything(),
+            // Opening, reading and closing a file unwritten change nothing: the collector's own
+            // looks (a listing, `config.v2.json`) must not count as changes.
+            Ok(e) if matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)) => {}
+            Ok(e) => e.paths.iter().for_each(|p| changed.note(p)),
+            Err(_) => changed.everything(),
         }
     }
 }
