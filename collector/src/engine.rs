@@ -78,6 +78,9 @@ pub struct EngineSettings {
     pub checkpoint_interval: Duration,
     /// Bytes read per container per round (256 KiB), so one busy container cannot starve others.
     pub read_budget_bytes: usize,
+    /// How long the unterminated last line of a finished container's newest file must stay
+    /// unchanged before it is counted as `unterminated_line` and the container forgotten (5 s).
+    pub unterminated_quiet: Duration,
     /// Where each line read for the first time is also kept (for `kubectl sluice logs`).
     pub recent: Option<Arc<crate::recent::Recent>>,
 }
@@ -93,6 +96,7 @@ impl EngineSettings {
             rescan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(1),
             read_budget_bytes: 256 * 1024,
+            unterminated_quiet: Duration::from_secs(5),
             recent: None,
         }
     }

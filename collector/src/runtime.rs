@@ -139,6 +139,7 @@ impl Collector {
             rescan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_millis(250),
             read_budget_bytes: 256 * 1024,
+            unterminated_quiet: Duration::from_secs(5),
             recent: settings.recent.clone(),
         };
         let recent = settings.recent;

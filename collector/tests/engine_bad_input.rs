@@ -105,6 +105,121 @@ fn a_line_without_its_newline_waits_until_it_is_complete() {
     engine.join();
 }
 
+/// Two running containers routed to `a`, with complete lines delivered and both files open; the
+/// first has `message` half written at its end, the second half is returned. The engine runs
+/// with `unterminated_quiet` set to `quiet`; `settings` and `routes` serve to start it again.
+struct HalfLine {
+    node: Node,
+    a: MockDrain,
+    c: DockerContainer,
+    settings: sluice_collector::engine::EngineSettings,
+    routes: sluice_collector::engine::Routes,
+    engine: sluice_collector::engine::EngineHandle,
+    expected: Vec<String>,
+    rest: String,
+}
+
+fn half_line(quiet: Duration, message: &str) -> HalfLine {
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 52);
+    let other = DockerContainer::new(&node.docker_root(), 53);
+    let mut settings = node.settings();
+    settings.unterminated_quiet = quiet;
+    let routes = routes(&[&a], vec![c.config(&["a"]), other.config(&["a"])]);
+    let mut expected = good(&c, "first", 3);
+    expected.extend(good(&other, "other", 2));
+    let record = docker_records(Stream::Stdout, message);
+    let (head, rest) = record.split_at(record.len() / 2);
+    c.append_raw(head.as_bytes());
+    let engine = node.start(settings.clone(), routes.clone());
+    wait_for("the complete lines", T, || a.count() >= expected.len());
+    wait_for("both files to be open", T, || {
+        node.recorder.get("open_files") == 2
+    });
+    let rest = rest.to_owned();
+    HalfLine {
+        node,
+        a,
+        c,
+        settings,
+        routes,
+        engine,
+        expected,
+        rest,
+    }
+}
+
+/// A finished container whose last line never got its newline: once the file stays unchanged
+/// for `unterminated_quiet`, the line is counted once as `unterminated_line`, the container is
+/// forgotten (its descriptor closed), a restart does not count it again, and if the file is
+/// completed after all the line arrives whole.
+#[test]
+fn a_finished_containers_unterminated_last_line_is_counted_once_and_lets_it_be_forgotten() {
+    let HalfLine {
+        node,
+        a,
+        c,
+        settings,
+        routes,
+        engine,
+        mut expected,
+        rest,
+    } = half_line(Duration::from_millis(200), "completed late");
+    c.set_running(false);
+    wait_for("the finished container to be forgotten", T, || {
+        node.recorder.get("open_files") == 1
+    });
+    assert_eq!(node.recorder.get("input:unterminated_line"), 1);
+    assert_same_lines("drain a", a.messages(), expected.clone());
+    // A restart finds the container again, finished, with the same last line: its cursor says
+    // the line was counted. (The count of open files is taken afresh: 2, then 1 once forgotten.)
+    graceful_stop(engine, &[&a]);
+    node.recorder.counts.lock().unwrap().remove("open_files");
+    let engine = node.start(settings, routes);
+    wait_for("the finished container to be forgotten again", T, || {
+        node.recorder.get("open_files") == 1
+    });
+    assert_eq!(node.recorder.get("input:unterminated_line"), 1);
+    // The line is completed after all: the container is read again, from the line's start.
+    c.append_raw(rest.as_bytes());
+    expected.push("stdout:completed late".into());
+    wait_for("the completed line", T, || a.count() >= expected.len());
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("input:unterminated_line"), 1);
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
+/// A finished container's last line without its newline is waited for: the newline arriving
+/// before the container is forgotten delivers the line, and nothing is counted.
+#[test]
+fn a_newline_arriving_before_a_finished_container_is_forgotten_delivers_the_line() {
+    // Far longer than the test takes: the container is not forgotten before the newline comes.
+    let HalfLine {
+        node,
+        a,
+        c,
+        engine,
+        mut expected,
+        rest,
+        ..
+    } = half_line(Duration::from_secs(3600), "the last line");
+    c.set_running(false);
+    // The engine has seen the container finished, with only the half line left to read.
+    engine.rescan().unwrap();
+    c.append_raw(rest.as_bytes());
+    expected.push("stdout:the last line".into());
+    wait_for("the completed line", T, || a.count() >= expected.len());
+    wait_for("the container, read to its end, to be forgotten", T, || {
+        node.recorder.get("open_files") == 1
+    });
+    assert_same_lines("drain a", a.messages(), expected);
+    assert_eq!(node.recorder.get("input:unterminated_line"), 0);
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
 #[test]
 fn garbage_and_unreadable_files_do_not_stall_anything() {
     let node = Node::new();

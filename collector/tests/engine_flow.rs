@@ -185,6 +185,37 @@ fn deleted_files_are_read_to_the_end_and_finished_containers_forgotten() {
     engine.join();
 }
 
+/// A forgotten container is looked at again on a backoff, or when the watcher sees its directory
+/// change: with a rescan interval (and so a first backoff) of an hour, only the watcher's hint
+/// can bring it back, and lines written to its file after it was forgotten arrive, once.
+#[test]
+fn a_forgotten_container_whose_file_changes_is_read_again_on_the_watchers_hint() {
+    let node = Node::new();
+    let a = MockDrain::start("a", 2, &node.waker);
+    let c = DockerContainer::new(&node.docker_root(), 6);
+    let mut settings = node.settings();
+    settings.rescan_interval = Duration::from_secs(3600);
+    let engine = node.start(settings, routes(&[&a], vec![c.config(&["a"])]));
+    let mut expected = write_lines(&c, 0, 100);
+    assert_exact(&a, &expected);
+    wait_for("the drain to acknowledge everything", T, || a.idle());
+    c.set_running(false);
+    engine.rescan().unwrap();
+    assert_eq!(node.recorder.get("open_files"), 0, "forgotten");
+    // Looks without a change in its directory leave it forgotten.
+    engine.rescan().unwrap();
+    assert_eq!(node.recorder.get("open_files"), 0, "still forgotten");
+    // Written while Docker still says it is not running (it ran again between two looks).
+    expected.extend(write_lines(&c, 100, 50));
+    wait_for("the new lines", T, || {
+        engine.rescan().unwrap();
+        a.count() >= expected.len()
+    });
+    assert_exact(&a, &expected);
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
 /// A lagging drain does not pin deleted files without bound (Vector's DiskPressure complaint):
 /// at most 8 deleted files per container stay open for it; closing an older one counts exactly
 /// the lines that drain had not read, and it gets every other line once, while a healthy drain

@@ -13,7 +13,7 @@
 //! (`docker/<id>` or `cri/<ns>_<pod>_<uid>/<container>`) that the checkpoint uses.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs, io,
     path::{Path, PathBuf},
 };
@@ -238,7 +238,7 @@ impl StateSection {
 }
 
 /// Read `config.v2.json` of the Docker container in `dir`; `None` when absent or unreadable.
-pub fn docker_info(dir: &Path) -> Option<DockerInfo> {
+fn docker_info(dir: &Path) -> Option<DockerInfo> {
     let text = fs::read(dir.join("config.v2.json")).ok()?;
     let config: ConfigV2 = serde_json::from_slice(&text).ok()?;
     Some(DockerInfo {
@@ -248,8 +248,50 @@ pub fn docker_info(dir: &Path) -> Option<DockerInfo> {
     })
 }
 
+/// Docker's containers as the disk shows them at one rescan: for each one asked for (or every
+/// one on disk), whether its directory exists and what its `config.v2.json` says. Read once per
+/// rescan, so routing reads nothing itself.
+#[derive(Debug, Default)]
+pub struct DockerContainers {
+    /// By id, the containers whose directory exists, with their config (`None`: absent or
+    /// unreadable).
+    present: BTreeMap<String, Option<DockerInfo>>,
+}
+
+impl DockerContainers {
+    /// Read the containers `ids` under `docker_root`, and every container on disk too when
+    /// `every` (selectors match them by name and labels).
+    pub fn read(docker_root: &Path, ids: impl IntoIterator<Item = String>, every: bool) -> Self {
+        let mut wanted: BTreeSet<String> = ids.into_iter().collect();
+        if every {
+            wanted.extend(docker_ids(docker_root));
+        }
+        let containers = docker_root.join("containers");
+        let present = wanted
+            .into_iter()
+            .filter_map(|id| {
+                let dir = containers.join(&id);
+                dir.is_dir().then(|| (id, docker_info(&dir)))
+            })
+            .collect();
+        Self { present }
+    }
+
+    /// Whether the container's directory exists, and what its config says if it could be read.
+    pub fn get(&self, id: &str) -> Option<Option<&DockerInfo>> {
+        self.present.get(id).map(Option::as_ref)
+    }
+
+    /// The containers read whose config could be read, by id.
+    pub fn described(&self) -> impl Iterator<Item = (&str, &DockerInfo)> {
+        self.present
+            .iter()
+            .filter_map(|(id, info)| Some((id.as_str(), info.as_ref()?)))
+    }
+}
+
 /// The ids of every Docker container directory under `<dockerRoot>/containers`.
-pub fn docker_ids(docker_root: &Path) -> Vec<String> {
+fn docker_ids(docker_root: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(docker_root.join("containers")) else {
         return Vec::new();
     };

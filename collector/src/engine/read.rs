@@ -1,16 +1,23 @@
 //! The hot path: read a stream's file into the shared buffer, split it into lines, parse and
 //! re-join them, and encode each complete line into the drain's batch.
 //!
+//! The steps, one function each: `fill` the buffer (or move on to the next file), split it into
+//! `lines`; per line `parse_line`, `hold` a fragment the runtime split off, `skip` a line
+//! delivered before a restart, `join` the line whole, `encode` it, `mark` the cursor's next
+//! place; `pass_over` what can never become a line.
+//!
 //! Invariants:
 //! * one buffer (at least 256 KiB) serves every file; no allocation per line in the common case
 //!   (the message borrows from the buffer, or from the pending line it was joined into);
 //! * only whole physical lines are consumed; a line without its newline yet is read again later,
-//!   unless its file is sealed (then it never completes: counted and skipped);
+//!   unless its file is sealed (then it never completes: counted and skipped); the last line of
+//!   a finished container's newest file is counted and acknowledged when the container is
+//!   forgotten (see `tail/rescan.rs`);
 //! * a physical line longer than the buffer is discarded up to its newline and counted;
 //! * the stream's position moves past every consumed line, delivered or skipped, and the batch
 //!   mark after each delivered line says where a restart resumes.
 
-use std::{os::unix::fs::FileExt, path::Path};
+use std::{os::unix::fs::FileExt, path::PathBuf};
 
 use sluice_api::node_config::Stream;
 
@@ -18,10 +25,10 @@ use super::{
     files::FileSet,
     identity,
     outlet::Outlet,
-    parse::{self, Format, Scratch},
+    parse::{self, Format, Fragment, Scratch},
     report::Reporter,
     route::stream_index,
-    stream::{Loc, StreamState},
+    stream::{Loc, Pending, StreamState},
 };
 use crate::pipeline::{ContainerMeta, LogLine, MsgId, Position};
 
@@ -56,10 +63,24 @@ pub enum Outcome {
     Blocked(u64),
 }
 
-/// The per-file facts the line loop needs.
-struct FileCtx<'a> {
+/// The per-file facts the line steps need.
+struct FileCtx {
+    /// [`FileId::digest`](crate::pipeline::FileId::digest) of the file, for message ids.
     digest: u64,
-    path: &'a Path,
+    /// Where it is (empty when deleted), for reports.
+    path: PathBuf,
+    /// A newer file exists: this one will not grow.
+    sealed: bool,
+}
+
+/// What filling the buffer gave.
+enum Fill {
+    /// This many bytes from this file.
+    Data(usize, FileCtx),
+    /// The stream moved on to the next file.
+    NextFile,
+    /// Nothing to read now.
+    Stop,
 }
 
 /// The reusable buffers of the tail thread.
@@ -87,60 +108,17 @@ impl Reader {
     }
 
     /// Read for stream `s` until `budget` bytes were consumed, the data ends, or the drain is full.
+    /// Each pass fills the buffer from the stream's file ([`Reader::fill`]), hands the complete
+    /// lines in it to the line steps ([`Reader::lines`]), and passes over what can never become
+    /// a line ([`Reader::pass_over`]).
     pub fn read(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState, d: &mut Outlet, budget: u64) -> Outcome {
         let mut total = 0u64;
-        // Each pass reads one buffer from the current file, or moves on to the next file.
         while total < budget {
-            if !self.position(ctx, s) {
-                break;
-            }
-            let f = ctx
-                .files
-                .get(s.at.seq)
-                .expect("invariant: position() found the file");
-            let fd = f.fd.as_ref().expect("invariant: position() opened the file");
-            let n = match fd.read_at(&mut self.buf, s.at.offset) {
-                Ok(n) => n,
-                Err(e) => {
-                    let path = f.path.clone().unwrap_or_default();
-                    ctx.rep.input(&path, "unreadable_file", 1, &e);
-                    0
-                }
+            let (n, file) = match self.fill(ctx, s) {
+                Fill::Data(n, file) => (n, file),
+                Fill::NextFile => continue,
+                Fill::Stop => break,
             };
-            let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
-            // A file truncated and rewritten in place (copy-truncate) no longer has its head:
-            // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
-            // a newer file can appear before the truncation of the one it follows is noticed.)
-            if n > 0 && !identity::same_head(fd, &f.id).unwrap_or(true) {
-                self.truncation_seen = true;
-                break;
-            }
-            if n == 0 {
-                // At the end of the file: one now shorter than where we are was truncated in
-                // place before it grew back this far. What it holds now is a new file, which the
-                // rescan numbers after this one: do not move past it.
-                let truncated = fd.metadata().is_ok_and(|m| m.len() < s.at.offset);
-                self.truncation_seen |= truncated;
-                match next {
-                    Some((seq, file)) if sealed && !truncated => {
-                        tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = seq, "read to the end of a rotated file; next file");
-                        s.at = Loc { seq, file, offset: 0 };
-                    }
-                    _ => break,
-                }
-                continue;
-            }
-            let path = f.path.clone().unwrap_or_default();
-            let file = FileCtx {
-                digest: f.digest,
-                path: &path,
-            };
-            // The file is at least as long as what was read: the rescan's truncation check
-            // then agrees with the one above (a reader waiting on it is never left waiting).
-            let read_to = s.at.offset + n as u64;
-            if let Some(f) = ctx.files.get_mut(s.at.seq) {
-                f.size = f.size.max(read_to);
-            }
             let (consumed, blocked) = self.lines(ctx, &file, s, d, n);
             total += consumed;
             if blocked {
@@ -148,35 +126,101 @@ impl Reader {
                 return Outcome::Blocked(total);
             }
             if consumed == 0 {
-                if n < self.buf.len() && !sealed {
-                    break; // the rest of the line is not written yet
+                match self.pass_over(ctx, &file, s, n) {
+                    Some(passed) => total += passed,
+                    None => break, // the rest of the line is not written yet
                 }
-                // A physical line longer than the buffer, or an unterminated end of a finished file.
-                let cause = if n == self.buf.len() {
-                    "garbage"
-                } else {
-                    "unterminated_line"
-                };
-                let end = Loc {
-                    offset: s.at.offset + n as u64,
-                    ..s.at
-                };
-                if first_read(ctx.hw, end) {
-                    self.counts[0].1 += n as u64;
-                    ctx.rep.input(
-                        &path,
-                        cause,
-                        1,
-                        &format_args!("{n} bytes without a newline at offset {}", s.at.offset),
-                    );
-                }
-                s.discarding = n == self.buf.len();
-                s.at.offset += n as u64;
-                total += n as u64;
             }
         }
         self.emit(ctx);
         Outcome::Read(total)
+    }
+
+    /// Fill the buffer from where `s` is in its file: the bytes read, with the file's facts; or,
+    /// at the end of a sealed file, move `s` on to the next file; or stop (no file to read, the
+    /// end of the data, or a truncation found, left to the rescan).
+    fn fill(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState) -> Fill {
+        if !self.position(ctx, s) {
+            return Fill::Stop;
+        }
+        let f = ctx
+            .files
+            .get(s.at.seq)
+            .expect("invariant: position() found the file");
+        let fd = f.fd.as_ref().expect("invariant: position() opened the file");
+        let n = match fd.read_at(&mut self.buf, s.at.offset) {
+            Ok(n) => n,
+            Err(e) => {
+                let path = f.path.clone().unwrap_or_default();
+                ctx.rep.input(&path, "unreadable_file", 1, &e);
+                0
+            }
+        };
+        let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+        // A file truncated and rewritten in place (copy-truncate) no longer has its head:
+        // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
+        // a newer file can appear before the truncation of the one it follows is noticed.)
+        if n > 0 && !identity::same_head(fd, &f.id).unwrap_or(true) {
+            self.truncation_seen = true;
+            return Fill::Stop;
+        }
+        if n == 0 {
+            // At the end of the file: one now shorter than where we are was truncated in
+            // place before it grew back this far. What it holds now is a new file, which the
+            // rescan numbers after this one: do not move past it.
+            let truncated = fd.metadata().is_ok_and(|m| m.len() < s.at.offset);
+            self.truncation_seen |= truncated;
+            return match next {
+                Some((seq, file)) if sealed && !truncated => {
+                    tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = seq, "read to the end of a rotated file; next file");
+                    s.at = Loc { seq, file, offset: 0 };
+                    Fill::NextFile
+                }
+                _ => Fill::Stop,
+            };
+        }
+        let file = FileCtx {
+            digest: f.digest,
+            path: f.path.clone().unwrap_or_default(),
+            sealed,
+        };
+        // The file is at least as long as what was read: the rescan's truncation check
+        // then agrees with the one above (a reader waiting on it is never left waiting).
+        let read_to = s.at.offset + n as u64;
+        if let Some(f) = ctx.files.get_mut(s.at.seq) {
+            f.size = f.size.max(read_to);
+        }
+        Fill::Data(n, file)
+    }
+
+    /// None of the `n` bytes in the buffer ends a line: a physical line longer than the buffer
+    /// (discarded up to its newline), or the unterminated end of a sealed file. Counted once
+    /// and passed over: the bytes passed over; `None` when the line may still be completed.
+    fn pass_over(&mut self, ctx: &mut Ctx<'_>, file: &FileCtx, s: &mut StreamState, n: usize) -> Option<u64> {
+        if n < self.buf.len() && !file.sealed {
+            return None;
+        }
+        let cause = if n == self.buf.len() {
+            "garbage"
+        } else {
+            "unterminated_line"
+        };
+        let end = Loc {
+            offset: s.at.offset + n as u64,
+            ..s.at
+        };
+        if first_read(ctx.hw, end) {
+            self.counts[0].1 += n as u64;
+            ctx.rep.input(
+                &file.path,
+                cause,
+                1,
+                &format_args!("{n} bytes without a newline at offset {}", s.at.offset),
+            );
+        }
+        s.discarding = n == self.buf.len();
+        s.at.offset += n as u64;
+        Some(n as u64)
     }
 
     fn emit(&mut self, ctx: &mut Ctx<'_>) {
@@ -222,7 +266,7 @@ impl Reader {
     fn lines(
         &mut self,
         ctx: &mut Ctx<'_>,
-        file: &FileCtx<'_>,
+        file: &FileCtx,
         s: &mut StreamState,
         d: &mut Outlet,
         n: usize,
@@ -275,119 +319,219 @@ struct Line<'r> {
     first: bool,
 }
 
+/// A line made whole from its fragments: what is encoded.
+struct Whole<'a> {
+    bytes: &'a [u8],
+    time: &'a str,
+    id: MsgId,
+    truncated: bool,
+}
+
 impl Line<'_> {
-    /// Parse, re-join and deliver one physical line; `false` when the drain is now full.
+    /// One physical line through the steps: parse it, hold it if the runtime split it, skip it
+    /// if it was delivered before a restart or rewind, join it with its held fragments, encode
+    /// it into the drain's batch and mark where the stream's cursor goes once the batch is
+    /// acknowledged. `false` when the drain is now full.
     fn handle(
         &mut self,
         ctx: &mut Ctx<'_>,
-        file: &FileCtx<'_>,
+        file: &FileCtx,
         s: &mut StreamState,
         d: &mut Outlet,
         line: &[u8],
         start: Loc,
     ) -> bool {
-        let first = self.first;
-        let frag = match parse::parse(ctx.format, line, self.scratch) {
-            Ok(frag) => frag,
-            Err(bad) => {
-                if first {
-                    self.counts[0].1 += line.len() as u64 + 1;
-                    ctx.rep.input(
-                        file.path,
-                        bad.cause(),
-                        1,
-                        &format_args!("line at offset {}", start.offset),
-                    );
-                }
-                return true;
-            }
+        let Line {
+            scratch,
+            text,
+            max_line,
+            counts,
+            first,
+        } = self;
+        let Some(frag) = parse_line(ctx, file, line, start, scratch, counts, *first) else {
+            return true;
         };
         let idx = stream_index(frag.stream);
-        if first {
-            self.counts[idx].0 += u64::from(!frag.partial);
-            self.counts[idx].1 += line.len() as u64 + 1;
-        }
         if !s.wanted[idx] {
             return true;
         }
+        // Just past this line: where the stream is now.
         let end = s.at;
         if frag.partial {
-            let p = &mut s.pending[idx];
-            if p.start.is_none() {
-                p.begin(start, file.digest, frag.time);
-            }
-            p.append(frag.log, self.max_line);
+            hold(&mut s.pending[idx], &frag, start, file.digest, *max_line);
             return true;
         }
-        if let Some(skip) = s.skip_until {
-            if end.le(&skip) {
-                s.pending[idx].clear();
-                return true;
-            }
-            s.skip_until = None;
+        if skip(s, idx, end) {
+            return true;
         }
-        let p = &mut s.pending[idx];
-        let (bytes, time, id, truncated) = match p.id() {
-            Some(id) => {
-                p.append(frag.log, self.max_line);
-                (&p.buf[..], &p.time[..], id, p.truncated)
-            }
-            None => {
-                let cut = frag.log.len().min(self.max_line);
-                (
-                    &frag.log[..cut],
-                    frag.time,
-                    MsgId {
-                        file: file.digest,
-                        offset: start.offset,
-                    },
-                    cut < frag.log.len(),
-                )
-            }
-        };
-        let (message, invalid) = text(bytes, truncated, self.max_line, self.text);
-        // Whether this line was delivered before, to any drain: its problems are counted once.
-        let first = first_read(&mut ctx.delivered[idx], end);
-        if first && (invalid || frag.replaced) {
-            ctx.rep.input(
-                file.path,
-                "invalid_utf8",
-                1,
-                &format_args!("line at offset {}", id.offset),
-            );
-        }
-        if first && truncated {
-            ctx.rep.input(
-                file.path,
-                "truncated",
-                1,
-                &format_args!("line at offset {} cut to {} bytes", id.offset, self.max_line),
-            );
-        }
-        let stream = frag.stream;
-        // Kept once, by the first stream that delivers it.
-        if first && let Some(recent) = ctx.recent {
-            recent.push(ctx.meta, stream, time, message);
-        }
-        let line = LogLine {
-            meta: ctx.meta,
-            stream,
-            timestamp: time,
-            message,
-            id,
-            truncated,
-        };
-        d.encoder.encode(&line, &mut d.batch);
-        d.batch.lines += 1;
-        s.pending[idx].clear();
-        let position = Position {
-            resume: s.resume_from(end).pos(),
-            acked_end: end.pos(),
-        };
-        d.batch.mark(&s.cursor, position);
-        s.marked = Some(position);
+        let whole = join(&mut s.pending[idx], &frag, start, file.digest, *max_line);
+        encode(
+            ctx,
+            file,
+            d,
+            text,
+            *max_line,
+            &whole,
+            frag.stream,
+            frag.replaced,
+            end,
+        );
+        mark(s, idx, d, end);
         !d.full() || d.flush()
     }
+}
+
+/// Parse: one physical line into a fragment, counted as read (once per container: `first`);
+/// a line that is not a record of the format is counted as bad input and skipped (`None`).
+#[inline]
+fn parse_line<'a>(
+    ctx: &mut Ctx<'_>,
+    file: &FileCtx,
+    line: &'a [u8],
+    start: Loc,
+    scratch: &'a mut Scratch,
+    counts: &mut [(u64, u64); 2],
+    first: bool,
+) -> Option<Fragment<'a>> {
+    match parse::parse(ctx.format, line, scratch) {
+        Ok(frag) => {
+            if first {
+                let idx = stream_index(frag.stream);
+                counts[idx].0 += u64::from(!frag.partial);
+                counts[idx].1 += line.len() as u64 + 1;
+            }
+            Some(frag)
+        }
+        Err(bad) => {
+            if first {
+                counts[0].1 += line.len() as u64 + 1;
+                ctx.rep.input(
+                    &file.path,
+                    bad.cause(),
+                    1,
+                    &format_args!("line at offset {}", start.offset),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Hold: a fragment the runtime split off (its line goes on in the next fragment of its output
+/// stream) is added to the stream's pending line, which remembers where the line starts.
+#[inline]
+fn hold(p: &mut Pending, frag: &Fragment<'_>, start: Loc, digest: u64, max_line: usize) {
+    if p.start.is_none() {
+        p.begin(start, digest, frag.time);
+    }
+    p.append(frag.log, max_line);
+}
+
+/// Skip: a line completing at or before the stream's `skip_until` was delivered before a restart
+/// or a rewind; it is dropped with its held fragments. The first line past it ends the skipping.
+#[inline]
+fn skip(s: &mut StreamState, idx: usize, end: Loc) -> bool {
+    let Some(until) = s.skip_until else {
+        return false;
+    };
+    if end.le(&until) {
+        s.pending[idx].clear();
+        return true;
+    }
+    s.skip_until = None;
+    false
+}
+
+/// Join: the last fragment of a line with the fragments held before it (the line's id and time
+/// are its first fragment's), or the fragment alone; at most `max_line` bytes, else cut.
+#[inline]
+fn join<'a>(p: &'a mut Pending, frag: &Fragment<'a>, start: Loc, digest: u64, max_line: usize) -> Whole<'a> {
+    match p.id() {
+        Some(id) => {
+            p.append(frag.log, max_line);
+            Whole {
+                bytes: &p.buf,
+                time: &p.time,
+                id,
+                truncated: p.truncated,
+            }
+        }
+        None => {
+            let cut = frag.log.len().min(max_line);
+            Whole {
+                bytes: &frag.log[..cut],
+                time: frag.time,
+                id: MsgId {
+                    file: digest,
+                    offset: start.offset,
+                },
+                truncated: cut < frag.log.len(),
+            }
+        }
+    }
+}
+
+/// Encode: the whole line, as UTF-8, into the drain's batch. Its problems (invalid UTF-8, cut)
+/// are counted, and it is kept for queries, the first time any drain delivers it.
+#[allow(clippy::too_many_arguments)] // the steps' inputs, named; a struct would only rename them
+#[inline]
+fn encode(
+    ctx: &mut Ctx<'_>,
+    file: &FileCtx,
+    d: &mut Outlet,
+    text_buf: &mut String,
+    max_line: usize,
+    whole: &Whole<'_>,
+    stream: Stream,
+    replaced: bool,
+    end: Loc,
+) {
+    let (message, invalid) = text(whole.bytes, whole.truncated, max_line, text_buf);
+    // Whether this line was delivered before, to any drain: its problems are counted once.
+    let first = first_read(&mut ctx.delivered[stream_index(stream)], end);
+    if first && (invalid || replaced) {
+        ctx.rep.input(
+            &file.path,
+            "invalid_utf8",
+            1,
+            &format_args!("line at offset {}", whole.id.offset),
+        );
+    }
+    if first && whole.truncated {
+        ctx.rep.input(
+            &file.path,
+            "truncated",
+            1,
+            &format_args!("line at offset {} cut to {max_line} bytes", whole.id.offset),
+        );
+    }
+    // Kept once, by the first stream that delivers it.
+    if first && let Some(recent) = ctx.recent {
+        recent.push(ctx.meta, stream, whole.time, message);
+    }
+    let line = LogLine {
+        meta: ctx.meta,
+        stream,
+        timestamp: whole.time,
+        message,
+        id: whole.id,
+        truncated: whole.truncated,
+    };
+    d.encoder.encode(&line, &mut d.batch);
+    d.batch.lines += 1;
+}
+
+/// Mark: the line ending at `end` is in the batch. Once the drain acknowledges the batch, the
+/// stream's cursor moves past it, and a restart resumes at the first line still being joined.
+#[inline]
+fn mark(s: &mut StreamState, idx: usize, d: &mut Outlet, end: Loc) {
+    s.pending[idx].clear();
+    let position = Position {
+        resume: s.resume_from(end).pos(),
+        acked_end: end.pos(),
+    };
+    d.batch.mark(&s.cursor, position);
+    s.marked = Some(position);
 }
 
 /// Whether the line ending at `end` is read for the first time by any stream of its container

@@ -1,5 +1,6 @@
-//! Routing (pure apart from reading Docker's `config.v2.json`): which containers to tail, with
-//! which metadata, for which drains and streams.
+//! Routing: which containers to tail, with which metadata, for which drains and streams. What
+//! Docker's files say comes already read ([`DockerContainers`], from `discover`); the only look
+//! at the disk left here is whether a CRI container's log directory exists.
 //!
 //! Invariants: a container appears once, keyed by its checkpoint key; its drains are the union of
 //! every entry and selector that names it, restricted to drains that exist in the routing table;
@@ -14,7 +15,7 @@ use sluice_api::node_config::{ContainerConfig, RuntimeId, Sources, Stream};
 
 use super::{
     Routes,
-    discover::{self, DockerInfo},
+    discover::{self, DockerContainers, DockerInfo},
     parse::Format,
 };
 use crate::pipeline::ContainerMeta;
@@ -53,9 +54,23 @@ pub struct Desired {
     pub running: bool,
 }
 
-/// Every container to tail, by key. Entries naming an invalid runtime id are skipped (the config
-/// validation already rejects them).
-pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<String, Desired> {
+/// The Docker containers the routes name by id: their configs are read before [`resolve`].
+pub fn docker_ids(routes: &Routes) -> impl Iterator<Item = String> + '_ {
+    routes.containers.iter().filter_map(|c| match c.runtime_id() {
+        Ok(RuntimeId::Docker(id)) => Some(id),
+        _ => None,
+    })
+}
+
+/// Every container to tail, by key, given what `docker` read of Docker's containers (those
+/// [`docker_ids`] names, and every one when there are selectors). Entries naming an invalid
+/// runtime id are skipped (the config validation already rejects them).
+pub fn resolve(
+    routes: &Routes,
+    sources: &Sources,
+    node: &str,
+    docker: &DockerContainers,
+) -> BTreeMap<String, Desired> {
     let mut out = BTreeMap::new();
     for c in &routes.containers {
         // Invalid ids and names (the config validation rejects them) are never made into paths.
@@ -80,7 +95,9 @@ pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<Strin
         // A removed container's directory is gone (Docker removes it with the container, the
         // kubelet with the pod): it is finished, even while the routes still name it.
         let running = match format {
-            Format::Docker => dir.is_dir() && discover::docker_info(&dir).is_none_or(|info| info.running),
+            Format::Docker => docker
+                .get(&id)
+                .is_some_and(|info| info.is_none_or(|info| info.running)),
             Format::Cri => dir.is_dir(),
         };
         let desired = out.entry(key).or_insert_with(|| Desired {
@@ -93,7 +110,7 @@ pub fn resolve(routes: &Routes, sources: &Sources, node: &str) -> BTreeMap<Strin
         add_drains(desired, routes, &c.drains, wanted(&c.streams));
     }
     if !routes.selectors.is_empty() {
-        select_docker(routes, sources, node, &mut out);
+        select_docker(routes, sources, node, docker, &mut out);
     }
     out.retain(|_, d| !d.drains.is_empty());
     out
@@ -120,13 +137,16 @@ fn add_drains(desired: &mut Desired, routes: &Routes, drains: &[String], w: Want
     }
 }
 
-/// Resolve name/label selectors against every Docker container on disk.
-fn select_docker(routes: &Routes, sources: &Sources, node: &str, out: &mut BTreeMap<String, Desired>) {
-    for id in discover::docker_ids(&sources.docker_root) {
-        let dir = sources.docker_root.join("containers").join(&id);
-        let Some(info) = discover::docker_info(&dir) else {
-            continue;
-        };
+/// Resolve name/label selectors against every Docker container on disk (as `docker` read them).
+fn select_docker(
+    routes: &Routes,
+    sources: &Sources,
+    node: &str,
+    docker: &DockerContainers,
+    out: &mut BTreeMap<String, Desired>,
+) {
+    for (id, info) in docker.described() {
+        let dir = sources.docker_root.join("containers").join(id);
         let matching: Vec<_> = routes
             .selectors
             .iter()
@@ -135,12 +155,12 @@ fn select_docker(routes: &Routes, sources: &Sources, node: &str, out: &mut BTree
         if matching.is_empty() {
             continue;
         }
-        let desired = match out.entry(discover::docker_key(&id)) {
+        let desired = match out.entry(discover::docker_key(id)) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(Desired {
                 dir,
                 format: Format::Docker,
-                meta: docker_meta(&id, &info, node),
+                meta: docker_meta(id, info, node),
                 drains: BTreeMap::new(),
                 running: info.running,
             }),
@@ -162,5 +182,96 @@ fn docker_meta(id: &str, info: &DockerInfo, node: &str) -> ContainerMeta {
         labels: info.labels.clone(),
         node: node.to_owned(),
         revision: ContainerMeta::next_revision(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, sync::Arc};
+
+    use sluice_api::node_config::SelectorConfig;
+
+    use super::*;
+    use crate::pipeline::{Batch, DrainEndpoint, Encoder, LogLine};
+
+    struct Unused;
+
+    impl Encoder for Unused {
+        fn encode(&mut self, _: &LogLine<'_>, _: &mut Batch) {}
+    }
+
+    fn by_id(id: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: format!("docker://{id}"),
+            namespace: "ns".into(),
+            pod: format!("pod-{id}"),
+            pod_uid: "uid".into(),
+            container: "app".into(),
+            labels: BTreeMap::new(),
+            streams: Stream::all(),
+            drains: vec!["d".into()],
+        }
+    }
+
+    /// Containers named by id and selected by label, resolved from what `discover` read of
+    /// Docker's files: whether each may still write, and whose metadata it carries.
+    #[test]
+    fn docker_containers_by_id_and_by_selector() {
+        let root = tempfile::tempdir().unwrap();
+        let config = |id: &str, json: &str| {
+            let dir = root.path().join("containers").join(id);
+            fs::create_dir_all(&dir).unwrap();
+            if !json.is_empty() {
+                fs::write(dir.join("config.v2.json"), json).unwrap();
+            }
+        };
+        config("aaa", r#"{"Name":"/web","State":{"Running":true}}"#);
+        config(
+            "bbb",
+            r#"{"Name":"/job","Config":{"Labels":{"app":"x"}},"State":{"Running":false}}"#,
+        );
+        config("ccc", "");
+        let (batches, _rx) = tokio::sync::mpsc::channel(1);
+        let endpoint = DrainEndpoint {
+            name: "d".into(),
+            generation: 1,
+            batches,
+            new_encoder: Arc::new(|| Box::new(Unused) as Box<dyn Encoder>),
+            batch_max_lines: 1,
+            batch_max_bytes: 1,
+        };
+        let routes = Routes {
+            drains: [("d".to_string(), endpoint)].into(),
+            containers: ["aaa", "ccc", "ddd"].map(by_id).to_vec(),
+            selectors: vec![SelectorConfig {
+                name: None,
+                labels: [("app".to_string(), "x".to_string())].into(),
+                streams: vec![Stream::Stderr],
+                drains: vec!["d".into()],
+            }],
+        };
+        let sources = Sources {
+            docker_root: root.path().to_owned(),
+            pods_root: root.path().join("pods"),
+        };
+        let docker = DockerContainers::read(&sources.docker_root, docker_ids(&routes), true);
+        let out = resolve(&routes, &sources, "node-1", &docker);
+        let seen: Vec<(&str, bool, &str, Wanted)> = out
+            .iter()
+            .map(|(key, d)| (key.as_str(), d.running, d.meta.pod.as_str(), d.drains["d"]))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                // Running; the operator's metadata.
+                ("docker/aaa", true, "pod-aaa", [true, true]),
+                // Exited, selected by its label: the pod is the container's name.
+                ("docker/bbb", false, "job", [false, true]),
+                // No config (yet): it may still write.
+                ("docker/ccc", true, "pod-ccc", [true, true]),
+                // No directory: removed, finished.
+                ("docker/ddd", false, "pod-ddd", [true, true]),
+            ]
+        );
     }
 }

@@ -14,11 +14,7 @@ mod watch;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
+    sync::{Arc, atomic::Ordering, mpsc},
     time::Duration,
 };
 
@@ -27,7 +23,6 @@ use tokio::time::Instant;
 use super::{
     Command, EngineSettings, Error, Result, Routes, Waker,
     checkpoint::{Store, StreamKey},
-    discover,
     files::FileSet,
     outlet::Outlet,
     parse::Format,
@@ -52,6 +47,9 @@ pub(crate) struct Container {
     delivered: [Loc; 2],
     /// Not running or no longer routed: read to the end, then forget.
     finishing: bool,
+    /// While finishing, all that is left unread is an unterminated last line: how its file
+    /// looked when that was first seen, and when (see `rescan::Tail::forget_done`).
+    unterminated: Option<(rescan::FileLook, Instant)>,
 }
 
 /// The state of the tail thread.
@@ -68,14 +66,16 @@ pub(crate) struct Tail {
     /// checkpoint while their container's directory exists.
     dormant: BTreeMap<StreamKey, Arc<Cursor>>,
     /// Containers read to their end and forgotten while not running, with what their directory
-    /// held then: one whose files changed since is read again.
-    finished: BTreeMap<String, discover::Footprint>,
+    /// held then: one whose files changed since is read again. Each is looked at on a backoff,
+    /// and early when the watcher saw its directory change.
+    finished: BTreeMap<String, rescan::Forgotten>,
     reader: Reader,
     rr: usize,
     written: Option<BTreeMap<StreamKey, Position>>,
     /// Checkpoint writes failed in a row (the first failure and the recovery are logged).
     checkpoint_failures: u64,
-    rescan_flag: Arc<AtomicBool>,
+    /// What the watcher saw: a rescan is due soon, directories that changed.
+    hints: watch::Hints,
     next_rescan: Instant,
     next_checkpoint: Instant,
     next_lag: Instant,
@@ -112,8 +112,9 @@ impl Tail {
             .into_iter()
             .map(|(k, p)| (k, Arc::new(Cursor::new(Some(p)))))
             .collect();
-        let rescan_flag = Arc::new(AtomicBool::new(true));
-        let watcher = watch::start(&settings.sources, waker.clone(), Arc::clone(&rescan_flag));
+        let hints = watch::Hints::default();
+        hints.rescan.store(true, Ordering::Release);
+        let watcher = watch::start(&settings.sources, waker.clone(), hints.clone());
         let now = Instant::now();
         let mut tail = Self {
             reader: Reader::new(settings.max_line_bytes as usize),
@@ -130,7 +131,7 @@ impl Tail {
             rr: 0,
             written: None,
             checkpoint_failures: 0,
-            rescan_flag,
+            hints,
             next_rescan: now,
             next_checkpoint: now,
             next_lag: now,
@@ -156,7 +157,7 @@ impl Tail {
                 continue;
             }
             let now = Instant::now();
-            if now >= self.next_rescan || self.rescan_flag.swap(false, Ordering::AcqRel) {
+            if now >= self.next_rescan || self.hints.rescan.swap(false, Ordering::AcqRel) {
                 self.rescan();
                 self.next_rescan = now + self.settings.rescan_interval;
             }
@@ -223,7 +224,7 @@ impl Tail {
             outlet.flush();
         }
         if std::mem::take(&mut self.reader.truncation_seen) {
-            self.rescan_flag.store(true, Ordering::Release);
+            self.hints.rescan.store(true, Ordering::Release);
         }
         progress
     }
@@ -386,6 +387,6 @@ impl Tail {
         }
         self.outlets.retain(|name, _| routes.drains.contains_key(name));
         self.routes = routes;
-        self.rescan_flag.store(true, Ordering::Release);
+        self.hints.rescan.store(true, Ordering::Release);
     }
 }

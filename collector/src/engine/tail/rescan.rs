@@ -9,17 +9,34 @@
 //! * a deleted file stays open while a stream still needs it, up to [`MAX_DELETED_OPEN`] per
 //!   container; closing one a stream had not finished counts the lines that stream loses;
 //! * a finishing container is forgotten only once every stream read to the end of its newest
-//!   file as a fresh `fstat` finds it, and its drain acknowledged all of it; its cursors stay in
+//!   file as a fresh `fstat` finds it, and its drain acknowledged all of it, or all that is left
+//!   is an unterminated last line that stayed unchanged for `unterminated_quiet` (counted once as
+//!   `unterminated_line`; the cursors' `acked_end` moves past it, their `resume` stays at its
+//!   start, so a line completed after all is still read whole); its cursors stay in
 //!   the checkpoint (dormant) as long as its directory exists, and if its files change after
 //!   that (a container created, then started and finished between two looks) it is read again.
 
-use std::{collections::BTreeMap, fs::File, io, os::unix::fs::FileExt, path::Path, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use tokio::time::Instant;
+
+use sluice_api::node_config::Stream;
 
 use super::{Container, Tail};
 use crate::{
     engine::{
         discover,
         files::FileSet,
+        parse::Format,
+        read,
         report::Reporter,
         route::{self, Desired},
         stream::{Loc, StreamState},
@@ -39,7 +56,16 @@ const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 impl Tail {
     /// Resolve the routes, update every container's files and streams, forget finished ones.
     pub(super) fn rescan(&mut self) {
-        let desired = route::resolve(&self.routes, &self.settings.sources, &self.settings.node_name);
+        let sources = &self.settings.sources;
+        let selectors = !self.routes.selectors.is_empty();
+        let docker = discover::DockerContainers::read(
+            &sources.docker_root,
+            route::docker_ids(&self.routes),
+            selectors,
+        );
+        let desired = route::resolve(&self.routes, sources, &self.settings.node_name, &docker);
+        let changed = self.hints.take_changed();
+        let now = Instant::now();
         let mut soon = false;
         for c in &mut self.containers {
             match desired.get(&c.key) {
@@ -58,8 +84,8 @@ impl Tail {
                 None if !d.running
                     && self
                         .finished
-                        .get(key)
-                        .is_some_and(|then| *then == discover::footprint(&d.dir, d.format)) =>
+                        .get_mut(key)
+                        .is_some_and(|f| f.unchanged(d, changed.touches(&d.dir), now)) =>
                 {
                     continue;
                 }
@@ -81,7 +107,7 @@ impl Tail {
             soon |= refresh_files(c, &mut self.rep, &self.settings.state_dir, true);
         }
         if soon {
-            self.rescan_flag.store(true, std::sync::atomic::Ordering::Release);
+            self.hints.rescan.store(true, Ordering::Release);
         }
         self.forget_done();
         let sources = &self.settings.sources;
@@ -141,15 +167,39 @@ impl Tail {
     }
 
     /// Forget finishing containers that every stream read to the end, as the files are now, and
-    /// whose drains acknowledged everything handed to them.
+    /// whose drains acknowledged everything handed to them. An unterminated last line left in
+    /// the newest file, unchanged for `unterminated_quiet`, does not keep one alive: it is
+    /// counted once and acknowledged past (see [`acknowledge_unterminated`]).
     fn forget_done(&mut self) {
         let mut i = 0;
         while i < self.containers.len() {
-            if !(self.containers[i].finishing && read_and_acknowledged(&mut self.containers[i])) {
+            let c = &mut self.containers[i];
+            let progress = match c.finishing {
+                true => progress(c),
+                false => Progress::Busy,
+            };
+            // With only an unterminated last line left: whether it stayed as it is long enough.
+            let quiet = match (progress, c.unterminated) {
+                (Progress::Unterminated(look), Some((then, since))) if then == look => {
+                    since.elapsed() >= self.settings.unterminated_quiet
+                }
+                (Progress::Unterminated(look), _) => {
+                    c.unterminated = Some((look, Instant::now()));
+                    false
+                }
+                _ => {
+                    c.unterminated = None;
+                    false
+                }
+            };
+            if !(quiet || progress == Progress::Done) {
                 i += 1;
                 continue;
             }
             let c = self.containers.swap_remove(i);
+            if let (Progress::Unterminated(look), true) = (progress, quiet) {
+                acknowledge_unterminated(&c, look, &mut self.rep);
+            }
             tracing::info!(container = %c.key, "container finished and read to its end; forgetting it");
             // A runtime split whose last fragment never came (the container died mid-line) does
             // not keep a finished container alive: the piece is counted and dropped.
@@ -166,31 +216,187 @@ impl Tail {
             for s in c.streams {
                 self.dormant.insert((c.key.clone(), s.drain), s.cursor);
             }
-            let footprint = discover::footprint(&c.dir, c.format);
-            self.finished.insert(c.key, footprint);
+            let forgotten = Forgotten::new(&c.dir, c.format, self.settings.rescan_interval);
+            self.finished.insert(c.key, forgotten);
         }
     }
+}
+
+/// A container read to its end and forgotten while not running: what its directory held then,
+/// and when to look again.
+pub(super) struct Forgotten {
+    footprint: discover::Footprint,
+    backoff: Backoff,
+}
+
+/// The longest a forgotten container's directory goes without a look.
+const LOOK_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+impl Forgotten {
+    /// Forgotten now, with its directory as `dir` holds it now; looked at again after `first`.
+    fn new(dir: &Path, format: Format, first: Duration) -> Self {
+        Self {
+            footprint: discover::footprint(dir, format),
+            backoff: Backoff::new(first, LOOK_AT_MOST_EVERY, Instant::now()),
+        }
+    }
+
+    /// Whether the container's directory (of `d`) holds what it held when it was forgotten. It
+    /// is looked at when the watcher saw it change (`touched`; the backoff starts again), or when
+    /// its backoff is due (the next look comes twice as late); else it is taken as unchanged.
+    fn unchanged(&mut self, d: &Desired, touched: bool, now: Instant) -> bool {
+        if touched {
+            self.backoff.reset(now);
+        } else if self.backoff.due(now) {
+            self.backoff.looked(now);
+        } else {
+            return true;
+        }
+        self.footprint == discover::footprint(&d.dir, d.format)
+    }
+}
+
+/// When to look next: `first` after the start, then twice as late each time, up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    interval: Duration,
+    next: Instant,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration, now: Instant) -> Self {
+        Self {
+            first,
+            max,
+            interval: first,
+            next: now + first,
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A look was taken at `now`: the next one comes twice as late as the last.
+    fn looked(&mut self, now: Instant) {
+        self.interval = (self.interval * 2).min(self.max);
+        self.next = now + self.interval;
+    }
+
+    /// Something changed at `now`: look again after `first`.
+    fn reset(&mut self, now: Instant) {
+        self.interval = self.first;
+        self.next = now + self.first;
+    }
+}
+
+/// The newest file of a container as an `fstat` found it: a file that still changes is still
+/// being written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FileLook {
+    seq: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// How far a finishing container's streams are from its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Every stream read to the end of the newest file, and its drain acknowledged all of it.
+    Done,
+    /// Every stream's drain acknowledged all it was handed, and all a stream has left to read is
+    /// an unterminated last line of the newest file (as it looked then).
+    Unterminated(FileLook),
+    /// Something is still to be read or acknowledged.
+    Busy,
 }
 
 /// Whether every stream of `c` has read to the end of its newest file, as a fresh `fstat` of
 /// that file says, and its drain acknowledged everything it was handed. Flags a read set earlier
 /// do not count: a file may have grown since, or a stream may not have been read at all while
 /// its drain's channel was full.
-fn read_and_acknowledged(c: &mut Container) -> bool {
+fn progress(c: &mut Container) -> Progress {
     let Some(newest) = c.files.files.last_mut() else {
         // No file: nothing was written, or everything was deleted (counted where it happened).
-        return true;
+        return Progress::Done;
     };
+    let mut modified = None;
     if let Some(fd) = &newest.fd {
         match fd.metadata() {
-            Ok(m) => newest.size = newest.size.max(m.len()),
-            Err(_) => return false,
+            Ok(m) => {
+                newest.size = newest.size.max(m.len());
+                modified = m.modified().ok();
+            }
+            Err(_) => return Progress::Busy,
         }
     }
     let (seq, size) = (newest.seq, newest.size);
-    c.streams
+    if !c.streams.iter().all(|s| s.at.seq == seq && s.settled()) {
+        return Progress::Busy;
+    }
+    let Some(from) = c.streams.iter().map(|s| s.at.offset).min() else {
+        return Progress::Done;
+    };
+    if from >= size {
+        return Progress::Done;
+    }
+    // The reader consumes whole lines only, so what is left starts a line; it is an
+    // unterminated last line if it holds no newline (a longer one than the read buffer would
+    // have been discarded as garbage).
+    let (Some(fd), true) = (&newest.fd, size - from < read::BUFFER_BYTES as u64) else {
+        return Progress::Busy;
+    };
+    let mut rest = vec![0u8; (size - from) as usize];
+    match fd.read_exact_at(&mut rest, from) {
+        Ok(()) if memchr::memchr(b'\n', &rest).is_none() => Progress::Unterminated(FileLook {
+            seq,
+            len: size,
+            modified,
+        }),
+        _ => Progress::Busy,
+    }
+}
+
+/// Count the unterminated last line of a finished container's newest file (as `look` found it)
+/// once as `unterminated_line`, and acknowledge it for every stream: each cursor's `acked_end`
+/// moves past it, so a restart does not count it again, while its `resume` stays at the line's
+/// start, so a line the file completes after all (it grows, and the container is read again)
+/// is delivered whole.
+fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
+    let Some(newest) = c.files.get(look.seq) else {
+        return;
+    };
+    let end = Loc {
+        seq: look.seq,
+        file: newest.id,
+        offset: look.len,
+    };
+    let counted_before = c
+        .streams
         .iter()
-        .all(|s| s.at.seq == seq && s.at.offset >= size && s.settled())
+        .any(|s| s.cursor.get().is_some_and(|p| p.acked_end == end.pos()));
+    // A stream discarding a line too long to buffer counted that line as garbage already.
+    let from = c
+        .streams
+        .iter()
+        .filter(|s| !s.discarding)
+        .map(|s| s.at.offset)
+        .min();
+    let bytes = from.map_or(0, |from| look.len.saturating_sub(from));
+    if bytes > 0 && !counted_before {
+        let path = newest.path.clone().unwrap_or_default();
+        rep.emitter.lines_read(Stream::Stdout, 0, bytes);
+        let detail = format_args!("{bytes} bytes without a newline at the end of a finished container's log");
+        rep.input(&path, "unterminated_line", 1, &detail);
+    }
+    for s in c.streams.iter().filter(|s| s.at.offset < end.offset) {
+        s.cursor.ack(Position {
+            resume: s.resume_from(s.at).pos(),
+            acked_end: end.pos(),
+        });
+    }
 }
 
 /// A container first seen now; its compressed files last written before `history_before` are
@@ -206,6 +412,7 @@ fn new_container(key: &str, d: &Desired, history_before: std::time::SystemTime) 
         hw: Loc::START,
         delivered: [Loc::START; 2],
         finishing: !d.running,
+        unterminated: None,
     }
 }
 
@@ -422,5 +629,72 @@ fn count_lines(fd: &File, from: u64) -> io::Result<u64> {
         }
         n += memchr::memchr_iter(b'\n', &buf[..got]).count() as u64;
         at += got as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode};
+
+    use super::{super::watch, *};
+
+    /// The looks at a forgotten container's directory: `first` after it was forgotten, then
+    /// twice as late each time up to `max`; a change seen by the watcher starts over.
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_starts_over_on_a_change() {
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut b = Backoff::new(first, max, t0);
+        assert!(!b.due(t0));
+        assert!(b.due(at(1)));
+        // (time of the look, the interval after it): 2, 4, … 32, then 60 at most.
+        let mut now = 1;
+        for interval in [2, 4, 8, 16, 32, 60, 60] {
+            assert!(b.due(at(now)), "due at {now} s");
+            b.looked(at(now));
+            assert_eq!(b.interval, Duration::from_secs(interval));
+            assert!(
+                !b.due(at(now + interval - 1)),
+                "not due before {} s",
+                now + interval
+            );
+            now += interval;
+        }
+        assert_eq!(now, 1 + 2 + 4 + 8 + 16 + 32 + 60 + 60);
+        b.reset(at(now));
+        assert_eq!((b.interval, b.next), (first, at(now + 1)));
+        b.looked(at(now + 1));
+        assert_eq!(b.interval, Duration::from_secs(2));
+    }
+
+    /// Only the directories events named count as changed, and every directory outside the
+    /// watched roots; an overflow or error makes every directory count.
+    #[test]
+    fn changed_directories_from_the_watcher() {
+        let hints = watch::Hints::default();
+        let root = Path::new("/logs/containers");
+        let (a, b) = (root.join("a"), root.join("b"));
+        // Before the watcher runs, nothing is known.
+        assert!(hints.take_changed().touches(&a));
+        hints.set_watched(vec![root.to_owned()]);
+        hints.note(&Ok(
+            notify::Event::new(notify::EventKind::Any).add_path(a.join("a-json.log"))
+        ));
+        // Reading a file (the collector's own looks) is no change.
+        let read = notify::EventKind::Access(AccessKind::Close(AccessMode::Read));
+        hints.note(&Ok(notify::Event::new(read).add_path(b.join("config.v2.json"))));
+        let changed = hints.take_changed();
+        assert!(changed.touches(&a));
+        assert!(!changed.touches(&b));
+        assert!(
+            changed.touches(Path::new("/elsewhere/c")),
+            "outside the watched roots"
+        );
+        let changed = hints.take_changed();
+        assert!(!changed.touches(&a), "taken once");
+        hints.note(&Err(notify::Error::generic("queue overflow")));
+        assert!(hints.take_changed().touches(&b));
+        assert!(!hints.take_changed().touches(&b));
     }
 }
