@@ -546,3 +546,45 @@ fn cri_partial_lines_across_a_rotation_and_a_restart_arrive_whole() {
     );
     engine.join();
 }
+
+/// containerd opens the new `0.log` before it swaps its writer over, so for a moment after the
+/// kubelet's rotation the new file exists, empty, while lines still go to the rotated one. An
+/// empty file is not taken in, so the rotated one is not sealed yet and those late lines arrive.
+#[test]
+fn lines_written_to_a_rotated_cri_file_after_the_new_file_appeared_arrive() {
+    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
+    let node = Node::new();
+    let a = MockDrain::start("a", 4, &node.waker);
+    let (config, dir) = cri_container(&node, &["a"]);
+    let append = |name: &str, text: String| {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let engine = node.start(node.settings(), routes(&[&a], vec![config]));
+    append("0.log", format!("{TIME} stdout F one\n"));
+    wait_for("the first line", T, || a.count() == 1);
+    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
+    fs::File::create(dir.join("0.log")).unwrap();
+    // The looks that find the new file, and rounds of the loop at the end of the rotated one.
+    for _ in 0..3 {
+        engine.rescan().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    append("0.log.20261203-080000", format!("{TIME} stdout F late\n"));
+    append("0.log", format!("{TIME} stdout F two\n"));
+    assert_exact(
+        &a,
+        &[
+            "stdout:one".to_owned(),
+            "stdout:late".to_owned(),
+            "stdout:two".to_owned(),
+        ],
+    );
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}

@@ -170,7 +170,53 @@ impl ChartNode {
         let pods = self
             .kubectl(&["get", "pods", "-A", "-o", "wide"])
             .unwrap_or_else(|e| e.to_string());
-        format!("pods:\n{pods}\ncollector log:\n{logs}")
+        format!(
+            "pods:\n{pods}\ncollector log:\n{logs}\ncollector counters (non-zero):\n{}",
+            self.collector_counters()
+        )
+    }
+
+    /// The collector's loss, drop, bad-input and lag figures that are not zero, from its
+    /// `/metrics` through the API server's pod proxy: what a failed exact comparison needs to
+    /// tell a line counted lost from one still on its way.
+    fn collector_counters(&self) -> String {
+        let pod = match self.kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            SYSTEM,
+            "-l",
+            "app.kubernetes.io/component=collector",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ]) {
+            Ok(pod) if !pod.trim().is_empty() => pod.trim().to_owned(),
+            Ok(_) => return "no collector pod".to_owned(),
+            Err(e) => return e.to_string(),
+        };
+        let path = format!("/api/v1/namespaces/{SYSTEM}/pods/{pod}:9880/proxy/metrics");
+        match self.kubectl(&["get", "--raw", &path]) {
+            Ok(text) => crate::collector::parse_metrics(&text)
+                .into_iter()
+                .filter(|(series, value)| {
+                    *value != 0.0
+                        && [
+                            "lost",
+                            "dropped",
+                            "bad",
+                            "unterminated",
+                            "lag",
+                            "skipped",
+                            "errors",
+                            "open_files",
+                        ]
+                        .iter()
+                        .any(|word| series.contains(word))
+                })
+                .map(|(series, value)| format!("{series} {value}\n"))
+                .collect(),
+            Err(e) => e.to_string(),
+        }
     }
 
     /// A loggen pod in `namespace` writing `count` lines of `spec` at `rate`/s, labelled as the

@@ -172,9 +172,14 @@ fn cri_listing(dir: &Path, names: Vec<String>) -> Listing {
         if rest.is_empty() {
             files.push(((n, 1, String::new()), dir.join(&name)));
         } else if let Some(suffix) = rest.strip_prefix('.') {
+            // Only the kubelet's rotated names: anything else beside them (the `….tmp` it
+            // compresses into before renaming it to `….gz`) is not a log file.
             match suffix.strip_suffix(".gz") {
-                Some(stamp) => compressed.push(((n, stamp.to_owned()), dir.join(&name))),
-                None => files.push(((n, 0, suffix.to_owned()), dir.join(&name))),
+                Some(stamp) if is_rotation_stamp(stamp) => {
+                    compressed.push(((n, stamp.to_owned()), dir.join(&name)))
+                }
+                None if is_rotation_stamp(suffix) => files.push(((n, 0, suffix.to_owned()), dir.join(&name))),
+                _ => {}
             }
         }
     }
@@ -185,6 +190,17 @@ fn cri_listing(dir: &Path, names: Vec<String>) -> Listing {
         inodes: Vec::new(),
         compressed: compressed.into_iter().map(|(_, p)| p).collect(),
     }
+}
+
+/// The kubelet's rotation stamp, `YYYYMMDD-HHMMSS` (its `20060102-150405` format).
+fn is_rotation_stamp(stamp: &str) -> bool {
+    let bytes = stamp.as_bytes();
+    bytes.len() == 15
+        && bytes[8] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 8 || b.is_ascii_digit())
 }
 
 /// What Docker's `config.v2.json` says about a container.
@@ -357,6 +373,10 @@ mod tests {
             "1.log.20261121-080000.gz",
             "1.log.20261121-070000.gz",
             "1.log.20261121-090000",
+            // Being compressed by the kubelet (gzip, renamed to `.gz` when done): not a log.
+            "1.log.20261121-090000.tmp",
+            "1.log.notes",
+            "1.log.20261121-0900.gz",
         ] {
             fs::write(c.join(name), b"").unwrap();
         }
