@@ -12,6 +12,7 @@
 //! * a binding reaches only pods and drains of its own namespace; Secrets are read by name, never
 //!   listed or watched, and their values never reach logs, Events, statuses or metrics.
 
+pub mod cleanup;
 pub mod context;
 pub mod controller;
 pub mod error;

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
                   (sluice_operator_node_config_lag_seconds, sluice_operator_api_writes_total, ...)."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Namespace for the node config Secrets and the leader Lease (default: this pod's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: Option<String>,
@@ -85,6 +87,15 @@ struct Args {
     log_format: telemetry::LogFormat,
 }
 
+/// What to do instead of running the operator.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Delete what sluice wrote at run time in its namespace (every node's config Secret, the
+    /// collectors' node Leases and the leader Lease named by --lease-name), then exit. The Helm
+    /// chart runs it after `helm uninstall` removed the operator, the collectors and their RBAC.
+    Cleanup,
+}
+
 fn in_cluster_namespace() -> Option<String> {
     std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
         .ok()
@@ -99,6 +110,16 @@ async fn main() -> anyhow::Result<()> {
     let namespace = args.namespace.or_else(in_cluster_namespace).context(
         "no namespace for the node configs: pass --namespace or set POD_NAMESPACE (from the downward API)",
     )?;
+    if let Some(Command::Cleanup) = args.command {
+        let client = kube::Client::try_default().await.context(
+            "cannot build a Kubernetes client (no in-cluster service account and no usable kubeconfig)",
+        )?;
+        let removed = sluice_operator::cleanup::cleanup(client, &namespace, &args.lease_name)
+            .await
+            .with_context(|| format!("cannot remove sluice's run-time objects in {namespace}"))?;
+        tracing::info!(namespace, removed = ?removed.objects, "removed sluice's run-time objects");
+        return Ok(());
+    }
     let identity = args
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())

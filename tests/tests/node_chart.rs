@@ -241,27 +241,19 @@ async fn helm_install_on_the_real_node_ships_each_tenant_exactly_its_lines() -> 
         rig.kubectl(&["get", "crd", crd])
             .with_context(|| format!("helm uninstall removed the CRD {crd}"))?;
     }
-    // What the components wrote at run time is not the chart's, so helm leaves it: the node's
-    // config Secret (the operator's), the operator's leader Lease, and the collector's Lease
-    // when the collector could not delete it on its way out (helm deletes its RBAC at the same
-    // time). Nothing else may remain.
-    let runtime = [
-        format!("secret/sluice-node-{}", rig.node.name()),
-        format!("lease.coordination.k8s.io/sluice-collector-{}", rig.node.name()),
-        "lease.coordination.k8s.io/sluice-operator".to_owned(),
-    ];
-    let others = rig.kubectl(&["get", "secrets,leases", "-n", SYSTEM, "-o", "name"])?;
-    let unexpected: Vec<&str> = others
-        .lines()
-        .filter(|o| !runtime.iter().any(|r| r == o))
-        .collect();
-    ensure!(
-        unexpected.is_empty(),
-        "left in {SYSTEM} after helm uninstall: {unexpected:?}"
-    );
-    println!(
-        "helm uninstall: only the CRDs and run-time objects remain: {:?}",
-        others.lines().collect::<Vec<_>>()
-    );
+    // What the components wrote at run time (the node's config Secret, the leader Lease and the
+    // collector's node Lease) is removed by the chart's post-delete hook, and the hook's own
+    // objects go once it succeeded: nothing of sluice's is left in its namespace.
+    let left = rig.kubectl(&[
+        "get",
+        "secrets,leases,jobs,serviceaccounts,roles,rolebindings",
+        "-n",
+        SYSTEM,
+        "-o",
+        "name",
+    ])?;
+    let left: Vec<&str> = left.lines().filter(|o| *o != "serviceaccount/default").collect();
+    ensure!(left.is_empty(), "left in {SYSTEM} after helm uninstall: {left:?}");
+    println!("helm uninstall: nothing left in {SYSTEM}; the CRDs remain");
     Ok(())
 }
