@@ -22,7 +22,10 @@ use std::{
     time::Duration,
 };
 
-use sluice_api::{NodeConfig, node_config::DrainConfig};
+use sluice_api::{
+    NodeConfig,
+    node_config::{ConfigError, DrainConfig},
+};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{error, info, warn};
 
@@ -70,9 +73,18 @@ struct Spawner {
 }
 
 impl Spawner {
-    /// Start `config` as a new generation; `Err` is logged and returned as (name, why).
+    /// Start `config` as a new generation; a drain whose plan fails (a file its TLS settings name
+    /// cannot be read or used) is logged and returned as (name, why).
     fn spawn(&mut self, config: &DrainConfig) -> Result<ActiveDrain, (String, String)> {
         self.generation += 1;
+        let plan = config.plan().map_err(|e| {
+            let why = match e {
+                ConfigError::Invalid { field, message } => format!("drain {:?}: {field}: {message}", config.name),
+                other => format!("drain {:?}: {other}", config.name),
+            };
+            error!(drain = %config.name, error = %why, "drain skipped: its settings cannot be used; the other drains run");
+            (config.name.clone(), why)
+        })?;
         let ctx = DrainContext {
             node_name: self.node_name.clone(),
             metrics: self.metrics.clone(),
@@ -81,17 +93,10 @@ impl Spawner {
             destinations: Arc::clone(&self.destinations),
             died: Some(self.died.clone()),
         };
-        match drain::spawn(config, ctx) {
-            Ok(running) => Ok(ActiveDrain {
-                config: config.clone(),
-                running,
-            }),
-            Err(e) => {
-                let why = crate::drain::retry::Chain(&e).to_string();
-                error!(drain = %config.name, error = %why, "drain skipped: its settings cannot be used; the other drains run");
-                Err((config.name.clone(), why))
-            }
-        }
+        Ok(ActiveDrain {
+            config: config.clone(),
+            running: drain::spawn(&plan, ctx),
+        })
     }
 }
 

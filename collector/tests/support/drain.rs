@@ -79,7 +79,8 @@ pub fn start_with(
         destinations,
         died: None,
     };
-    (drain::spawn(config, ctx).expect("drain starts"), metrics)
+    let plan = config.plan().expect("the drain plans");
+    (drain::spawn(&plan, ctx), metrics)
 }
 
 fn position(offset: u64) -> Position {

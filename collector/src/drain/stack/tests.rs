@@ -21,8 +21,8 @@ use crate::{
     drain::{
         http,
         retry::{self, Health},
-        stream,
         task::DrainTask,
+        tcp,
     },
     metrics::Metrics,
     pipeline::{Cursor, FileId, FilePos, Position},
@@ -63,7 +63,7 @@ fn failures(metrics: &Metrics, cause: &str) -> u64 {
 }
 
 fn connect_error() -> BoxError {
-    stream::Error::Connect {
+    tcp::Error::Connect {
         address: "h:1".into(),
         source: io::Error::from(io::ErrorKind::ConnectionRefused),
     }
