@@ -65,7 +65,8 @@ use crate::{
 pub enum SkipStage {
     /// Reading the config: the drain's entry does not parse or validate.
     Config,
-    /// Starting the drain: its settings cannot be used (an unreadable CA file, a bad template…).
+    /// Starting the drain: its plan cannot be made because a file its TLS settings name cannot be
+    /// read or used (everything else was checked at [`SkipStage::Config`]).
     Build,
 }
 

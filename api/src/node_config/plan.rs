@@ -576,6 +576,65 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_holds_what_the_collector_builds_from() {
+        let mut https = drain("https://in.example.com/v1?api_key=s3cret");
+        https.http = Some(HttpOptions {
+            gzip: true,
+            basic_auth: Some(BasicAuth {
+                username: "u".into(),
+                password: Redacted("p".into()),
+            }),
+            ..HttpOptions::default()
+        });
+        let Ok(DrainPlan {
+            transport: TransportPlan::Http(http),
+            ..
+        }) = https.plan()
+        else {
+            panic!("an https drain plans as HTTP");
+        };
+        assert_eq!(http.shown_url, "https://in.example.com/v1");
+        assert!(http.https && http.gzip && http.server_name.is_none());
+        let authorization = &http.headers[http::header::AUTHORIZATION];
+        assert_eq!(authorization, "Basic dTpw");
+        assert!(authorization.is_sensitive());
+        assert_eq!(http.headers[http::header::CONTENT_ENCODING], "gzip");
+        assert!(matches!(http.tls.trust, Trust::WebRoots));
+        assert!(!format!("{http:?}").contains("s3cret"));
+
+        let Ok(DrainPlan {
+            transport: TransportPlan::Tcp(tcp),
+            ..
+        }) = drain("syslog-tls://logs.example.com:6514").plan()
+        else {
+            panic!("a syslog-tls drain plans as TCP");
+        };
+        let tls = tcp.tls.expect("syslog-tls has TLS");
+        assert_eq!(tls.server_name.to_str(), "logs.example.com");
+        assert_eq!(tcp.syslog.procid, template::parse("{container}").expect("parses"));
+    }
+
+    #[test]
+    fn files_are_read_by_plan_and_left_to_it_by_validate() {
+        let mut d = drain("syslog-tls://logs.example.com:6514");
+        d.tls = Some(TlsConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsConfig::default()
+        });
+        assert!(d.validate().is_ok());
+        match d.plan() {
+            Err(crate::node_config::ConfigError::Invalid { field, message }) => {
+                assert_eq!(field, "tls.caFile");
+                assert!(
+                    message.starts_with("cannot read /nonexistent/ca.pem: "),
+                    "{message}"
+                );
+            }
+            other => panic!("a missing CA file was planned: {other:?}"),
+        }
+    }
+
+    #[test]
     fn template_labels_are_listed() {
         let keys: Vec<String> =
             template::labels("{label:team}-{pod}.{label:app.kubernetes.io/name}").collect();

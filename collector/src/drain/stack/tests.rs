@@ -25,21 +25,8 @@ use crate::{
         tcp,
     },
     metrics::Metrics,
-    pipeline::{Cursor, FileId, FilePos, Position},
+    pipeline::{Cursor, test_position as position},
 };
-
-fn position(offset: u64) -> Position {
-    let file = FileId {
-        dev: 1,
-        ino: 2,
-        head_hash: 3,
-        head_len: 4,
-    };
-    Position {
-        resume: FilePos { file, offset },
-        acked_end: FilePos { file, offset },
-    }
-}
 
 fn batch(lines: u32, cursor: &Arc<Cursor>, offset: u64) -> Batch {
     let mut batch = Batch::default();
