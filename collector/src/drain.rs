@@ -348,7 +348,7 @@ fn http_transport(
         plan.uri.clone(),
         plan.headers.clone(),
         plan.gzip,
-        &delivery.drop_on_status,
+        plan.drop_on_status.clone(),
         Duration::from_millis(delivery.timeout_ms),
         connector,
     ))

@@ -21,7 +21,7 @@
 use std::{fmt, path::Path, sync::Arc};
 
 use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use rustls::{RootCertStore, sign::CertifiedKey};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
@@ -99,6 +99,8 @@ pub struct HttpPlan {
     pub headers: HeaderMap,
     /// Whether request bodies are gzip-compressed.
     pub gzip: bool,
+    /// The answers that give a batch up (`delivery.dropOnStatus`, each a 4xx or 5xx status).
+    pub drop_on_status: Vec<StatusCode>,
     /// The TLS client settings (used for `https://`).
     pub tls: ClientTls,
     /// The name to verify the server certificate against instead of the URL's host
@@ -113,6 +115,7 @@ impl fmt::Debug for HttpPlan {
             .field("https", &self.https)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("gzip", &self.gzip)
+            .field("drop_on_status", &self.drop_on_status)
             .field("tls", &self.tls)
             .field("server_name", &self.server_name)
             .finish()
@@ -390,12 +393,22 @@ fn http(drain: &DrainConfig, url: &str, https: bool, files: Files) -> Result<Htt
     let server_name = given
         .map(|name| server_name("tls.serverName", name))
         .transpose()?;
+    let drop_on_status = drain
+        .delivery
+        .drop_on_status
+        .iter()
+        .map(|&code| {
+            StatusCode::from_u16(code)
+                .map_err(|_| fail("delivery.dropOnStatus", format!("{code} is not an HTTP status")))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(HttpPlan {
         shown_url: url.split(['?', '#']).next().unwrap_or(url).to_owned(),
         uri,
         https,
         headers,
         gzip: drain.http.as_ref().is_some_and(|h| h.gzip),
+        drop_on_status,
         tls: client_tls(drain.tls.as_ref(), files)?,
         server_name: server_name.filter(|_| https),
     })

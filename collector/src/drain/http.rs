@@ -234,15 +234,11 @@ impl HttpService {
         uri: Uri,
         headers: HeaderMap,
         gzip: bool,
-        drop_on: &[u16],
+        drop_on: Vec<StatusCode>,
         timeout: std::time::Duration,
         connector: HttpsConnector<GuardedConnector>,
     ) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        let drop_on = drop_on
-            .iter()
-            .filter_map(|&code| StatusCode::from_u16(code).ok())
-            .collect();
         Self {
             client,
             inner: Arc::new(Inner {
