@@ -12,24 +12,27 @@
 //! * TLS and HTTP options appear only on drains whose scheme uses them, and options that need each
 //!   other (a client certificate and its key) come together;
 //! * every drain passes the checks a collector makes when it builds it (templates, server name, PEM
-//!   material, header names and values, credential characters: see `buildable`), so a drain that
-//!   validates can be built, and [`DrainConfig::validate`] checks one drain on its own;
+//!   material, header names and values, credential characters): [`DrainConfig::plan`] turns a
+//!   drain into the [`DrainPlan`] a collector builds it from, which cannot fail, and
+//!   [`DrainConfig::validate`] makes the same checks on one drain without reading the files it
+//!   names (see `plan`);
 //! * every `tls.caBundle` names an entry of [`NodeConfig::ca_bundles`], each a usable CA bundle.
 //!
 //! Errors name the offending field as a path (`drains[1].url`), so a person fixing a hand-written
 //! file is pointed at the line to change.
 //!
 //! Where each part lives: `types` (the schema, its defaults and redacting `Debug`), `url` (what a
-//! drain URL names), `validate` (the invariants above), `buildable` (the checks a collector makes
-//! when it builds a drain), [`template`] (syslog templates) and `glob` (selector name globs).
+//! drain URL names), `validate` (the invariants above), `plan` (a drain checked into what a
+//! collector builds it from), [`template`] (syslog templates) and `glob` (selector name globs).
 
-mod buildable;
 mod glob;
+mod plan;
 pub mod template;
 mod types;
 mod url;
 mod validate;
 
+pub use plan::{ClientTls, DrainPlan, HttpPlan, SyslogPlan, TcpPlan, TlsPlan, TransportPlan, Trust, UdpPlan};
 pub use types::*;
 pub use url::{DrainKind, UrlError};
 

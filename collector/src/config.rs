@@ -160,10 +160,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, Error> {
     Ok(Loaded { config, skipped })
 }
 
-/// Parse and validate drain `i` on its own, in `config` (which has no drains nor routes, and is
-/// left so); the error names the field (`drains[i].url: …`).
-fn check_drain(i: usize, entry: serde_yaml::Value, config: &mut NodeConfig) -> Result<DrainConfig, String> {
-    let drain: DrainConfig = serde_yaml::from_value(entry).map_err(|e| format!("drains[{i}]: {e}"))?;
+/// Parse and validate drain number `index` on its own, in `config` (which has no drains nor
+/// routes, and is left so); the error names the field (`drains[index].url: …`).
+fn check_drain(
+    index: usize,
+    entry: serde_yaml::Value,
+    config: &mut NodeConfig,
+) -> Result<DrainConfig, String> {
+    let drain: DrainConfig = serde_yaml::from_value(entry).map_err(|e| format!("drains[{index}]: {e}"))?;
     config.drains = vec![drain];
     let result = config.validate();
     let drain = config.drains.pop().expect("invariant: the probe holds one drain");
@@ -172,7 +176,7 @@ fn check_drain(i: usize, entry: serde_yaml::Value, config: &mut NodeConfig) -> R
         // A problem outside the drain (the version, say) is the whole file's: reported there.
         Err(ConfigError::Invalid { field, message }) if field.starts_with("drains[0]") => Err(format!(
             "{}: {message}",
-            field.replacen("drains[0]", &format!("drains[{i}]"), 1)
+            field.replacen("drains[0]", &format!("drains[{index}]"), 1)
         )),
         Err(_) => Ok(drain),
     }

@@ -7,15 +7,18 @@
 //! batches in order once delivered, which moves the engine's cursors.
 //!
 //! Delivery semantics per transport:
-//! * `syslog://`, `syslog-tls://` ([`stream`]): acknowledged when the peer's TCP stack acknowledged
+//! * `syslog://`, `syslog-tls://` ([`tcp`]): acknowledged when the peer's TCP stack acknowledged
 //!   the bytes (at least once; a repeat is possible only for batches not yet acknowledged when a
 //!   connection broke, and carries the same MSGID).
 //! * `http(s)://` ([`http`]): acknowledged on a 2xx response (at least once).
 //! * `syslog-udp://` ([`udp`]): acknowledged when handed to the kernel (at most once on the wire).
 //!
-//! Invariants: [`spawn`] validates everything (URL, templates, TLS material, headers) and fails
-//! with an error naming the drain, but never connects; connecting happens in the drain's task, with
-//! backoff, so a destination that is down does not stop the collector from starting.
+//! Invariants: a drain is started from its [`DrainPlan`], in which `sluice-api` checked and parsed
+//! everything (URL, templates, TLS material, headers; see [`DrainConfig::plan`]), so [`spawn`]
+//! cannot fail. It never connects: connecting happens in the drain's task, with backoff, so a
+//! destination that is down does not stop the collector from starting.
+//!
+//! [`DrainConfig::plan`]: sluice_api::node_config::DrainConfig::plan
 
 pub mod backoff;
 pub mod destinations;
@@ -25,9 +28,9 @@ pub mod http;
 pub mod json;
 pub mod retry;
 pub mod stack;
-pub mod stream;
 pub mod syslog;
 pub mod task;
+pub mod tcp;
 pub mod template;
 pub mod text;
 pub mod tls;
@@ -35,7 +38,9 @@ pub mod udp;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
-use sluice_api::node_config::{DrainConfig, DrainKind};
+use sluice_api::node_config::{
+    ClientTls, DeliveryOptions, DrainPlan, HttpPlan, SyslogPlan, TransportPlan, Trust,
+};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -60,7 +65,8 @@ use crate::{
 pub enum SkipStage {
     /// Reading the config: the drain's entry does not parse or validate.
     Config,
-    /// Starting the drain: its settings cannot be used (an unreadable CA file, a bad template…).
+    /// Starting the drain: its plan cannot be made because a file its TLS settings name cannot be
+    /// read or used (everything else was checked at [`SkipStage::Config`]).
     Build,
 }
 
@@ -115,53 +121,6 @@ impl SkippedDrains {
 
 /// How many batches the channel from the engine holds.
 pub const CHANNEL_BATCHES: usize = 4;
-
-/// A drain cannot be started with its config.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The URL does not parse.
-    #[error("drain {drain:?}: url: {source}")]
-    Url {
-        /// The drain.
-        drain: String,
-        /// What is wrong.
-        source: sluice_api::node_config::UrlError,
-    },
-    /// A syslog template does not parse.
-    #[error("drain {drain:?}: invalid syslog format")]
-    Template {
-        /// The drain.
-        drain: String,
-        /// What is wrong.
-        #[source]
-        source: Box<template::Error>,
-    },
-    /// The TLS settings cannot be used.
-    #[error("drain {drain:?}: invalid TLS settings")]
-    Tls {
-        /// The drain.
-        drain: String,
-        /// What is wrong.
-        #[source]
-        source: Box<tls::Error>,
-    },
-    /// The HTTP URL cannot be used as a request URI.
-    #[error("drain {drain:?}: url: {source}")]
-    HttpUri {
-        /// The drain.
-        drain: String,
-        /// What is wrong.
-        source: ::http::uri::InvalidUri,
-    },
-    /// The HTTP headers or credentials cannot be used.
-    #[error("drain {drain:?}: {source}")]
-    Http {
-        /// The drain.
-        drain: String,
-        /// What is wrong.
-        source: http::HeaderError,
-    },
-}
 
 /// What a drain needs from the collector around it.
 #[derive(Clone)]
@@ -254,24 +213,22 @@ impl RunningDrain {
     }
 }
 
-/// Validate `config` and start the drain's task. Must be called inside a tokio runtime.
-pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Error> {
-    let drain = config.name.clone();
-    let kind = config.kind().map_err(|source| Error::Url {
-        drain: drain.clone(),
-        source,
-    })?;
+/// Start the drain of `plan` (its settings were checked into it: nothing here can fail). Must
+/// be called inside a tokio runtime; connecting happens later, in the drain's task.
+pub fn spawn(plan: &DrainPlan, ctx: DrainContext) -> RunningDrain {
+    let drain = plan.name.clone();
+    let delivery = &plan.delivery;
     let health = Arc::new(Health::new(&drain, ctx.metrics.clone()));
-    let (new_encoder, transport, in_flight) = parts(config, &kind, &ctx)?;
-    // Stream drains time out on progress inside the connection, HTTP drains per request (see
-    // [`stream`], [`http`]); only UDP sends are limited per attempt.
-    let attempt_timeout = match kind {
-        DrainKind::SyslogUdp { .. } => Some(Duration::from_millis(config.delivery.timeout_ms)),
+    let (new_encoder, transport, in_flight) = parts(plan, &ctx);
+    // TCP drains time out on progress inside the connection, HTTP drains per request (see
+    // [`tcp`], [`http`]); only UDP sends are limited per attempt.
+    let attempt_timeout = match plan.transport {
+        TransportPlan::Udp(_) => Some(Duration::from_millis(delivery.timeout_ms)),
         _ => None,
     };
     let service = stack::build(
         transport,
-        &config.delivery,
+        delivery,
         attempt_timeout,
         in_flight,
         Arc::clone(&health),
@@ -297,144 +254,104 @@ pub fn spawn(config: &DrainConfig, ctx: DrainContext) -> Result<RunningDrain, Er
         generation: ctx.generation,
         batches: tx,
         new_encoder,
-        batch_max_lines: config.delivery.batch_max_lines,
-        batch_max_bytes: config.delivery.batch_max_bytes,
+        batch_max_lines: delivery.batch_max_lines,
+        batch_max_bytes: delivery.batch_max_bytes,
     };
-    Ok(RunningDrain {
+    RunningDrain {
         endpoint,
         health,
         task,
         finish,
-    })
-}
-
-/// The encoder factory, the transport and how many batches may be in flight, for `kind`.
-fn parts(
-    config: &DrainConfig,
-    kind: &DrainKind,
-    ctx: &DrainContext,
-) -> Result<(EncoderFactory, Transport, usize), Error> {
-    let metrics = &ctx.metrics;
-    Ok(match kind {
-        DrainKind::SyslogTcp { host, port } | DrainKind::SyslogTls { host, port } => {
-            let encoder = syslog_encoder(config, Framing::OctetCounting)?;
-            let tls = match kind {
-                DrainKind::SyslogTls { .. } => Some(tls_connector(config, host)?),
-                _ => None,
-            };
-            let target = stream::Target {
-                host: host.clone(),
-                port: *port,
-                tls,
-                connect_timeout: Duration::from_millis(config.delivery.timeout_ms),
-                idle_timeout: Duration::from_millis(config.delivery.timeout_ms),
-                destinations: Arc::clone(&ctx.destinations),
-            };
-            let backoff =
-                Backoff::from_millis(config.delivery.retry_initial_ms, config.delivery.retry_max_ms);
-            let transport: Transport = BoxCloneService::new(stream::StreamService::spawn(target, backoff));
-            (encoder, transport, 4)
-        }
-        DrainKind::SyslogUdp { host, port } => {
-            let oversize = &metrics.udp_oversize;
-            let framing = Framing::Datagram {
-                max: config.syslog.max_datagram_bytes as usize,
-                oversize: config.syslog.udp_oversize,
-                split: oversize.with_label_values(&[config.name.as_str(), "split"]),
-                truncated: oversize.with_label_values(&[config.name.as_str(), "truncate"]),
-            };
-            let transport: Transport = BoxCloneService::new(udp::UdpService::new(
-                host.clone(),
-                *port,
-                Arc::clone(&ctx.destinations),
-            ));
-            (syslog_encoder(config, framing)?, transport, 1)
-        }
-        DrainKind::Http { url, tls } => {
-            let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
-            let destinations = Arc::clone(&ctx.destinations);
-            (factory, http_transport(config, url, *tls, destinations)?, 4)
-        }
-    })
-}
-
-fn syslog_encoder(config: &DrainConfig, framing: Framing) -> Result<EncoderFactory, Error> {
-    let spec = SyslogSpec::new(&config.syslog, framing).map_err(|source| Error::Template {
-        drain: config.name.clone(),
-        source: Box::new(source),
-    })?;
-    Ok(Arc::new(move || {
-        Box::new(SyslogEncoder::new(spec.clone())) as Box<dyn Encoder>
-    }))
-}
-
-fn warn_if_insecure(config: &DrainConfig) {
-    if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
-        tracing::warn!(drain = %config.name, "TLS certificate verification is OFF for this drain (insecureSkipVerify)");
     }
 }
 
-fn tls_connector(
-    config: &DrainConfig,
-    host: &str,
-) -> Result<(TlsConnector, rustls_pki_types::ServerName<'static>), Error> {
-    let err = |source| Error::Tls {
-        drain: config.name.clone(),
-        source: Box::new(source),
-    };
-    let client = tls::client_config(config.tls.as_ref()).map_err(err)?;
-    let name = tls::server_name(config.tls.as_ref(), host).map_err(err)?;
-    warn_if_insecure(config);
-    Ok((TlsConnector::from(Arc::new(client)), name))
+/// The encoder factory, the transport and how many batches may be in flight, for `plan`.
+fn parts(plan: &DrainPlan, ctx: &DrainContext) -> (EncoderFactory, Transport, usize) {
+    let delivery = &plan.delivery;
+    let timeout = Duration::from_millis(delivery.timeout_ms);
+    match &plan.transport {
+        TransportPlan::Tcp(tcp) => {
+            let tls = tcp.tls.as_ref().map(|tls| {
+                warn_if_insecure(&plan.name, &tls.client);
+                let config = Arc::new(tls::client_config(&tls.client));
+                (TlsConnector::from(config), tls.server_name.clone())
+            });
+            let target = tcp::Target {
+                host: tcp.host.clone(),
+                port: tcp.port,
+                tls,
+                connect_timeout: timeout,
+                idle_timeout: timeout,
+                destinations: Arc::clone(&ctx.destinations),
+            };
+            let backoff = Backoff::from_millis(delivery.retry_initial_ms, delivery.retry_max_ms);
+            let transport: Transport = BoxCloneService::new(tcp::TcpService::spawn(target, backoff));
+            (syslog_encoder(&tcp.syslog, Framing::OctetCounting), transport, 4)
+        }
+        TransportPlan::Udp(udp) => {
+            let oversize = &ctx.metrics.udp_oversize;
+            let framing = Framing::Datagram {
+                max: udp.max_datagram_bytes,
+                oversize: udp.oversize,
+                split: oversize.with_label_values(&[plan.name.as_str(), "split"]),
+                truncated: oversize.with_label_values(&[plan.name.as_str(), "truncate"]),
+            };
+            let transport: Transport = BoxCloneService::new(udp::UdpService::new(
+                udp.host.clone(),
+                udp.port,
+                Arc::clone(&ctx.destinations),
+            ));
+            (syslog_encoder(&udp.syslog, framing), transport, 1)
+        }
+        TransportPlan::Http(http) => {
+            let factory: EncoderFactory = Arc::new(|| Box::new(json::JsonEncoder::new()) as Box<dyn Encoder>);
+            let transport = http_transport(&plan.name, http, delivery, Arc::clone(&ctx.destinations));
+            (factory, transport, 4)
+        }
+    }
+}
+
+fn syslog_encoder(syslog: &SyslogPlan, framing: Framing) -> EncoderFactory {
+    let spec = SyslogSpec::new(syslog, framing);
+    Arc::new(move || Box::new(SyslogEncoder::new(spec.clone())) as Box<dyn Encoder>)
+}
+
+fn warn_if_insecure(drain: &str, tls: &ClientTls) {
+    if matches!(tls.trust, Trust::Anything) {
+        tracing::warn!(drain = %drain, "TLS certificate verification is OFF for this drain (insecureSkipVerify)");
+    }
 }
 
 fn http_transport(
-    config: &DrainConfig,
-    url: &str,
-    https: bool,
+    drain: &str,
+    plan: &HttpPlan,
+    delivery: &DeliveryOptions,
     destinations: Arc<destinations::Destinations>,
-) -> Result<Transport, Error> {
-    let uri: ::http::Uri = url.parse().map_err(|source| Error::HttpUri {
-        drain: config.name.clone(),
-        source,
-    })?;
-    let headers = http::headers(config.http.as_ref()).map_err(|source| Error::Http {
-        drain: config.name.clone(),
-        source,
-    })?;
-    let client = tls::client_config(config.tls.as_ref()).map_err(|source| Error::Tls {
-        drain: config.name.clone(),
-        source: Box::new(source),
-    })?;
+) -> Transport {
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client)
+        .with_tls_config(tls::client_config(&plan.tls))
         .https_or_http();
-    let builder = match config.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
-        Some(name) if https => {
-            let name = tls::server_name(config.tls.as_ref(), name).map_err(|source| Error::Tls {
-                drain: config.name.clone(),
-                source: Box::new(source),
-            })?;
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+    let builder = match &plan.server_name {
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone()))
         }
-        _ => builder,
+        None => builder,
     };
-    if https {
-        warn_if_insecure(config);
+    if plan.https {
+        warn_if_insecure(drain, &plan.tls);
     }
     let connector = builder
         .enable_http1()
         .wrap_connector(http::GuardedConnector::new(destinations));
-    let gzip = config.http.as_ref().is_some_and(|h| h.gzip);
-    Ok(BoxCloneService::new(http::HttpService::new(
-        url.split(['?', '#']).next().unwrap_or(url).to_owned(), // a query may carry an API key: never shown
-        uri,
-        headers,
-        gzip,
-        &config.delivery.drop_on_status,
-        Duration::from_millis(config.delivery.timeout_ms),
+    BoxCloneService::new(http::HttpService::new(
+        plan.shown_url.clone(),
+        plan.uri.clone(),
+        plan.headers.clone(),
+        plan.gzip,
+        plan.drop_on_status.clone(),
+        Duration::from_millis(delivery.timeout_ms),
         connector,
-    )))
+    ))
 }
 
 #[cfg(test)]

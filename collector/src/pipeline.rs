@@ -83,6 +83,17 @@ pub struct Position {
     pub acked_end: FilePos,
 }
 
+impl Position {
+    /// Everything before `offset` of `file` acknowledged, and reading resumes there.
+    pub fn acked_to(file: FileId, offset: u64) -> Self {
+        let at = FilePos { file, offset };
+        Self {
+            resume: at,
+            acked_end: at,
+        }
+    }
+}
+
 /// The stable id of a message: the file it came from and the offset of its first byte. Rendered
 /// as 32 hex digits at most, so it fits RFC5424's MSGID, and receivers can drop repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -321,22 +332,21 @@ impl fmt::Debug for DrainEndpoint {
     }
 }
 
+/// A position in one made-up file, for the unit tests of batches and drains.
+#[cfg(test)]
+pub(crate) fn test_position(offset: u64) -> Position {
+    let file = FileId {
+        dev: 1,
+        ino: 2,
+        head_hash: 3,
+        head_len: 4,
+    };
+    Position::acked_to(file, offset)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn pos(offset: u64) -> Position {
-        let file = FileId {
-            dev: 1,
-            ino: 2,
-            head_hash: 3,
-            head_len: 4,
-        };
-        Position {
-            resume: FilePos { file, offset },
-            acked_end: FilePos { file, offset },
-        }
-    }
+    use super::{test_position as pos, *};
 
     #[test]
     fn batch_frames_and_marks() {

@@ -5,8 +5,8 @@
 //!   task, its connection and its cursors; a changed drain is started anew (with a new
 //!   generation, so the engine rewinds its streams to what the old instance acknowledged) and the
 //!   old instance is stopped only after the engine no longer sends to it.
-//! * Drains are built one by one: a drain that cannot be built (an unreadable CA file, say) is
-//!   left out, logged, and listed in [`Metrics::skipped_drains`] (the `drains_skipped` gauge and
+//! * Drains are planned and started one by one: a drain whose plan cannot be made (an unreadable
+//!   CA file, say; starting from a plan cannot fail) is left out, logged, and listed in [`Metrics::skipped_drains`] (the `drains_skipped` gauge and
 //!   `/readyz`), while every other drain of the config runs. A bad drain never stops the collector
 //!   from starting or a config from applying.
 //! * A drain whose task dies (a panic: a bug) is started again as a new generation, so the engine
@@ -22,7 +22,10 @@ use std::{
     time::Duration,
 };
 
-use sluice_api::{NodeConfig, node_config::DrainConfig};
+use sluice_api::{
+    NodeConfig,
+    node_config::{ConfigError, DrainConfig},
+};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{error, info, warn};
 
@@ -70,9 +73,18 @@ struct Spawner {
 }
 
 impl Spawner {
-    /// Start `config` as a new generation; `Err` is logged and returned as (name, why).
+    /// Start `config` as a new generation; a drain whose plan fails (a file its TLS settings name
+    /// cannot be read or used) is logged and returned as (name, why).
     fn spawn(&mut self, config: &DrainConfig) -> Result<ActiveDrain, (String, String)> {
         self.generation += 1;
+        let plan = config.plan().map_err(|e| {
+            let why = match e {
+                ConfigError::Invalid { field, message } => format!("drain {:?}: {field}: {message}", config.name),
+                other => format!("drain {:?}: {other}", config.name),
+            };
+            error!(drain = %config.name, error = %why, "drain skipped: its settings cannot be used; the other drains run");
+            (config.name.clone(), why)
+        })?;
         let ctx = DrainContext {
             node_name: self.node_name.clone(),
             metrics: self.metrics.clone(),
@@ -81,17 +93,10 @@ impl Spawner {
             destinations: Arc::clone(&self.destinations),
             died: Some(self.died.clone()),
         };
-        match drain::spawn(config, ctx) {
-            Ok(running) => Ok(ActiveDrain {
-                config: config.clone(),
-                running,
-            }),
-            Err(e) => {
-                let why = crate::drain::retry::Chain(&e).to_string();
-                error!(drain = %config.name, error = %why, "drain skipped: its settings cannot be used; the other drains run");
-                Err((config.name.clone(), why))
-            }
-        }
+        Ok(ActiveDrain {
+            config: config.clone(),
+            running: drain::spawn(&plan, ctx),
+        })
     }
 }
 
@@ -162,7 +167,7 @@ impl Collector {
     /// Apply a new config in place; drains that cannot be built are skipped (see the module docs).
     pub fn apply(&mut self, config: Arc<NodeConfig>) -> Result<(), Error> {
         crate::config::warn_about_restart_only_changes(&self.config, &config);
-        // Build every new or changed drain; one that cannot be built is left out (and an older
+        // Start every new or changed drain; one whose plan cannot be made is left out (and an older
         // instance of it retired), the others go on.
         let mut started = BTreeMap::new();
         let mut skipped = Vec::new();

@@ -1,17 +1,18 @@
-//! No panic is reachable from any config, and a config that validates always builds.
+//! No panic is reachable from any config, and a config that validates always plans.
 //!
+//! Building a drain from its plan cannot fail (`drain::spawn` takes a `DrainPlan` and returns the
+//! drain); what is left to show is that validation and planning agree, and that nothing panics.
 //! Property tests, a few seconds in all:
 //! * arbitrary text and randomly mutated valid node configs go through `NodeConfig::from_yaml`
-//!   (parse and validate) without a panic, and every config it accepts builds every drain;
+//!   (parse and validate) without a panic, and every drain of a config it accepts plans, starts
+//!   and encodes a line;
 //! * structured drain configs, with each field drawn from values at and past its edges (URLs,
 //!   templates, header names and values, TLS material and server names, credentials, delivery
-//!   numbers, status lists), go through `DrainConfig::validate`; each one that validates is built
-//!   by the collector (`drain::spawn`) and its encoder encodes a line, without a panic or an error.
+//!   numbers, status lists), go through `DrainConfig::validate`; each one that validates plans
+//!   (`DrainConfig::plan`), starts and encodes a line, without a panic.
 //!
-//! TLS file paths (`caFile`, `certFile`, `keyFile`) are node-local and are read at build time, so
-//! a valid config may name a file that is missing; they are left out here. A `keyPem` that is a
-//! well-formed PEM block but not a usable key for `certPem` is the one documented case where a
-//! valid drain does not build (see [`unusable_key`]); it must still not panic.
+//! TLS file paths (`caFile`, `certFile`, `keyFile`) are node-local and are read only when a drain
+//! is planned, so a valid config may name a file that is missing; they are left out here.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 #[path = "support/drain.rs"]
@@ -46,23 +47,24 @@ fn cert_and_key() -> &'static (String, String) {
     })
 }
 
-/// One of `pool`, or an arbitrary short string.
-fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+/// Mostly `strings`; one time in `1 + weight` an arbitrary short string instead.
+fn or_arbitrary(weight: u32, strings: impl Strategy<Value = &'static str>) -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => proptest::sample::select(pool).prop_map(str::to_owned),
+        weight => strings.prop_map(str::to_owned),
         1 => ".{0,12}",
     ]
+}
+
+/// One of `pool`, or an arbitrary short string.
+fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+    or_arbitrary(4, proptest::sample::select(pool))
 }
 
 /// Mostly one of `valid`, else one of `edge` or an arbitrary short string: each field is valid
 /// often enough that whole configs validate, and is at or past an edge often enough that each
 /// check is met.
 fn mostly(valid: &'static [&'static str], edge: &'static [&'static str]) -> impl Strategy<Value = String> {
-    prop_oneof![
-        24 => proptest::sample::select(valid).prop_map(str::to_owned),
-        1 => proptest::sample::select(edge).prop_map(str::to_owned),
-        1 => ".{0,12}",
-    ]
+    or_arbitrary(25, mostly_of(valid, edge))
 }
 
 /// A drain's URL: mostly one the kind's checks accept (a port for syslog, a path only for HTTP),
@@ -234,17 +236,6 @@ fn http() -> impl Strategy<Value = Option<HttpOptions>> {
     )
 }
 
-/// Mostly one of `valid`, else one of `edge`.
-fn mostly_of<T: Clone + std::fmt::Debug + 'static>(
-    valid: &'static [T],
-    edge: &'static [T],
-) -> impl Strategy<Value = T> {
-    prop_oneof![
-        16 => proptest::sample::select(valid),
-        1 => proptest::sample::select(edge),
-    ]
-}
-
 fn syslog() -> impl Strategy<Value = SyslogFormat> {
     (
         template(),
@@ -298,6 +289,17 @@ fn delivery() -> impl Strategy<Value = DeliveryOptions> {
         )
 }
 
+/// Mostly one of `valid`, else one of `edge`.
+fn mostly_of<T: Clone + std::fmt::Debug + 'static>(
+    valid: &'static [T],
+    edge: &'static [T],
+) -> impl Strategy<Value = T> {
+    prop_oneof![
+        24 => proptest::sample::select(valid),
+        1 => proptest::sample::select(edge),
+    ]
+}
+
 /// A drain config: a kind, then fields that mostly suit it (TLS options for the TLS kinds, HTTP
 /// options for HTTP), each sometimes at or past an edge.
 fn drain_config() -> impl Strategy<Value = DrainConfig> {
@@ -333,8 +335,10 @@ fn drain_config() -> impl Strategy<Value = DrainConfig> {
     })
 }
 
-/// Build `config` as the collector does and encode a line with it; the error if it fails.
+/// Plan `config`, start its drain as the collector does and encode a line with it; the error if
+/// it does not plan.
 fn build(rt: &tokio::runtime::Runtime, config: &DrainConfig) -> Result<(), String> {
+    let plan = config.plan().map_err(|e| e.to_string())?;
     let _entered = rt.enter();
     let ctx = DrainContext {
         node_name: "node-a".into(),
@@ -344,7 +348,7 @@ fn build(rt: &tokio::runtime::Runtime, config: &DrainConfig) -> Result<(), Strin
         destinations: support::local_receivers(),
         died: None,
     };
-    let running = drain::spawn(config, ctx).map_err(|e| e.to_string())?;
+    let running = drain::spawn(&plan, ctx);
     let mut encoder = (running.endpoint.new_encoder)();
     let meta = support::meta();
     let message = "m".repeat(3000);
@@ -472,25 +476,12 @@ fn apply(text: &str, edits: &[Edit]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Whether `config` carries a `keyPem` other than the one real key: a PRIVATE KEY block whose
-/// content is not a usable key, or not the certificate's. Validation reads PEM only (it has no
-/// crypto provider); the operator checks the pair on the Secret before it renders a drain, and a
-/// collector that still gets one skips that drain and reports it (the one documented way a valid
-/// config does not build).
-fn unusable_key(config: &DrainConfig) -> bool {
-    let key = config.tls.as_ref().and_then(|t| t.key_pem.as_ref());
-    key.is_some_and(|k| k.expose() != cert_and_key().1)
-}
-
-/// Every drain of a config `from_yaml` accepted builds.
+/// Every drain of a config `from_yaml` accepted plans and builds.
 fn accepted_configs_build(rt: &tokio::runtime::Runtime, text: &str) -> Result<(), TestCaseError> {
     if let Ok(config) = NodeConfig::from_yaml(text) {
         for drain in &config.drains {
             let built = build(rt, drain);
-            prop_assert!(
-                built.is_ok() || unusable_key(drain),
-                "{drain:?} validated but did not build: {built:?}"
-            );
+            prop_assert!(built.is_ok(), "{drain:?} validated but did not plan: {built:?}");
         }
     }
     Ok(())
@@ -516,13 +507,21 @@ proptest! {
     #![proptest_config(Config { cases: 1000, failure_persistence: None, ..Config::default() })]
 
     #[test]
-    fn a_drain_that_validates_builds(config in drain_config()) {
+    fn a_drain_that_validates_plans_and_builds(config in drain_config()) {
         if config.validate().is_ok() {
-            let built = build(&runtime(), &config);
-            prop_assert!(
-                built.is_ok() || unusable_key(&config),
-                "{config:?} validated but did not build: {built:?}"
-            );
+            // The drain as a collector gets it: in a node config that holds the CA bundle its
+            // `tls.caBundle` names, with the bundle put into `tls.caPem`.
+            let bundle = config.tls.as_ref().and_then(|t| t.ca_bundle.clone());
+            let mut node = NodeConfig {
+                version: 1,
+                ca_bundles: bundle.map(|name| (name, cert_and_key().0.clone())).into_iter().collect(),
+                drains: vec![config.clone()],
+                ..NodeConfig::default()
+            };
+            prop_assert!(node.validate().is_ok(), "{config:?} validated alone but not in a node config");
+            node.inline_ca_bundles();
+            let built = build(&runtime(), &node.drains[0]);
+            prop_assert!(built.is_ok(), "{config:?} validated but did not plan: {built:?}");
         }
     }
 }

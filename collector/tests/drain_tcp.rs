@@ -194,9 +194,9 @@ async fn abort_stops_at_once_and_acknowledges_nothing_more() {
     assert_eq!(feeder.acked(), 0);
 }
 
-/// `n` lines of about 1 KB each, numbered.
-fn kilobyte_line(i: u64) -> String {
-    format!("{i}-{}", "x".repeat(1000))
+/// Line `number`, of about 1 KB.
+fn kilobyte_line(number: u64) -> String {
+    format!("{number}-{}", "x".repeat(1000))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 mod support;
 
 use std::{
-    error::Error as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -16,11 +15,7 @@ use rcgen::{
 };
 use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use sluice_api::node_config::{Redacted, TlsConfig};
-use sluice_collector::{
-    drain::{self, DrainContext},
-    metrics::Metrics,
-};
+use sluice_api::node_config::{ConfigError, Redacted, TlsConfig};
 use support::*;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
@@ -219,72 +214,55 @@ async fn client_certificates_are_presented_when_required() {
     expect_refused(&tls_config(receiver.port, base), &receiver).await;
 }
 
-fn spawn_error(tls: TlsConfig) -> String {
-    let metrics = Metrics::new().unwrap();
-    let ctx = DrainContext {
-        node_name: "n".into(),
-        metrics,
-        wake: Arc::new(|| {}),
-        generation: 1,
-        destinations: local_receivers(),
-        died: None,
-    };
-    let err = match drain::spawn(&tls_config(6514, tls), ctx) {
-        Ok(_) => panic!("spawn accepted bad TLS settings"),
-        Err(err) => err,
-    };
-    format!(
-        "{err}: {}",
-        err.source().map(ToString::to_string).unwrap_or_default()
-    )
+/// The field and message of the error that planning the drain with `tls` fails with.
+fn plan_error(tls: TlsConfig) -> (String, String) {
+    match tls_config(6514, tls).plan() {
+        Ok(plan) => panic!("bad TLS settings were planned: {plan:?}"),
+        Err(ConfigError::Invalid { field, message }) => (field, message),
+        Err(other) => panic!("not a field's error: {other}"),
+    }
 }
 
-#[tokio::test]
-async fn bad_tls_material_is_refused_at_spawn_with_a_clear_error() {
+#[test]
+fn bad_tls_material_is_refused_when_planned_with_a_clear_error() {
     let authority = ca("sluice test CA");
     let (cert, _) = leaf(&authority, "collector", ExtendedKeyUsagePurpose::ClientAuth);
     let (_, other_key) = leaf(&authority, "other", ExtendedKeyUsagePurpose::ClientAuth);
 
-    let e = spawn_error(TlsConfig {
+    let (field, message) = plan_error(TlsConfig {
         ca_pem: Some("not a certificate".into()),
         ..TlsConfig::default()
     });
     assert_eq!(
-        e,
-        "drain \"tls\": invalid TLS settings: tls.caPem: contains no CERTIFICATE block"
+        (field.as_str(), message.as_str()),
+        ("tls.caPem", "contains no CERTIFICATE block")
     );
-    let e = spawn_error(TlsConfig {
+    let (field, message) = plan_error(TlsConfig {
         ca_file: Some("/nonexistent/ca.pem".into()),
         ..TlsConfig::default()
     });
-    assert_eq!(
-        e,
-        "drain \"tls\": invalid TLS settings: cannot read tls.caFile file /nonexistent/ca.pem"
-    );
-    let e = spawn_error(TlsConfig {
-        cert_pem: Some(cert.clone()),
-        key_pem: Some(Redacted(
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
-        )),
-        ..TlsConfig::default()
-    });
+    assert_eq!(field, "tls.caFile");
     assert!(
-        e.starts_with("drain \"tls\": invalid TLS settings: tls.certPem/keyPem: "),
-        "{e}"
+        message.starts_with("cannot read /nonexistent/ca.pem: "),
+        "{message}"
     );
-    let e = spawn_error(TlsConfig {
-        cert_pem: Some(cert),
-        key_pem: Some(Redacted(other_key)),
-        ..TlsConfig::default()
-    });
-    assert!(
-        e.starts_with("drain \"tls\": invalid TLS settings: tls.certPem/keyPem: "),
-        "{e}"
-    );
-    assert!(
-        !e.contains("PRIVATE KEY"),
-        "key material never appears in errors: {e}"
-    );
+    let garbage_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+    for key in [garbage_key.to_owned(), other_key] {
+        let (field, message) = plan_error(TlsConfig {
+            cert_pem: Some(cert.clone()),
+            key_pem: Some(Redacted(key)),
+            ..TlsConfig::default()
+        });
+        assert_eq!(field, "tls.keyPem");
+        assert!(
+            message.starts_with("is not a key that signs for the first certificate of tls.certPem"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("PRIVATE KEY") && !message.contains("AAAA"),
+            "key material never appears in errors: {message}"
+        );
+    }
 }
 
 /// An HTTPS server (hyper over rustls) answering 200 and recording the JSON lines it got.

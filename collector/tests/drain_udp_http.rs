@@ -245,6 +245,8 @@ async fn http_gzip_with_a_bearer_token_delivers_every_line_once() {
         gzip: true,
         bearer_token: Some(Redacted("s3cret".into())),
         headers: BTreeMap::from([("X-Tenant".into(), "shop".into())]),
+        // The receiver is plain HTTP on loopback; a drain is planned only with this said.
+        allow_credentials_over_http: true,
         ..HttpOptions::default()
     });
     let (drain, metrics) = start(&cfg);

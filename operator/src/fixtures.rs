@@ -329,7 +329,7 @@ impl StatusStore for FakeCluster {
 impl EventSink for FakeCluster {
     fn publish<'a>(&'a self, object: &'a ObjectReference, notice: &'a Notice) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let object = (
+            let object = ObjKey::new(
                 object.namespace.clone().unwrap_or_default(),
                 object.name.clone().unwrap_or_default(),
             );

@@ -134,7 +134,7 @@ fn render_excluding(
             }
             let mut names = BTreeSet::new();
             for drain_name in &binding.spec.drains {
-                let key = (pod.namespace.clone(), drain_name.clone());
+                let key = ObjKey::new(pod.namespace.clone(), drain_name.clone());
                 if excluded.contains_key(&key) {
                     continue;
                 }
@@ -183,8 +183,8 @@ fn render_excluding(
             // The collector reports health under the node-config name; the owner lets the
             // operator sum it per LogDrain.
             d.owner = Some(node_config::DrainOwner {
-                namespace: k.0.clone(),
-                name: k.1.clone(),
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
             });
             d
         })

@@ -22,8 +22,31 @@ pub mod names;
 
 pub use names::{content_hash, node_drain_name, node_drain_names};
 
-/// `(namespace, name)`: ordered so that one namespace's objects are a contiguous range.
-pub type ObjKey = (String, String);
+/// A namespaced object's key. Ordered by namespace, then name, so that one namespace's objects
+/// are a contiguous range; shown as `namespace/name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjKey {
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl ObjKey {
+    /// The key of `name` in `namespace`.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}/{}", self.namespace, self.name)
+    }
+}
 
 /// The most bytes of YAML one drain's settings may take (its CA bundle included).
 pub const DRAIN_BUDGET: usize = 64 * 1024;
@@ -104,7 +127,7 @@ struct SecretLookup<'a> {
 
 impl SecretLookup<'_> {
     fn get(&self, field: &str, secret: &str, key: &str) -> Result<&[u8], Problem> {
-        let data = match self.secrets.get(&(self.namespace.to_owned(), secret.to_owned())) {
+        let data = match self.secrets.get(&ObjKey::new(self.namespace, secret)) {
             Some(SecretData::Permitted(data)) => data,
             Some(SecretData::Missing) => {
                 return Err(Problem::new(

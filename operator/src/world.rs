@@ -89,7 +89,7 @@ pub type Resolved = Result<DrainConfig, Problem>;
 
 /// The key of any namespaced object.
 pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
-    (
+    ObjKey::new(
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
     )
@@ -125,10 +125,10 @@ impl Tracked for LogBinding {
 /// The objects of one namespace in a key-ordered map.
 pub fn in_namespace<'a, V>(
     map: &'a BTreeMap<ObjKey, V>,
-    ns: &str,
+    namespace: &str,
 ) -> impl Iterator<Item = (&'a ObjKey, &'a V)> {
-    map.range((ns.to_owned(), String::new())..)
-        .take_while(move |((n, _), _)| n == ns)
+    map.range(ObjKey::new(namespace, String::new())..)
+        .take_while(move |(key, _)| key.namespace == namespace)
 }
 
 impl World {
@@ -170,7 +170,7 @@ impl World {
         let keys: BTreeSet<ObjKey> = listed.iter().map(|object| key_of(object.meta())).collect();
         let gone: Vec<ObjKey> = K::all(self)
             .keys()
-            .filter(|key| scope.is_none_or(|ns| ns == key.0) && !keys.contains(*key))
+            .filter(|key| scope.is_none_or(|ns| ns == key.namespace) && !keys.contains(*key))
             .cloned()
             .collect();
         let mut dirty = Dirty::default();
@@ -194,7 +194,7 @@ impl World {
         };
         if changed {
             self.resolve(&key);
-            self.namespace_dirty(&key.0)
+            self.namespace_dirty(&key.namespace)
         } else {
             Dirty::default()
         }
@@ -208,7 +208,7 @@ impl World {
             None => self.bindings.remove(&key),
         };
         if changed {
-            self.namespace_dirty(&key.0)
+            self.namespace_dirty(&key.namespace)
         } else {
             Dirty::default()
         }
@@ -220,14 +220,14 @@ impl World {
             return Dirty::default();
         }
         self.secrets.insert(key.clone(), data);
-        let named: Vec<ObjKey> = in_namespace(&self.drains, &key.0)
-            .filter(|(_, d)| resolve::secret_names(&d.spec).contains(&key.1))
+        let named: Vec<ObjKey> = in_namespace(&self.drains, &key.namespace)
+            .filter(|(_, d)| resolve::secret_names(&d.spec).contains(&key.name))
             .map(|(k, _)| k.clone())
             .collect();
         for drain in named {
             self.resolve(&drain);
         }
-        self.namespace_dirty(&key.0)
+        self.namespace_dirty(&key.namespace)
     }
 
     /// What drain `key` resolves to (`None`: no such drain).
@@ -277,7 +277,12 @@ impl World {
         }
         self.left_out.retain(|_, nodes| !nodes.is_empty());
         // The bindings that name those drains say so too.
-        for ns in dirty.drains.iter().map(|k| k.0.clone()).collect::<BTreeSet<_>>() {
+        for ns in dirty
+            .drains
+            .iter()
+            .map(|key| key.namespace.clone())
+            .collect::<BTreeSet<_>>()
+        {
             dirty.merge(self.statuses_in(&ns));
         }
         dirty
@@ -297,7 +302,7 @@ impl World {
             let before = self.resolved.get(&key).cloned();
             self.resolve(&key);
             if self.resolved.get(&key) != before.as_ref() {
-                dirty.merge(self.namespace_dirty(&key.0));
+                dirty.merge(self.namespace_dirty(&key.namespace));
             }
         }
         dirty
@@ -306,7 +311,7 @@ impl World {
     fn resolve(&mut self, key: &ObjKey) {
         match self.drains.get(key) {
             Some(drain) => {
-                let name = resolve::node_drain_name(&key.0, &key.1);
+                let name = resolve::node_drain_name(&key.namespace, &key.name);
                 let resolved = resolve::resolve_drain(drain, &self.secrets, name);
                 self.resolved.insert(key.clone(), resolved);
             }

@@ -5,22 +5,33 @@
 use std::collections::BTreeSet;
 
 use super::{
-    CURRENT_VERSION, ConfigError, DrainConfig, DrainKind, Limits, NodeConfig, RuntimeId, Stream, buildable,
+    CURRENT_VERSION, ConfigError, DrainConfig, DrainKind, DrainPlan, Limits, NodeConfig, RuntimeId, Stream,
+    plan::{self, Files},
 };
 
 impl DrainConfig {
     /// Check this drain on its own: its settings, and everything a collector checks when it builds
-    /// the drain. The error names the field relative to the drain (`url`, `syslog.appName`);
-    /// [`NodeConfig::validate`] reports the same as `drains[i].…`.
+    /// the drain, except the files it names (see [`DrainConfig::plan`]). The error names the field
+    /// relative to the drain (`url`, `syslog.appName`); [`NodeConfig::validate`] reports the same
+    /// as `drains[i].…`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check()
+        self.checked(Files::Unread)
+            .map(drop)
             .map_err(|(field, message)| ConfigError::invalid(field, message))
     }
 
-    fn check(&self) -> Result<(), buildable::Failure> {
+    /// Check this drain as [`DrainConfig::validate`] does, read the files its TLS settings name,
+    /// and return what a collector builds the drain from. A `tls.caBundle` must have been put
+    /// into `tls.caPem` first ([`NodeConfig::from_yaml`] does).
+    pub fn plan(&self) -> Result<DrainPlan, ConfigError> {
+        self.checked(Files::Read)
+            .map_err(|(field, message)| ConfigError::invalid(field, message))
+    }
+
+    fn checked(&self, files: Files) -> Result<DrainPlan, plan::Failure> {
         validate_drain(self).map_err(|(field, message)| (field.unwrap_or_default().to_owned(), message))?;
         match self.kind() {
-            Ok(kind) => buildable::check(self, &kind),
+            Ok(kind) => plan::plan(self, kind, files),
             Err(e) => Err(("url".to_owned(), e.to_string())),
         }
     }
@@ -49,7 +60,7 @@ impl NodeConfig {
         }
         let mut names = BTreeSet::new();
         for (i, drain) in self.drains.iter().enumerate() {
-            drain.check().map_err(|(field, message)| {
+            drain.checked(Files::Unread).map_err(|(field, message)| {
                 let field = if field.is_empty() {
                     format!("drains[{i}]")
                 } else {
@@ -111,7 +122,8 @@ impl NodeConfig {
     /// Every `caBundles` entry is a usable CA bundle, and every `tls.caBundle` names one.
     fn validate_ca_bundles(&self) -> Result<(), ConfigError> {
         for (name, pem) in &self.ca_bundles {
-            buildable::ca_pem(pem).map_err(|m| ConfigError::invalid(format!("caBundles.{name}"), m))?;
+            plan::ca_bundle(pem.as_bytes())
+                .map_err(|m| ConfigError::invalid(format!("caBundles.{name}"), m))?;
         }
         for (i, drain) in self.drains.iter().enumerate() {
             let bundle = drain.tls.as_ref().and_then(|t| t.ca_bundle.as_ref());

@@ -26,9 +26,9 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Self {
+    const fn v4(octets: [u8; 4], prefix: u8) -> Self {
         Self {
-            addr: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+            addr: IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])),
             prefix,
         }
     }
@@ -42,9 +42,9 @@ impl Cidr {
 
     /// Whether `ip` is in the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        fn under(a: u128, b: u128, bits: u32, prefix: u8) -> bool {
+        fn under(net: u128, ip: u128, bits: u32, prefix: u8) -> bool {
             let shift = bits - u32::from(prefix);
-            prefix == 0 || (a >> shift) == (b >> shift)
+            prefix == 0 || (net >> shift) == (ip >> shift)
         }
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -73,12 +73,14 @@ pub struct CidrError {
 impl FromStr for Cidr {
     type Err = CidrError;
 
-    fn from_str(s: &str) -> Result<Self, CidrError> {
-        let bad = || CidrError { text: s.to_owned() };
-        let (addr, prefix) = s
+    fn from_str(text: &str) -> Result<Self, CidrError> {
+        let bad = || CidrError {
+            text: text.to_owned(),
+        };
+        let (addr, prefix) = text
             .trim()
             .split_once('/')
-            .map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+            .map_or((text.trim(), None), |(a, p)| (a, Some(p)));
         let addr = canonical(addr.parse::<IpAddr>().map_err(|_| bad())?);
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -127,11 +129,11 @@ impl Destinations {
     /// The built-in refusals, plus `deny`, except what `allow` allows.
     pub fn new(deny: Vec<Cidr>, allow: Vec<Cidr>) -> Self {
         let mut rules = vec![
-            (Cidr::v4(127, 0, 0, 0, 8), "loopback"),
+            (Cidr::v4([127, 0, 0, 0], 8), "loopback"),
             (Cidr::v6(Ipv6Addr::LOCALHOST, 128), "loopback"),
-            (Cidr::v4(0, 0, 0, 0, 8), "unspecified"),
+            (Cidr::v4([0, 0, 0, 0], 8), "unspecified"),
             (Cidr::v6(Ipv6Addr::UNSPECIFIED, 128), "unspecified"),
-            (Cidr::v4(169, 254, 0, 0, 16), "link-local"),
+            (Cidr::v4([169, 254, 0, 0], 16), "link-local"),
             (
                 Cidr::v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
                 "link-local",

@@ -27,9 +27,8 @@ use std::{
     task::{Context, Poll},
 };
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
+use http::{HeaderMap, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{
@@ -39,7 +38,6 @@ use hyper_util::client::legacy::{
         dns::{GaiResolver, Name},
     },
 };
-use sluice_api::node_config::HttpOptions;
 use tower::{BoxError, Service};
 
 use super::{
@@ -126,68 +124,6 @@ pub fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
         };
     }
     false
-}
-
-/// Why an HTTP drain's headers or credentials cannot be sent.
-#[derive(Debug, thiserror::Error)]
-pub enum HeaderError {
-    /// A header name that is not a token.
-    #[error("http.headers: {name:?} is not a valid header name")]
-    Name {
-        /// The name as written.
-        name: String,
-    },
-    /// A header value with characters a header cannot carry.
-    #[error("http.headers.{name}: the value is not a valid header value")]
-    Value {
-        /// The header's name (never its value: it may be a secret).
-        name: String,
-    },
-    /// Both kinds of credentials.
-    #[error("http: give bearerToken or basicAuth, not both")]
-    TwoCredentials,
-    /// Credentials with characters a header cannot carry.
-    #[error("http: the credentials contain characters not allowed in a header")]
-    Credentials,
-}
-
-/// Headers of every request: extra headers, credentials, content type and encoding.
-pub fn headers(options: Option<&HttpOptions>) -> Result<HeaderMap, HeaderError> {
-    let mut map = HeaderMap::new();
-    map.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    let Some(options) = options else { return Ok(map) };
-    for (name, value) in &options.headers {
-        let header_name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::Name { name: name.clone() })?;
-        let header_value =
-            HeaderValue::from_str(value).map_err(|_| HeaderError::Value { name: name.clone() })?;
-        map.insert(header_name, header_value);
-    }
-    let credentials = match (&options.bearer_token, &options.basic_auth) {
-        (Some(_), Some(_)) => return Err(HeaderError::TwoCredentials),
-        (Some(token), None) => Some(format!("Bearer {}", token.expose())),
-        (None, Some(basic)) => Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                basic.username,
-                basic.password.expose()
-            ))
-        )),
-        (None, None) => None,
-    };
-    if let Some(credentials) = credentials {
-        let mut value = HeaderValue::from_str(&credentials).map_err(|_| HeaderError::Credentials)?;
-        value.set_sensitive(true);
-        map.insert(header::AUTHORIZATION, value);
-    }
-    if options.gzip {
-        map.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    Ok(map)
 }
 
 /// The client of HTTP drains.
@@ -298,15 +234,11 @@ impl HttpService {
         uri: Uri,
         headers: HeaderMap,
         gzip: bool,
-        drop_on: &[u16],
+        drop_on: Vec<StatusCode>,
         timeout: std::time::Duration,
         connector: HttpsConnector<GuardedConnector>,
     ) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        let drop_on = drop_on
-            .iter()
-            .filter_map(|&code| StatusCode::from_u16(code).ok())
-            .collect();
         Self {
             client,
             inner: Arc::new(Inner {

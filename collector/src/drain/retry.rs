@@ -24,7 +24,7 @@ use prometheus::IntCounter;
 
 use tower::{BoxError, retry::Policy};
 
-use super::{backoff::Backoff, http, stream, udp};
+use super::{backoff::Backoff, http, tcp, udp};
 use crate::{metrics::Metrics, pipeline::Batch};
 
 /// What to do after a failed attempt.
@@ -47,7 +47,7 @@ pub fn classify(err: &(dyn StdError + 'static)) -> Decision {
         if e.is::<tower::timeout::error::Elapsed>() {
             return Decision::Retry { cause: "timeout" };
         }
-        if let Some(e) = e.downcast_ref::<stream::Error>() {
+        if let Some(e) = e.downcast_ref::<tcp::Error>() {
             return Decision::Retry { cause: e.cause() };
         }
         if let Some(e) = e.downcast_ref::<udp::Error>() {
@@ -224,8 +224,8 @@ mod tests {
 
     use super::*;
 
-    fn boxed(e: impl StdError + Send + Sync + 'static) -> BoxError {
-        Box::new(e)
+    fn boxed(err: impl StdError + Send + Sync + 'static) -> BoxError {
+        Box::new(err)
     }
 
     #[test]
@@ -240,27 +240,27 @@ mod tests {
                 Decision::Retry { cause: "timeout" },
             ),
             (
-                boxed(stream::Error::Connect {
+                boxed(tcp::Error::Connect {
                     address: "h:1".into(),
                     source: io(),
                 }),
                 Decision::Retry { cause: "connect" },
             ),
             (
-                boxed(stream::Error::Handshake {
+                boxed(tcp::Error::Handshake {
                     address: "h:1".into(),
                     source: io(),
                 }),
                 Decision::Retry { cause: "tls" },
             ),
             (
-                boxed(stream::Error::Closed {
+                boxed(tcp::Error::Closed {
                     address: "h:1".into(),
                 }),
                 Decision::Retry { cause: "write" },
             ),
             (
-                boxed(stream::Error::Stalled {
+                boxed(tcp::Error::Stalled {
                     address: "h:1".into(),
                     idle: std::time::Duration::from_secs(1),
                 }),
@@ -314,7 +314,7 @@ mod tests {
     fn health_logs_state_changes_and_keeps_the_last_error() {
         let metrics = Metrics::new().unwrap();
         let health = Health::new("d", metrics.clone());
-        let err = stream::Error::Closed {
+        let err = tcp::Error::Closed {
             address: "h:1".into(),
         };
         health.failure("write", &err);

@@ -1,6 +1,6 @@
 //! The per-drain tower stack, built in one function, outermost first:
 //! rate limit (lines per second; waits, never drops) → concurrency limit (batches in flight) →
-//! retry (typed decisions, jittered exponential backoff, forever) → per-attempt timeout (UDP; stream
+//! retry (typed decisions, jittered exponential backoff, forever) → per-attempt timeout (UDP; TCP
 //! drains time out on progress inside their connection, HTTP drains per request) → transport.
 //!
 //! Invariants: the request is an `Arc<Batch>` (so retries re-send the same bytes without copying);

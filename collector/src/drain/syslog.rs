@@ -20,10 +20,10 @@
 use std::collections::HashMap;
 
 use prometheus::IntCounter;
-use sluice_api::node_config::{Stream, SyslogFormat, UdpOversize};
+use sluice_api::node_config::{Stream, SyslogPlan, UdpOversize};
 
 use super::{
-    template::{self, Template, sanitize},
+    template::{Template, sanitize},
     text::{MsgIdHex, cut_timestamp, first_char_len, floor_char_boundary},
 };
 use crate::pipeline::{Batch, ContainerMeta, Encoder, LogLine};
@@ -61,15 +61,15 @@ pub struct SyslogSpec {
 }
 
 impl SyslogSpec {
-    /// Parse the templates of `format`.
-    pub fn new(format: &SyslogFormat, framing: Framing) -> Result<Self, template::Error> {
-        Ok(Self {
-            hostname: Template::parse(&format.hostname)?,
-            app_name: Template::parse(&format.app_name)?,
-            procid: Template::parse(&format.procid)?,
-            structured_data: format.structured_data,
+    /// The format of a drain's plan, put on the wire with `framing`.
+    pub fn new(plan: &SyslogPlan, framing: Framing) -> Self {
+        Self {
+            hostname: Template::new(plan.hostname.clone()),
+            app_name: Template::new(plan.app_name.clone()),
+            procid: Template::new(plan.procid.clone()),
+            structured_data: plan.structured_data,
             framing,
-        })
+        }
     }
 }
 
@@ -245,8 +245,8 @@ impl Message<'_> {
 const TRUNCATED: &[u8] = b" truncated=\"true\"";
 const PART: &[u8] = b" part=\"";
 
-fn digits(n: usize) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+fn digits(value: usize) -> usize {
+    value.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 impl Encoder for SyslogEncoder {

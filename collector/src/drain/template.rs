@@ -4,8 +4,8 @@
 //! `{container}`, `{containerId}`, `{node}`, `{stream}` and `{label:KEY}`.
 //!
 //! Invariants:
-//! * Parsing happens once per drain ([`Template::parse`] rejects unknown placeholders and unclosed
-//!   braces with a message naming them); rendering never fails.
+//! * Parsing happens once per drain, in its plan (the shared syntax rejects unknown placeholders
+//!   and unclosed braces with a message naming them); rendering never fails.
 //! * **Empty fields take their separator with them.** Literal text *between* two placeholders is
 //!   written only when the placeholders on both sides rendered non-empty. So on a plain Docker host,
 //!   where the namespace is empty, `{namespace}/{pod}` renders `web` rather than `/web`, and
@@ -31,11 +31,14 @@ pub struct Template {
 }
 
 impl Template {
+    /// The template of parsed `parts` (a drain's plan holds them parsed).
+    pub fn new(parts: Vec<Part>) -> Self {
+        Self { parts }
+    }
+
     /// Parse `text`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        Ok(Self {
-            parts: syntax::parse(text)?,
-        })
+        syntax::parse(text).map(Self::new)
     }
 
     /// Whether the template uses `{stream}` (then it must be rendered per stream).

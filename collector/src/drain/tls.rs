@@ -7,11 +7,11 @@
 //!   is marked CA:TRUE (a self-signed certificate given as `caFile`, which curl and OpenSSL accept
 //!   and webpki refuses as `CaUsedAsEndEntity`); its name and validity period are still checked,
 //!   and the handshake must still be signed with its key.
-//! * Everything is checked when the drain is created, before any connection: an unreadable file, a
-//!   PEM without certificates, a key that is not a key or does not match the certificate. Errors say
-//!   which setting is wrong; they never include key material.
+//! * The material was checked and parsed by the drain's plan ([`sluice_api::node_config::DrainPlan`]),
+//!   before any connection: an unreadable file, a PEM without certificates, a key that is not a key
+//!   or does not match the certificate never reach this module, so building the config cannot fail.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
@@ -22,169 +22,46 @@ use rustls::{
     },
     crypto::CryptoProvider,
     server::ParsedCertificate,
+    sign::SingleCertAndKey,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
-use sluice_api::node_config::TlsConfig;
-
-/// TLS settings that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A file named in the settings could not be read.
-    #[error("cannot read {setting} file {path}")]
-    ReadFile {
-        /// `tls.caFile`, `tls.certFile` or `tls.keyFile`.
-        setting: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// PEM text that holds no usable certificate or key.
-    #[error("{setting}: {problem}")]
-    Pem {
-        /// The setting.
-        setting: &'static str,
-        /// What is wrong, in words.
-        problem: String,
-    },
-    /// rustls refused the combination (for example a key that does not match the certificate).
-    #[error("{setting}: {source}")]
-    Rustls {
-        /// The setting.
-        setting: &'static str,
-        /// rustls' reason.
-        #[source]
-        source: rustls::Error,
-    },
-    /// The name to verify the server against is not a DNS name or IP address.
-    #[error("tls.serverName {name:?} is not a valid DNS name or IP address")]
-    ServerName {
-        /// The name.
-        name: String,
-    },
-}
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sluice_api::node_config::{ClientTls, Trust};
 
 /// The ring crypto provider, shared.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls client config for `tls` (default settings when `None`).
-pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, Error> {
-    let default = TlsConfig::default();
-    let tls = tls.unwrap_or(&default);
+/// The rustls client config for `tls`: its material was parsed and checked by the drain's plan.
+pub fn client_config(tls: &ClientTls) -> ClientConfig {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|source| Error::Rustls {
-            setting: "tls",
-            source,
-        })?;
-    let builder = if tls.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-    } else {
-        let (roots, bundle) = roots(tls)?;
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| Error::Pem {
-                setting: "tls",
-                problem: e.to_string(),
-            })?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(TrustedSelfSigned { webpki, bundle }))
-    };
-    match client_identity(tls)? {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|source| Error::Rustls {
-                setting: "tls.certPem/keyPem",
-                source,
-            }),
-        None => Ok(builder.with_no_client_auth()),
-    }
-}
-
-/// The name the server certificate must carry: `serverName` or the URL's host.
-pub fn server_name(tls: Option<&TlsConfig>, host: &str) -> Result<ServerName<'static>, Error> {
-    let name = tls.and_then(|t| t.server_name.as_deref()).unwrap_or(host);
-    ServerName::try_from(name.to_owned()).map_err(|_| Error::ServerName {
-        name: name.to_owned(),
-    })
-}
-
-fn read(setting: &'static str, path: &PathBuf) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::ReadFile {
-        setting,
-        path: path.clone(),
-        source,
-    })
-}
-
-fn certificates(setting: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Pem {
-            setting,
-            problem: format!("not valid PEM ({e})"),
-        })?;
-    if certs.is_empty() {
-        return Err(Error::Pem {
-            setting,
-            problem: "contains no CERTIFICATE block".into(),
-        });
-    }
-    Ok(certs)
-}
-
-/// The trust anchors, and the configured bundle's certificates (none for the web roots).
-fn roots(tls: &TlsConfig) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), Error> {
-    let (setting, pem) = match (&tls.ca_pem, &tls.ca_file) {
-        (Some(pem), _) => ("tls.caPem", pem.as_bytes().to_vec()),
-        (None, Some(path)) => ("tls.caFile", read("tls.caFile", path)?),
-        (None, None) => {
+        .expect("invariant: the ring provider supports the default TLS versions");
+    let verifier: Arc<dyn ServerCertVerifier> = match &tls.trust {
+        Trust::Anything => Arc::new(NoVerification(provider)),
+        Trust::WebRoots => {
             let roots = RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
-            return Ok((roots, Vec::new()));
+            Arc::new(TrustedSelfSigned::new(Arc::new(roots), Vec::new(), provider))
         }
+        Trust::Bundle {
+            anchors,
+            certificates,
+        } => Arc::new(TrustedSelfSigned::new(
+            Arc::clone(anchors),
+            certificates.clone(),
+            provider,
+        )),
     };
-    let mut store = RootCertStore::empty();
-    let bundle = certificates(setting, &pem)?;
-    for cert in &bundle {
-        store
-            .add(cert.clone())
-            .map_err(|source| Error::Rustls { setting, source })?;
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    match &tls.identity {
+        Some(identity) => {
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(identity))))
+        }
+        None => builder.with_no_client_auth(),
     }
-    Ok((store, bundle))
-}
-
-type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
-fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, Error> {
-    let (cert, key, settings) = match (&tls.cert_pem, &tls.key_pem, &tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key), _, _) => (
-            cert.as_bytes().to_vec(),
-            key.expose().as_bytes().to_vec(),
-            ("tls.certPem", "tls.keyPem"),
-        ),
-        (_, _, Some(cert), Some(key)) => (
-            read("tls.certFile", cert)?,
-            read("tls.keyFile", key)?,
-            ("tls.certFile", "tls.keyFile"),
-        ),
-        _ => return Ok(None),
-    };
-    let chain = certificates(settings.0, &cert)?;
-    // Never echo the parser's view of key material: say only that it is not a usable key.
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|_| Error::Pem {
-        setting: settings.1,
-        problem: "contains no usable PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)".into(),
-    })?;
-    Ok(Some((chain, key)))
 }
 
 /// webpki verification against the trust anchors, which also accepts a server certificate that is
@@ -193,6 +70,19 @@ fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, Error> {
 struct TrustedSelfSigned {
     webpki: Arc<WebPkiServerVerifier>,
     bundle: Vec<CertificateDer<'static>>,
+}
+
+impl TrustedSelfSigned {
+    fn new(
+        roots: Arc<RootCertStore>,
+        bundle: Vec<CertificateDer<'static>>,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .expect("invariant: the web roots and a planned CA bundle hold at least one trust anchor");
+        Self { webpki, bundle }
+    }
 }
 
 /// Whether `err` is webpki's `CaUsedAsEndEntity` (rustls passes it on as an "other" error).

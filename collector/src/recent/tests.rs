@@ -10,8 +10,8 @@ fn meta(id: &str, ns: &str, pod: &str) -> ContainerMeta {
     }
 }
 
-fn stamp(i: u32) -> String {
-    format!("2026-01-01T00:00:{:02}.{:09}Z", i / 1000, i % 1000)
+fn stamp(millis: u32) -> String {
+    format!("2026-01-01T00:00:{:02}.{:09}Z", millis / 1000, millis % 1000)
 }
 
 fn lines(out: &[Arc<RecentLine>]) -> Vec<String> {

@@ -11,7 +11,7 @@ use sluice_api::node_config::{DeliveryOptions, DrainConfig, Stream, SyslogFormat
 use sluice_collector::{
     drain::{self, DrainContext, RunningDrain},
     metrics::Metrics,
-    pipeline::{Batch, ContainerMeta, Cursor, FileId, FilePos, LogLine, MsgId, Position},
+    pipeline::{Batch, ContainerMeta, Cursor, FileId, LogLine, MsgId, Position},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
@@ -79,7 +79,8 @@ pub fn start_with(
         destinations,
         died: None,
     };
-    (drain::spawn(config, ctx).expect("drain starts"), metrics)
+    let plan = config.plan().expect("the drain plans");
+    (drain::spawn(&plan, ctx), metrics)
 }
 
 fn position(offset: u64) -> Position {
@@ -89,10 +90,7 @@ fn position(offset: u64) -> Position {
         head_hash: 3,
         head_len: 4,
     };
-    Position {
-        resume: FilePos { file, offset },
-        acked_end: FilePos { file, offset },
-    }
+    Position::acked_to(file, offset)
 }
 
 /// Plays the tail engine: encodes `line-{i}` lines into batches and sends them; the cursor's offset

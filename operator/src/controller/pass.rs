@@ -280,9 +280,9 @@ impl Leader {
             }
             Err(e) => {
                 // A conflict means our picture is a little behind; the watch event that follows fixes it.
-                let (namespace, name) = status_key.object();
+                let object = status_key.object();
                 let delay = self.retry.fail(key.clone());
-                tracing::warn!(kind = key.kind(), namespace, name, error = %e, retry_in = ?delay, "reconcile failed; will retry");
+                tracing::warn!(kind = key.kind(), namespace = object.namespace, name = object.name, error = %e, retry_in = ?delay, "reconcile failed; will retry");
                 metrics.errors.with_label_values(&[key.kind(), e.kind()]).inc();
             }
         }

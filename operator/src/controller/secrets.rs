@@ -87,13 +87,13 @@ impl Leader {
     }
 }
 
-/// The `(namespace, name)` of every Secret these drains name.
+/// The key of every Secret these drains name.
 fn secret_keys<'a>(drains: impl Iterator<Item = (&'a ObjKey, &'a LogDrain)>) -> BTreeSet<ObjKey> {
     drains
         .flat_map(|(k, d)| {
             resolve::secret_names(&d.spec)
                 .into_iter()
-                .map(|n| (k.0.clone(), n))
+                .map(|name| ObjKey::new(k.namespace.clone(), name))
         })
         .collect()
 }

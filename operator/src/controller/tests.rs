@@ -17,12 +17,17 @@ use super::{
     watch::{ResourceEvent, WatchEvent},
     *,
 };
-use crate::{Settings, fixtures::*, reconcile::cluster::Notice, world::SlimPod};
+use crate::{
+    Settings,
+    fixtures::*,
+    reconcile::cluster::Notice,
+    world::{ObjKey, SlimPod},
+};
 
 const NS: &str = "shop";
 
-fn key(name: &str) -> (String, String) {
-    (NS.to_owned(), name.to_owned())
+fn key(name: &str) -> ObjKey {
+    ObjKey::new(NS, name)
 }
 
 /// A leader over a [`FakeCluster`], its fence open for a day unless a test closes it.
@@ -162,7 +167,7 @@ fn events(calls: &[Call]) -> Vec<(&str, &Notice)> {
     calls
         .iter()
         .filter_map(|call| match call {
-            Call::Event { object, notice } => Some((object.1.as_str(), notice)),
+            Call::Event { object, notice } => Some((object.name.as_str(), notice)),
             _ => None,
         })
         .collect()

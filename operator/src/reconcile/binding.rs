@@ -24,7 +24,7 @@ fn drain_problem(world: &World, namespace: &str, name: &str) -> Option<Problem> 
             ),
         ));
     }
-    let key = (namespace.to_owned(), name.to_owned());
+    let key = ObjKey::new(namespace, name);
     if world.resolved(&key).is_none() {
         return Some(Problem::new(
             reason::UNKNOWN_DRAIN,
@@ -52,10 +52,10 @@ pub fn desired_status(
         .spec
         .drains
         .iter()
-        .filter_map(|drain| Some((drain, drain_problem(world, &key.0, drain)?)))
+        .filter_map(|drain| Some((drain, drain_problem(world, &key.namespace, drain)?)))
         .collect();
     let matched = world
-        .pods_in(&key.0)
+        .pods_in(&key.namespace)
         .filter(|p| binding.spec.selector.matches(&p.labels))
         .count();
     let previous = binding

@@ -94,10 +94,10 @@ struct KubeSecrets {
 impl SecretSource for KubeSecrets {
     fn get<'a>(&'a self, key: &'a ObjKey) -> BoxFuture<'a, Result<Option<Secret>>> {
         Box::pin(async move {
-            let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), &key.0);
-            api.get_opt(&key.1)
+            let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), &key.namespace);
+            api.get_opt(&key.name)
                 .await
-                .map_err(|e| crate::Error::kube("get", format!("Secret {}/{}", key.0, key.1), e))
+                .map_err(|e| crate::Error::kube("get", format!("Secret {key}"), e))
         })
     }
 }

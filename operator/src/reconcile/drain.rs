@@ -36,13 +36,13 @@ pub fn desired_status(
     let problem = world.problem(key);
     let mut bindings = 0;
     let (mut pods, mut nodes) = (BTreeSet::new(), BTreeSet::new());
-    for (_, binding) in in_namespace(&world.bindings, &key.0) {
-        if !binding.spec.drains.contains(&key.1) {
+    for (_, binding) in in_namespace(&world.bindings, &key.namespace) {
+        if !binding.spec.drains.contains(&key.name) {
             continue;
         }
         bindings += 1;
         for pod in world
-            .pods_in(&key.0)
+            .pods_in(&key.namespace)
             .filter(|p| binding.spec.selector.matches(&p.labels))
         {
             pods.insert(pod.name.as_str());

@@ -53,19 +53,19 @@ fn bindings_over_two_nodes_render_exactly_those_nodes() {
         ),
     ]);
     world.set_drain(
-        ("shop".into(), "logs".into()),
+        ObjKey::new("shop", "logs"),
         Some(drain("shop", "logs", "syslog://logs.example:514")),
     );
     world.set_drain(
-        ("shop".into(), "audit".into()),
+        ObjKey::new("shop", "audit"),
         Some(drain("shop", "audit", "https://audit.example/in")),
     );
     world.set_binding(
-        ("shop".into(), "web".into()),
+        ObjKey::new("shop", "web"),
         Some(binding("shop", "web", "web", &["logs"])),
     );
     world.set_binding(
-        ("shop".into(), "db".into()),
+        ObjKey::new("shop", "db"),
         Some(binding("shop", "db", "db", &["logs", "audit"])),
     );
 
@@ -118,11 +118,11 @@ fn a_binding_reaches_only_its_own_namespace() {
     // team-b has the drain; team-a's binding names it, and selects `app=web` (which team-b's pod
     // also carries).
     world.set_drain(
-        ("team-b".into(), "logs".into()),
+        ObjKey::new("team-b", "logs"),
         Some(drain("team-b", "logs", "syslog://b.example:514")),
     );
     world.set_binding(
-        ("team-a".into(), "web".into()),
+        ObjKey::new("team-a", "web"),
         Some(binding("team-a", "web", "web", &["logs"])),
     );
     assert!(
@@ -130,7 +130,7 @@ fn a_binding_reaches_only_its_own_namespace() {
         "team-a's binding must not use team-b's drain"
     );
     world.set_drain(
-        ("team-a".into(), "logs".into()),
+        ObjKey::new("team-a", "logs"),
         Some(drain("team-a", "logs", "syslog://a.example:514")),
     );
     let config = render_node(&world, "node-a").expect("now team-a has its own drain");
@@ -151,13 +151,13 @@ fn containers_and_streams_filters_apply() {
         &[("app", "docker://1"), ("proxy", "docker://2")],
     )]);
     world.set_drain(
-        ("ns".into(), "d".into()),
+        ObjKey::new("ns", "d"),
         Some(drain("ns", "d", "syslog-udp://h:514")),
     );
     let mut b = binding("ns", "b", "web", &["d"]);
     b.spec.containers = vec!["proxy".into()];
     b.spec.streams = vec![BindingStream::Stderr];
-    world.set_binding(("ns".into(), "b".into()), Some(b));
+    world.set_binding(ObjKey::new("ns", "b"), Some(b));
     let config = render_node(&world, "n").expect("bound");
     assert_eq!(config.containers.len(), 1);
     assert_eq!(config.containers[0].container, "proxy");
@@ -179,11 +179,8 @@ fn drain_with_credentials(world: &mut World) {
         }),
         ..DrainTls::default()
     });
-    world.set_drain(("ns".into(), "http".into()), Some(d));
-    world.set_binding(
-        ("ns".into(), "b".into()),
-        Some(binding("ns", "b", "web", &["http"])),
-    );
+    world.set_drain(ObjKey::new("ns", "http"), Some(d));
+    world.set_binding(ObjKey::new("ns", "b"), Some(binding("ns", "b", "web", &["http"])));
 }
 
 /// A real self-signed CA certificate (PEM): the operator parses it as X.509.
@@ -197,7 +194,7 @@ fn ca_pem() -> String {
 fn drains_resolve_their_secrets_or_say_why_not() {
     let mut world = world_with(vec![pod("ns", "p", "web", "n", &[("app", "docker://1")])]);
     drain_with_credentials(&mut world);
-    let d = world.drains[&("ns".to_owned(), "http".to_owned())].clone();
+    let d = world.drains[&ObjKey::new("ns", "http")].clone();
     let resolve = |w: &World| resolve_drain(&d, &w.secrets, "x".into());
 
     assert_eq!(resolve(&world).unwrap_err().reason, reason::SECRET_NOT_FOUND);
@@ -206,8 +203,8 @@ fn drains_resolve_their_secrets_or_say_why_not() {
         "an unresolved drain is left out"
     );
 
-    world.set_secret(("ns".into(), "creds".into()), SecretData::NotPermitted);
-    world.set_secret(("ns".into(), "ca".into()), SecretData::NotPermitted);
+    world.set_secret(ObjKey::new("ns", "creds"), SecretData::NotPermitted);
+    world.set_secret(ObjKey::new("ns", "ca"), SecretData::NotPermitted);
     let problem = resolve(&world).unwrap_err();
     assert_eq!(problem.reason, reason::SECRET_NOT_PERMITTED);
     assert!(
@@ -220,12 +217,12 @@ fn drains_resolve_their_secrets_or_say_why_not() {
     assert!(render_node(&world, "n").is_none(), "a refused Secret is not used");
 
     world.set_secret(
-        ("ns".into(), "creds".into()),
+        ObjKey::new("ns", "creds"),
         SecretData::Permitted(BTreeMap::from([("token".into(), b"s3cret\n".to_vec())])),
     );
     let ca = ca_pem();
     world.set_secret(
-        ("ns".into(), "ca".into()),
+        ObjKey::new("ns", "ca"),
         SecretData::Permitted(BTreeMap::from([("other".into(), ca.as_bytes().to_vec())])),
     );
     let problem = resolve(&world).unwrap_err();
@@ -233,13 +230,13 @@ fn drains_resolve_their_secrets_or_say_why_not() {
     assert!(problem.message.contains("\"ca.crt\""), "{}", problem.message);
 
     world.set_secret(
-        ("ns".into(), "ca".into()),
+        ObjKey::new("ns", "ca"),
         SecretData::Permitted(BTreeMap::from([("ca.crt".into(), b"not pem".to_vec())])),
     );
     assert_eq!(resolve(&world).unwrap_err().reason, reason::INVALID_CERTIFICATE);
 
     world.set_secret(
-        ("ns".into(), "ca".into()),
+        ObjKey::new("ns", "ca"),
         SecretData::Permitted(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
     );
     let config = render_node(&world, "n").expect("resolves now");
@@ -268,7 +265,7 @@ fn http_policy_settings_reach_the_node_config() {
         password_key: None,
     });
     world.set_secret(
-        ("ns".into(), "creds".into()),
+        ObjKey::new("ns", "creds"),
         SecretData::Permitted(BTreeMap::from([("token".into(), b"t".to_vec())])),
     );
     let problem = resolve_drain(&d, &world.secrets, "x".into()).unwrap_err();
@@ -296,15 +293,9 @@ fn rendering_is_deterministic_whatever_the_insertion_order() {
     reversed.reverse();
     let render = |pods: Vec<_>| {
         let mut world = world_with(pods);
-        world.set_drain(("ns".into(), "d".into()), Some(drain("ns", "d", "syslog://h:1")));
-        world.set_binding(
-            ("ns".into(), "b1".into()),
-            Some(binding("ns", "b1", "web", &["d"])),
-        );
-        world.set_binding(
-            ("ns".into(), "b2".into()),
-            Some(binding("ns", "b2", "web", &["d"])),
-        );
+        world.set_drain(ObjKey::new("ns", "d"), Some(drain("ns", "d", "syslog://h:1")));
+        world.set_binding(ObjKey::new("ns", "b1"), Some(binding("ns", "b1", "web", &["d"])));
+        world.set_binding(ObjKey::new("ns", "b2"), Some(binding("ns", "b2", "web", &["d"])));
         render_node(&world, "n")
             .expect("bound")
             .to_yaml()
@@ -326,7 +317,7 @@ fn node_configs_stay_within_their_limit() {
     let ca = ca_pem();
     for ns in ["a", "b"] {
         world.set_secret(
-            (ns.into(), "ca".into()),
+            ObjKey::new(ns, "ca"),
             SecretData::Permitted(BTreeMap::from([("ca.crt".into(), ca.as_bytes().to_vec())])),
         );
         let mut d = drain(ns, "tls", "syslog-tls://logs.example:6514");
@@ -337,20 +328,20 @@ fn node_configs_stay_within_their_limit() {
             }),
             ..DrainTls::default()
         });
-        world.set_drain((ns.into(), "tls".into()), Some(d));
+        world.set_drain(ObjKey::new(ns, "tls"), Some(d));
     }
     let mut big = drain("b", "big", "https://in.example/v1");
     big.spec.http = Some(sluice_api::crd::HttpSettings {
         headers: (0..8).map(|i| (format!("X-{i}"), "p".repeat(1000))).collect(),
         ..Default::default()
     });
-    world.set_drain(("b".into(), "big".into()), Some(big));
+    world.set_drain(ObjKey::new("b", "big"), Some(big));
     world.set_binding(
-        ("a".into(), "web".into()),
+        ObjKey::new("a", "web"),
         Some(binding("a", "web", "web", &["tls"])),
     );
     world.set_binding(
-        ("b".into(), "web".into()),
+        ObjKey::new("b", "web"),
         Some(binding("b", "web", "web", &["tls", "big"])),
     );
 
@@ -366,7 +357,7 @@ fn node_configs_stay_within_their_limit() {
     let bounded = render_within(&world, "n", size - 1);
     assert_eq!(
         bounded.left_out.keys().collect::<Vec<_>>(),
-        [&("b".to_owned(), "big".to_owned())],
+        [&ObjKey::new("b", "big")],
         "the largest drain goes first, and alone"
     );
     let config = bounded.config.expect("the rest still renders");

@@ -33,15 +33,16 @@ fn hashed_name(plain: &str, namespace: &str, name: &str) -> String {
 /// keys that would collide fall back to the hashed form.
 pub fn node_drain_names<'a>(keys: impl Iterator<Item = &'a ObjKey>) -> BTreeMap<ObjKey, String> {
     let mut names: BTreeMap<ObjKey, String> = keys
-        .map(|key| (key.clone(), node_drain_name(&key.0, &key.1)))
+        .map(|key| (key.clone(), node_drain_name(&key.namespace, &key.name)))
         .collect();
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for name in names.values() {
         *count.entry(name.clone()).or_default() += 1;
     }
-    for ((ns, name), rendered) in names.iter_mut() {
+    for (ObjKey { namespace, name }, rendered) in names.iter_mut() {
         if count[rendered.as_str()] > 1 {
-            *rendered = hashed_name(&format!("{ns}-{name}-{}", "x".repeat(MAX_NAME)), ns, name);
+            let long = format!("{namespace}-{name}-{}", "x".repeat(MAX_NAME));
+            *rendered = hashed_name(&long, namespace, name);
         }
     }
     names
@@ -67,10 +68,7 @@ mod tests {
         assert!(long.len() <= 63, "{long}");
         assert_ne!(long, node_drain_name(&"n".repeat(40), &"e".repeat(40)));
         // `a-b`/`c` and `a`/`b-c` would both be `a-b-c`: both get distinct hashed names.
-        let keys = [
-            ("a-b".to_owned(), "c".to_owned()),
-            ("a".to_owned(), "b-c".to_owned()),
-        ];
+        let keys = [ObjKey::new("a-b", "c"), ObjKey::new("a", "b-c")];
         let names = node_drain_names(keys.iter());
         assert_ne!(names[&keys[0]], names[&keys[1]]);
         for n in names.values() {

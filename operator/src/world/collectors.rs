@@ -170,7 +170,7 @@ fn owned_by(health: &DrainHealth, owner: &ObjKey) -> bool {
     health
         .owner
         .as_ref()
-        .is_some_and(|o| o.namespace == owner.0 && o.name == owner.1)
+        .is_some_and(|o| o.namespace == owner.namespace && o.name == owner.name)
 }
 
 fn owners(report: Option<&HealthReport>) -> BTreeSet<ObjKey> {
@@ -178,7 +178,7 @@ fn owners(report: Option<&HealthReport>) -> BTreeSet<ObjKey> {
         .into_iter()
         .flat_map(|r| r.drains.values())
         .filter_map(|h| h.owner.as_ref())
-        .map(|o| (o.namespace.clone(), o.name.clone()))
+        .map(|owner| ObjKey::new(owner.namespace.clone(), owner.name.clone()))
         .collect()
 }
 
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn sums_over_nodes_and_keeps_figures_of_stopped_collectors() {
         let now = Timestamp::now();
-        let owner = ("shop".to_owned(), "web".to_owned());
+        let owner = ObjKey::new("shop", "web");
         let mut c = Collectors::default();
         let a = lease("a", now, 7, false);
         assert_eq!(lease_node(&a), Some("a"));
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn an_unreadable_report_keeps_the_last_figures() {
         let now = Timestamp::now();
-        let owner = ("shop".to_owned(), "web".to_owned());
+        let owner = ObjKey::new("shop", "web");
         let mut c = Collectors::default();
         c.set_lease("a", Some(&lease("a", now, 7, false)));
         let mut bad = lease("a", now, 0, false);

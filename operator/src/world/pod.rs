@@ -161,9 +161,9 @@ impl PodInfo {
         })
     }
 
-    /// The `(namespace, name)` key.
-    pub fn key(&self) -> (String, String) {
-        (self.namespace.clone(), self.name.clone())
+    /// The pod's key.
+    pub fn key(&self) -> ObjKey {
+        ObjKey::new(self.namespace.clone(), self.name.clone())
     }
 }
 
@@ -229,7 +229,7 @@ impl World {
     }
 
     fn insert_pod_quiet(&mut self, pod: PodInfo) {
-        let key = (pod.namespace.clone(), pod.name.clone());
+        let key = pod.key();
         self.pods_by_node
             .entry(pod.node.clone())
             .or_default()
@@ -263,14 +263,14 @@ impl World {
         let mut dirty = Dirty::default();
         let mut seen = std::collections::HashSet::new();
         for pod in pods {
-            let key = (pod.namespace.clone(), pod.name.clone());
+            let key = pod.key();
             seen.insert(key.clone());
             dirty.merge(self.upsert_pod(Some(pod), key));
         }
         let gone: Vec<ObjKey> = self
             .pods
             .keys()
-            .filter(|k| scope.is_none_or(|ns| ns == k.0) && !seen.contains(*k))
+            .filter(|key| scope.is_none_or(|ns| ns == key.namespace) && !seen.contains(*key))
             .cloned()
             .collect();
         for key in gone {

@@ -4,7 +4,7 @@ use super::*;
 use crate::fixtures::*;
 
 fn key(ns: &str, name: &str) -> ObjKey {
-    (ns.to_owned(), name.to_owned())
+    ObjKey::new(ns, name)
 }
 
 #[test]

@@ -27,8 +27,10 @@ async fn drain_ready(api: &Api<LogDrain>, name: &str) -> Result<Ready> {
     Ok(api.get(name).await?.status.and_then(|s| ready(&s.conditions)))
 }
 
-fn is(r: &Ready, status: &str, reason: &str) -> bool {
-    r.as_ref().is_some_and(|(s, why, _)| s == status && why == reason)
+fn is(ready: &Ready, status: &str, reason: &str) -> bool {
+    ready
+        .as_ref()
+        .is_some_and(|(s, why, _)| s == status && why == reason)
 }
 
 #[tokio::test]

@@ -21,25 +21,12 @@ use crate::{
     drain::{
         http,
         retry::{self, Health},
-        stream,
         task::DrainTask,
+        tcp,
     },
     metrics::Metrics,
-    pipeline::{Cursor, FileId, FilePos, Position},
+    pipeline::{Cursor, test_position as position},
 };
-
-fn position(offset: u64) -> Position {
-    let file = FileId {
-        dev: 1,
-        ino: 2,
-        head_hash: 3,
-        head_len: 4,
-    };
-    Position {
-        resume: FilePos { file, offset },
-        acked_end: FilePos { file, offset },
-    }
-}
 
 fn batch(lines: u32, cursor: &Arc<Cursor>, offset: u64) -> Batch {
     let mut batch = Batch::default();
@@ -63,7 +50,7 @@ fn failures(metrics: &Metrics, cause: &str) -> u64 {
 }
 
 fn connect_error() -> BoxError {
-    stream::Error::Connect {
+    tcp::Error::Connect {
         address: "h:1".into(),
         source: io::Error::from(io::ErrorKind::ConnectionRefused),
     }

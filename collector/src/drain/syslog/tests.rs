@@ -1,10 +1,22 @@
 use std::collections::BTreeMap;
 
 use prometheus::IntCounter;
-use sluice_api::node_config::{Stream, SyslogFormat, UdpOversize};
+use sluice_api::node_config::{DrainConfig, Stream, SyslogFormat, SyslogPlan, TransportPlan, UdpOversize};
 
 use super::*;
 use crate::pipeline::{Batch, ContainerMeta, LogLine, MsgId};
+
+/// `format` as a drain's plan has it.
+fn plan(format: &SyslogFormat) -> SyslogPlan {
+    let drain = DrainConfig {
+        syslog: format.clone(),
+        ..serde_yaml::from_str("name: d\nurl: syslog://h:514\n").unwrap()
+    };
+    match drain.plan().unwrap().transport {
+        TransportPlan::Tcp(tcp) => tcp.syslog,
+        other => panic!("a syslog:// drain planned as {other:?}"),
+    }
+}
 
 fn meta(namespace: &str) -> ContainerMeta {
     ContainerMeta {
@@ -34,7 +46,7 @@ fn line<'a>(meta: &'a ContainerMeta, stream: Stream, message: &'a str) -> LogLin
 }
 
 fn octet(format: &SyslogFormat) -> SyslogEncoder {
-    SyslogEncoder::new(SyslogSpec::new(format, Framing::OctetCounting).unwrap())
+    SyslogEncoder::new(SyslogSpec::new(&plan(format), Framing::OctetCounting))
 }
 
 fn frames(batch: &Batch) -> Vec<String> {
@@ -170,7 +182,7 @@ fn udp(max: usize, oversize: UdpOversize) -> (SyslogEncoder, IntCounter, IntCoun
         truncated: truncated.clone(),
     };
     (
-        SyslogEncoder::new(SyslogSpec::new(&SyslogFormat::default(), framing).unwrap()),
+        SyslogEncoder::new(SyslogSpec::new(&plan(&SyslogFormat::default()), framing)),
         split,
         truncated,
     )
@@ -259,7 +271,7 @@ fn udp_split_without_structured_data_still_marks_parts() {
         structured_data: false,
         ..SyslogFormat::default()
     };
-    let mut enc = SyslogEncoder::new(SyslogSpec::new(&format, framing).unwrap());
+    let mut enc = SyslogEncoder::new(SyslogSpec::new(&plan(&format), framing));
     let m = meta("shop");
     let text = "z".repeat(1000);
     let mut batch = Batch::default();

@@ -1,7 +1,7 @@
 //! The `syslog://` and `syslog-tls://` transport: octet-counted frames over one TCP (or TLS)
 //! connection, acknowledged by the peer's TCP stack.
 //!
-//! What "delivered" means here, the core of at-least-once for stream drains:
+//! What "delivered" means here, the core of at-least-once for TCP drains:
 //! * A batch is acknowledged only when the peer's TCP stack has acknowledged every byte of it. After
 //!   each write the task knows the cumulative number of bytes written to the socket (for TLS, TLS
 //!   bytes counted under the TLS layer) and asks the kernel how many are still unsent or
@@ -54,7 +54,7 @@ use tower::{BoxError, Service};
 use super::{backoff::Backoff, stack::Delivered};
 use crate::pipeline::Batch;
 
-/// A stream delivery failed.
+/// A TCP or TLS delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// TCP connect (or name resolution) failed.
@@ -155,21 +155,21 @@ struct Job {
 /// again if it died (a panic: its batches fail with [`Error::Gone`] and the retry layer sends
 /// them again).
 #[derive(Clone)]
-pub struct StreamService {
+pub struct TcpService {
     jobs: Arc<std::sync::Mutex<mpsc::UnboundedSender<Job>>>,
     target: Target,
     backoff: Backoff,
 }
 
-impl std::fmt::Debug for StreamService {
+impl std::fmt::Debug for TcpService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamService")
+        f.debug_struct("TcpService")
             .field("address", &self.target.address())
             .finish_non_exhaustive()
     }
 }
 
-impl StreamService {
+impl TcpService {
     /// Start the connection task for `target` (it connects when the first batch arrives).
     pub fn spawn(target: Target, backoff: Backoff) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -195,7 +195,7 @@ impl StreamService {
     }
 }
 
-impl Service<Arc<Batch>> for StreamService {
+impl Service<Arc<Batch>> for TcpService {
     type Response = Delivered;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;

@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use super::Error;
 use crate::drain::destinations::Destinations;
 
-/// Where a stream drain connects.
+/// Where a TCP drain connects.
 #[derive(Clone)]
 pub struct Target {
     /// Host name or address.
