@@ -18,6 +18,7 @@ mod checkpoint;
 mod discover;
 mod files;
 mod identity;
+mod lifecycle;
 mod outlet;
 pub mod parse;
 mod read;

@@ -156,7 +156,7 @@ impl Reader {
                 0
             }
         };
-        let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+        let (sealed, next) = (f.sealed(), ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
         // A file truncated and rewritten in place (copy-truncate) no longer has its head:
         // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
         // a newer file can appear before the truncation of the one it follows is noticed.)

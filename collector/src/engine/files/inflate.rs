@@ -33,7 +33,7 @@ use std::{
 
 use flate2::read::MultiGzDecoder;
 
-use super::{Changes, FileSet, Tracked, identity};
+use super::{Changes, FileSet, State, Tracked, identity};
 use crate::pipeline::FileId;
 
 /// Listings in a row that must miss a compressed file looked at before it is forgotten (a
@@ -380,10 +380,7 @@ impl FileSet {
 
     /// Track an inflated file as `seq` (sealed: nothing writes it).
     fn track_inflated(&mut self, (fd, id, size): Inflated, seq: u64) {
-        self.insert(Tracked {
-            sealed: true,
-            ..Tracked::new(id, seq, fd, size)
-        });
+        self.insert(Tracked::new(id, seq, fd, size, State::NEW_INFLATED));
     }
 
     /// The readable entry (on disk, held open, or inflated) whose file starts with `head` (a

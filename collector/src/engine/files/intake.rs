@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Changes, FileSet, Tracked, identity, open_log};
+use super::{Changes, FileSet, State, Tracked, identity, open_log};
 use crate::engine::discover::Listing;
 
 /// The gap between the sequence numbers of files found in order, so that a file found late
@@ -106,7 +106,7 @@ impl FileSet {
             || self
                 .files
                 .iter()
-                .filter(|f| !f.truncated_once)
+                .filter(|f| f.state.claims_inode())
                 .filter_map(|f| f.fd.as_ref())
                 .any(starts_alike)
             || later
@@ -143,7 +143,7 @@ impl FileSet {
         self.insert(Tracked {
             path: Some(path.to_owned()),
             dev_ino,
-            ..Tracked::new(id, seq, fd, meta.len())
+            ..Tracked::new(id, seq, fd, meta.len(), State::NEW_ON_DISK)
         });
         Ok(Added::Yes(seq))
     }

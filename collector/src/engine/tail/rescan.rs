@@ -35,6 +35,7 @@ use crate::{
     engine::{
         discover,
         files::FileSet,
+        lifecycle::{Action, Observation},
         parse::Format,
         read,
         report::Reporter,
@@ -594,10 +595,12 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
             return;
         }
         let seq = deleted[0];
-        let Some(f) = c.files.get(seq) else { return };
+        let Some(f) = c.files.get_mut(seq) else { return };
+        let step = f.observe(Observation::OverOpenCap, None, None);
         let fd = f.fd.as_ref().expect("invariant: filtered on an open descriptor");
         let mut lost: BTreeMap<String, u64> = BTreeMap::new();
-        for s in c.streams.iter().filter(|s| s.at.seq <= seq) {
+        let counted = step.actions.contains(&Action::CountLoss);
+        for s in c.streams.iter().filter(|s| counted && s.at.seq <= seq) {
             let from = if s.at.seq == seq { s.at.offset } else { 0 };
             // A stream at the file's end loses nothing; an unreadable rest counts as one line.
             let n = count_lines(fd, from).unwrap_or(1);
@@ -614,6 +617,8 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
                 &"a deleted file was closed before this drain read it (too many deleted files held open)",
             );
         }
+        // Only files held open off disk are listed above, and each of those is forgotten.
+        debug_assert!(step.actions.contains(&Action::Forget));
         c.files.files.retain(|f| f.seq != seq);
     }
 }
