@@ -22,6 +22,7 @@ use std::{
 
 mod inflate;
 mod intake;
+mod order;
 mod truncation;
 
 use super::{
@@ -53,16 +54,21 @@ pub struct Tracked {
     pub size: u64,
     /// Where it is in its life (see [`lifecycle`]).
     pub state: State,
+    /// When its first record was written (nanoseconds since the epoch), if its head is one:
+    /// what orders it among the container's files (see [`order`]).
+    pub first_time: Option<i128>,
 }
 
 /// The copy copy-truncate made of a file: its path, descriptor and metadata.
 pub(super) type CopyFound = (PathBuf, File, std::fs::Metadata);
 
 impl Tracked {
-    /// A file first seen now as `id`, numbered `seq`, open as `fd`, `size` bytes long; with no
-    /// path or inode of its own yet.
+    /// A file first seen now as `id`, numbered `seq`, open as `fd`, `size` bytes long, in
+    /// `state`; with no path or inode of its own yet.
     fn new(id: FileId, seq: u64, fd: File, size: u64, state: State) -> Self {
+        let first_time = order::file_first_time(&fd);
         Self {
+            first_time,
             id,
             digest: id.digest(),
             seq,
@@ -439,3 +445,6 @@ impl FileSet {
         self.files.iter().filter(|f| f.fd.is_some()).count()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,7 +33,7 @@ use std::{
 
 use flate2::read::MultiGzDecoder;
 
-use super::{Changes, FileSet, State, Tracked, identity};
+use super::{Changes, FileSet, State, Tracked, identity, order};
 use crate::pipeline::FileId;
 
 /// Listings in a row that must miss a compressed file looked at before it is forgotten (a
@@ -284,10 +284,10 @@ impl FileSet {
                     .or(after);
                 continue;
             };
-            let seq = match after {
-                Some(after) => self.seq_after(after),
-                None => self.seq_for(on_disk),
-            };
+            let seq = self.seq_by_time(order::file_first_time(&file.0), |set| match after {
+                Some(after) => set.seq_after(after),
+                None => set.seq_for(on_disk),
+            });
             tracing::info!(
                 path = %l.path.display(),
                 seq,
@@ -372,7 +372,7 @@ impl FileSet {
         if inflated.2 == 0 {
             return Ok(None);
         }
-        let seq = self.seq_for(before);
+        let seq = self.seq_by_time(order::file_first_time(&inflated.0), |set| set.seq_for(before));
         tracing::debug!(path = %path.display(), seq, size = inflated.2, "inflated a compressed log");
         self.track_inflated(inflated, seq);
         Ok(Some(seq))
