@@ -284,7 +284,7 @@ impl FileSet {
                     .or(after);
                 continue;
             };
-            let seq = self.seq_by_time(order::file_first_time(&file.0), |set| match after {
+            let seq = self.seq_for_inflated(order::file_first_time(&file.0), |set| match after {
                 Some(after) => set.seq_after(after),
                 None => set.seq_for(on_disk),
             });
@@ -372,7 +372,7 @@ impl FileSet {
         if inflated.2 == 0 {
             return Ok(None);
         }
-        let seq = self.seq_by_time(order::file_first_time(&inflated.0), |set| set.seq_for(before));
+        let seq = self.seq_for_inflated(order::file_first_time(&inflated.0), |set| set.seq_for(before));
         tracing::debug!(path = %path.display(), seq, size = inflated.2, "inflated a compressed log");
         self.track_inflated(inflated, seq);
         Ok(Some(seq))

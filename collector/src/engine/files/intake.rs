@@ -141,7 +141,7 @@ impl FileSet {
             return Ok(Added::Later);
         }
         let tracked = Tracked::new(id, 0, fd, meta.len(), State::NEW_ON_DISK);
-        let seq = self.seq_by_time(tracked.first_time, |set| set.seq_for(before));
+        let seq = self.seq_for_new(tracked.first_time, before);
         tracing::debug!(path = %path.display(), seq, first_time = ?tracked.first_time, "new log file");
         self.insert(Tracked {
             seq,

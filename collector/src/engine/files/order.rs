@@ -4,9 +4,15 @@
 //! records, so a rotated file's first record is older than the first record of every file
 //! rotated after it, whatever name it has now, and whether it was copied or compressed.
 //!
-//! Invariant: a new file is numbered between the known files whose first records are older and
-//! newer than its own; where that does not decide (no readable time, or a known file whose
-//! first record has the same time), the listing's order does.
+//! Invariants:
+//! * a compressed file's content, inflated, is numbered between the known files whose first
+//!   records are older and newer than its own;
+//! * a file on disk that the listing puts before a known file (found late: a listing taken
+//!   during a rename missed it) goes before the oldest known file with a newer first record if
+//!   that is earlier; a file the listing puts after every other is the newest, whatever its
+//!   time says (a clock stepped back at a rotation must not put a new file before the old);
+//! * where the time does not decide (no readable time, or a known file whose first record has
+//!   the same time), the listing's order does.
 
 use std::fs::File;
 
@@ -113,9 +119,23 @@ impl FileSet {
         }
     }
 
-    /// The sequence number of a new file whose first record was written at `time`: by that
-    /// time where it decides, else as `by_listing` says.
-    pub(super) fn seq_by_time(
+    /// The sequence number of a new file on disk whose first record was written at `time`, that
+    /// the listing puts before the known file `listed_before` (`None`: after every file). The
+    /// time moves a file found late before older files the listing could not place it against,
+    /// never after where the listing puts it: a file the listing shows as the newest is the
+    /// newest, even if the clock stepped back at its rotation.
+    pub(super) fn seq_for_new(&mut self, time: Option<i128>, listed_before: Option<u64>) -> u64 {
+        let before = match (listed_before, self.placed_by_time(time)) {
+            (Some(listed), Some(Some(by_time))) => Some(listed.min(by_time)),
+            (listed, _) => listed,
+        };
+        self.seq_for(before)
+    }
+
+    /// The sequence number of a compressed file's content, inflated, whose first record was
+    /// written at `time`: by that time where it decides (the listing has no place for it among
+    /// the files on disk), else as `by_listing` says.
+    pub(super) fn seq_for_inflated(
         &mut self,
         time: Option<i128>,
         by_listing: impl FnOnce(&mut Self) -> u64,

@@ -57,37 +57,65 @@ fn dir() -> Dir {
     }
 }
 
-/// A rotation seen half-way: the rotated file listed after the new one (a directory read during
-/// the rename). The first record's time puts it first.
+/// A listing that shows the files out of their age order: the one it shows last is the newest
+/// (a clock stepped back at a rotation does not make a new file older), and one it shows before
+/// goes before every known file with a newer first record.
 #[test]
-fn a_rotation_listed_out_of_order_is_ordered_by_the_first_record() {
+fn the_newest_listed_stays_newest_and_files_found_late_go_by_their_first_record() {
     let d = dir();
-    let (old, new) = (d.root.join("0.log.20261121-151534"), d.root.join("0.log"));
-    fs::write(&old, cri(0, 3)).expect("write");
-    fs::write(&new, cri(3, 2)).expect("write");
+    let (a, b, c) = (
+        d.root.join("0.log.1"),
+        d.root.join("0.log.2"),
+        d.root.join("0.log"),
+    );
+    fs::write(&a, cri(0, 3)).expect("write");
+    fs::write(&b, cri(3, 3)).expect("write");
+    fs::write(&c, cri(6, 2)).expect("write");
     let mut set = FileSet::new(SystemTime::UNIX_EPOCH);
-    let changes = set.refresh(&listing(&[&new, &old], &[]), false, &d.spill);
-    assert_eq!(changes.added.len(), 2, "{changes:?}");
+    // Listed oldest last: taken as the newest.
+    set.refresh(&listing(&[&b, &a], &[]), false, &d.spill);
     assert_eq!(
         order(&set),
-        [(Some(old), State::Rotated), (Some(new), State::Live)]
+        [(Some(b.clone()), State::Rotated), (Some(a.clone()), State::Live)]
+    );
+    // A file listed before `a` whose first record is newer than `b`'s: the listing puts it
+    // before `a`, and the time does not move it later.
+    set.refresh(&listing(&[&b, &c, &a], &[]), false, &d.spill);
+    assert_eq!(
+        order(&set),
+        [
+            (Some(b), State::Rotated),
+            (Some(c), State::Rotated),
+            (Some(a), State::Live)
+        ]
     );
 }
 
-/// A rotated file missed by one listing and found by the next is numbered before the newer
-/// file already taken in.
+/// A rotated file missed by one listing (a rename seen half-way) and found by the next under a
+/// name the listing sorts between two known files: its first record, older than both, puts it
+/// before them.
 #[test]
-fn a_file_found_late_goes_before_newer_ones() {
+fn a_file_found_late_goes_before_every_newer_one() {
     let d = dir();
-    let (old, new) = (d.root.join("0.log.20261121-151534"), d.root.join("0.log"));
-    fs::write(&old, cri(0, 3)).expect("write");
-    fs::write(&new, cri(3, 2)).expect("write");
+    let (x, a, b) = (
+        d.root.join("0.log.3"),
+        d.root.join("0.log.2"),
+        d.root.join("0.log"),
+    );
+    fs::write(&x, cri(0, 3)).expect("write");
+    fs::write(&a, cri(3, 3)).expect("write");
+    fs::write(&b, cri(6, 2)).expect("write");
     let mut set = FileSet::new(SystemTime::UNIX_EPOCH);
-    set.refresh(&listing(&[&new], &[]), false, &d.spill);
-    set.refresh(&listing(&[&new, &old], &[]), false, &d.spill);
+    set.refresh(&listing(&[&a, &b], &[]), false, &d.spill);
+    let changes = set.refresh(&listing(&[&a, &x, &b], &[]), false, &d.spill);
+    assert_eq!(changes.added.len(), 1, "{changes:?}");
     assert_eq!(
         order(&set),
-        [(Some(old), State::Rotated), (Some(new), State::Live)]
+        [
+            (Some(x), State::Rotated),
+            (Some(a), State::Rotated),
+            (Some(b), State::Live)
+        ]
     );
 }
 
