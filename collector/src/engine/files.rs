@@ -9,8 +9,8 @@
 //!   [`State`], changed only by [`lifecycle::transition`] through [`Tracked::observe`]; a file is
 //!   *sealed* once a newer file exists: it will not grow any more, so a reader at its end moves
 //!   on to the next file;
-//! * a file deleted from disk stays readable through its open descriptor until no stream needs
-//!   it; files on disk that no stream needs keep their entry (so a rescan does not take them for
+//! * a file deleted from disk stays readable through its open descriptor until no cursor needs
+//!   it; files on disk that no cursor needs keep their entry (so a rescan does not take them for
 //!   new files) but not their descriptor.
 
 use std::{
@@ -123,7 +123,7 @@ impl Tracked {
     }
 }
 
-/// What a refresh noticed that the streams must react to.
+/// What a refresh noticed that the cursors must react to.
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Files truncated in place whose old content could not be found in a copy: `(seq, old size)`.
@@ -414,7 +414,7 @@ impl FileSet {
         }
     }
 
-    /// Close descriptors of files no stream needs (those before `needed_from`), and forget
+    /// Close descriptors of files no cursor needs (those before `needed_from`), and forget
     /// entries of such files that are gone from disk.
     pub fn release(&mut self, needed_from: u64) {
         // A few entries of files not seen on disk are kept (newest first): a listing taken

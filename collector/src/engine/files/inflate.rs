@@ -17,7 +17,7 @@
 //!   rotated before the engine first looked).
 //!
 //! Invariants: inflated entries have no path and no inode of their own (`dev_ino` is `(0, 0)`),
-//! so they are forgotten once no stream needs them; they are numbered in the compressed files'
+//! so they are forgotten once no cursor needs them; they are numbered in the compressed files'
 //! order (after the entry of the compressed file before them, else before every file on disk); a compressed file whose content is readable already
 //! (inflated before, or its original still on disk) is not inflated (recognised by its head);
 //! a compressed file is looked at once (by device, inode and size: renames keep them).

@@ -19,7 +19,7 @@ impl FileSet {
             let f = &self.files[i];
             let Some(fd) = &f.fd else { continue };
             let now = fd.metadata().map(|m| m.len()).unwrap_or(0);
-            // (A deleted file is checked too: a stream may be waiting at its end for the verdict.)
+            // (A deleted file is checked too: a cursor may be waiting at its end for the verdict.)
             let intact = now >= f.size && identity::same_head(fd, &f.id).unwrap_or(false);
             if intact {
                 continue;
