@@ -473,17 +473,26 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
         Ok(listing) if !listing.compressed.is_empty() => listing.compressed,
         _ => return,
     };
-    match c.files.inflate(&compressed, &missing, spill) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            container = %c.key,
-            files = n,
-            "a checkpointed file was compressed or deleted meanwhile: reading the compressed files after it"
-        ),
-        Err(e) => {
-            let detail = format!("cannot inflate a compressed log into the state directory: {e}");
-            rep.input_once(&c.dir, "unreadable_file", &detail);
+    // A compressed file still being written (or renamed meanwhile) is looked at again, a few
+    // times, before the cursors are placed.
+    let mut read = 0;
+    for _ in 0..RELIST_MAX {
+        let changes = c.files.inflate(&compressed, &missing, spill);
+        read += changes.added.len();
+        for (path, why) in &changes.unreadable {
+            rep.input_once(path, "unreadable_file", why);
         }
+        if !changes.deferred {
+            break;
+        }
+        std::thread::sleep(RELIST_PAUSE);
+    }
+    if read > 0 {
+        tracing::info!(
+            container = %c.key,
+            files = read,
+            "a checkpointed file was compressed or deleted meanwhile: reading the compressed files after it"
+        );
     }
 }
 
