@@ -109,6 +109,9 @@ struct Listed<'a> {
     modified: SystemTime,
 }
 
+/// Device, inode and size: what a compressed file is known by (renames keep them).
+type Key = (u64, u64, u64);
+
 /// The key a compressed file is looked at by: device, inode and size (renames keep them).
 fn key_of(meta: &std::fs::Metadata) -> (u64, u64, u64) {
     (meta.dev(), meta.ino(), meta.len())
@@ -142,7 +145,7 @@ impl FileSet {
     pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> Changes {
         // Each file is opened once (a rename cannot swap it between looks), and its head
         // inflated once (a failure to read one counts as no match).
-        let heads: Vec<Option<((u64, u64, u64), Vec<u8>)>> = compressed
+        let heads: Vec<Option<(Key, Vec<u8>)>> = compressed
             .iter()
             .map(|p| {
                 let (file, meta) = super::open_log(p).ok()?;
@@ -159,7 +162,7 @@ impl FileSet {
                     .is_some_and(|(_, head)| wanted.iter().any(|id| starts_with(head, id)))
             })
             .unwrap_or(0);
-        let keys: Vec<(u64, u64, u64)> = heads[first..].iter().flatten().map(|(key, _)| *key).collect();
+        let keys: Vec<Key> = heads[first..].iter().flatten().map(|(key, _)| *key).collect();
         let looked = &mut self.compressed;
         looked
             .seen
