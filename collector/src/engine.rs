@@ -1,5 +1,5 @@
 //! The tail engine: finds container log files, reads them with one cursor per (container,
-//! drain) stream, parses and re-joins lines, encodes them into each drain's batch, and keeps the
+//! drain) cursor, parses and re-joins lines, encodes them into each drain's batch, and keeps the
 //! checkpoint of what every drain acknowledged.
 //!
 //! It imports no `kube` and no `prometheus`: the glue hands it [`Routes`] and an [`Emitter`].
@@ -7,23 +7,24 @@
 //! Invariants:
 //! * one thread reads every file ([`start`] spawns it); a `notify` watcher only wakes it, and the
 //!   periodic rescan is the truth about which files exist;
-//! * a stream's cursor moves only when its drain acknowledged a batch; the checkpoint holds the
-//!   cursors, so after a restart every stream resumes where its drain's acknowledgements end;
-//! * a drain whose channel is full is skipped (its streams lag on their files); no line is copied
+//! * a cursor's acknowledged position moves only when its drain acknowledged a batch; the checkpoint holds the
+//!   cursors, so after a restart every cursor resumes where its drain's acknowledgements end;
+//! * a drain whose channel is full is skipped (its cursors lag on their files); no line is copied
 //!   into a queue, so memory does not grow with a backlog;
 //! * bad input is counted through the [`Emitter`], logged once per file and cause, and skipped;
 //!   it never stops the loop.
 
 mod checkpoint;
+mod cursor;
 mod discover;
 mod files;
 mod identity;
+mod lifecycle;
 mod outlet;
 pub mod parse;
 mod read;
 mod report;
 mod route;
-mod stream;
 mod tail;
 
 use std::{

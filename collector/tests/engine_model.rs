@@ -8,7 +8,8 @@
 //! Checked: every line written arrives, except lines whose file was deleted while the engine was
 //! down (then the loss must have been counted); no line arrives that was not written; no line
 //! arrives twice unless a kill happened, and then at most as many repeats as lines delivered
-//! before the kills. `PROPTEST_CASES` sets the number of cases (default 32, about 3 s).
+//! before the kills. `PROPTEST_CASES` sets the number of cases (default 48, of up to 60 ops;
+//! about 28 s on 2 busy cores).
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -553,12 +554,12 @@ fn tail_engine_matches_the_model() {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    // `MODEL_MAX_OPS` makes longer sequences (default 40).
+        .unwrap_or(48);
+    // `MODEL_MAX_OPS` makes longer sequences (default 60).
     let max_ops = std::env::var("MODEL_MAX_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(60);
     let mut runner = TestRunner::new(ProptestConfig {
         cases,
         max_shrink_iters: std::env::var("MODEL_SHRINK_ITERS")
@@ -969,6 +970,104 @@ mod regressions {
             w(11),
             Restart,
             CompressRotated,
+        ])
+        .unwrap();
+    }
+    /// Found once by the split mix (`MODEL_WEIGHTS=split:3 MODEL_MAX_OPS=80`, 200 cases) on
+    /// 8c89965 (files ordered by their first record's time alone): one line of the oldest file
+    /// never arrived and no loss was counted. Not reproduced in 9 runs of this sequence since,
+    /// on that ordering or the current one; the cause is not known yet.
+    #[test]
+    fn a_long_sequence_of_splits_copies_compressions_and_kills() {
+        run_case(&[
+            Rotate,
+            e(31),
+            DeleteOldest,
+            CopyTruncate,
+            w(29),
+            w(33),
+            SplitAcrossRotation,
+            w(28),
+            e(27),
+            Rotate,
+            e(30),
+            SplitAcrossRotation,
+            Rotate,
+            w(14),
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            Restart,
+            DeleteOldest,
+            CopyTruncate,
+            CopyTruncate,
+            e(10),
+            Rotate,
+            SplitAcrossRotation,
+            w(11),
+            e(6),
+            long(39, false),
+            CompressRotated,
+            long(33, false),
+            CopyTruncate,
+            CompressRotated,
+            SplitAcrossRotation,
+            Rotate,
+            CompressRotated,
+            w(34),
+            SplitAcrossRotation,
+            DeleteOldest,
+            w(25),
+            DeleteOldest,
+            Rotate,
+            CompressRotated,
+            Restart,
+            CompressRotated,
+            Kill {
+                delete_while_down: false,
+            },
+            w(24),
+            e(5),
+            CompressRotated,
+            w(4),
+            SplitAcrossRotation,
+            e(6),
+            e(1),
+            CompressRotated,
+            Rotate,
+            SplitAcrossRotation,
+            w(36),
+            Restart,
+            w(16),
+            w(2),
+            w(31),
+            Restart,
+            CompressRotated,
+            e(8),
+            CopyTruncate,
+            CompressRotated,
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            Rotate,
+            Kill {
+                delete_while_down: true,
+            },
+            SplitAcrossRotation,
+            e(15),
+            CompressRotated,
+            w(6),
+            e(22),
+            DeleteOldest,
+            SplitAcrossRotation,
+            Kill {
+                delete_while_down: true,
+            },
+            Lifecycle {
+                lines: 15,
+                seen_empty: true,
+                paused: false,
+                drain_full: true,
+            },
+            w(4),
         ])
         .unwrap();
     }

@@ -1,6 +1,6 @@
-//! The checkpoint file: every (container, drain) stream's acknowledged [`Position`].
+//! The checkpoint file: every (container, drain) cursor's acknowledged [`Position`].
 //!
-//! `<state_dir>/checkpoints.json` is `{"version":1,"streams":[{"container":…,"drain":…,
+//! `<state_dir>/checkpoints.json` is `{"version":1,"cursors":[{"container":…,"drain":…,
 //! "position":…}]}`. Invariants:
 //! * it is replaced atomically: write `checkpoints.json.tmp`, fsync it, move the current file to
 //!   `checkpoints.json.prev`, rename the temporary file into place, fsync the directory; so at any
@@ -50,13 +50,15 @@ pub enum Error {
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The key of one stream: container key and drain name.
-pub type StreamKey = (String, String);
+/// The key of one cursor: container key and drain name.
+pub type CursorKey = (String, String);
 
 #[derive(Serialize, Deserialize)]
 struct File1 {
     version: u32,
-    streams: Vec<Entry>,
+    /// Named `streams` in the file, which older releases read and write too.
+    #[serde(rename = "streams")]
+    cursors: Vec<Entry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,8 +77,8 @@ pub struct Store {
 /// What [`Store::load`] found.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// The positions, by stream.
-    pub positions: BTreeMap<StreamKey, Position>,
+    /// The positions, by cursor.
+    pub positions: BTreeMap<CursorKey, Position>,
     /// Files that were corrupt and set aside (each already moved out of the way).
     pub corrupt: Vec<Error>,
 }
@@ -140,10 +142,10 @@ impl Store {
     }
 
     /// Replace the checkpoint atomically with `positions`.
-    pub fn write(&self, positions: &BTreeMap<StreamKey, Position>) -> Result<()> {
+    pub fn write(&self, positions: &BTreeMap<CursorKey, Position>) -> Result<()> {
         let file = File1 {
             version: VERSION,
-            streams: positions
+            cursors: positions
                 .iter()
                 .map(|((container, drain), position)| Entry {
                     container: container.clone(),
@@ -193,7 +195,7 @@ impl Store {
 }
 
 /// `Ok(None)` when the file does not exist.
-fn read(path: &Path) -> Result<Option<BTreeMap<StreamKey, Position>>> {
+fn read(path: &Path) -> Result<Option<BTreeMap<CursorKey, Position>>> {
     let text = match fs::read(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -214,7 +216,7 @@ fn read(path: &Path) -> Result<Option<BTreeMap<StreamKey, Position>>> {
         return Err(corrupt(format!("version {} is not {VERSION}", file.version)));
     }
     Ok(Some(
-        file.streams
+        file.cursors
             .into_iter()
             .map(|e| ((e.container, e.drain), e.position))
             .collect(),
@@ -256,6 +258,22 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&store.path()), 0o600);
+    }
+
+    /// The file keeps the format older releases read and write: a checkpoint written by one
+    /// loads, and one written now names its cursors `streams`.
+    #[test]
+    fn the_file_format_is_the_one_older_releases_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let old = r#"{"version":1,"streams":[{"container":"docker/abc","drain":"d1","position":{"resume":{"file":{"dev":1,"ino":2,"head_hash":3,"head_len":4},"offset":10},"acked_end":{"file":{"dev":1,"ino":2,"head_hash":3,"head_len":4},"offset":15}}}]}"#;
+        fs::write(store.path(), old).unwrap();
+        let key = ("docker/abc".to_owned(), "d1".to_owned());
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.positions, BTreeMap::from([(key.clone(), pos(10))]));
+        store.write(&loaded.positions).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(written, serde_json::from_str::<serde_json::Value>(old).unwrap());
     }
 
     #[test]

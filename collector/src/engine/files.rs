@@ -5,10 +5,12 @@
 //! positions in different files compare by `(seq, offset)`. Invariants:
 //! * a file keeps the [`FileId`] it had when first seen, and positions always name that id, even
 //!   after copy-truncate moved its content into a copy (then the entry reads from the copy);
-//! * a file is *sealed* once a newer file exists: it will not grow any more, so a reader at its
-//!   end moves on to the next file;
-//! * a file deleted from disk stays readable through its open descriptor until no stream needs
-//!   it; files on disk that no stream needs keep their entry (so a rescan does not take them for
+//! * what happens to a file (rotation, copy-truncate, truncation, deletion, compression) is its
+//!   [`State`], changed only by [`lifecycle::transition`] through [`Tracked::observe`]; a file is
+//!   *sealed* once a newer file exists: it will not grow any more, so a reader at its end moves
+//!   on to the next file;
+//! * a file deleted from disk stays readable through its open descriptor until no cursor needs
+//!   it; files on disk that no cursor needs keep their entry (so a rescan does not take them for
 //!   new files) but not their descriptor.
 
 use std::{
@@ -20,9 +22,14 @@ use std::{
 
 mod inflate;
 mod intake;
+mod order;
 mod truncation;
 
-use super::{discover::Listing, identity};
+use super::{
+    discover::Listing,
+    identity,
+    lifecycle::{self, Action, Observation, State, Step},
+};
 use crate::pipeline::FileId;
 
 /// Entries of files gone from disk kept per container (see [`FileSet::release`]).
@@ -45,18 +52,23 @@ pub struct Tracked {
     pub dev_ino: (u64, u64),
     /// Size at the last look.
     pub size: u64,
-    /// A newer file exists: this one will not grow.
-    pub sealed: bool,
-    /// Found truncated in place once, without a copy (yet). What its inode holds now is another
-    /// file's content: the entry no longer claims the inode (see [`FileSet::by_inode`]).
-    pub truncated_once: bool,
+    /// Where it is in its life (see [`lifecycle`]).
+    pub state: State,
+    /// When its first record was written (nanoseconds since the epoch), if its head is one:
+    /// what orders it among the container's files (see [`order`]).
+    pub first_time: Option<i128>,
 }
 
+/// The copy copy-truncate made of a file: its path, descriptor and metadata.
+pub(super) type CopyFound = (PathBuf, File, std::fs::Metadata);
+
 impl Tracked {
-    /// A file first seen now as `id`, numbered `seq`, open as `fd`, `size` bytes long; with no
-    /// path or inode of its own yet.
-    fn new(id: FileId, seq: u64, fd: File, size: u64) -> Self {
+    /// A file first seen now as `id`, numbered `seq`, open as `fd`, `size` bytes long, in
+    /// `state`; with no path or inode of its own yet.
+    fn new(id: FileId, seq: u64, fd: File, size: u64, state: State) -> Self {
+        let first_time = order::file_first_time(&fd);
         Self {
+            first_time,
             id,
             digest: id.digest(),
             seq,
@@ -64,13 +76,54 @@ impl Tracked {
             fd: Some(fd),
             dev_ino: (0, 0),
             size,
-            sealed: false,
-            truncated_once: false,
+            state,
         }
+    }
+
+    /// A newer file exists: this one will not grow.
+    pub fn sealed(&self) -> bool {
+        self.state.sealed()
+    }
+
+    /// Take what the engine observed about the file: move to the next state and apply the
+    /// actions about the entry itself, `listed_at` being where a listing shows it and `copy` the
+    /// copy found for [`Action::AdoptCopy`]. The step is returned for the caller to apply the
+    /// actions about the container's cursors ([`Action::CountLoss`], [`Action::Forget`]).
+    pub(super) fn observe(
+        &mut self,
+        obs: Observation,
+        listed_at: Option<&Path>,
+        copy: Option<CopyFound>,
+    ) -> Step {
+        let step = lifecycle::transition(self.state, obs);
+        if step.state != self.state || !step.actions.is_empty() {
+            tracing::trace!(seq = self.seq, from = ?self.state, ?obs, to = ?step.state, actions = ?step.actions, "file state");
+        }
+        self.state = step.state;
+        let mut copy = copy;
+        for action in step.actions {
+            match action {
+                Action::TakePath => self.path = listed_at.map(Path::to_owned),
+                Action::DropPath => self.path = None,
+                Action::DisownInode => self.dev_ino = (0, 0),
+                Action::Close => self.fd = None,
+                Action::AdoptCopy => {
+                    if let Some((path, fd, meta)) = copy.take() {
+                        tracing::debug!(seq = self.seq, copy = %path.display(), size = meta.len(), "file truncated in place; reading its old content from the copy");
+                        self.path = Some(path);
+                        self.dev_ino = (meta.dev(), meta.ino());
+                        self.size = meta.len();
+                        self.fd = Some(fd);
+                    }
+                }
+                Action::CountLoss | Action::Forget => {}
+            }
+        }
+        step
     }
 }
 
-/// What a refresh noticed that the streams must react to.
+/// What a refresh noticed that the cursors must react to.
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Files truncated in place whose old content could not be found in a copy: `(seq, old size)`.
@@ -243,7 +296,7 @@ impl FileSet {
     fn by_inode(&self, dev_ino: (u64, u64)) -> Option<usize> {
         self.files
             .iter()
-            .position(|f| f.dev_ino == dev_ino && !f.truncated_once)
+            .position(|f| f.dev_ino == dev_ino && f.state.claims_inode())
     }
 
     /// Make sure the entry `seq` has an open descriptor (re-opening it by path, checking that it
@@ -314,7 +367,7 @@ impl FileSet {
                     seen.push(self.files[i].seq);
                     listed[n] = Some(self.files[i].seq);
                     let f = &mut self.files[i];
-                    f.path = Some(path.clone());
+                    f.observe(Observation::Listed, Some(path), None);
                     f.size = f.size.max(meta.len());
                 }
                 None if meta.len() == 0 => empty.push(n),
@@ -325,7 +378,7 @@ impl FileSet {
         seen.extend_from_slice(&changes.added);
         for f in &mut self.files {
             if !seen.contains(&f.seq) {
-                f.path = None;
+                f.observe(Observation::NotListed, None, None);
             }
         }
         self.take_missed(&listing.compressed, spill, &mut changes);
@@ -353,11 +406,15 @@ impl FileSet {
     fn seal(&mut self) {
         let newest = self.newest_seq();
         for f in &mut self.files {
-            f.sealed = f.seq != newest;
+            let obs = match f.seq == newest {
+                true => Observation::Newest,
+                false => Observation::NewerExists,
+            };
+            f.observe(obs, None, None);
         }
     }
 
-    /// Close descriptors of files no stream needs (those before `needed_from`), and forget
+    /// Close descriptors of files no cursor needs (those before `needed_from`), and forget
     /// entries of such files that are gone from disk.
     pub fn release(&mut self, needed_from: u64) {
         // A few entries of files not seen on disk are kept (newest first): a listing taken
@@ -365,11 +422,11 @@ impl FileSet {
         let mut ghosts = 0;
         for f in self.files.iter_mut().rev() {
             if f.seq < needed_from {
-                f.fd = None;
+                f.observe(Observation::NotNeeded, None, None);
                 if f.path.is_none() {
                     ghosts += 1;
                     if ghosts > MAX_GHOSTS {
-                        f.dev_ino = (0, 0);
+                        f.observe(Observation::TooManyGhosts, None, None);
                     }
                 }
             }
@@ -388,3 +445,6 @@ impl FileSet {
         self.files.iter().filter(|f| f.fd.is_some()).count()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,4 @@
-//! The hot path: read a stream's file into the shared buffer, split it into lines, parse and
+//! The hot path: read a cursor's file into the shared buffer, split it into lines, parse and
 //! re-join them, and encode each complete line into the drain's batch.
 //!
 //! The steps, one function each: `fill` the buffer (or move on to the next file), split it into
@@ -14,7 +14,7 @@
 //!   a finished container's newest file is counted and acknowledged when the container is
 //!   forgotten (see `tail/rescan.rs`);
 //! * a physical line longer than the buffer is discarded up to its newline and counted;
-//! * the stream's position moves past every consumed line, delivered or skipped, and the batch
+//! * the cursor's position moves past every consumed line, delivered or skipped, and the batch
 //!   mark after each delivered line says where a restart resumes.
 
 use std::{os::unix::fs::FileExt, path::PathBuf};
@@ -22,20 +22,20 @@ use std::{os::unix::fs::FileExt, path::PathBuf};
 use sluice_api::node_config::Stream;
 
 use super::{
+    cursor::{Loc, Pending, ReadCursor},
     files::FileSet,
     identity,
     outlet::Outlet,
     parse::{self, Format, Fragment, Scratch},
     report::Reporter,
     route::stream_index,
-    stream::{Loc, Pending, StreamState},
 };
 use crate::pipeline::{ContainerMeta, LogLine, MsgId, Position};
 
 /// Size of the shared read buffer.
 pub const BUFFER_BYTES: usize = 256 * 1024;
 
-/// The container a stream belongs to, as the reader needs it.
+/// The container a cursor belongs to, as the reader needs it.
 pub struct Ctx<'a> {
     /// Its files.
     pub files: &'a mut FileSet,
@@ -43,7 +43,7 @@ pub struct Ctx<'a> {
     pub meta: &'a ContainerMeta,
     /// Its log format.
     pub format: Format,
-    /// The furthest line end any of its streams read (lines are counted once, there).
+    /// The furthest line end any of its cursors read (lines are counted once, there).
     pub hw: &'a mut Loc,
     /// Per output stream (stdout, stderr), the furthest end of a line any of its streams
     /// delivered (problems found in a delivered line are counted once, there).
@@ -77,7 +77,7 @@ struct FileCtx {
 enum Fill {
     /// This many bytes from this file.
     Data(usize, FileCtx),
-    /// The stream moved on to the next file.
+    /// The cursor moved on to the next file.
     NextFile,
     /// Nothing to read now.
     Stop,
@@ -107,11 +107,11 @@ impl Reader {
         }
     }
 
-    /// Read for stream `s` until `budget` bytes were consumed, the data ends, or the drain is full.
-    /// Each pass fills the buffer from the stream's file ([`Reader::fill`]), hands the complete
+    /// Read for cursor `s` until `budget` bytes were consumed, the data ends, or the drain is full.
+    /// Each pass fills the buffer from the cursor's file ([`Reader::fill`]), hands the complete
     /// lines in it to the line steps ([`Reader::lines`]), and passes over what can never become
     /// a line ([`Reader::pass_over`]).
-    pub fn read(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState, d: &mut Outlet, budget: u64) -> Outcome {
+    pub fn read(&mut self, ctx: &mut Ctx<'_>, s: &mut ReadCursor, d: &mut Outlet, budget: u64) -> Outcome {
         let mut total = 0u64;
         while total < budget {
             let (n, file) = match self.fill(ctx, s) {
@@ -139,7 +139,7 @@ impl Reader {
     /// Fill the buffer from where `s` is in its file: the bytes read, with the file's facts; or,
     /// at the end of a sealed file, move `s` on to the next file; or stop (no file to read, the
     /// end of the data, or a truncation found, left to the rescan).
-    fn fill(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState) -> Fill {
+    fn fill(&mut self, ctx: &mut Ctx<'_>, s: &mut ReadCursor) -> Fill {
         if !self.position(ctx, s) {
             return Fill::Stop;
         }
@@ -156,7 +156,7 @@ impl Reader {
                 0
             }
         };
-        let (sealed, next) = (f.sealed, ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+        let (sealed, next) = (f.sealed(), ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
         // A file truncated and rewritten in place (copy-truncate) no longer has its head:
         // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
         // a newer file can appear before the truncation of the one it follows is noticed.)
@@ -196,7 +196,7 @@ impl Reader {
     /// None of the `n` bytes in the buffer ends a line: a physical line longer than the buffer
     /// (discarded up to its newline), or the unterminated end of a sealed file. Counted once
     /// and passed over: the bytes passed over; `None` when the line may still be completed.
-    fn pass_over(&mut self, ctx: &mut Ctx<'_>, file: &FileCtx, s: &mut StreamState, n: usize) -> Option<u64> {
+    fn pass_over(&mut self, ctx: &mut Ctx<'_>, file: &FileCtx, s: &mut ReadCursor, n: usize) -> Option<u64> {
         if n < self.buf.len() && !file.sealed {
             return None;
         }
@@ -234,7 +234,7 @@ impl Reader {
 
     /// Point `s.at` at a readable file: skip files that vanished, open the descriptor. `false`
     /// when there is no file to read.
-    fn position(&mut self, ctx: &mut Ctx<'_>, s: &mut StreamState) -> bool {
+    fn position(&mut self, ctx: &mut Ctx<'_>, s: &mut ReadCursor) -> bool {
         loop {
             if s.at.seq != 0 && ctx.files.ensure_open(s.at.seq) {
                 return true;
@@ -243,7 +243,7 @@ impl Reader {
             match ctx.files.next_after(s.at.seq) {
                 Some(next) => {
                     tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = next.seq, "file not readable; next file");
-                    // Passing over the unread rest of a file this stream was reading is a loss.
+                    // Passing over the unread rest of a file this cursor was reading is a loss.
                     let unread = ctx.files.get(s.at.seq).is_some_and(|f| f.size > s.at.offset);
                     if unread {
                         let detail =
@@ -267,7 +267,7 @@ impl Reader {
         &mut self,
         ctx: &mut Ctx<'_>,
         file: &FileCtx,
-        s: &mut StreamState,
+        s: &mut ReadCursor,
         d: &mut Outlet,
         n: usize,
     ) -> (u64, bool) {
@@ -315,7 +315,7 @@ struct Line<'r> {
     text: &'r mut String,
     max_line: usize,
     counts: &'r mut [(u64, u64); 2],
-    /// No stream of the container read this line before: it is counted (read, bad input) now.
+    /// No cursor of the container read this line before: it is counted (read, bad input) now.
     first: bool,
 }
 
@@ -330,13 +330,13 @@ struct Whole<'a> {
 impl Line<'_> {
     /// One physical line through the steps: parse it, hold it if the runtime split it, skip it
     /// if it was delivered before a restart or rewind, join it with its held fragments, encode
-    /// it into the drain's batch and mark where the stream's cursor goes once the batch is
+    /// it into the drain's batch and mark where the cursor's acknowledged position goes once the batch is
     /// acknowledged. `false` when the drain is now full.
     fn handle(
         &mut self,
         ctx: &mut Ctx<'_>,
         file: &FileCtx,
-        s: &mut StreamState,
+        s: &mut ReadCursor,
         d: &mut Outlet,
         line: &[u8],
         start: Loc,
@@ -355,7 +355,7 @@ impl Line<'_> {
         if !s.wanted[idx] {
             return true;
         }
-        // Just past this line: where the stream is now.
+        // Just past this line: where the cursor is now.
         let end = s.at;
         if frag.partial {
             hold(&mut s.pending[idx], &frag, start, file.digest, *max_line);
@@ -418,7 +418,7 @@ fn parse_line<'a>(
 }
 
 /// Hold: a fragment the runtime split off (its line goes on in the next fragment of its output
-/// stream) is added to the stream's pending line, which remembers where the line starts.
+/// cursor) is added to the cursor's pending line, which remembers where the line starts.
 #[inline]
 fn hold(p: &mut Pending, frag: &Fragment<'_>, start: Loc, digest: u64, max_line: usize) {
     if p.start.is_none() {
@@ -427,10 +427,10 @@ fn hold(p: &mut Pending, frag: &Fragment<'_>, start: Loc, digest: u64, max_line:
     p.append(frag.log, max_line);
 }
 
-/// Skip: a line completing at or before the stream's `skip_until` was delivered before a restart
+/// Skip: a line completing at or before the cursor's `skip_until` was delivered before a restart
 /// or a rewind; it is dropped with its held fragments. The first line past it ends the skipping.
 #[inline]
-fn skip(s: &mut StreamState, idx: usize, end: Loc) -> bool {
+fn skip(s: &mut ReadCursor, idx: usize, end: Loc) -> bool {
     let Some(until) = s.skip_until else {
         return false;
     };
@@ -505,7 +505,7 @@ fn encode(
             &format_args!("line at offset {} cut to {max_line} bytes", whole.id.offset),
         );
     }
-    // Kept once, by the first stream that delivers it.
+    // Kept once, by the first cursor that delivers it.
     if first && let Some(recent) = ctx.recent {
         recent.push(ctx.meta, stream, whole.time, message);
     }
@@ -522,19 +522,19 @@ fn encode(
 }
 
 /// Mark: the line ending at `end` is in the batch. Once the drain acknowledges the batch, the
-/// stream's cursor moves past it, and a restart resumes at the first line still being joined.
+/// cursor's acknowledged position moves past it, and a restart resumes at the first line still being joined.
 #[inline]
-fn mark(s: &mut StreamState, idx: usize, d: &mut Outlet, end: Loc) {
+fn mark(s: &mut ReadCursor, idx: usize, d: &mut Outlet, end: Loc) {
     s.pending[idx].clear();
     let position = Position {
         resume: s.resume_from(end).pos(),
         acked_end: end.pos(),
     };
-    d.batch.mark(&s.cursor, position);
+    d.batch.mark(&s.acked, position);
     s.marked = Some(position);
 }
 
-/// Whether the line ending at `end` is read for the first time by any stream of its container
+/// Whether the line ending at `end` is read for the first time by any cursor of its container
 /// (`hw`, the furthest line end read so far, moves past it): what is read is counted once, not
 /// once per drain.
 fn first_read(hw: &mut Loc, end: Loc) -> bool {

@@ -1,8 +1,8 @@
 //! The tail loop: one thread, round-robin over containers, a byte budget per container per round.
 //!
 //! Invariants:
-//! * the loop never blocks on a drain: a stream is read only when its drain has a reserved slot,
-//!   so a full channel leaves that drain's streams lagging on their files while others go on;
+//! * the loop never blocks on a drain: a cursor is read only when its drain has a reserved slot,
+//!   so a full channel leaves that drain's cursors lagging on their files while others go on;
 //! * when a round read nothing, the loop sleeps until woken (a file event, a drain taking a
 //!   batch, a command) or until the next rescan, checkpoint or lag report is due;
 //! * the checkpoint is written from the cursors (what drains acknowledged), never from read
@@ -22,13 +22,13 @@ use tokio::time::Instant;
 
 use super::{
     Command, EngineSettings, Error, Result, Routes, Waker,
-    checkpoint::{Store, StreamKey},
+    checkpoint::{CursorKey, Store},
+    cursor::{Loc, ReadCursor},
     files::FileSet,
     outlet::Outlet,
     parse::Format,
     read::{Ctx, Outcome, Reader},
     report::Reporter,
-    stream::{Loc, StreamState},
 };
 use crate::{
     engine::Emitter,
@@ -42,7 +42,7 @@ pub(crate) struct Container {
     format: Format,
     meta: ContainerMeta,
     files: FileSet,
-    streams: Vec<StreamState>,
+    cursors: Vec<ReadCursor>,
     hw: Loc,
     delivered: [Loc; 2],
     /// Not running or no longer routed: read to the end, then forget.
@@ -62,16 +62,16 @@ pub(crate) struct Tail {
     routes: Routes,
     outlets: BTreeMap<String, Outlet>,
     containers: Vec<Container>,
-    /// Cursors of streams not being read (loaded, or of forgotten containers), kept in the
+    /// Cursors of cursors not being read (loaded, or of forgotten containers), kept in the
     /// checkpoint while their container's directory exists.
-    dormant: BTreeMap<StreamKey, Arc<Cursor>>,
+    dormant: BTreeMap<CursorKey, Arc<Cursor>>,
     /// Containers read to their end and forgotten while not running, with what their directory
     /// held then: one whose files changed since is read again. Each is looked at on a backoff,
     /// and early when the watcher saw its directory change.
     finished: BTreeMap<String, rescan::Forgotten>,
     reader: Reader,
     rr: usize,
-    written: Option<BTreeMap<StreamKey, Position>>,
+    written: Option<BTreeMap<CursorKey, Position>>,
     /// Checkpoint writes failed in a row (the first failure and the recovery are logged).
     checkpoint_failures: u64,
     /// What the watcher saw: a rescan is due soon, directories that changed.
@@ -231,7 +231,7 @@ impl Tail {
 
     fn read_container(&mut self, i: usize) -> bool {
         let c = &mut self.containers[i];
-        let budget = (self.settings.read_budget_bytes / c.streams.len().max(1)).max(1) as u64;
+        let budget = (self.settings.read_budget_bytes / c.cursors.len().max(1)).max(1) as u64;
         let mut ctx = Ctx {
             files: &mut c.files,
             meta: &c.meta,
@@ -242,7 +242,7 @@ impl Tail {
             recent: self.settings.recent.as_deref(),
         };
         let mut progress = false;
-        for s in &mut c.streams {
+        for s in &mut c.cursors {
             let Some(outlet) = self.outlets.get_mut(&s.drain) else {
                 continue;
             };
@@ -274,16 +274,16 @@ impl Tail {
         self.routes.drains.clear();
     }
 
-    /// Every stream's acknowledged position, live and dormant.
-    fn positions(&self) -> BTreeMap<StreamKey, Position> {
-        let mut out: BTreeMap<StreamKey, Position> = self
+    /// Every cursor's acknowledged position, live and dormant.
+    fn positions(&self) -> BTreeMap<CursorKey, Position> {
+        let mut out: BTreeMap<CursorKey, Position> = self
             .dormant
             .iter()
             .filter_map(|(k, c)| Some((k.clone(), c.get()?)))
             .collect();
         for c in &self.containers {
-            for s in &c.streams {
-                if let Some(p) = s.cursor.get() {
+            for s in &c.cursors {
+                if let Some(p) = s.acked.get() {
                     out.insert((c.key.clone(), s.drain.clone()), p);
                 }
             }
@@ -329,11 +329,11 @@ impl Tail {
     fn report_lag(&self) {
         let mut lag: BTreeMap<&str, u64> = self.outlets.keys().map(|k| (k.as_str(), 0)).collect();
         for c in &self.containers {
-            for s in &c.streams {
+            for s in &c.cursors {
                 // From what the drain acknowledged (what a restart would resume from); with
                 // nothing acknowledged yet, from the start of the files.
                 let (seq, offset) = s
-                    .cursor
+                    .acked
                     .get()
                     .and_then(|p| {
                         let f = c.files.files.iter().find(|f| f.id == p.acked_end.file)?;
@@ -364,7 +364,7 @@ impl Tail {
     }
 
     /// Swap the routing table: unchanged drains keep everything; a drain with a new generation
-    /// gets a fresh outlet and its streams rewind to their acknowledged cursors.
+    /// gets a fresh outlet and its cursors rewind to their acknowledged cursors.
     fn apply(&mut self, routes: Routes) {
         for (name, endpoint) in &routes.drains {
             match self.outlets.get_mut(name) {
@@ -378,7 +378,7 @@ impl Tail {
                 }
                 None => {
                     self.outlets.insert(name.clone(), Outlet::new(endpoint.clone()));
-                    // A drain removed and added again before the rescan that parks its streams
+                    // A drain removed and added again before the rescan that parks its cursors
                     // still has them, read past the batches its old outlet and channel held:
                     // they go back to what the drain acknowledged. (A new drain has none.)
                     self.rewind(name);

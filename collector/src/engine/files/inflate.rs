@@ -7,7 +7,8 @@
 //! * a collector that was down, or a drain that lagged, holds a checkpoint into a file that has
 //!   been compressed since: that file and the compressed files after it are read, so the drain
 //!   resumes where it was (when the checkpointed file is gone altogether, every compressed file
-//!   is newer than it, and all are read) — [`FileSet::inflate`];
+//!   is newer than it, and all are read) — [`FileSet::inflate`], which only takes those files
+//!   out of history and leaves the reading to the one path below;
 //! * a file was rotated and compressed between two looks (a fast writer on a busy node: Docker
 //!   compresses a rotated file at once), so it was never seen uncompressed: every compressed file
 //!   that appears is recognised by its head as a file known (or remembered as a ghost), else it
@@ -17,9 +18,11 @@
 //!   rotated before the engine first looked).
 //!
 //! Invariants: inflated entries have no path and no inode of their own (`dev_ino` is `(0, 0)`),
-//! so they are forgotten once no stream needs them; they are numbered in the compressed files'
-//! order (after the entry of the compressed file before them, else before every file on disk); a compressed file whose content is readable already
-//! (inflated before, or its original still on disk) is not inflated (recognised by its head);
+//! so they are forgotten once no cursor needs them; they are numbered by their first record's
+//! time (see `order`), else in the compressed files' order (after the entry of the compressed
+//! file before them, else before every file on disk); a compressed file whose content is known
+//! already (inflated before, or its original still on disk) is not inflated (recognised by its
+//! head); there is one way to read one (`take_missed`);
 //! a compressed file is looked at once (by device, inode and size: renames keep them).
 
 use std::{
@@ -33,7 +36,7 @@ use std::{
 
 use flate2::read::MultiGzDecoder;
 
-use super::{Changes, FileSet, Tracked, identity};
+use super::{Changes, FileSet, State, Tracked, identity, order};
 use crate::pipeline::FileId;
 
 /// Listings in a row that must miss a compressed file looked at before it is forgotten (a
@@ -58,6 +61,9 @@ pub struct Compressed {
     history_before: Option<SystemTime>,
     /// Whether the first look was taken.
     primed: bool,
+    /// Compressed files (by device, inode and size) that are never history: they hold lines
+    /// a checkpoint still wants (see [`FileSet::inflate`]).
+    not_history: Vec<(u64, u64, u64)>,
     /// Compressed files looked at, by device, inode and size: the entry whose content each one
     /// holds (if known, for numbering files around it), and how many listings in a row missed it.
     seen: HashMap<(u64, u64, u64), Looked>,
@@ -103,6 +109,9 @@ struct Listed<'a> {
     modified: SystemTime,
 }
 
+/// Device, inode and size: what a compressed file is known by (renames keep them).
+type Key = (u64, u64, u64);
+
 /// The key a compressed file is looked at by: device, inode and size (renames keep them).
 fn key_of(meta: &std::fs::Metadata) -> (u64, u64, u64) {
     (meta.dev(), meta.ino(), meta.len())
@@ -126,48 +135,42 @@ impl Listed<'_> {
 }
 
 impl FileSet {
-    /// Inflate, into temporary files in `spill`, the earliest of the `compressed` files (oldest
-    /// first) that starts like one of `wanted` (checkpointed files not on disk) and the ones
-    /// after it; when none does, the checkpointed files are gone altogether (the runtime deletes
-    /// the oldest first), so every compressed file is newer than them and all are inflated.
-    /// Files whose content is readable already are skipped. How many were inflated.
-    pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> io::Result<usize> {
+    /// Read the compressed files that hold lines of checkpointed files not on disk (`wanted`):
+    /// the earliest of the `compressed` files (oldest first) that starts like one of them, and
+    /// the ones after it; when none does, the checkpointed files are gone altogether (the
+    /// runtime deletes the oldest first), so every compressed file is newer than them and all
+    /// are read. They are read the one way every compressed file is ([`FileSet::take_missed`]):
+    /// those taken for history at the first look are looked at again, and one whose content is
+    /// known already is not inflated.
+    pub fn inflate(&mut self, compressed: &[PathBuf], wanted: &[FileId], spill: &Path) -> Changes {
         // Each file is opened once (a rename cannot swap it between looks), and its head
         // inflated once (a failure to read one counts as no match).
-        let opened: Vec<Option<File>> = compressed
+        let heads: Vec<Option<(Key, Vec<u8>)>> = compressed
             .iter()
-            .map(|p| super::open_log(p).ok().map(|(f, _)| f))
-            .collect();
-        let heads: Vec<Vec<u8>> = opened
-            .iter()
-            .map(|f| match f.as_ref().map(inflated_head) {
-                Some((head, None)) => head,
-                _ => Vec::new(),
+            .map(|p| {
+                let (file, meta) = super::open_log(p).ok()?;
+                match inflated_head(&file) {
+                    (head, None) => Some((key_of(&meta), head)),
+                    _ => None,
+                }
             })
             .collect();
         let first = heads
             .iter()
-            .position(|h| wanted.iter().any(|id| starts_with(h, id)))
+            .position(|h| {
+                h.as_ref()
+                    .is_some_and(|(_, head)| wanted.iter().any(|id| starts_with(head, id)))
+            })
             .unwrap_or(0);
-        // Each compressed file's entry if its content is readable already: inflated before, or
-        // still on disk uncompressed (the runtime removes the original once the `.gz` is whole).
-        let mut entries: Vec<Option<u64>> = heads.iter().map(|h| self.readable_as(h)).collect();
-        let on_disk = self.files.iter().find(|f| f.path.is_some()).map(|f| f.seq);
-        let mut count = 0;
-        // Newest first, each numbered just before its successor, so they end up in order.
-        for j in (first..compressed.len()).rev() {
-            if entries[j].is_some() {
-                continue;
-            }
-            let before = entries[j + 1..].iter().flatten().next().copied().or(on_disk);
-            let Some(file) = &opened[j] else { continue };
-            if let Some(seq) = self.inflate_entry(&compressed[j], file, before, spill)? {
-                entries[j] = Some(seq);
-                count += 1;
-            }
-        }
-        self.seal();
-        Ok(count)
+        let keys: Vec<Key> = heads[first..].iter().flatten().map(|(key, _)| *key).collect();
+        let looked = &mut self.compressed;
+        looked
+            .seen
+            .retain(|key, l| l.seq.is_some() || !keys.contains(key));
+        looked.not_history.extend(keys);
+        let mut changes = Changes::default();
+        self.take_missed(compressed, spill, &mut changes);
+        changes
     }
 
     /// Look at the compressed files of a listing (oldest first) not looked at before, and read
@@ -284,10 +287,10 @@ impl FileSet {
                     .or(after);
                 continue;
             };
-            let seq = match after {
-                Some(after) => self.seq_after(after),
-                None => self.seq_for(on_disk),
-            };
+            let seq = self.seq_for_inflated(order::file_first_time(&file.0), |set| match after {
+                Some(after) => set.seq_after(after),
+                None => set.seq_for(on_disk),
+            });
             tracing::info!(
                 path = %l.path.display(),
                 seq,
@@ -324,7 +327,8 @@ impl FileSet {
         compressed.primed = true;
         let history_before = compressed.history_before;
         for l in listed {
-            if history_before.is_none_or(|before| l.modified < before) {
+            let history = history_before.is_none_or(|before| l.modified < before);
+            if history && !compressed.not_history.contains(&l.key) {
                 tracing::debug!(path = %l.path.display(), "compressed log is history");
                 compressed.seen.insert(l.key, Looked { seq: None, misses: 0 });
             }
@@ -359,41 +363,9 @@ impl FileSet {
         })
     }
 
-    /// Inflate the compressed `file` (at `path`) into `spill` and track it, numbered before `before`
-    /// (sealed: nothing writes it). `None`: it holds nothing (an empty head would match any file).
-    fn inflate_entry(
-        &mut self,
-        path: &Path,
-        file: &File,
-        before: Option<u64>,
-        spill: &Path,
-    ) -> io::Result<Option<u64>> {
-        let inflated = inflated(file, spill)?;
-        if inflated.2 == 0 {
-            return Ok(None);
-        }
-        let seq = self.seq_for(before);
-        tracing::debug!(path = %path.display(), seq, size = inflated.2, "inflated a compressed log");
-        self.track_inflated(inflated, seq);
-        Ok(Some(seq))
-    }
-
     /// Track an inflated file as `seq` (sealed: nothing writes it).
     fn track_inflated(&mut self, (fd, id, size): Inflated, seq: u64) {
-        self.insert(Tracked {
-            sealed: true,
-            ..Tracked::new(id, seq, fd, size)
-        });
-    }
-
-    /// The readable entry (on disk, held open, or inflated) whose file starts with `head` (a
-    /// compressed file's first bytes), if any.
-    fn readable_as(&self, head: &[u8]) -> Option<u64> {
-        self.files
-            .iter()
-            .filter(|f| f.path.is_some() || f.fd.is_some())
-            .find(|f| starts_with(head, &f.id))
-            .map(|f| f.seq)
+        self.insert(Tracked::new(id, seq, fd, size, State::NEW_INFLATED));
     }
 }
 

@@ -1,8 +1,10 @@
 //! Taking new files into a [`FileSet`]: numbering them in age order, passing over copies, and
 //! withdrawing them when the directory changed under the look.
 //!
-//! Invariant: a new file is numbered between the files the listing puts around it, and only
-//! from a look that still holds once it is open (see [`FileSet::take_new`]).
+//! Invariant: a new file is numbered between the files whose first records are older and newer
+//! than its own (see `order`), or, where that does not decide, between the files the listing
+//! puts around it; and only from a look that still holds once it is open (see
+//! [`FileSet::take_new`]).
 
 use std::{
     fs::File,
@@ -11,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Changes, FileSet, Tracked, identity, open_log};
+use super::{Changes, FileSet, State, Tracked, identity, open_log};
 use crate::engine::discover::Listing;
 
 /// The gap between the sequence numbers of files found in order, so that a file found late
@@ -32,9 +34,9 @@ impl FileSet {
     /// truncated (`detect_truncation`). Any other is tailed, even one that sorts before a known
     /// file (a listing taken during a rename can miss a file once): late, but not lost.
     ///
-    /// The new files are numbered by the listing's order, passing over the `empty` files and the
-    /// copies. That order holds only if those are still empty and still copies once the new files
-    /// are open: copy-truncate may have truncated a copy's original in between, and then the copy
+    /// The new files are numbered by their first records' times (see `order`), else by the
+    /// listing's order, passing over the `empty` files and the copies. That look holds only if
+    /// those are still empty and still copies once the new files are open: copy-truncate may have truncated a copy's original in between, and then the copy
     /// holds the only old content while the file just opened holds new lines. If one is not,
     /// the new files are withdrawn and taken again from the next listing.
     pub(super) fn take_new(
@@ -106,7 +108,7 @@ impl FileSet {
             || self
                 .files
                 .iter()
-                .filter(|f| !f.truncated_once)
+                .filter(|f| f.state.claims_inode())
                 .filter_map(|f| f.fd.as_ref())
                 .any(starts_alike)
             || later
@@ -138,12 +140,14 @@ impl FileSet {
             tracing::trace!(path = %path.display(), "new file's first line is not complete yet");
             return Ok(Added::Later);
         }
-        let seq = self.seq_for(before);
-        tracing::debug!(path = %path.display(), seq, "new log file");
+        let tracked = Tracked::new(id, 0, fd, meta.len(), State::NEW_ON_DISK);
+        let seq = self.seq_for_new(tracked.first_time, before);
+        tracing::debug!(path = %path.display(), seq, first_time = ?tracked.first_time, "new log file");
         self.insert(Tracked {
+            seq,
             path: Some(path.to_owned()),
             dev_ino,
-            ..Tracked::new(id, seq, fd, meta.len())
+            ..tracked
         });
         Ok(Added::Yes(seq))
     }

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Changes, FileSet, identity, open_log};
+use super::{Action, Changes, FileSet, Observation, State, identity, open_log};
 
 impl FileSet {
     /// A file that shrank or whose head changed was truncated in place (copy-truncate). Its old
@@ -19,7 +19,7 @@ impl FileSet {
             let f = &self.files[i];
             let Some(fd) = &f.fd else { continue };
             let now = fd.metadata().map(|m| m.len()).unwrap_or(0);
-            // (A deleted file is checked too: a stream may be waiting at its end for the verdict.)
+            // (A deleted file is checked too: a cursor may be waiting at its end for the verdict.)
             let intact = now >= f.size && identity::same_head(fd, &f.id).unwrap_or(false);
             if intact {
                 continue;
@@ -45,31 +45,20 @@ impl FileSet {
                     .iter_mut()
                     .filter(|f| f.dev_ino == (meta.dev(), meta.ino()))
                 {
-                    stale.path = None;
-                    stale.dev_ino = (0, 0);
+                    stale.observe(Observation::InodeReused, None, None);
                 }
             }
             let f = &mut self.files[i];
-            match copy {
-                Some((path, fd, meta)) => {
-                    tracing::debug!(seq = f.seq, copy = %path.display(), size = meta.len(), "file truncated in place; reading its old content from the copy");
-                    f.path = Some(path);
-                    f.dev_ino = (meta.dev(), meta.ino());
-                    f.size = meta.len();
-                    f.fd = Some(fd);
-                    f.truncated_once = false;
-                }
-                // The listing may predate the copy: look again at the next rescan first.
-                None if !f.truncated_once => {
-                    tracing::debug!(seq = f.seq, "file truncated in place; looking for its copy");
-                    f.truncated_once = true;
-                }
-                None => {
-                    changes.truncated_lost.push((f.seq, f.size));
-                    f.path = None;
-                    f.fd = None;
-                    f.dev_ino = (0, 0);
-                }
+            let obs = match copy {
+                Some(_) => Observation::TruncatedCopyFound,
+                None => Observation::TruncatedNoCopy,
+            };
+            // The listing may predate the copy: the state machine looks once more first.
+            let (size, step) = (f.size, f.observe(obs, None, copy));
+            if step.actions.contains(&Action::CountLoss) {
+                changes.truncated_lost.push((f.seq, size));
+            } else if matches!(f.state, State::Truncated { .. }) {
+                tracing::debug!(seq = f.seq, "file truncated in place; looking for its copy");
             }
         }
     }
@@ -88,8 +77,7 @@ impl FileSet {
         let same = meta.len() >= f.size && identity::same_head(&fd, &f.id).unwrap_or(false);
         if !same {
             tracing::debug!(seq = f.seq, path = %path.display(), "inode reused by another file");
-            f.path = None;
-            f.dev_ino = (0, 0);
+            f.observe(Observation::InodeReused, None, None);
         }
         Some(same)
     }

@@ -1,14 +1,14 @@
-//! The rescan: bring containers, their files and their streams up to date with the routes and
+//! The rescan: bring containers, their files and their cursors up to date with the routes and
 //! the disk.
 //!
 //! Invariants:
-//! * a new stream resumes from its checkpointed cursor when there is one, else starts at the
+//! * a new cursor resumes from its checkpointed cursor when there is one, else starts at the
 //!   beginning of its container's oldest file;
 //! * a checkpointed file that is gone is a loss that is counted (one event: its lines are
 //!   unknown) and logged with the drain's name;
-//! * a deleted file stays open while a stream still needs it, up to [`MAX_DELETED_OPEN`] per
-//!   container; closing one a stream had not finished counts the lines that stream loses;
-//! * a finishing container is forgotten only once every stream read to the end of its newest
+//! * a deleted file stays open while a cursor still needs it, up to [`MAX_DELETED_OPEN`] per
+//!   container; closing one a cursor had not finished counts the lines that cursor loses;
+//! * a finishing container is forgotten only once every cursor read to the end of its newest
 //!   file as a fresh `fstat` finds it, and its drain acknowledged all of it, or all that is left
 //!   is an unterminated last line that stayed unchanged for `unterminated_quiet` (counted once as
 //!   `unterminated_line`; the cursors' `acked_end` moves past it, their `resume` stays at its
@@ -33,18 +33,19 @@ use sluice_api::node_config::Stream;
 use super::{Container, Tail};
 use crate::{
     engine::{
+        cursor::{Loc, ReadCursor},
         discover,
         files::FileSet,
+        lifecycle::{Action, Observation},
         parse::Format,
         read,
         report::Reporter,
         route::{self, Desired},
-        stream::{Loc, StreamState},
     },
     pipeline::{ContainerMeta, FileId, Position},
 };
 
-/// Deleted files kept open per container for streams that still need them.
+/// Deleted files kept open per container for cursors that still need them.
 pub const MAX_DELETED_OPEN: usize = 8;
 
 /// Fresh listings taken before a checkpointed file counts as gone, and the pause between them.
@@ -54,7 +55,7 @@ const RELIST_MAX: usize = 100;
 const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Tail {
-    /// Resolve the routes, update every container's files and streams, forget finished ones.
+    /// Resolve the routes, update every container's files and cursors, forget finished ones.
     pub(super) fn rescan(&mut self) {
         let sources = &self.settings.sources;
         let selectors = !self.routes.selectors.is_empty();
@@ -95,13 +96,13 @@ impl Tail {
                     }
                     self.containers.push(new_container(key, d, self.history_before));
                     let i = self.containers.len() - 1;
-                    // Before its streams exist, nothing may be released.
+                    // Before its cursors exist, nothing may be released.
                     let spill = &self.settings.state_dir;
                     soon |= refresh_files(&mut self.containers[i], &mut self.rep, spill, false);
                     i
                 }
             };
-            self.sync_streams(i, d);
+            self.sync_cursors(i, d);
         }
         for c in &mut self.containers {
             soon |= refresh_files(c, &mut self.rep, &self.settings.state_dir, true);
@@ -118,26 +119,26 @@ impl Tail {
         self.rep.emitter.open_files(open as u64);
     }
 
-    /// Make the container's streams match its drains: new pairs start from their dormant cursor
+    /// Make the container's cursors match its drains: new pairs start from their dormant cursor
     /// or the oldest file; pairs no longer routed become dormant.
-    fn sync_streams(&mut self, i: usize, d: &Desired) {
+    fn sync_cursors(&mut self, i: usize, d: &Desired) {
         let c = &mut self.containers[i];
         let (keep, gone): (Vec<_>, Vec<_>) =
-            c.streams.drain(..).partition(|s| d.drains.contains_key(&s.drain));
-        c.streams = keep;
+            c.cursors.drain(..).partition(|s| d.drains.contains_key(&s.drain));
+        c.cursors = keep;
         for s in gone {
-            self.dormant.insert((c.key.clone(), s.drain), s.cursor);
+            self.dormant.insert((c.key.clone(), s.drain), s.acked);
         }
         let resuming: Vec<Position> = d
             .drains
             .keys()
-            .filter(|drain| !c.streams.iter().any(|s| s.drain == **drain))
+            .filter(|drain| !c.cursors.iter().any(|s| s.drain == **drain))
             .filter_map(|drain| self.dormant.get(&(c.key.clone(), drain.clone())))
             .filter_map(|cursor| cursor.get())
             .collect();
         find_checkpointed(c, &resuming, &self.settings.state_dir, &mut self.rep);
         for (drain, wanted) in &d.drains {
-            if let Some(s) = c.streams.iter_mut().find(|s| s.drain == *drain) {
+            if let Some(s) = c.cursors.iter_mut().find(|s| s.drain == *drain) {
                 s.wanted = *wanted;
                 continue;
             }
@@ -145,20 +146,20 @@ impl Tail {
                 .dormant
                 .remove(&(c.key.clone(), drain.clone()))
                 .unwrap_or_default();
-            let mut s = StreamState::new(drain.clone(), *wanted, Arc::clone(&cursor), Loc::START);
+            let mut s = ReadCursor::new(drain.clone(), *wanted, Arc::clone(&cursor), Loc::START);
             match cursor.get() {
                 Some(position) => seek_to(&mut c.files, &c.meta, &mut s, position, &mut self.rep),
                 None => s.seek(oldest(&c.files), None),
             }
-            c.streams.push(s);
+            c.cursors.push(s);
         }
     }
 
-    /// Rewind every stream of `drain` to its acknowledged cursor (its drain was re-created).
+    /// Rewind every cursor of `drain` to its acknowledged cursor (its drain was re-created).
     pub(super) fn rewind(&mut self, drain: &str) {
         for c in &mut self.containers {
-            for s in c.streams.iter_mut().filter(|s| s.drain == drain) {
-                match s.cursor.get() {
+            for s in c.cursors.iter_mut().filter(|s| s.drain == drain) {
+                match s.acked.get() {
                     Some(position) => seek_to(&mut c.files, &c.meta, s, position, &mut self.rep),
                     None => s.seek(oldest(&c.files), None),
                 }
@@ -166,7 +167,7 @@ impl Tail {
         }
     }
 
-    /// Forget finishing containers that every stream read to the end, as the files are now, and
+    /// Forget finishing containers that every cursor read to the end, as the files are now, and
     /// whose drains acknowledged everything handed to them. An unterminated last line left in
     /// the newest file, unchanged for `unterminated_quiet`, does not keep one alive: it is
     /// counted once and acknowledged past (see [`acknowledge_unterminated`]).
@@ -204,7 +205,7 @@ impl Tail {
             // A runtime split whose last fragment never came (the container died mid-line) does
             // not keep a finished container alive: the piece is counted and dropped.
             let unfinished = c
-                .streams
+                .cursors
                 .iter()
                 .flat_map(|s| &s.pending)
                 .filter(|p| p.start.is_some())
@@ -213,8 +214,8 @@ impl Tail {
                 let detail = "the container finished in the middle of a split line";
                 self.rep.input_once(&c.dir, "unterminated_line", &detail);
             }
-            for s in c.streams {
-                self.dormant.insert((c.key.clone(), s.drain), s.cursor);
+            for s in c.cursors {
+                self.dormant.insert((c.key.clone(), s.drain), s.acked);
             }
             let forgotten = Forgotten::new(&c.dir, c.format, self.settings.rescan_interval);
             self.finished.insert(c.key, forgotten);
@@ -301,21 +302,21 @@ pub(super) struct FileLook {
     modified: Option<SystemTime>,
 }
 
-/// How far a finishing container's streams are from its end.
+/// How far a finishing container's cursors are from its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Progress {
-    /// Every stream read to the end of the newest file, and its drain acknowledged all of it.
+    /// Every cursor read to the end of the newest file, and its drain acknowledged all of it.
     Done,
-    /// Every stream's drain acknowledged all it was handed, and all a stream has left to read is
+    /// Every cursor's drain acknowledged all it was handed, and all a cursor has left to read is
     /// an unterminated last line of the newest file (as it looked then).
     Unterminated(FileLook),
     /// Something is still to be read or acknowledged.
     Busy,
 }
 
-/// Whether every stream of `c` has read to the end of its newest file, as a fresh `fstat` of
+/// Whether every cursor of `c` has read to the end of its newest file, as a fresh `fstat` of
 /// that file says, and its drain acknowledged everything it was handed. Flags a read set earlier
-/// do not count: a file may have grown since, or a stream may not have been read at all while
+/// do not count: a file may have grown since, or a cursor may not have been read at all while
 /// its drain's channel was full.
 fn progress(c: &mut Container) -> Progress {
     let Some(newest) = c.files.files.last_mut() else {
@@ -333,10 +334,10 @@ fn progress(c: &mut Container) -> Progress {
         }
     }
     let (seq, size) = (newest.seq, newest.size);
-    if !c.streams.iter().all(|s| s.at.seq == seq && s.settled()) {
+    if !c.cursors.iter().all(|s| s.at.seq == seq && s.settled()) {
         return Progress::Busy;
     }
-    let Some(from) = c.streams.iter().map(|s| s.at.offset).min() else {
+    let Some(from) = c.cursors.iter().map(|s| s.at.offset).min() else {
         return Progress::Done;
     };
     if from >= size {
@@ -360,7 +361,7 @@ fn progress(c: &mut Container) -> Progress {
 }
 
 /// Count the unterminated last line of a finished container's newest file (as `look` found it)
-/// once as `unterminated_line`, and acknowledge it for every stream: each cursor's `acked_end`
+/// once as `unterminated_line`, and acknowledge it for every cursor: each cursor's `acked_end`
 /// moves past it, so a restart does not count it again, while its `resume` stays at the line's
 /// start, so a line the file completes after all (it grows, and the container is read again)
 /// is delivered whole.
@@ -374,12 +375,12 @@ fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
         offset: look.len,
     };
     let counted_before = c
-        .streams
+        .cursors
         .iter()
-        .any(|s| s.cursor.get().is_some_and(|p| p.acked_end == end.pos()));
-    // A stream discarding a line too long to buffer counted that line as garbage already.
+        .any(|s| s.acked.get().is_some_and(|p| p.acked_end == end.pos()));
+    // A cursor discarding a line too long to buffer counted that line as garbage already.
     let from = c
-        .streams
+        .cursors
         .iter()
         .filter(|s| !s.discarding)
         .map(|s| s.at.offset)
@@ -391,8 +392,8 @@ fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
         let detail = format_args!("{bytes} bytes without a newline at the end of a finished container's log");
         rep.input(&path, "unterminated_line", 1, &detail);
     }
-    for s in c.streams.iter().filter(|s| s.at.offset < end.offset) {
-        s.cursor.ack(Position {
+    for s in c.cursors.iter().filter(|s| s.at.offset < end.offset) {
+        s.acked.ack(Position {
             resume: s.resume_from(s.at).pos(),
             acked_end: end.pos(),
         });
@@ -408,7 +409,7 @@ fn new_container(key: &str, d: &Desired, history_before: std::time::SystemTime) 
         format: d.format,
         meta: d.meta.clone(),
         files: FileSet::new(history_before),
-        streams: Vec::new(),
+        cursors: Vec::new(),
         hw: Loc::START,
         delivered: [Loc::START; 2],
         finishing: !d.running,
@@ -426,7 +427,7 @@ fn oldest(files: &FileSet) -> Loc {
 }
 
 /// Position `s` at a checkpointed position.
-fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut StreamState, p: Position, rep: &mut Reporter) {
+fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut ReadCursor, p: Position, rep: &mut Reporter) {
     if let Some((resume, skip)) = locate(files, p) {
         s.seek(resume, skip);
         return;
@@ -438,12 +439,12 @@ fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut StreamState, p: P
     );
     s.seek(oldest(files), None);
     // The loss is counted now; a stop before the first acknowledgement must not count it again.
-    s.cursor.reset();
+    s.acked.reset();
     let detail = "the file its checkpoint points into is gone; continuing with the oldest file";
     rep.dropped(&s.drain, whose, "rotated_away", 1, &detail);
 }
 
-/// Make the files of checkpointed positions `resuming` known before streams resume from them.
+/// Make the files of checkpointed positions `resuming` known before cursors resume from them.
 /// A file missing from a listing is looked for in fresh listings a few times (a listing taken
 /// while the runtime renames files can miss one); one still missing may have been compressed
 /// meanwhile, and is then read from its compressed form (inflated into `spill`), with the
@@ -457,7 +458,7 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
             return;
         }
         std::thread::sleep(RELIST_PAUSE);
-        // The streams being placed are not among the container's yet: release nothing.
+        // The cursors being placed are not among the container's yet: release nothing.
         if !refresh_files(c, rep, spill, false) {
             held += 1;
         }
@@ -472,17 +473,26 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
         Ok(listing) if !listing.compressed.is_empty() => listing.compressed,
         _ => return,
     };
-    match c.files.inflate(&compressed, &missing, spill) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            container = %c.key,
-            files = n,
-            "a checkpointed file was compressed or deleted meanwhile: reading the compressed files after it"
-        ),
-        Err(e) => {
-            let detail = format!("cannot inflate a compressed log into the state directory: {e}");
-            rep.input_once(&c.dir, "unreadable_file", &detail);
+    // A compressed file still being written (or renamed meanwhile) is looked at again, a few
+    // times, before the cursors are placed.
+    let mut read = 0;
+    for _ in 0..RELIST_MAX {
+        let changes = c.files.inflate(&compressed, &missing, spill);
+        read += changes.added.len();
+        for (path, why) in &changes.unreadable {
+            rep.input_once(path, "unreadable_file", why);
         }
+        if !changes.deferred {
+            break;
+        }
+        std::thread::sleep(RELIST_PAUSE);
+    }
+    if read > 0 {
+        tracing::info!(
+            container = %c.key,
+            files = read,
+            "a checkpointed file was compressed or deleted meanwhile: reading the compressed files after it"
+        );
     }
 }
 
@@ -507,7 +517,7 @@ fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
 }
 
 /// List the container's directory and update its files (inflating into `spill` compressed files
-/// never seen); react to truncation and deletion; with `release`, close what no stream needs. `true` if a new file was left for the next
+/// never seen); react to truncation and deletion; with `release`, close what no cursor needs. `true` if a new file was left for the next
 /// rescan.
 fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: bool) -> bool {
     let listing = match discover::list(&c.dir, c.format) {
@@ -528,14 +538,14 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
         container = %c.key,
         listed = listing.files.len(),
         files = ?c.files.files.iter().map(|f| (f.seq, f.fd.is_some(), f.path.is_some(), f.size)).collect::<Vec<_>>(),
-        streams = ?c.streams.iter().map(|s| (s.at.seq, s.at.offset)).collect::<Vec<_>>(),
+        streams = ?c.cursors.iter().map(|s| (s.at.seq, s.at.offset)).collect::<Vec<_>>(),
         "rescanned"
     );
     for (path, why) in &changes.unreadable {
         rep.input_once(path, "unreadable_file", why);
     }
     for path in &changes.lost_compressed {
-        for s in &c.streams {
+        for s in &c.cursors {
             let detail = format!(
                 "the compressed log {} held lines never read, and cannot be inflated",
                 path.display()
@@ -545,7 +555,7 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
     }
     for &(seq, size) in &changes.truncated_lost {
         for s in c
-            .streams
+            .cursors
             .iter()
             .filter(|s| s.at.seq < seq || (s.at.seq == seq && s.at.offset < size))
         {
@@ -560,10 +570,10 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
     }
     if release {
         let needed_from = c
-            .streams
+            .cursors
             .iter()
             .map(|s| {
-                let acked = s.cursor.get().and_then(|p| {
+                let acked = s.acked.get().and_then(|p| {
                     c.files
                         .files
                         .iter()
@@ -580,7 +590,7 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
     changes.deferred
 }
 
-/// Close the oldest deleted files beyond the cap, counting what lagging streams lose.
+/// Close the oldest deleted files beyond the cap, counting what lagging cursors lose.
 fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
     loop {
         let deleted: Vec<u64> = c
@@ -594,12 +604,14 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
             return;
         }
         let seq = deleted[0];
-        let Some(f) = c.files.get(seq) else { return };
+        let Some(f) = c.files.get_mut(seq) else { return };
+        let step = f.observe(Observation::OverOpenCap, None, None);
         let fd = f.fd.as_ref().expect("invariant: filtered on an open descriptor");
         let mut lost: BTreeMap<String, u64> = BTreeMap::new();
-        for s in c.streams.iter().filter(|s| s.at.seq <= seq) {
+        let counted = step.actions.contains(&Action::CountLoss);
+        for s in c.cursors.iter().filter(|s| counted && s.at.seq <= seq) {
             let from = if s.at.seq == seq { s.at.offset } else { 0 };
-            // A stream at the file's end loses nothing; an unreadable rest counts as one line.
+            // A cursor at the file's end loses nothing; an unreadable rest counts as one line.
             let n = count_lines(fd, from).unwrap_or(1);
             if n > 0 {
                 *lost.entry(s.drain.clone()).or_default() += n;
@@ -614,6 +626,8 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
                 &"a deleted file was closed before this drain read it (too many deleted files held open)",
             );
         }
+        // Only files held open off disk are listed above, and each of those is forgotten.
+        debug_assert!(step.actions.contains(&Action::Forget));
         c.files.files.retain(|f| f.seq != seq);
     }
 }

@@ -1,4 +1,5 @@
-//! One (container, drain) stream: where it reads, the lines it is re-joining, and its cursor.
+//! The read cursor of one (container, drain) pair: where it reads, the lines it is re-joining,
+//! and the position its drain acknowledged.
 //!
 //! Invariants:
 //! * `at` is always at the start of a physical line (just past a newline, or offset 0);
@@ -106,15 +107,15 @@ impl Pending {
     }
 }
 
-/// One (container, drain) stream.
+/// One (container, drain) cursor.
 #[derive(Debug)]
-pub struct StreamState {
+pub struct ReadCursor {
     /// The drain's name.
     pub drain: String,
     /// Which output streams it takes.
     pub wanted: Wanted,
-    /// The acknowledgement cursor shared with the drain.
-    pub cursor: Arc<Cursor>,
+    /// The acknowledged position, shared with the drain (saved in the checkpoint).
+    pub acked: Arc<Cursor>,
     /// Where the next read starts.
     pub at: Loc,
     /// Skip lines completing at or before this (already delivered before a restart or rewind).
@@ -123,18 +124,18 @@ pub struct StreamState {
     pub pending: [Pending; 2],
     /// The next newline ends a physical line too long to buffer: discard up to it.
     pub discarding: bool,
-    /// The last position put in a batch for this stream (its drain has not necessarily
+    /// The last position put in a batch for this cursor (its drain has not necessarily
     /// acknowledged it yet).
     pub marked: Option<Position>,
 }
 
-impl StreamState {
-    /// A stream reading from `at`.
-    pub fn new(drain: String, wanted: Wanted, cursor: Arc<Cursor>, at: Loc) -> Self {
+impl ReadCursor {
+    /// A cursor reading from `at`.
+    pub fn new(drain: String, wanted: Wanted, acked: Arc<Cursor>, at: Loc) -> Self {
         Self {
             drain,
             wanted,
-            cursor,
+            acked,
             at,
             skip_until: None,
             pending: Default::default(),
@@ -143,14 +144,14 @@ impl StreamState {
         }
     }
 
-    /// Whether the drain acknowledged everything handed to it for this stream.
+    /// Whether the drain acknowledged everything handed to it for this cursor.
     pub fn settled(&self) -> bool {
-        self.marked.is_none_or(|m| self.cursor.get() == Some(m))
+        self.marked.is_none_or(|m| self.acked.get() == Some(m))
     }
 
     /// Read again from `at`, skipping lines that complete at or before `skip_until`.
     pub fn seek(&mut self, at: Loc, skip_until: Option<Loc>) {
-        tracing::debug!(drain = %self.drain, seq = at.seq, offset = at.offset, skip_until = ?skip_until.map(|s| (s.seq, s.offset)), "stream seeks");
+        tracing::debug!(drain = %self.drain, seq = at.seq, offset = at.offset, skip_until = ?skip_until.map(|s| (s.seq, s.offset)), "cursor seeks");
         self.at = at;
         self.skip_until = skip_until.filter(|s| !s.le(&at));
         for p in &mut self.pending {
