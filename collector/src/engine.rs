@@ -82,6 +82,12 @@ pub struct EngineSettings {
     /// How long the unterminated last line of a finished container's newest file must stay
     /// unchanged before it is counted as `unterminated_line` and the container forgotten (5 s).
     pub unterminated_quiet: Duration,
+    /// How long a rotated CRI file is still read after a newer file was found, before a cursor
+    /// at its end moves on (5 s). containerd swaps its writer at a rotation while the old one
+    /// still holds up to 4 KiB of each output stream, which it writes to the rotated file after
+    /// lines went to the new one; Docker closes its file before it rotates, so its files are
+    /// left at once.
+    pub rotate_wait: Duration,
     /// Where each line read for the first time is also kept (for `kubectl sluice logs`).
     pub recent: Option<Arc<crate::recent::Recent>>,
 }
@@ -98,6 +104,7 @@ impl EngineSettings {
             checkpoint_interval: Duration::from_secs(1),
             read_budget_bytes: 256 * 1024,
             unterminated_quiet: Duration::from_secs(5),
+            rotate_wait: Duration::from_secs(5),
             recent: None,
         }
     }

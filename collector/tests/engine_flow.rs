@@ -547,6 +547,52 @@ fn cri_partial_lines_across_a_rotation_and_a_restart_arrive_whole() {
     engine.join();
 }
 
+/// containerd's old writer goroutine still holds up to 4 KiB of a stream's output when the
+/// kubelet's rotation swaps writers, and writes it to the rotated file after lines have gone to
+/// the new one. Those late lines arrive like any other: a rotated CRI file is read for
+/// `rotate_wait` after the newer one was found, and only then do cursors move on.
+#[test]
+fn lines_written_to_a_rotated_cri_file_after_the_new_file_has_lines_arrive() {
+    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
+    let node = Node::new();
+    let mut settings = node.settings();
+    settings.rotate_wait = Duration::from_secs(2);
+    let a = MockDrain::start("a", 4, &node.waker);
+    let (config, dir) = cri_container(&node, &["a"]);
+    let append = |name: &str, text: String| {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let engine = node.start(settings, routes(&[&a], vec![config]));
+    append("0.log", format!("{TIME} stdout F one\n"));
+    wait_for("the first line", T, || a.count() == 1);
+    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
+    append("0.log", format!("{TIME} stdout F two\n"));
+    // The looks that find the new file and seal the rotated one.
+    for _ in 0..3 {
+        engine.rescan().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    append("0.log.20261203-080000", format!("{TIME} stderr F late\n"));
+    append("0.log", format!("{TIME} stdout F three\n"));
+    assert_exact(
+        &a,
+        &[
+            "stdout:one".to_owned(),
+            "stdout:two".to_owned(),
+            "stderr:late".to_owned(),
+            "stdout:three".to_owned(),
+        ],
+    );
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
 /// containerd opens the new `0.log` before it swaps its writer over, so for a moment after the
 /// kubelet's rotation the new file exists, empty, while lines still go to the rotated one. An
 /// empty file is not taken in, so the rotated one is not sealed yet and those late lines arrive.

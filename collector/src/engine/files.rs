@@ -18,6 +18,7 @@ use std::{
     io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 mod inflate;
@@ -57,6 +58,8 @@ pub struct Tracked {
     /// When its first record was written (nanoseconds since the epoch), if its head is one:
     /// what orders it among the container's files (see [`order`]).
     pub first_time: Option<i128>,
+    /// When it was sealed (a newer file found), while it stays sealed.
+    pub sealed_at: Option<Instant>,
 }
 
 /// The copy copy-truncate made of a file: its path, descriptor and metadata.
@@ -77,12 +80,23 @@ impl Tracked {
             dev_ino: (0, 0),
             size,
             state,
+            sealed_at: state.sealed().then(Instant::now),
         }
     }
 
     /// A newer file exists: this one will not grow.
     pub fn sealed(&self) -> bool {
         self.state.sealed()
+    }
+
+    /// Whether the runtime may still append to it at `now`: it is not sealed, or was sealed
+    /// less than `wait` ago (an inflated file's content is complete).
+    pub fn may_still_be_written(&self, now: Instant, wait: Duration) -> bool {
+        match (self.state, self.sealed_at) {
+            (State::Inflated { .. }, _) => false,
+            (_, Some(at)) => now.saturating_duration_since(at) < wait,
+            (state, None) => !state.sealed(),
+        }
     }
 
     /// Take what the engine observed about the file: move to the next state and apply the
@@ -98,6 +112,11 @@ impl Tracked {
         let step = lifecycle::transition(self.state, obs);
         if step.state != self.state || !step.actions.is_empty() {
             tracing::trace!(seq = self.seq, from = ?self.state, ?obs, to = ?step.state, actions = ?step.actions, "file state");
+        }
+        match (self.state.sealed(), step.state.sealed()) {
+            (false, true) => self.sealed_at = Some(Instant::now()),
+            (true, false) => self.sealed_at = None,
+            _ => {}
         }
         self.state = step.state;
         let mut copy = copy;

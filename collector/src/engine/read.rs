@@ -17,7 +17,11 @@
 //! * the cursor's position moves past every consumed line, delivered or skipped, and the batch
 //!   mark after each delivered line says where a restart resumes.
 
-use std::{os::unix::fs::FileExt, path::PathBuf};
+use std::{
+    os::unix::fs::FileExt,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use sluice_api::node_config::Stream;
 
@@ -89,19 +93,23 @@ pub struct Reader {
     scratch: Scratch,
     text: String,
     max_line: usize,
+    /// How long a rotated CRI file is still read after it was sealed.
+    rotate_wait: Duration,
     counts: [(u64, u64); 2],
     /// A file was found truncated in place; the caller should rescan.
     pub truncation_seen: bool,
 }
 
 impl Reader {
-    /// A reader delivering lines of at most `max_line` bytes.
-    pub fn new(max_line: usize) -> Self {
+    /// A reader delivering lines of at most `max_line` bytes, reading a rotated CRI file for
+    /// `rotate_wait` after it was sealed.
+    pub fn new(max_line: usize, rotate_wait: Duration) -> Self {
         Self {
             buf: vec![0; BUFFER_BYTES],
             scratch: Scratch::default(),
             text: String::new(),
             max_line,
+            rotate_wait,
             counts: [(0, 0); 2],
             truncation_seen: false,
         }
@@ -157,6 +165,8 @@ impl Reader {
             }
         };
         let (sealed, next) = (f.sealed(), ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+        // The runtime may still append to a CRI file it rotated (see `rotate_wait`).
+        let written_to = ctx.format == Format::Cri && f.may_still_be_written(Instant::now(), self.rotate_wait);
         // A file truncated and rewritten in place (copy-truncate) no longer has its head:
         // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
         // a newer file can appear before the truncation of the one it follows is noticed.)
@@ -171,7 +181,7 @@ impl Reader {
             let truncated = fd.metadata().is_ok_and(|m| m.len() < s.at.offset);
             self.truncation_seen |= truncated;
             return match next {
-                Some((seq, file)) if sealed && !truncated => {
+                Some((seq, file)) if sealed && !truncated && !written_to => {
                     tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = seq, "read to the end of a rotated file; next file");
                     s.at = Loc { seq, file, offset: 0 };
                     Fill::NextFile

@@ -117,7 +117,7 @@ impl Tail {
         let watcher = watch::start(&settings.sources, waker.clone(), hints.clone());
         let now = Instant::now();
         let mut tail = Self {
-            reader: Reader::new(settings.max_line_bytes as usize),
+            reader: Reader::new(settings.max_line_bytes as usize, settings.rotate_wait),
             settings,
             waker,
             rep: Reporter::new(emitter),

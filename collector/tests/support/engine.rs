@@ -379,6 +379,8 @@ impl Node {
         let mut s = EngineSettings::new(self.tmp.path().join("state"), sources, "node-1".into());
         s.rescan_interval = Duration::from_millis(50);
         s.checkpoint_interval = Duration::from_millis(50);
+        // Nothing in these tests writes a rotated file late but the tests that say so.
+        s.rotate_wait = Duration::from_millis(100);
         s
     }
 
