@@ -185,7 +185,11 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         &alice,
         &["logs", "-A", "-f", "-o", "json"],
     )?;
-    follow.wait_for_stderr("the follow to be in place on every collector", "Following", TIMEOUT)?;
+    follow.wait_for_stderr(
+        "the follow to be in place on every collector",
+        "Following",
+        TIMEOUT,
+    )?;
     let (web_1, web_2, api_1) = (
         LineSpec::new("web-1", 40, 120),
         LineSpec::new("web-2", 40, 120),
@@ -219,7 +223,11 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         ("shop/web-2", &web_2),
         ("ops/api-1", &api_1),
     ];
-    let followed = follow.wait_for_lines("the follow to print every line written", 3 * LINES as usize, TIMEOUT)?;
+    let followed = follow.wait_for_lines(
+        "the follow to print every line written",
+        3 * LINES as usize,
+        TIMEOUT,
+    )?;
     expect_pods("follow -A", &followed, &all)?;
     drop(follow);
 

@@ -34,7 +34,9 @@ use sluice_kube_harness::{NODE_IP, NodeOptions};
 use sluice_tests::{
     LineSpec,
     chart_node::{ChartNode, IMAGES, POD_TIMEOUT, SYSTEM, TENANTS},
-    plugin::{Plugin, Run, collector_status, expect_pods, expect_refused, expect_time_order, grant, json_lines},
+    plugin::{
+        Plugin, Run, collector_status, expect_pods, expect_refused, expect_time_order, grant, json_lines,
+    },
     support::wait_until,
 };
 
@@ -98,7 +100,10 @@ fn collector_pod(rig: &ChartNode) -> Result<(String, String)> {
 
 /// The reason `explain pod/NAME -o json` gives for `pod`'s lines and its tenant's drain.
 fn explain_reason(admin: &Path, namespace: &str, pod: &str) -> Result<String> {
-    let run = plugin().run_as(admin, &["explain", &format!("pod/{pod}"), "-n", namespace, "-o", "json"])?;
+    let run = plugin().run_as(
+        admin,
+        &["explain", &format!("pod/{pod}"), "-n", namespace, "-o", "json"],
+    )?;
     ensure!(run.code == 0, "explain pod/{pod}: {run:?}");
     let value: Value = serde_json::from_str(&run.stdout).context("explain -o json")?;
     let drain = format!("{namespace}-syslog");
@@ -200,8 +205,16 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
     for (ns, spec) in [(ta, &a1), (ta, &a2), (tb, &b1)] {
         rig.wait_succeeded(ns, &spec.tag)?;
     }
-    let all = [("tenant-a/a-1", &a1), ("tenant-a/a-2", &a2), ("tenant-b/b-1", &b1)];
-    let followed = follow.wait_for_lines("the follow to print every line written", 3 * LINES as usize, TIMEOUT)?;
+    let all = [
+        ("tenant-a/a-1", &a1),
+        ("tenant-a/a-2", &a2),
+        ("tenant-b/b-1", &b1),
+    ];
+    let followed = follow.wait_for_lines(
+        "the follow to print every line written",
+        3 * LINES as usize,
+        TIMEOUT,
+    )?;
     expect_pods("follow -A", &followed, &all, LINES)?;
     drop(follow);
 
@@ -214,8 +227,14 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
     rig.kubectl(&["delete", "pod", "-n", ta, "a-2", "--wait", POD_TIMEOUT])?;
     let gone = plugin().run_as(&alice, &["logs", "-n", ta, "a-2"])?;
     ensure!(gone.code == 5 && gone.stderr.contains("--recent"), "{gone:?}");
-    let recent_gone = json_lines(&plugin().run_as(&alice, &["logs", "-n", ta, "a-2", "--recent", "-o", "json"])?)?;
-    expect_pods("a deleted pod with --recent", &recent_gone, &[("tenant-a/a-2", &a2)], LINES)?;
+    let recent_gone =
+        json_lines(&plugin().run_as(&alice, &["logs", "-n", ta, "a-2", "--recent", "-o", "json"])?)?;
+    expect_pods(
+        "a deleted pod with --recent",
+        &recent_gone,
+        &[("tenant-a/a-2", &a2)],
+        LINES,
+    )?;
 
     // 4. No pods/log: refused with the reason and exit code 4; -A: only what the caller may read.
     expect_refused(&plugin().run_as(&bob, &["logs", "-n", ta, "a-1"])?, Some(ta))?;
@@ -272,7 +291,12 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
             && redirected.stderr.contains("runs on node"),
         "the decoy Lease was not refused: {redirected:?}"
     );
-    expect_pods("recent -A beside a decoy Lease", &json_lines(&redirected)?, &all, LINES)?;
+    expect_pods(
+        "recent -A beside a decoy Lease",
+        &json_lines(&redirected)?,
+        &all,
+        LINES,
+    )?;
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         Ok((_, peer)) => anyhow::bail!("the operator connected from {peer} to the decoy Lease's address"),
@@ -356,7 +380,8 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
         "explain of a bound pod"
     );
     let select = |value: Value| {
-        let patch = json!({"spec": {"template": {"spec": {"nodeSelector": {"sluice.dev/test-no-node": value}}}}});
+        let patch =
+            json!({"spec": {"template": {"spec": {"nodeSelector": {"sluice.dev/test-no-node": value}}}}});
         rig.kubectl(&[
             "patch",
             "daemonset/sluice-collector",
@@ -411,6 +436,11 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
     rig.wait_succeeded(tb, &b2.tag)?;
     let followed: Vec<RecentLine> =
         follow.wait_for_lines("the later follow to print b-2's lines", LINES as usize, TIMEOUT)?;
-    expect_pods("a follow begun before the collector started", &followed, &[("tenant-b/b-2", &b2)], LINES)?;
+    expect_pods(
+        "a follow begun before the collector started",
+        &followed,
+        &[("tenant-b/b-2", &b2)],
+        LINES,
+    )?;
     Ok(())
 }

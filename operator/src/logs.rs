@@ -267,7 +267,9 @@ impl Collectors {
                             }
                         };
                         if let Err(e) = self.follow_one(&endpoint, &path, &lines, started).await {
-                            let _ = lines.send(json_line(&serde_json::json!({ "warning": e.to_string() }))).await;
+                            let _ = lines
+                                .send(json_line(&serde_json::json!({ "warning": e.to_string() })))
+                                .await;
                         }
                         endpoint
                     }

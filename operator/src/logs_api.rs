@@ -307,7 +307,9 @@ impl Shared {
                     Ok(mut t) => *t = trust,
                     Err(poisoned) => *poisoned.into_inner() = trust,
                 }
-                tracing::info!("logs API: the front proxy's trust ({AUTHENTICATION_CONFIGMAP}) changed; new connections use it");
+                tracing::info!(
+                    "logs API: the front proxy's trust ({AUTHENTICATION_CONFIGMAP}) changed; new connections use it"
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "logs API: the changed {AUTHENTICATION_CONFIGMAP} cannot be used; keeping the last trust");
@@ -374,7 +376,8 @@ pub async fn serve(
             };
             let (trust, app) = (shared.trust(), app.clone());
             tokio::spawn(async move {
-                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, trust.tls.accept(stream)).await else {
+                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, trust.tls.accept(stream)).await
+                else {
                     tracing::debug!(%peer, "logs API: TLS handshake failed (not the front proxy?)");
                     return;
                 };
@@ -736,13 +739,19 @@ fn advertised(lease: &Lease, now: jiff::Timestamp) -> Result<Option<SocketAddr>,
 /// Whoever may write Leases in the sluice namespace could otherwise advertise an address of
 /// their own and receive the operator's token. `Ok(None)`: the Lease advertises nothing or has
 /// expired; `Err`: why its address is refused.
-pub fn verified_endpoint(lease: &Lease, pod: Option<&Pod>, now: jiff::Timestamp) -> Result<Option<String>, String> {
+pub fn verified_endpoint(
+    lease: &Lease,
+    pod: Option<&Pod>,
+    now: jiff::Timestamp,
+) -> Result<Option<String>, String> {
     let Some(address) = advertised(lease, now)? else {
         return Ok(None);
     };
     let name = lease.metadata.name.as_deref().unwrap_or_default();
     let refuse = |why: String| {
-        format!("collector Lease {name} advertises {address}, but {why}: the operator does not send its token there")
+        format!(
+            "collector Lease {name} advertises {address}, but {why}: the operator does not send its token there"
+        )
     };
     let node = name
         .strip_prefix(&sluice_api::health::lease_name(""))
@@ -753,7 +762,8 @@ pub fn verified_endpoint(lease: &Lease, pod: Option<&Pod>, now: jiff::Timestamp)
         .as_ref()
         .and_then(|s| s.holder_identity.as_deref())
         .unwrap_or_default();
-    let pod = pod.ok_or_else(|| refuse(format!("its holder {holder:?} is no pod of the sluice namespace")))?;
+    let pod =
+        pod.ok_or_else(|| refuse(format!("its holder {holder:?} is no pod of the sluice namespace")))?;
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     if pod_name != holder {
         return Err(refuse(format!("its holder {holder:?} is not the pod {pod_name}")));
@@ -776,9 +786,15 @@ pub fn verified_endpoint(lease: &Lease, pod: Option<&Pod>, now: jiff::Timestamp)
             "its holder pod {pod_name} is not a collector (label {key}={value}, controlled by a DaemonSet)"
         )));
     }
-    let on = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default();
+    let on = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default();
     if on != node {
-        return Err(refuse(format!("its holder pod {pod_name} runs on node {on:?}, not {node:?}")));
+        return Err(refuse(format!(
+            "its holder pod {pod_name} runs on node {on:?}, not {node:?}"
+        )));
     }
     let status = pod.status.as_ref();
     let ips: Vec<&str> = status
@@ -790,7 +806,10 @@ pub fn verified_endpoint(lease: &Lease, pod: Option<&Pod>, now: jiff::Timestamp)
     } else {
         ips
     };
-    if !ips.iter().any(|ip| ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == address.ip())) {
+    if !ips
+        .iter()
+        .any(|ip| ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == address.ip()))
+    {
         return Err(refuse(format!(
             "its holder pod {pod_name}'s IPs are {ips:?}, not {}",
             address.ip()
@@ -813,7 +832,8 @@ async fn watch_collectors(
     let config = watcher::Config::default().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"));
     let events = watcher(api, config).default_backoff();
     futures::pin_mut!(events);
-    let mut checked: BTreeMap<String, (Option<String>, Option<String>, Result<Option<String>, String>)> = BTreeMap::new();
+    let mut checked: BTreeMap<String, (Option<String>, Option<String>, Result<Option<String>, String>)> =
+        BTreeMap::new();
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -951,11 +971,19 @@ mod tests {
             );
         };
         // Another host than the pod's IP.
-        refused(&lease("n1", "sluice-collector-x1", "10.9.9.9:9881"), Some(&pod), "IPs are");
+        refused(
+            &lease("n1", "sluice-collector-x1", "10.9.9.9:9881"),
+            Some(&pod),
+            "IPs are",
+        );
         // No such pod.
         refused(&good, None, "is no pod");
         // The pod runs on another node than the Lease's.
-        refused(&lease("n2", "sluice-collector-x1", "10.88.0.5:9881"), Some(&pod), "runs on node");
+        refused(
+            &lease("n2", "sluice-collector-x1", "10.88.0.5:9881"),
+            Some(&pod),
+            "runs on node",
+        );
         // Not a collector: no label, or not controlled by a DaemonSet.
         let mut unlabelled = pod.clone();
         unlabelled.metadata.labels = None;
@@ -964,7 +992,11 @@ mod tests {
         bare.metadata.owner_references = None;
         refused(&good, Some(&bare), "is not a collector");
         // The holder is not the pod given.
-        refused(&lease("n1", "someone-else", "10.88.0.5:9881"), Some(&pod), "is not the pod");
+        refused(
+            &lease("n1", "someone-else", "10.88.0.5:9881"),
+            Some(&pod),
+            "is not the pod",
+        );
         // Not a node Lease's name.
         let mut renamed = good.clone();
         renamed.metadata.name = Some("other".into());
@@ -976,7 +1008,11 @@ mod tests {
         let later = now + jiff::SignedDuration::from_hours(2);
         assert_eq!(verified_endpoint(&good, Some(&pod), later), Ok(None));
         // An address that is not IP:port.
-        refused(&lease("n1", "sluice-collector-x1", "collector:9881"), Some(&pod), "not an IP:port");
+        refused(
+            &lease("n1", "sluice-collector-x1", "collector:9881"),
+            Some(&pod),
+            "not an IP:port",
+        );
     }
 
     #[test]

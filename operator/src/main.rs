@@ -83,7 +83,11 @@ struct Args {
     /// Send the query token to any address an unexpired collector Lease advertises, also when
     /// its holder is not a collector pod with that IP on that node: only for collectors run as
     /// host processes (whoever may write Leases in the sluice namespace then receives the token).
-    #[arg(long, env = "SLUICE_LOGS_API_COLLECTORS_OUTSIDE_PODS", requires = "logs_api_listen")]
+    #[arg(
+        long,
+        env = "SLUICE_LOGS_API_COLLECTORS_OUTSIDE_PODS",
+        requires = "logs_api_listen"
+    )]
     logs_api_collectors_outside_pods: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]

@@ -277,7 +277,8 @@ pub async fn grant(
 /// the status code.
 pub fn collector_status(address: &str, token: Option<&str>) -> Result<u16> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
+    let mut stream =
+        std::net::TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))

@@ -10,7 +10,6 @@ use k8s_openapi::{
     api::{
         coordination::v1::Lease,
         core::v1::{Namespace, Pod},
-        rbac::v1::{Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -20,8 +19,8 @@ use kube::{
 };
 use serde_json::json;
 use sluice_kube_harness::KubeHarness;
-pub use sluice_tests::plugin::Run;
 use sluice_tests::plugin::Plugin;
+pub use sluice_tests::plugin::Run;
 use tokio::sync::OnceCell;
 
 const MANAGER: &str = "sluice-plugin-tests";
