@@ -179,7 +179,7 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
                     .ok()
                     .filter(|answer| answer.trim() == want)
             },
-            || String::new(),
+            String::new,
         )?;
     }
     let (alice, bob, carol) = (
@@ -320,7 +320,7 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
             let run = plugin().run_as(&admin, &["drains", "-n", ta]).ok()?;
             let after = status()?;
             let delivery = &before["delivery"];
-            let want = vec![
+            let want = [
                 drain.clone(),
                 condition_cell(&before, "Ready"),
                 condition_cell(&before, "Delivering"),

@@ -713,7 +713,7 @@ fn advertised(lease: &Lease, now: jiff::Timestamp) -> Result<Option<SocketAddr>,
     let spec = lease.spec.as_ref();
     let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
     let seconds = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
-    if !renewed.is_some_and(|r| r + jiff::SignedDuration::from_secs(i64::from(seconds)) > now) {
+    if renewed.is_none_or(|r| r + jiff::SignedDuration::from_secs(i64::from(seconds)) <= now) {
         return Ok(None);
     }
     let Some(address) = lease
@@ -818,6 +818,9 @@ pub fn verified_endpoint(
     Ok(Some(format!("http://{address}")))
 }
 
+/// A Lease's holder and advertised address as last checked, and the verdict.
+type Checked = (Option<String>, Option<String>, Result<Option<String>, String>);
+
 /// Watch the collectors' Leases and send the endpoint of each that advertises a (checked)
 /// address to `added`, and a warning line to `lines` for each newly refused one; until `added`
 /// is closed or `stop` fires. A Lease's check is kept while its holder and address stay the same.
@@ -832,8 +835,7 @@ async fn watch_collectors(
     let config = watcher::Config::default().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"));
     let events = watcher(api, config).default_backoff();
     futures::pin_mut!(events);
-    let mut checked: BTreeMap<String, (Option<String>, Option<String>, Result<Option<String>, String>)> =
-        BTreeMap::new();
+    let mut checked: BTreeMap<String, Checked> = BTreeMap::new();
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
