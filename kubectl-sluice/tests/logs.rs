@@ -8,7 +8,7 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::{Api, api::DeleteParams};
 use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::json;
@@ -329,6 +329,45 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         !refused_ca.contains("HTTP/"),
         "a certificate of another CA got an answer: {refused_ca}"
     );
+
+    // A requestheader CA added to kube-system/extension-apiserver-authentication (a rotation)
+    // is trusted without a restart: the operator reads the ConfigMap again (every second here).
+    let (new_ca, new_ca_key) = sluice_tests::logs_api::certificate_authority("rotated-front-proxy-ca")?;
+    let (new_ca_file, new_ca_key_file) = (dir.path().join("new-ca.crt"), dir.path().join("new-ca.key"));
+    std::fs::write(&new_ca_file, &new_ca)?;
+    std::fs::write(&new_ca_key_file, &new_ca_key)?;
+    let rotated = client_cert(&new_ca_file, &new_ca_key_file, "front-proxy-client")?;
+    let before = direct_request(bound, &service_name, &ca, Some((&rotated.0, &rotated.1)))?;
+    ensure!(
+        !before.contains("HTTP/"),
+        "a certificate of a CA not yet published got an answer: {before}"
+    );
+    kube.rt.block_on(async {
+        let maps = Api::<ConfigMap>::namespaced(admin.clone(), "kube-system");
+        let mut map = maps.get("extension-apiserver-authentication").await?;
+        let data = map.data.get_or_insert_default();
+        let bundle = data
+            .get("requestheader-client-ca-file")
+            .cloned()
+            .context("the API server publishes no requestheader CA")?;
+        data.insert(
+            "requestheader-client-ca-file".into(),
+            format!("{}\n{new_ca}", bundle.trim_end()),
+        );
+        maps.replace("extension-apiserver-authentication", &Default::default(), &map)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    wait_until(
+        "the operator to trust the added requestheader CA",
+        TIMEOUT,
+        || {
+            direct_request(bound, &service_name, &ca, Some((&rotated.0, &rotated.1)))
+                .ok()
+                .filter(|answer| answer.starts_with("HTTP/1.1 200"))
+        },
+        || "a client certificate of the added CA is still refused".to_owned(),
+    )?;
 
     // 8. A collector that does not answer (killed; its Lease has not expired yet): the others'
     //    lines come, with a warning naming it.
