@@ -248,6 +248,10 @@ async fn follow(target: &Target, args: &LogsArgs, pick: &Pick, out: &mut Printer
             eprintln!("Following: every line read from now on is printed (Ctrl-C to stop).");
             continue;
         }
+        if let Some(c) = value.get("collector").and_then(serde_json::Value::as_str) {
+            eprintln!("Following a collector that started: {c}");
+            continue;
+        }
         if let Some(w) = value.get("warning").and_then(serde_json::Value::as_str) {
             eprintln!("warning: {w}");
             continue;

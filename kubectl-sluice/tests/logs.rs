@@ -5,22 +5,11 @@
 //! query API on), real Docker containers whose pods are reported as a kubelet would, and the
 //! plugin binary run as restricted users. Every check compares exact lines.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::{
-    core::v1::Pod,
-    rbac::v1::{Role, RoleBinding},
-};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::{Api, api::DeleteParams};
 use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::json;
 use sluice_api::{
@@ -35,162 +24,23 @@ use sluice_tests::{
     http::HttpReceiver,
     kube::{COLLECTOR_USER, KubeRig},
     logs_api::{LogsApi, host_address, query_address},
+    plugin::{Plugin, Run, collector_status, expect_refused, expect_time_order, grant, json_lines},
     support::{need, wait_until},
 };
 
-const MANAGER: &str = "sluice-logs-tests";
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// The query token the operator and the collectors share.
 const TOKEN: &str = "logs-test-token-0123456789abcdefghijklmnop";
 /// Lines each workload writes (below the collectors' 1000 recent lines per container).
 const LINES: u64 = 300;
 
-/// What a run of the plugin returned.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines = self.stdout.lines().count();
-        let head: String = self.stdout.lines().take(5).collect::<Vec<_>>().join("\n");
-        write!(
-            f,
-            "exit code {}; stderr: {:?}; stdout ({lines} lines) begins:\n{head}",
-            self.code, self.stderr
-        )
-    }
-}
-
-fn plugin_command(kubeconfig: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"));
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("SLUICE_NAMESPACE")
-        .env("HOME", "/nonexistent");
-    cmd
-}
-
 fn plugin(kubeconfig: &Path, args: &[&str]) -> Result<Run> {
-    let out = plugin_command(kubeconfig, args)
-        .output()
-        .context("running kubectl-sluice")?;
-    Ok(Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout)?,
-        stderr: String::from_utf8(out.stderr)?,
-    })
-}
-
-/// The lines of a `-o json` run, failing on anything else.
-fn json_lines(run: &Run) -> Result<Vec<RecentLine>> {
-    ensure!(run.code == 0, "kubectl sluice logs failed: {run:?}");
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("not a JSON line: {l}")))
-        .collect()
-}
-
-/// Each pod's messages, in the order printed.
-fn by_pod(lines: &[RecentLine]) -> BTreeMap<String, Vec<String>> {
-    let mut pods: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for l in lines {
-        pods.entry(format!("{}/{}", l.namespace, l.pod))
-            .or_default()
-            .push(l.line.clone());
-    }
-    pods
-}
-
-/// The lines `spec` wrote, in order.
-fn written(spec: &LineSpec) -> Vec<String> {
-    (0..LINES).map(|seq| spec.line(seq)).collect()
+    Plugin::new(env!("CARGO_BIN_EXE_kubectl-sluice")).run_as(kubeconfig, args)
 }
 
 /// Exactly these pods' lines, each pod's in the order written.
 fn expect_pods(what: &str, lines: &[RecentLine], want: &[(&str, &LineSpec)]) -> Result<()> {
-    let got = by_pod(lines);
-    let want: BTreeMap<String, Vec<String>> = want
-        .iter()
-        .map(|(pod, spec)| ((*pod).to_owned(), written(spec)))
-        .collect();
-    if got != want {
-        let summary = |m: &BTreeMap<String, Vec<String>>| {
-            m.iter()
-                .map(|(k, v)| format!("{k}: {}", v.len()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        bail!("{what}: got {{{}}}, want {{{}}}", summary(&got), summary(&want));
-    }
-    Ok(())
-}
-
-/// The times of `lines` never go back.
-fn expect_time_order(what: &str, lines: &[RecentLine]) -> Result<()> {
-    let times: Vec<jiff::Timestamp> = lines
-        .iter()
-        .map(|l| {
-            l.time
-                .parse()
-                .with_context(|| format!("{what}: bad time {:?}", l.time))
-        })
-        .collect::<Result<_>>()?;
-    if let Some(i) = times.windows(2).position(|w| w[0] > w[1]) {
-        bail!(
-            "{what}: line {} ({}) comes after a later one ({})",
-            i + 1,
-            times[i + 1],
-            times[i]
-        );
-    }
-    Ok(())
-}
-
-/// Grant `user` these rules in `namespace` (a Role and its RoleBinding, both named `name`).
-async fn grant(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    user: &str,
-    rules: serde_json::Value,
-) -> Result<()> {
-    let params = PatchParams::apply(MANAGER).force();
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                      "metadata": {"name": name, "namespace": namespace}, "rules": rules});
-    Api::<Role>::namespaced(client.clone(), namespace)
-        .patch(name, &params, &Patch::Apply(&role))
-        .await?;
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": format!("{name}-{user}"), "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]});
-    Api::<RoleBinding>::namespaced(client.clone(), namespace)
-        .patch(&format!("{name}-{user}"), &params, &Patch::Apply(&binding))
-        .await?;
-    Ok(())
-}
-
-/// A plain HTTP GET to `address` with an optional bearer token: the status code.
-fn collector_status(address: &str, token: Option<&str>) -> Result<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET /v1/recent?namespace=shop HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let code = answer.split_whitespace().nth(1).context("no status line")?;
-    Ok(code.parse()?)
+    sluice_tests::plugin::expect_pods(what, lines, want, LINES)
 }
 
 /// A GET of alice's recent lines sent straight to the logs API at `address` (not through the API
@@ -244,49 +94,6 @@ fn client_cert(ca_cert: &Path, ca_key: &Path, cn: &str) -> Result<(String, Strin
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, &ca)?;
     Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// A follow running in the background, its output in files.
-struct Follow {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Follow {
-    fn start(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
-        let (stdout, stderr) = (dir.join("follow.out"), dir.join("follow.err"));
-        let child = plugin_command(kubeconfig, args)
-            .stdout(Stdio::from(std::fs::File::create(&stdout)?))
-            .stderr(Stdio::from(std::fs::File::create(&stderr)?))
-            .spawn()
-            .context("starting kubectl sluice logs -f")?;
-        Ok(Self {
-            child,
-            stdout,
-            stderr,
-        })
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The complete lines printed so far.
-    fn lines(&self) -> Vec<RecentLine> {
-        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        text.split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Follow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -373,12 +180,15 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     );
 
     // 1. A follow of every namespace alice may read, started before any line is written.
-    let follow = Follow::start(dir.path(), &alice, &["logs", "-A", "-f", "-o", "json"])?;
-    wait_until(
+    let follow = Plugin::new(env!("CARGO_BIN_EXE_kubectl-sluice")).follow(
+        dir.path(),
+        &alice,
+        &["logs", "-A", "-f", "-o", "json"],
+    )?;
+    follow.wait_for_stderr(
         "the follow to be in place on every collector",
+        "Following",
         TIMEOUT,
-        || follow.stderr().contains("Following").then_some(()),
-        || follow.stderr(),
     )?;
     let (web_1, web_2, api_1) = (
         LineSpec::new("web-1", 40, 120),
@@ -413,14 +223,10 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         ("shop/web-2", &web_2),
         ("ops/api-1", &api_1),
     ];
-    let followed = wait_until(
+    let followed = follow.wait_for_lines(
         "the follow to print every line written",
+        3 * LINES as usize,
         TIMEOUT,
-        || {
-            let lines = follow.lines();
-            (lines.len() >= 3 * LINES as usize).then_some(lines)
-        },
-        || format!("{} lines; stderr: {}", follow.lines().len(), follow.stderr()),
     )?;
     expect_pods("follow -A", &followed, &all)?;
     drop(follow);
@@ -465,22 +271,8 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     )?;
 
     // 4. No pods/log: refused, with the reason.
-    let refused = plugin(&bob, &["logs", "-n", "shop", "web-1"])?;
-    ensure!(
-        refused.code == 4
-            && refused
-                .stderr
-                .contains("may not read pod logs in namespace \"shop\""),
-        "{refused:?}"
-    );
-    let refused_all = plugin(&bob, &["logs", "-A"])?;
-    ensure!(
-        refused_all.code == 4
-            && refused_all
-                .stderr
-                .contains("may not read pod logs in any namespace"),
-        "{refused_all:?}"
-    );
+    expect_refused(&plugin(&bob, &["logs", "-n", "shop", "web-1"])?, Some("shop"))?;
+    expect_refused(&plugin(&bob, &["logs", "-A"])?, None)?;
 
     // 5. -A: only the namespaces the caller may read.
     let only_shop = json_lines(&plugin(&carol, &["logs", "-A", "-o", "json"])?)?;
@@ -537,6 +329,45 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         !refused_ca.contains("HTTP/"),
         "a certificate of another CA got an answer: {refused_ca}"
     );
+
+    // A requestheader CA added to kube-system/extension-apiserver-authentication (a rotation)
+    // is trusted without a restart: the operator reads the ConfigMap again (every second here).
+    let (new_ca, new_ca_key) = sluice_tests::logs_api::certificate_authority("rotated-front-proxy-ca")?;
+    let (new_ca_file, new_ca_key_file) = (dir.path().join("new-ca.crt"), dir.path().join("new-ca.key"));
+    std::fs::write(&new_ca_file, &new_ca)?;
+    std::fs::write(&new_ca_key_file, &new_ca_key)?;
+    let rotated = client_cert(&new_ca_file, &new_ca_key_file, "front-proxy-client")?;
+    let before = direct_request(bound, &service_name, &ca, Some((&rotated.0, &rotated.1)))?;
+    ensure!(
+        !before.contains("HTTP/"),
+        "a certificate of a CA not yet published got an answer: {before}"
+    );
+    kube.rt.block_on(async {
+        let maps = Api::<ConfigMap>::namespaced(admin.clone(), "kube-system");
+        let mut map = maps.get("extension-apiserver-authentication").await?;
+        let data = map.data.get_or_insert_default();
+        let bundle = data
+            .get("requestheader-client-ca-file")
+            .cloned()
+            .context("the API server publishes no requestheader CA")?;
+        data.insert(
+            "requestheader-client-ca-file".into(),
+            format!("{}\n{new_ca}", bundle.trim_end()),
+        );
+        maps.replace("extension-apiserver-authentication", &Default::default(), &map)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    wait_until(
+        "the operator to trust the added requestheader CA",
+        TIMEOUT,
+        || {
+            direct_request(bound, &service_name, &ca, Some((&rotated.0, &rotated.1)))
+                .ok()
+                .filter(|answer| answer.starts_with("HTTP/1.1 200"))
+        },
+        || "a client certificate of the added CA is still refused".to_owned(),
+    )?;
 
     // 8. A collector that does not answer (killed; its Lease has not expired yet): the others'
     //    lines come, with a warning naming it.

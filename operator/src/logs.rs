@@ -12,7 +12,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper_util::{
     client::legacy::{Client as HttpClient, connect::HttpConnector},
     rt::TokioExecutor,
@@ -224,47 +224,127 @@ impl Collectors {
         (merged, failures)
     }
 
-    /// Follow every collector for each of `queries`: each JSON line a collector sends (a line,
-    /// or `{"lagged":N}`) goes to `lines` as it comes, whole; a follow that cannot be had or
-    /// breaks sends `{"warning":"…"}` instead; [`FOLLOWING_LINE`] comes once every collector
-    /// has started its follow (every line read after it is sent). Returns when every follow has ended, `lines` is
-    /// closed, or `cancel` fires. A slow receiver of `lines` slows only the reading of the
-    /// collectors' streams (the collectors then drop lines for this follower and say how many).
+    /// Follow every collector for each of `queries`, and each collector whose endpoint comes on
+    /// `added` while the follow runs (one that started after the follow began; an endpoint
+    /// already followed is ignored): each JSON line a collector sends (a line, or `{"lagged":N}`)
+    /// goes to `lines` as it comes, whole; a follow that cannot be had or breaks sends
+    /// `{"warning":"…"}` instead; [`FOLLOWING_LINE`] comes once every first collector has started
+    /// its follow (every line read after it is sent), and `{"collector":"ENDPOINT"}` once an
+    /// added collector has (its lines from then on are sent). Returns when `lines` is closed,
+    /// `cancel` fires, or every follow has ended and `added` is closed. A slow receiver of `lines`
+    /// slows only the reading of the collectors' streams (the collectors then drop lines for this
+    /// follower and say how many).
     pub async fn follow(
         &self,
         queries: &[Query],
+        mut added: tokio::sync::mpsc::Receiver<String>,
         lines: tokio::sync::mpsc::Sender<Bytes>,
         cancel: CancellationToken,
     ) {
-        let follows = self.endpoints.iter().flat_map(|e| {
-            queries
-                .iter()
-                .map(move |q| (e, format!("{FOLLOW_PATH}?{}", q.query_string())))
-        });
-        let follows: Vec<(&String, String)> = follows.collect();
-        let waiting = std::sync::atomic::AtomicUsize::new(follows.len());
-        let waiting = &waiting;
-        let all = futures::future::join_all(follows.into_iter().map(|(endpoint, path)| {
+        use futures::StreamExt as _;
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        // Follows still running per endpoint: an endpoint whose follows all ended may be
+        // followed again when its Lease shows it (again).
+        let mut running: BTreeMap<String, usize> = BTreeMap::new();
+        let mut follows = futures::stream::FuturesUnordered::new();
+        // Every follow of a group (the first collectors; one added collector) has started: say so.
+        let start_group = |endpoints: Vec<String>, notice: Bytes| {
+            let waiting = Arc::new(AtomicUsize::new(endpoints.len() * queries.len()));
             let lines = lines.clone();
-            async move {
-                let started = || async {
-                    // The last follow to start (or fail to) says that all are in place.
-                    if waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                        let _ = lines.send(Bytes::from_static(FOLLOWING_LINE.as_bytes())).await;
+            endpoints
+                .into_iter()
+                .flat_map(|e| queries.iter().map(move |q| (e.clone(), q)))
+                .map(|(endpoint, query)| {
+                    let (waiting, lines, notice) = (Arc::clone(&waiting), lines.clone(), notice.clone());
+                    async move {
+                        let path = format!("{FOLLOW_PATH}?{}", query.query_string());
+                        let started = || async {
+                            if waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                let _ = lines.send(notice.clone()).await;
+                            }
+                        };
+                        if let Err(e) = self.follow_one(&endpoint, &path, &lines, started).await {
+                            let _ = lines
+                                .send(json_line(&serde_json::json!({ "warning": e.to_string() })))
+                                .await;
+                        }
+                        endpoint
                     }
-                };
-                if let Err(e) = self.follow_one(endpoint, &path, &lines, started).await {
-                    let warning = serde_json::json!({ "warning": e.to_string() });
-                    let mut text = warning.to_string().into_bytes();
-                    text.push(b'\n');
-                    let _ = lines.send(Bytes::from(text)).await;
-                }
-            }
-        }));
-        tokio::select! {
-            () = cancel.cancelled() => {}
-            _ = all => {}
+                })
+                .collect::<Vec<_>>()
+        };
+        let first: Vec<String> = self.endpoints.clone();
+        for e in &first {
+            *running.entry(e.clone()).or_default() += queries.len();
         }
+        if first.is_empty() || queries.is_empty() {
+            let _ = lines.send(Bytes::from_static(FOLLOWING_LINE.as_bytes())).await;
+        } else {
+            follows.extend(start_group(first, Bytes::from_static(FOLLOWING_LINE.as_bytes())));
+        }
+        let mut watching = true;
+        loop {
+            if follows.is_empty() && !watching {
+                break;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = lines.closed() => break,
+                Some(endpoint) = follows.next(), if !follows.is_empty() => {
+                    if let Some(n) = running.get_mut(&endpoint) {
+                        *n -= 1;
+                        if *n == 0 {
+                            running.remove(&endpoint);
+                        }
+                    }
+                }
+                endpoint = added.recv(), if watching => match endpoint {
+                    Some(endpoint) if !running.contains_key(&endpoint) && !queries.is_empty() => {
+                        running.insert(endpoint.clone(), queries.len());
+                        let notice = json_line(&serde_json::json!({ "collector": endpoint }));
+                        follows.extend(start_group(vec![endpoint], notice));
+                    }
+                    Some(_) => {}
+                    None => watching = false,
+                },
+                else => break,
+            }
+        }
+    }
+
+    /// A GET of `path` from the collector at `endpoint` with the operator's token: its answer
+    /// once its head came within [`COLLECTOR_TIMEOUT`] with a success status; an error naming
+    /// the collector otherwise (with the start of its answer's text).
+    async fn request(&self, endpoint: &str, path: &str) -> Result<hyper::Response<Incoming>, Error> {
+        let fail = |message: String| Error::Collector {
+            endpoint: endpoint.to_owned(),
+            message,
+        };
+        let request = hyper::Request::get(format!("{endpoint}{path}"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Empty::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
+            .map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = tokio::time::timeout(COLLECTOR_TIMEOUT, response.into_body().collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&text[..text.len().min(200)])
+            .trim()
+            .to_owned();
+        Err(fail(format!("{status}: {text}")))
     }
 
     async fn follow_one<F: Future<Output = ()>>(
@@ -278,30 +358,10 @@ impl Collectors {
             endpoint: endpoint.to_owned(),
             message,
         };
-        let request = hyper::Request::get(format!("{endpoint}{path}"))
-            .header("authorization", format!("Bearer {}", self.token))
-            .body(Empty::new())
-            .map_err(|e| fail(e.to_string()))?;
-        let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request)).await;
+        let response = self.request(endpoint, path).await;
         // A collector subscribes before it answers: from here on its lines come.
         started().await;
-        let response = response
-            .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
-            .map_err(|e| fail(e.to_string()))?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            let text = tokio::time::timeout(COLLECTOR_TIMEOUT, body.collect())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&text[..text.len().min(200)])
-                .trim()
-                .to_owned();
-            return Err(fail(format!("{status}: {text}")));
-        }
+        let mut body = response?.into_body();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("the follow broke: {e}")))?;
@@ -325,29 +385,15 @@ impl Collectors {
             endpoint: endpoint.to_owned(),
             message,
         };
-        let request = hyper::Request::get(format!("{endpoint}{path}"))
-            .header("authorization", format!("Bearer {}", self.token))
-            .body(Empty::new())
-            .map_err(|e| fail(e.to_string()))?;
         let answer = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let status = response.status();
-            let body = response
+            let body = self
+                .request(endpoint, path)
+                .await?
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .to_bytes();
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&body[..body.len().min(200)])
-                    .trim()
-                    .to_owned();
-                return Err(fail(format!("{status}: {text}")));
-            }
             body.split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
                 .map(|l| serde_json::from_slice(l).map_err(|e| fail(format!("bad line: {e}"))))
@@ -357,6 +403,13 @@ impl Collectors {
             .await
             .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
     }
+}
+
+/// `value` as one JSON line.
+pub fn json_line(value: &serde_json::Value) -> Bytes {
+    let mut text = value.to_string().into_bytes();
+    text.push(b'\n');
+    Bytes::from(text)
 }
 
 #[cfg(test)]

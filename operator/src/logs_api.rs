@@ -37,7 +37,7 @@ use futures::StreamExt as _;
 use hyper::body::Bytes;
 use k8s_openapi::api::{
     coordination::v1::Lease,
-    core::v1::{ConfigMap, Namespace},
+    core::v1::{ConfigMap, Namespace, Pod},
 };
 use kube::{Api, Client, api::ListParams};
 use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
@@ -49,7 +49,7 @@ use sluice_api::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::logs::{Caller, Collectors, Query, may_read_logs};
+use crate::logs::{Caller, Collectors, Query, json_line, may_read_logs};
 
 /// The API group.
 pub const GROUP: &str = "logs.sluice.dev";
@@ -79,13 +79,29 @@ pub struct ApiSettings {
     pub namespace: String,
     /// The token the collectors' query APIs accept.
     pub token: String,
+    /// How often the front proxy's trust (`extension-apiserver-authentication`) is read again,
+    /// so a rotated requestheader CA or changed allowed names apply without a restart.
+    pub front_proxy_refresh: Duration,
+    /// Send the token only to a collector whose advertised address is its pod's: the Lease
+    /// holder is a collector pod of the sluice namespace (label
+    /// `app.kubernetes.io/component=collector`, owned by a DaemonSet) on the Lease's node with
+    /// that pod IP (see [`verified_endpoint`]). Off only where collectors are not pods (tests
+    /// with host-process collectors).
+    pub collectors_are_pods: bool,
 }
+
+/// How often the operator reads `extension-apiserver-authentication` again by default.
+pub const FRONT_PROXY_REFRESH: Duration = Duration::from_secs(60);
+/// The label (and its value) that marks a collector pod.
+pub const COLLECTOR_COMPONENT: (&str, &str) = ("app.kubernetes.io/component", "collector");
 
 impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
             .field("listen", &self.listen)
             .field("namespace", &self.namespace)
+            .field("front_proxy_refresh", &self.front_proxy_refresh)
+            .field("collectors_are_pods", &self.collectors_are_pods)
             .finish_non_exhaustive()
     }
 }
@@ -120,7 +136,7 @@ pub enum ApiError {
 }
 
 /// How the API server's front proxy is recognised, from `extension-apiserver-authentication`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct FrontProxy {
     ca_pem: String,
     allowed_names: Vec<String>,
@@ -242,13 +258,64 @@ impl FrontProxy {
     }
 }
 
+/// The front proxy's trust as last read, and the TLS that requires it.
+struct Trust {
+    front: FrontProxy,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
 #[derive(Clone)]
 struct Shared {
     client: Client,
-    front: Arc<FrontProxy>,
+    trust: Arc<std::sync::RwLock<Arc<Trust>>>,
     namespace: String,
     token: String,
+    collectors_are_pods: bool,
     shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The front proxy's trust as last read.
+    fn trust(&self) -> Arc<Trust> {
+        match self.trust.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Read `extension-apiserver-authentication` again; a change takes effect for the next
+    /// connections (those open keep theirs). A failed read or a CA that does not parse keeps
+    /// what was trusted, and says why.
+    async fn refresh_trust(&self, settings: &ApiSettings) {
+        let front = match FrontProxy::read(&self.client).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "logs API: cannot read the front proxy's trust again; keeping the last one");
+                return;
+            }
+        };
+        if self.trust().front == front {
+            return;
+        }
+        match front.tls(settings) {
+            Ok(config) => {
+                let trust = Arc::new(Trust {
+                    front,
+                    tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+                });
+                match self.trust.write() {
+                    Ok(mut t) => *t = trust,
+                    Err(poisoned) => *poisoned.into_inner() = trust,
+                }
+                tracing::info!(
+                    "logs API: the front proxy's trust ({AUTHENTICATION_CONFIGMAP}) changed; new connections use it"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "logs API: the changed {AUTHENTICATION_CONFIGMAP} cannot be used; keeping the last trust");
+            }
+        }
+    }
 }
 
 /// Read the front proxy's configuration, bind `settings.listen` and serve until `shutdown`.
@@ -260,6 +327,7 @@ pub async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ApiError> {
     let front = FrontProxy::read(&client).await?;
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(front.tls(&settings)?));
+    let trust = Arc::new(std::sync::RwLock::new(Arc::new(Trust { front, tls })));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ApiError::Listen {
@@ -272,11 +340,25 @@ pub async fn serve(
     })?;
     let shared = Shared {
         client,
-        front: Arc::new(front),
+        trust,
         namespace: settings.namespace.clone(),
         token: settings.token.clone(),
+        collectors_are_pods: settings.collectors_are_pods,
         shutdown: shutdown.clone(),
     };
+    let refreshing = shared.clone();
+    let stop_refreshing = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(settings.front_proxy_refresh.max(Duration::from_secs(1)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                () = stop_refreshing.cancelled() => break,
+                _ = every.tick() => refreshing.refresh_trust(&settings).await,
+            }
+        }
+    });
     let app = router(shared.clone());
     tracing::info!(address = %bound, "serving the logs API ({GROUP}/{VERSION}) to the API server's front proxy");
     let task = tokio::spawn(async move {
@@ -292,9 +374,10 @@ pub async fn serve(
                     }
                 },
             };
-            let (tls, app, front) = (tls.clone(), app.clone(), Arc::clone(&shared.front));
+            let (trust, app) = (shared.trust(), app.clone());
             tokio::spawn(async move {
-                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await else {
+                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, trust.tls.accept(stream)).await
+                else {
                     tracing::debug!(%peer, "logs API: TLS handshake failed (not the front proxy?)");
                     return;
                 };
@@ -303,7 +386,7 @@ pub async fn serve(
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .is_some_and(|c| front.allows(c));
+                    .is_some_and(|c| trust.front.allows(c));
                 if !allowed {
                     tracing::warn!(%peer, "logs API: a client certificate of the requestheader CA whose name is not in requestheader-allowed-names; refused");
                     return;
@@ -413,7 +496,7 @@ impl Params {
 }
 
 async fn lines(shared: Shared, namespace: Option<String>, headers: HeaderMap, query: String) -> Response {
-    let Some(caller) = shared.front.caller(&headers) else {
+    let Some(caller) = shared.trust().front.caller(&headers) else {
         return status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -428,7 +511,7 @@ async fn lines(shared: Shared, namespace: Option<String>, headers: HeaderMap, qu
         Ok(n) => n,
         Err(response) => return *response,
     };
-    let collectors = match collectors(&shared).await {
+    let (collectors, refused) = match collectors(&shared, params.watch).await {
         Ok(c) => c,
         Err(response) => return *response,
     };
@@ -443,7 +526,7 @@ async fn lines(shared: Shared, namespace: Option<String>, headers: HeaderMap, qu
         })
         .collect();
     if params.watch {
-        return follow(collectors, queries, shared.shutdown.child_token());
+        return follow(shared, collectors, refused, queries);
     }
     let asks = collectors.endpoints.len() * queries.len();
     let (lines, failures) = collectors.recent_lenient(&queries, params.tail).await;
@@ -451,8 +534,14 @@ async fn lines(shared: Shared, namespace: Option<String>, headers: HeaderMap, qu
         let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
         return status(StatusCode::BAD_GATEWAY, "InternalError", &all.join("; "));
     }
-    // The collectors that failed come first, as warnings; then the lines of the others.
+    // The refused collectors and those that failed come first, as warnings; then the lines of
+    // the others.
     let mut body = Vec::new();
+    for reason in refused {
+        if serde_json::to_writer(&mut body, &json!({ "warning": reason })).is_ok() {
+            body.push(b'\n');
+        }
+    }
     for failure in failures {
         if serde_json::to_writer(&mut body, &json!({ "warning": failure.to_string() })).is_ok() {
             body.push(b'\n');
@@ -540,8 +629,11 @@ async fn readable(
     Ok(allowed)
 }
 
-/// The collectors that publish a query address on an unexpired node Lease.
-async fn collectors(shared: &Shared) -> Result<Collectors, Box<Response>> {
+/// The collectors to ask: those whose node Lease is unexpired and advertises a query address
+/// that [`verified_endpoint`] accepts (with `collectors_are_pods`); and a warning for each Lease
+/// whose address was refused. No collector at all is an answer to send, unless `none_is_ok` (a
+/// follow waits for collectors to start).
+async fn collectors(shared: &Shared, none_is_ok: bool) -> Result<(Collectors, Vec<String>), Box<Response>> {
     let leases = Api::<Lease>::namespaced(shared.client.clone(), &shared.namespace)
         .list(&ListParams::default().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}")))
         .await
@@ -555,40 +647,256 @@ async fn collectors(shared: &Shared) -> Result<Collectors, Box<Response>> {
                 ),
             ))
         })?;
-    let now = jiff::Timestamp::now();
-    let endpoints: Vec<String> = leases
-        .items
-        .iter()
-        .filter(|lease| {
-            let spec = lease.spec.as_ref();
-            let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
-            let seconds = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
-            renewed.is_some_and(|r| r + jiff::SignedDuration::from_secs(i64::from(seconds)) > now)
-        })
-        .filter_map(|lease| lease.metadata.annotations.as_ref()?.get(ADDRESS_ANNOTATION))
-        .filter(|address| address.parse::<SocketAddr>().is_ok())
-        .map(|address| format!("http://{address}"))
-        .collect();
-    if endpoints.is_empty() {
+    let mut endpoints = Vec::new();
+    let mut refused = Vec::new();
+    for lease in &leases.items {
+        match checked_endpoint(shared, lease).await {
+            Ok(Some(endpoint)) => endpoints.push(endpoint),
+            Ok(None) => {}
+            Err(reason) => refused.push(reason),
+        }
+    }
+    if endpoints.is_empty() && !none_is_ok {
+        let mut message = format!(
+            "no collector serves queries: no unexpired collector Lease in {} has {ADDRESS_ANNOTATION} \
+             (are the collectors running, with --query-listen?)",
+            shared.namespace
+        );
+        for r in &refused {
+            message.push_str("; ");
+            message.push_str(r);
+        }
         return Err(Box::new(status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
-            &format!(
-                "no collector serves queries: no unexpired collector Lease in {} has {ADDRESS_ANNOTATION} \
-                 (are the collectors running, with --query-listen?)",
-                shared.namespace
-            ),
+            &message,
         )));
     }
-    Ok(Collectors::new(endpoints, shared.token.clone()))
+    Ok((Collectors::new(endpoints, shared.token.clone()), refused))
 }
 
-/// A streaming answer fed by [`Collectors::follow`]; the follows stop when the caller goes away
-/// (the body, and with it the guard, is dropped) or at shutdown.
-fn follow(collectors: Collectors, queries: Vec<Query>, cancel: CancellationToken) -> Response {
+/// The query endpoint `lease` advertises, checked against its holder pod when collectors are
+/// pods: `Ok(None)` for a Lease that advertises nothing (or has expired), `Err` (logged as a
+/// warning) for one whose address is refused.
+async fn checked_endpoint(shared: &Shared, lease: &Lease) -> Result<Option<String>, String> {
+    let now = jiff::Timestamp::now();
+    if !shared.collectors_are_pods {
+        return Ok(advertised(lease, now)?.map(|a| format!("http://{a}")));
+    }
+    if advertised(lease, now)?.is_none() {
+        return Ok(None);
+    }
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default();
+    let pod = if holder.is_empty() {
+        None
+    } else {
+        Api::<Pod>::namespaced(shared.client.clone(), &shared.namespace)
+            .get_opt(&holder)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot check collector Lease {}'s holder pod {holder}: {e}; its lines are not asked for",
+                    lease.metadata.name.as_deref().unwrap_or_default()
+                )
+            })?
+    };
+    verified_endpoint(lease, pod.as_ref(), now).inspect_err(|reason| tracing::warn!("logs API: {reason}"))
+}
+
+/// The unexpired query address `lease` advertises ([`ADDRESS_ANNOTATION`]); `Ok(None)` when it
+/// advertises none or has expired.
+fn advertised(lease: &Lease, now: jiff::Timestamp) -> Result<Option<SocketAddr>, String> {
+    let spec = lease.spec.as_ref();
+    let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+    let seconds = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
+    if renewed.is_none_or(|r| r + jiff::SignedDuration::from_secs(i64::from(seconds)) <= now) {
+        return Ok(None);
+    }
+    let Some(address) = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ADDRESS_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    address.parse().map(Some).map_err(|_| {
+        format!(
+            "collector Lease {} advertises {address:?}, not an IP:port: the operator does not send its token there",
+            lease.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+/// The query endpoint (`http://IP:PORT`) of the collector Lease `lease` whose holder pod (of the
+/// sluice namespace, by the holder's name) is `pod`: only if that pod is a collector (label
+/// [`COLLECTOR_COMPONENT`], controlled by a DaemonSet), runs on the Lease's node (the Lease is
+/// [`sluice_api::health::lease_name`] of it) and has the advertised address's host as its pod IP.
+/// Whoever may write Leases in the sluice namespace could otherwise advertise an address of
+/// their own and receive the operator's token. `Ok(None)`: the Lease advertises nothing or has
+/// expired; `Err`: why its address is refused.
+pub fn verified_endpoint(
+    lease: &Lease,
+    pod: Option<&Pod>,
+    now: jiff::Timestamp,
+) -> Result<Option<String>, String> {
+    let Some(address) = advertised(lease, now)? else {
+        return Ok(None);
+    };
+    let name = lease.metadata.name.as_deref().unwrap_or_default();
+    let refuse = |why: String| {
+        format!(
+            "collector Lease {name} advertises {address}, but {why}: the operator does not send its token there"
+        )
+    };
+    let node = name
+        .strip_prefix(&sluice_api::health::lease_name(""))
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| refuse("its name is not that of a node's collector Lease".into()))?;
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .unwrap_or_default();
+    let pod =
+        pod.ok_or_else(|| refuse(format!("its holder {holder:?} is no pod of the sluice namespace")))?;
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    if pod_name != holder {
+        return Err(refuse(format!("its holder {holder:?} is not the pod {pod_name}")));
+    }
+    let (key, value) = COLLECTOR_COMPONENT;
+    let labelled = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .is_some_and(|v| v == value);
+    let by_daemonset = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == "DaemonSet");
+    if !labelled || !by_daemonset {
+        return Err(refuse(format!(
+            "its holder pod {pod_name} is not a collector (label {key}={value}, controlled by a DaemonSet)"
+        )));
+    }
+    let on = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default();
+    if on != node {
+        return Err(refuse(format!(
+            "its holder pod {pod_name} runs on node {on:?}, not {node:?}"
+        )));
+    }
+    let status = pod.status.as_ref();
+    let ips: Vec<&str> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|i| i.ip.as_str()).collect())
+        .unwrap_or_default();
+    let ips = if ips.is_empty() {
+        status.and_then(|s| s.pod_ip.as_deref()).into_iter().collect()
+    } else {
+        ips
+    };
+    if !ips
+        .iter()
+        .any(|ip| ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == address.ip()))
+    {
+        return Err(refuse(format!(
+            "its holder pod {pod_name}'s IPs are {ips:?}, not {}",
+            address.ip()
+        )));
+    }
+    Ok(Some(format!("http://{address}")))
+}
+
+/// A Lease's holder and advertised address as last checked, and the verdict.
+type Checked = (Option<String>, Option<String>, Result<Option<String>, String>);
+
+/// Watch the collectors' Leases and send the endpoint of each that advertises a (checked)
+/// address to `added`, and a warning line to `lines` for each newly refused one; until `added`
+/// is closed or `stop` fires. A Lease's check is kept while its holder and address stay the same.
+async fn watch_collectors(
+    shared: Shared,
+    added: tokio::sync::mpsc::Sender<String>,
+    lines: tokio::sync::mpsc::Sender<Bytes>,
+    stop: CancellationToken,
+) {
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let api = Api::<Lease>::namespaced(shared.client.clone(), &shared.namespace);
+    let config = watcher::Config::default().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"));
+    let events = watcher(api, config).default_backoff();
+    futures::pin_mut!(events);
+    let mut checked: BTreeMap<String, Checked> = BTreeMap::new();
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            () = added.closed() => return,
+            event = events.next() => event,
+        };
+        let lease = match event {
+            Some(Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease))) => lease,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "logs API: the collectors' Lease watch failed; it resumes");
+                continue;
+            }
+            None => return,
+        };
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+        let address = lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ADDRESS_ANNOTATION))
+            .cloned();
+        let verdict = match checked.get(&name) {
+            Some((h, a, verdict)) if *h == holder && *a == address && verdict.is_ok() => verdict.clone(),
+            _ => {
+                let verdict = checked_endpoint(&shared, &lease).await;
+                if let Err(reason) = &verdict {
+                    let _ = lines.send(json_line(&json!({ "warning": reason }))).await;
+                }
+                checked.insert(name, (holder, address, verdict.clone()));
+                verdict
+            }
+        };
+        if let Ok(Some(endpoint)) = verdict
+            && added.send(endpoint).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A streaming answer fed by [`Collectors::follow`], which also follows the collectors that
+/// start meanwhile ([`watch_collectors`]); the follows stop when the caller goes away (the body,
+/// and with it the guard, is dropped) or at shutdown.
+fn follow(shared: Shared, collectors: Collectors, refused: Vec<String>, queries: Vec<Query>) -> Response {
+    let cancel = shared.shutdown.child_token();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(FOLLOW_BUFFER);
+    let (added_tx, added_rx) = tokio::sync::mpsc::channel::<String>(16);
     let stop = cancel.clone();
-    tokio::spawn(async move { collectors.follow(&queries, tx, stop).await });
+    tokio::spawn(async move {
+        for reason in refused {
+            let _ = tx.send(json_line(&json!({ "warning": reason }))).await;
+        }
+        if collectors.endpoints.is_empty() {
+            let warning = "no collector serves queries yet; lines come once collectors start";
+            let _ = tx.send(json_line(&json!({ "warning": warning }))).await;
+        }
+        tokio::spawn(watch_collectors(shared, added_tx, tx.clone(), stop.clone()));
+        collectors.follow(&queries, added_rx, tx, stop).await;
+    });
     let guard = cancel.drop_guard();
     let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
         let line = rx.recv().await?;
@@ -622,6 +930,91 @@ mod tests {
         assert!(Params::parse("since=yesterday").is_err());
         assert!(Params::parse("namespace=other").is_err());
         assert_eq!(Params::parse("").unwrap(), Params::default());
+    }
+
+    /// A collector Lease of `node` held by `holder`, renewed now for an hour, advertising `address`.
+    fn lease(node: &str, holder: &str, address: &str) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": sluice_api::health::lease_name(node), "namespace": "sluice",
+                         "annotations": {ADDRESS_ANNOTATION: address}},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3600,
+                     "renewTime": jiff::Timestamp::now().to_string()},
+        }))
+        .unwrap()
+    }
+
+    /// A collector pod of a DaemonSet on `node` with `ip`.
+    fn collector_pod(name: &str, node: &str, ip: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "sluice",
+                         "labels": {"app.kubernetes.io/component": "collector"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "sluice-collector",
+                                              "uid": "u", "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "collector"}]},
+            "status": {"podIP": ip, "podIPs": [{"ip": ip}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_collector_address_is_used_only_when_it_is_its_pods() {
+        let now = jiff::Timestamp::now();
+        let pod = collector_pod("sluice-collector-x1", "n1", "10.88.0.5");
+        let good = lease("n1", "sluice-collector-x1", "10.88.0.5:9881");
+        assert_eq!(
+            verified_endpoint(&good, Some(&pod), now),
+            Ok(Some("http://10.88.0.5:9881".into()))
+        );
+        let refused = |lease: &Lease, pod: Option<&Pod>, why: &str| {
+            let reason = verified_endpoint(lease, pod, now).unwrap_err();
+            assert!(
+                reason.contains(why) && reason.contains("does not send its token"),
+                "{reason}"
+            );
+        };
+        // Another host than the pod's IP.
+        refused(
+            &lease("n1", "sluice-collector-x1", "10.9.9.9:9881"),
+            Some(&pod),
+            "IPs are",
+        );
+        // No such pod.
+        refused(&good, None, "is no pod");
+        // The pod runs on another node than the Lease's.
+        refused(
+            &lease("n2", "sluice-collector-x1", "10.88.0.5:9881"),
+            Some(&pod),
+            "runs on node",
+        );
+        // Not a collector: no label, or not controlled by a DaemonSet.
+        let mut unlabelled = pod.clone();
+        unlabelled.metadata.labels = None;
+        refused(&good, Some(&unlabelled), "is not a collector");
+        let mut bare = pod.clone();
+        bare.metadata.owner_references = None;
+        refused(&good, Some(&bare), "is not a collector");
+        // The holder is not the pod given.
+        refused(
+            &lease("n1", "someone-else", "10.88.0.5:9881"),
+            Some(&pod),
+            "is not the pod",
+        );
+        // Not a node Lease's name.
+        let mut renamed = good.clone();
+        renamed.metadata.name = Some("other".into());
+        refused(&renamed, Some(&pod), "not that of a node");
+        // Nothing advertised, or expired: nothing to ask, nothing refused.
+        let mut silent = good.clone();
+        silent.metadata.annotations = None;
+        assert_eq!(verified_endpoint(&silent, Some(&pod), now), Ok(None));
+        let later = now + jiff::SignedDuration::from_hours(2);
+        assert_eq!(verified_endpoint(&good, Some(&pod), later), Ok(None));
+        // An address that is not IP:port.
+        refused(
+            &lease("n1", "sluice-collector-x1", "collector:9881"),
+            Some(&pod),
+            "not an IP:port",
+        );
     }
 
     #[test]

@@ -82,6 +82,15 @@ struct Args {
         requires = "logs_api_listen"
     )]
     query_token_file: Option<std::path::PathBuf>,
+    /// Send the query token to any address an unexpired collector Lease advertises, also when
+    /// its holder is not a collector pod with that IP on that node: only for collectors run as
+    /// host processes (whoever may write Leases in the sluice namespace then receives the token).
+    #[arg(
+        long,
+        env = "SLUICE_LOGS_API_COLLECTORS_OUTSIDE_PODS",
+        requires = "logs_api_listen"
+    )]
+    logs_api_collectors_outside_pods: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -132,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         cert_file: args.logs_api_cert_file.clone(),
         key_file: args.logs_api_key_file.clone(),
         token_file: args.query_token_file.clone(),
+        collectors_outside_pods: args.logs_api_collectors_outside_pods,
     };
     let mut settings = Settings::new(namespace, identity);
     settings.lease_name = args.lease_name;
@@ -179,6 +189,7 @@ struct LogsApiArgs {
     cert_file: Option<std::path::PathBuf>,
     key_file: Option<std::path::PathBuf>,
     token_file: Option<std::path::PathBuf>,
+    collectors_outside_pods: bool,
 }
 
 /// The logs API's settings, its files read; `None` when it is not to be served.
@@ -212,6 +223,8 @@ fn logs_api_settings(
         key_pem: read(key, "logs API key")?,
         namespace: namespace.to_owned(),
         token,
+        front_proxy_refresh: sluice_operator::logs_api::FRONT_PROXY_REFRESH,
+        collectors_are_pods: !args.collectors_outside_pods,
     }))
 }
 

@@ -14,6 +14,7 @@
 //!   restarts, `/metrics` scraping, `/readyz`);
 //! * [`kube`]: the kube-apiserver harness with sluice's CRDs and RBAC, the operator in-process
 //!   under its restricted identity, pods as a kubelet reports them (cluster-mode tests);
+//! * [`plugin`]: the `kubectl-sluice` binary run as a user runs it, and checks of the lines it prints;
 //! * [`multiset`]: exact comparison of lines written and received, with readable reports;
 //! * [`tmpfs`]: a small tmpfs to fill, for tests of a full disk;
 //! * [`support`]: free ports, polling with a timeout, the process guard, and the "part missing"
@@ -32,6 +33,7 @@ pub mod http;
 pub mod kube;
 pub mod logs_api;
 pub mod multiset;
+pub mod plugin;
 pub mod support;
 pub mod syslog;
 pub mod tmpfs;

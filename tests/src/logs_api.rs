@@ -56,6 +56,10 @@ impl LogsApi {
             key_pem: key.into_bytes(),
             namespace: kube.system.clone(),
             token: token.into(),
+            // Often, so a test sees a changed requestheader CA soon.
+            front_proxy_refresh: Duration::from_secs(1),
+            // The collectors of these tests are host processes, not pods.
+            collectors_are_pods: false,
         };
         let stop = CancellationToken::new();
         let serving = stop.clone();
@@ -98,15 +102,25 @@ pub fn host_address() -> Result<IpAddr, Missing> {
     Ok(ip)
 }
 
-/// A CA and a serving certificate for the logs API's Service name: (CA PEM, cert PEM, key PEM).
-pub fn serving_cert(service_name: &str) -> Result<(String, String, String)> {
+/// A new CA named `name`: (certificate PEM, key PEM).
+pub fn certificate_authority(name: &str) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let key_pem = key.serialize_pem();
+    let ca = ca_issuer(name, key)?;
+    Ok((ca.pem(), key_pem))
+}
+
+fn ca_issuer(name: &str, key: KeyPair) -> Result<CertifiedIssuer<'static, KeyPair>> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice-logs-api-ca");
+    params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+    Ok(CertifiedIssuer::self_signed(params, key)?)
+}
+
+/// A CA and a serving certificate for the logs API's Service name: (CA PEM, cert PEM, key PEM).
+pub fn serving_cert(service_name: &str) -> Result<(String, String, String)> {
+    let ca = ca_issuer("sluice-logs-api-ca", KeyPair::generate()?)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec![service_name.to_owned()])?;
     params.distinguished_name.push(DnType::CommonName, service_name);

@@ -10,7 +10,6 @@ use k8s_openapi::{
     api::{
         coordination::v1::Lease,
         core::v1::{Namespace, Pod},
-        rbac::v1::{Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -20,36 +19,17 @@ use kube::{
 };
 use serde_json::json;
 use sluice_kube_harness::KubeHarness;
+use sluice_tests::plugin::Plugin;
+pub use sluice_tests::plugin::Run;
 use tokio::sync::OnceCell;
 
 const MANAGER: &str = "sluice-plugin-tests";
 
-/// What a run of the plugin returned.
-#[derive(Debug)]
-pub struct Run {
-    /// The exit code.
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
 /// Run `kubectl-sluice` with `args` (no inherited KUBECONFIG, HOME in a place without a kubeconfig).
 pub async fn plugin(args: Vec<String>) -> Result<Run> {
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
-            .args(&args)
-            .env_remove("KUBECONFIG")
-            .env_remove("SLUICE_NAMESPACE")
-            .env("HOME", "/nonexistent")
-            .output()
-            .context("running kubectl-sluice")?;
-        Ok(Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout)?,
-            stderr: String::from_utf8(out.stderr)?,
-        })
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Plugin::new(env!("CARGO_BIN_EXE_kubectl-sluice")).run(&args)
     })
     .await?
 }
@@ -257,19 +237,7 @@ pub async fn namespace(client: &Client, name: &str) -> Result<()> {
 /// A Role with `rules` in `ns`, bound to `user`.
 async fn grant(admin: &Client, ns: &str, user: &str, rules: serde_json::Value) -> Result<()> {
     let name = format!("plugin-test-{}", user.replace(':', "-"));
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules}))?;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))?;
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await?;
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await?;
-    Ok(())
+    sluice_tests::plugin::grant(admin, ns, &name, user, rules).await
 }
 
 /// Poll `check` every 100 ms until it says true; fail after 60 s naming `what`.
