@@ -145,6 +145,7 @@ impl Collector {
             checkpoint_interval: Duration::from_millis(250),
             read_budget_bytes: 256 * 1024,
             unterminated_quiet: Duration::from_secs(5),
+            rotate_wait: Duration::from_secs(5),
             recent: settings.recent.clone(),
         };
         let recent = settings.recent;

@@ -166,7 +166,8 @@ impl Reader {
         };
         let (sealed, next) = (f.sealed(), ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
         // The runtime may still append to a CRI file it rotated (see `rotate_wait`).
-        let written_to = ctx.format == Format::Cri && f.may_still_be_written(Instant::now(), self.rotate_wait);
+        let written_to =
+            ctx.format == Format::Cri && f.may_still_be_written(Instant::now(), self.rotate_wait);
         // A file truncated and rewritten in place (copy-truncate) no longer has its head:
         // what was just read is not this file's. Leave it to the rescan. (A sealed file too:
         // a newer file can appear before the truncation of the one it follows is noticed.)

@@ -30,7 +30,7 @@ pub struct Pids {
 
 /// The container ids in flight and the latencies measured so far.
 #[derive(Default)]
-struct Probes {
+pub struct Probes {
     /// id → when its status patch returned (`None`: the patch is still in flight).
     waiting: HashMap<String, Option<Instant>>,
     /// Ids a config carried before their status patch returned (latency 0 from that point).
@@ -62,9 +62,11 @@ impl Probes {
     }
 }
 
-type Pending = Arc<Mutex<Probes>>;
+/// The probes shared by the pod replacements and the config watch.
+pub type Pending = Arc<Mutex<Probes>>;
 
-fn lock<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+/// The value behind `mutex` (an error if a holder panicked).
+pub fn lock<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     mutex.lock().map_err(|_| anyhow::anyhow!("poisoned"))
 }
 
@@ -80,7 +82,8 @@ pub async fn churn(client: &Client, args: &Args, pids: &Pids) -> Result<()> {
         .apiserver_profile
         .clone()
         .map(|path| tokio::spawn(apiserver_profile(client.clone(), path)));
-    replace_pods(client, args, &pending).await?;
+    let total = args.churn_rate as usize * args.churn_seconds as usize;
+    replace_pods(client, args, 0..total, args.churn_rate, &pending).await?;
     if let Some(profile) = profile {
         profile.await??;
     }
@@ -158,13 +161,20 @@ fn cpu(pids: &Pids) -> Result<[f64; 4]> {
     ])
 }
 
-/// Delete, re-create (new node, new container id) and status-patch pods at the churn rate; each
-/// new id goes into `pending` with the time its status patch returned.
-async fn replace_pods(client: &Client, args: &Args, pending: &Pending) -> Result<()> {
-    let total = args.churn_rate as u64 * args.churn_seconds;
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / args.churn_rate);
+/// Delete, re-create (new node, new container id) and status-patch pods at `rate` per second,
+/// replacements `range` (replacement k takes pod k mod `--pods`, generation 1 + k div `--pods`, so
+/// ranges that follow each other never repeat an id); each new id goes into `pending` with the time
+/// its status patch returned.
+pub async fn replace_pods(
+    client: &Client,
+    args: &Args,
+    range: std::ops::Range<usize>,
+    rate: u32,
+    pending: &Pending,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     let mut tasks = tokio::task::JoinSet::new();
-    for k in 0..total as usize {
+    for k in range {
         tick.tick().await;
         let (client, pending) = (client.clone(), pending.clone());
         let j = k % args.pods;

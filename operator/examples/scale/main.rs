@@ -11,8 +11,9 @@
 //!    a new container id, patch status) and measures, per replacement, the time from the status
 //!    patch to the node config that carries the new id (p50/p99/max), next to the operator's own
 //!    lag histogram and the CPU each process used, so a tail can be told apart (see `churn`).
-//! 4. Health: one simulated collector per node renews its Lease every 10 s with drain figures;
-//!    measures the status writes this adds, and the time from a figure to the status (`health`).
+//! 4. Health: one simulated collector per node renews its Lease every 10 s with drain figures
+//!    while pods churn at `--health-churn-rate`; measures the status writes this adds, the
+//!    operator's CPU, and the time from each figure change to the status (`health`).
 
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ struct Args {
     /// phase).
     #[arg(long, default_value_t = 120)]
     health_seconds: u64,
+    /// Pod replacements per second during the health phase (0: none).
+    #[arg(long, default_value_t = 10)]
+    health_churn_rate: u32,
     /// Write the operator's log (debug level for the operator: one line per node config write,
     /// with its lag and write time) to this file.
     #[arg(long)]
@@ -142,7 +146,8 @@ async fn main() -> Result<()> {
         );
     }
     if args.health_seconds > 0 {
-        health::health(&client, &args, pid, port).await?;
+        let churned = args.churn_rate as usize * args.churn_seconds as usize;
+        health::health(&client, &args, pid, port, churned).await?;
     }
     println!("peak_rss_mib {:.1}", probe::peak_rss_kib(pid)? as f64 / 1024.0);
     operator.0.kill().await.ok();
