@@ -197,6 +197,12 @@ fn a_forgotten_container_whose_file_changes_is_read_again_on_the_watchers_hint()
     settings.rescan_interval = Duration::from_secs(3600);
     let engine = node.start(settings, routes(&[&a], vec![c.config(&["a"])]));
     let mut expected = write_lines(&c, 0, 100);
+    // With no periodic look, the first lines depend on the watcher's first event, which a loaded
+    // machine can deliver before the watch is in place: look once they are written.
+    wait_for("the first lines", T, || {
+        engine.rescan().unwrap();
+        a.count() >= expected.len()
+    });
     assert_exact(&a, &expected);
     wait_for("the drain to acknowledge everything", T, || a.idle());
     c.set_running(false);
