@@ -8,14 +8,16 @@
 //! | State | On disk | Grows | Claims its inode | Read from |
 //! | --- | --- | --- | --- | --- |
 //! | [`State::Live`] | yes | yes | yes | the file |
-//! | [`State::Rotated`] | yes (renamed, or its copy) | no | yes | the file, or the copy |
+//! | [`State::Rotated`] | yes (renamed, or its copy) | CRI: briefly, by a runtime's last write | yes | the file, or the copy |
 //! | [`State::Deleted`] | no | no | until forgotten | the descriptor held open |
 //! | [`State::Truncated`] | the inode holds another file now | no | no | nothing, until its copy is found |
 //! | [`State::Inflated`] | no (a compressed file) | no | no inode | an unnamed temporary file |
 //!
 //! Invariants:
-//! * a file is sealed (it will not grow, a cursor at its end moves on) exactly when a newer file
-//!   of its container is known; each state carries that, so a withdrawn newer file unseals it;
+//! * a file is sealed (a cursor at its end moves on) exactly when a newer file of its container
+//!   is known; each state carries that, so a withdrawn newer file unseals it. A sealed CRI file
+//!   can still grow for a moment (containerd's old writer flushes what it held), so cursors
+//!   leave it only `rotate_wait` after it was sealed (`read.rs`);
 //! * a file truncated in place (copy-truncate) keeps its entry for one more listing while its
 //!   copy may still appear; a second listing without the copy counts the loss for the cursors
 //!   that had not read it, and the entry is then a deleted one with nothing to read;
