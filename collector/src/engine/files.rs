@@ -18,8 +18,10 @@ use std::{
     io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 mod inflate;
 mod intake;
@@ -84,7 +86,7 @@ impl Tracked {
         }
     }
 
-    /// A newer file exists: this one will not grow.
+    /// A newer file exists: a reader at its end moves on (see [`Self::may_still_be_written`]).
     pub fn sealed(&self) -> bool {
         self.state.sealed()
     }

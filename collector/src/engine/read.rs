@@ -17,11 +17,9 @@
 //! * the cursor's position moves past every consumed line, delivered or skipped, and the batch
 //!   mark after each delivered line says where a restart resumes.
 
-use std::{
-    os::unix::fs::FileExt,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{os::unix::fs::FileExt, path::PathBuf, time::Duration};
+
+use tokio::time::Instant;
 
 use sluice_api::node_config::Stream;
 

@@ -699,8 +699,11 @@ mod tests {
         let now = Timestamp::now();
         let web = ObjKey::new("shop", "web");
         let mut c = Collectors::default();
-        // (node, delivered and dropped it reports; `None`: its Lease is deleted), then the sums.
-        let steps: [(&str, Option<(u64, u64)>, (u64, u64, u64)); 8] = [
+        // (node, delivered and dropped it reports; `None`: its Lease is deleted), then the sums
+        // (delivered, dropped, failed).
+        type Reported = Option<(u64, u64)>;
+        type Sums = (u64, u64, u64);
+        let steps: [(&str, Reported, Sums); 8] = [
             ("a", Some((100, 4)), (100, 4, 4)),
             ("b", Some((50, 0)), (150, 4, 4)),
             // a stops and comes back with empty state: nothing lost.
