@@ -41,6 +41,17 @@ fn write_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
     out
 }
 
+/// Append `text` to the file at `path`, creating it.
+fn append_to(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
 fn assert_exact(drain: &MockDrain, expected: &[String]) {
     // On a timeout the comparison below says what is missing.
     poll(T, || drain.count() >= expected.len());
@@ -565,15 +576,7 @@ fn lines_written_to_a_rotated_cri_file_after_the_new_file_has_lines_arrive() {
     settings.rotate_wait = Duration::from_secs(2);
     let a = MockDrain::start("a", 4, &node.waker);
     let (config, dir) = cri_container(&node, &["a"]);
-    let append = |name: &str, text: String| {
-        use std::io::Write as _;
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(name))
-            .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-    };
+    let append = |name: &str, text: String| append_to(&dir.join(name), &text);
     let engine = node.start(settings, routes(&[&a], vec![config]));
     append("0.log", format!("{TIME} stdout F one\n"));
     wait_for("the first line", T, || a.count() == 1);
@@ -608,15 +611,7 @@ fn lines_written_to_a_rotated_cri_file_after_the_new_file_appeared_arrive() {
     let node = Node::new();
     let a = MockDrain::start("a", 4, &node.waker);
     let (config, dir) = cri_container(&node, &["a"]);
-    let append = |name: &str, text: String| {
-        use std::io::Write as _;
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(name))
-            .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-    };
+    let append = |name: &str, text: String| append_to(&dir.join(name), &text);
     let engine = node.start(node.settings(), routes(&[&a], vec![config]));
     append("0.log", format!("{TIME} stdout F one\n"));
     wait_for("the first line", T, || a.count() == 1);

@@ -433,11 +433,26 @@ impl KubeNode {
 
     /// Deletes every pod and waits (up to a minute) until containerd runs
     /// no container any more, so their sandboxes and networks are released
-    /// by the kubelet and containerd themselves.
+    /// by the kubelet and containerd themselves. The workload controllers go
+    /// first (their pods orphaned), or the controller-manager would start
+    /// their pods again as fast as they are deleted.
     fn drain(&mut self) {
         if self.kubelet.is_none() || self.harness.is_none() {
             return;
         }
+        let _ = self
+            .kubectl()
+            .args([
+                "delete",
+                "daemonsets,deployments,replicasets,statefulsets,jobs",
+                "--all",
+                "--all-namespaces",
+                "--cascade=orphan",
+                "--wait=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self
             .kubectl()
             .args([
