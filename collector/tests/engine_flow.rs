@@ -602,6 +602,44 @@ fn lines_written_to_a_rotated_cri_file_after_the_new_file_has_lines_arrive() {
     engine.join();
 }
 
+/// A rotated CRI file whose last line is only half written when the newer file has lines: the
+/// late write that ends it comes within the wait, so the line arrives whole and nothing is
+/// counted as an unterminated line.
+#[test]
+fn a_half_written_line_of_a_rotated_cri_file_completed_late_arrives_whole() {
+    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
+    let node = Node::new();
+    let mut settings = node.settings();
+    settings.rotate_wait = Duration::from_secs(2);
+    let a = MockDrain::start("a", 4, &node.waker);
+    let (config, dir) = cri_container(&node, &["a"]);
+    let append = |name: &str, text: String| append_to(&dir.join(name), &text);
+    let engine = node.start(settings, routes(&[&a], vec![config]));
+    append("0.log", format!("{TIME} stdout F one\n{TIME} stderr F hal"));
+    wait_for("the first line", T, || a.count() == 1);
+    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
+    append("0.log", format!("{TIME} stdout F two\n"));
+    // The looks that find the new file and seal the rotated one, and reads at its end.
+    for _ in 0..3 {
+        engine.rescan().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    append("0.log.20261203-080000", "f\n".to_owned());
+    append("0.log", format!("{TIME} stdout F three\n"));
+    assert_exact(
+        &a,
+        &[
+            "stdout:one".to_owned(),
+            "stderr:half".to_owned(),
+            "stdout:two".to_owned(),
+            "stdout:three".to_owned(),
+        ],
+    );
+    assert_eq!(node.recorder.get("input:unterminated_line"), 0);
+    assert_eq!(node.recorder.get("dropped"), 0);
+    engine.join();
+}
+
 /// containerd opens the new `0.log` before it swaps its writer over, so for a moment after the
 /// kubelet's rotation the new file exists, empty, while lines still go to the rotated one. An
 /// empty file is not taken in, so the rotated one is not sealed yet and those late lines arrive.

@@ -10,9 +10,9 @@
 //! * one buffer (at least 256 KiB) serves every file; no allocation per line in the common case
 //!   (the message borrows from the buffer, or from the pending line it was joined into);
 //! * only whole physical lines are consumed; a line without its newline yet is read again later,
-//!   unless its file is sealed (then it never completes: counted and skipped); the last line of
-//!   a finished container's newest file is counted and acknowledged when the container is
-//!   forgotten (see `tail/rescan.rs`);
+//!   unless its file is sealed and past its `rotate_wait` (then it never completes: counted and
+//!   skipped); the last line of a finished container's newest file is counted and acknowledged
+//!   when the container is forgotten (see `tail/rescan.rs`);
 //! * a physical line longer than the buffer is discarded up to its newline and counted;
 //! * the cursor's position moves past every consumed line, delivered or skipped, and the batch
 //!   mark after each delivered line says where a restart resumes.
@@ -71,7 +71,8 @@ struct FileCtx {
     digest: u64,
     /// Where it is (empty when deleted), for reports.
     path: PathBuf,
-    /// A newer file exists: this one will not grow.
+    /// A newer file exists and this one will not grow (a rotated CRI file only once its
+    /// `rotate_wait` is over).
     sealed: bool,
 }
 
@@ -191,7 +192,8 @@ impl Reader {
         let file = FileCtx {
             digest: f.digest,
             path: f.path.clone().unwrap_or_default(),
-            sealed,
+            // A late write may still complete the last line of a file inside its wait.
+            sealed: sealed && !written_to,
         };
         // The file is at least as long as what was read: the rescan's truncation check
         // then agrees with the one above (a reader waiting on it is never left waiting).
