@@ -188,17 +188,17 @@ impl Workload {
 }
 
 /// Docker's `config.v2.json`, reduced to the fields a log shipper looks at.
-fn docker_config(c: &Container) -> String {
+fn docker_config(container: &Container) -> String {
     serde_json::json!({
-        "ID": c.id,
-        "Name": format!("/{}", c.name),
+        "ID": container.id,
+        "Name": format!("/{}", container.name),
         "Created": "2026-01-01T00:00:00.000000000Z",
         "Config": {
-            "Hostname": &c.id[..12],
+            "Hostname": &container.id[..12],
             "Image": "sluice-bench",
             "Labels": { "sluice.bench": "1" },
         },
-        "LogPath": c.log_path,
+        "LogPath": container.log_path,
         "State": { "Running": true, "Pid": 0 },
     })
     .to_string()
@@ -245,10 +245,14 @@ fn stamp_path(root: &Path) -> PathBuf {
     root.join("workload.stamp")
 }
 
-fn stamp(w: &Workload) -> String {
+fn stamp(workload: &Workload) -> String {
     format!(
         "v1 containers={} lines={} bytes={}..{} seed={}\n",
-        w.containers, w.lines_per_container, w.min_bytes, w.max_bytes, w.seed
+        workload.containers,
+        workload.lines_per_container,
+        workload.min_bytes,
+        workload.max_bytes,
+        workload.seed
     )
 }
 

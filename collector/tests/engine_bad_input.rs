@@ -14,11 +14,11 @@ use support::*;
 const T: Duration = Duration::from_secs(30);
 const TIME: &str = "2026-11-21T15:15:34.165439785Z";
 
-fn good(c: &DockerContainer, tag: &str, n: usize) -> Vec<String> {
-    (0..n)
+fn good(container: &DockerContainer, tag: &str, count: usize) -> Vec<String> {
+    (0..count)
         .map(|i| {
             let m = format!("{tag}-{i}");
-            c.write(Stream::Stdout, &m);
+            container.write(Stream::Stdout, &m);
             format!("stdout:{m}")
         })
         .collect()

@@ -41,29 +41,29 @@ fn gzip(data: &[u8], gz: &Path) {
 /// after them. Returns them.
 fn deliver_then_stop(
     node: &Node,
-    a: &MockDrain,
+    drain: &MockDrain,
     config: &ContainerConfig,
     write: impl FnOnce() -> Vec<String>,
 ) -> Vec<String> {
-    let engine = node.start(node.settings(), routes(&[a], vec![config.clone()]));
+    let engine = node.start(node.settings(), routes(&[drain], vec![config.clone()]));
     let lines = write();
-    wait_for("the first lines", T, || a.count() == lines.len());
-    graceful_stop(engine, &[a]);
+    wait_for("the first lines", T, || drain.count() == lines.len());
+    graceful_stop(engine, &[drain]);
     lines
 }
 
-/// Start the engine again and require that `a` received exactly `expected` in all.
-fn restart_and_expect(node: &Node, a: &MockDrain, config: ContainerConfig, expected: Vec<String>) {
-    let engine = node.start(node.settings(), routes(&[a], vec![config]));
-    wait_for("every line", T, || a.count() >= expected.len());
-    assert_same_lines("drain a", a.messages(), expected);
+/// Start the engine again and require that `drain` received exactly `expected` in all.
+fn restart_and_expect(node: &Node, drain: &MockDrain, config: ContainerConfig, expected: Vec<String>) {
+    let engine = node.start(node.settings(), routes(&[drain], vec![config]));
+    wait_for("every line", T, || drain.count() >= expected.len());
+    assert_same_lines("drain a", drain.messages(), expected);
     engine.join();
 }
 
 /// Write lines `from..from + n` to the Docker container; what a drain must receive.
-fn docker_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
-    let (text, out) = docker_text(from, n);
-    c.append_raw(text.as_bytes());
+fn docker_lines(container: &DockerContainer, from: usize, count: usize) -> Vec<String> {
+    let (text, out) = docker_text(from, count);
+    container.append_raw(text.as_bytes());
     out
 }
 
@@ -85,13 +85,13 @@ fn docker_checkpoint_into_a_file_compressed_while_down() {
 }
 
 /// Docker's rotation with `compress=true`: `.N.gz` → `.N+1.gz`, the current file → `.1.gz`.
-fn rotate_compressed(c: &DockerContainer) {
-    let rotated = (1..).take_while(|&n| gz(&c.rotated(n)).exists()).count();
+fn rotate_compressed(container: &DockerContainer) {
+    let rotated = (1..).take_while(|&n| gz(&container.rotated(n)).exists()).count();
     for n in (1..=rotated).rev() {
-        fs::rename(gz(&c.rotated(n)), gz(&c.rotated(n + 1))).unwrap();
+        fs::rename(gz(&container.rotated(n)), gz(&container.rotated(n + 1))).unwrap();
     }
-    fs::rename(c.log(), c.rotated(1)).unwrap();
-    compress(&c.rotated(1), &gz(&c.rotated(1)));
+    fs::rename(container.log(), container.rotated(1)).unwrap();
+    compress(&container.rotated(1), &gz(&container.rotated(1)));
 }
 
 fn gz(path: &Path) -> PathBuf {
@@ -99,10 +99,10 @@ fn gz(path: &Path) -> PathBuf {
 }
 
 /// Write CRI lines `from..from + n` to `file`; what a drain must receive.
-fn cri_lines(file: &Path, from: usize, n: usize) -> Vec<String> {
+fn cri_lines(file: &Path, from: usize, count: usize) -> Vec<String> {
     let mut text = String::new();
     let mut out = Vec::new();
-    for i in from..from + n {
+    for i in from..from + count {
         let m = format!("line-{i}-{}", "c".repeat(30 + i % 40));
         text.push_str(&format!("2026-11-21T15:15:34.{i:09}Z stdout F {m}\n"));
         out.push(format!("stdout:{m}"));
@@ -169,10 +169,10 @@ fn place_compressed(node: &Node, data: &[u8], gz: &Path) {
 }
 
 /// Docker lines `from..from + n` as file content, and what a drain must receive of them.
-fn docker_text(from: usize, n: usize) -> (String, Vec<String>) {
+fn docker_text(from: usize, count: usize) -> (String, Vec<String>) {
     let mut text = String::new();
     let mut out = Vec::new();
-    for i in from..from + n {
+    for i in from..from + count {
         let m = format!("line-{i}-{}", "z".repeat(40 + i % 50));
         text.push_str(&docker_records(Stream::Stdout, &m));
         out.push(format!("stdout:{m}"));
@@ -186,16 +186,16 @@ fn docker_text(from: usize, n: usize) -> (String, Vec<String>) {
 fn expect_exactly(
     node: &Node,
     engine: EngineHandle,
-    a: &MockDrain,
-    c: &DockerContainer,
+    drain: &MockDrain,
+    container: &DockerContainer,
     mut expected: Vec<String>,
     next: usize,
 ) {
-    wait_for("every line", T, || a.count() >= expected.len());
-    expected.extend(docker_lines(c, next, 10));
-    wait_for("the last lines", T, || a.count() >= expected.len());
-    graceful_stop(engine, &[a]);
-    assert_same_lines("drain a", a.messages(), expected);
+    wait_for("every line", T, || drain.count() >= expected.len());
+    expected.extend(docker_lines(container, next, 10));
+    wait_for("the last lines", T, || drain.count() >= expected.len());
+    graceful_stop(engine, &[drain]);
+    assert_same_lines("drain a", drain.messages(), expected);
     assert_eq!(node.recorder.get("dropped"), 0, "nothing was lost");
 }
 

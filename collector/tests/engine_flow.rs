@@ -14,30 +14,30 @@ use support::*;
 
 const T: Duration = Duration::from_secs(30);
 
-fn msg(c: &DockerContainer, stream: Stream, i: usize) -> String {
+fn msg(container: &DockerContainer, stream: Stream, index: usize) -> String {
     format!(
-        "{}-{}-{i}-{}",
-        &c.id[..6],
+        "{}-{}-{index}-{}",
+        &container.id[..6],
         stream.as_str(),
-        "x".repeat(100 + i % 80)
+        "x".repeat(100 + index % 80)
     )
 }
 
-/// Write `n` lines alternating stdout/stderr; return what a drain must receive.
-fn write_lines(c: &DockerContainer, from: usize, n: usize) -> Vec<String> {
+/// Write `count` lines alternating stdout/stderr; return what a drain must receive.
+fn write_lines(container: &DockerContainer, from: usize, count: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut text = String::new();
-    for i in from..from + n {
+    for i in from..from + count {
         let stream = if i % 3 == 0 {
             Stream::Stderr
         } else {
             Stream::Stdout
         };
-        let m = msg(c, stream, i);
+        let m = msg(container, stream, i);
         text.push_str(&docker_records(stream, &m));
         out.push(format!("{}:{m}", stream.as_str()));
     }
-    c.append_raw(text.as_bytes());
+    container.append_raw(text.as_bytes());
     out
 }
 

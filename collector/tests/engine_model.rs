@@ -230,9 +230,9 @@ impl Model<'_> {
         self.c.append_raw(text.as_bytes());
     }
 
-    /// Wait until every line with a fragment in file `i` has arrived (the engine is up).
-    fn settle(&mut self, i: usize) {
-        let want: Vec<String> = self.files[i]
+    /// Wait until every line with a fragment in file `index` has arrived (the engine is up).
+    fn settle(&mut self, index: usize) {
+        let want: Vec<String> = self.files[index]
             .lines
             .iter()
             .filter(|l| !self.may_be_lost.contains(l))
@@ -251,16 +251,16 @@ impl Model<'_> {
         // excuses a line that never arrives.
         assert!(
             self.node.recorder.get("dropped") > 0,
-            "lines of file {i} (of {}) never arrived and no loss was counted: {:?}",
+            "lines of file {index} (of {}) never arrived and no loss was counted: {:?}",
             self.files.len(),
             missing.iter().map(|l| &l[..20.min(l.len())]).collect::<Vec<_>>()
         );
         self.may_be_lost.extend(missing);
     }
 
-    /// Where rotated file number `n` is (`n` ≥ 1; `.1` is the newest rotated file).
-    fn rotated_path(&self, n: usize, compressed: bool) -> PathBuf {
-        let path = self.c.rotated(n);
+    /// Where rotated file number `number` is (`number` ≥ 1; `.1` is the newest rotated file).
+    fn rotated_path(&self, number: usize, compressed: bool) -> PathBuf {
+        let path = self.c.rotated(number);
         match compressed {
             true => PathBuf::from(format!("{}.gz", path.display())),
             false => path,
@@ -268,8 +268,8 @@ impl Model<'_> {
     }
 
     /// The path of `self.files[i]`, a rotated file.
-    fn path_of(&self, i: usize) -> PathBuf {
-        self.rotated_path(self.files.len() - 1 - i, self.files[i].compressed)
+    fn path_of(&self, index: usize) -> PathBuf {
+        self.rotated_path(self.files.len() - 1 - index, self.files[index].compressed)
     }
 
     /// Docker's rotation (or logrotate's shift before a copy): the oldest beyond MAX_FILE goes.

@@ -87,27 +87,31 @@ fn recent_store() -> Arc<Recent> {
     }))
 }
 
-/// A container of `namespace`, and what writing `n` lines to it (alternately with `other`, so
+/// A container of `namespace`, and what writing `number` lines to it (alternately with `other`, so
 /// their times interleave) is expected to show.
 fn container(
     node: &Node,
-    n: usize,
+    number: usize,
     namespace: &str,
 ) -> (DockerContainer, sluice_api::node_config::ContainerConfig) {
-    let c = DockerContainer::new(&node.docker_root(), n);
+    let c = DockerContainer::new(&node.docker_root(), number);
     let mut config = c.config(&["d"]);
     config.namespace = namespace.into();
     (c, config)
 }
 
-fn write(c: &DockerContainer, config: &sluice_api::node_config::ContainerConfig, i: usize) -> String {
-    let stream = if i.is_multiple_of(4) {
+fn write(
+    container: &DockerContainer,
+    config: &sluice_api::node_config::ContainerConfig,
+    index: usize,
+) -> String {
+    let stream = if index.is_multiple_of(4) {
         Stream::Stderr
     } else {
         Stream::Stdout
     };
-    let message = format!("{}-line-{i}", config.pod);
-    c.write(stream, &message);
+    let message = format!("{}-line-{index}", config.pod);
+    container.write(stream, &message);
     format!(
         "{}/{} {} {message}",
         config.namespace,

@@ -121,11 +121,11 @@ fn written_at(json_line: &str) -> Option<u128> {
     value["line"].as_str()?.split(' ').nth(4)?.parse().ok()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    let rank = ((quantile / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
 

@@ -124,12 +124,12 @@ impl ChartNode {
         self.helm.template_in(RELEASE, SYSTEM, &values)
     }
 
-    /// Creates tenant `i`'s namespace ([`TENANTS`]), a LogDrain to its receiver and a LogBinding
+    /// Creates tenant `index`'s namespace ([`TENANTS`]), a LogDrain to its receiver and a LogBinding
     /// of its pods labelled `app: loggen` to that drain.
-    pub fn add_tenant(&self, i: usize) -> Result<()> {
-        let ns = TENANTS[i];
+    pub fn add_tenant(&self, index: usize) -> Result<()> {
+        let ns = TENANTS[index];
         self.kubectl(&["create", "namespace", ns])?;
-        let url = format!("syslog://{NODE_IP}:{}", self.receivers[i].ports.tcp);
+        let url = format!("syslog://{NODE_IP}:{}", self.receivers[index].ports.tcp);
         self.apply(&drain(ns, &url))?;
         self.apply(&binding(ns))?;
         Ok(())

@@ -259,11 +259,11 @@ impl Collector {
             .sum()
     }
 
-    /// The last `n` lines of the collector's log (all runs).
-    pub fn log_tail(&self, n: usize) -> String {
+    /// The last `count` lines of the collector's log (all runs).
+    pub fn log_tail(&self, count: usize) -> String {
         let text = fs::read_to_string(self.dir.path().join("collector.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        lines[lines.len().saturating_sub(count)..].join("\n")
     }
 
     /// The whole log of the collector (all runs).

@@ -177,13 +177,13 @@ impl Daemon {
         &self.log
     }
 
-    /// The last `n` lines of its output (for error messages).
-    pub fn log_tail(&self, n: usize) -> String {
+    /// The last `count` lines of its output (for error messages).
+    pub fn log_tail(&self, count: usize) -> String {
         let text = fs::read(&self.log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        lines[lines.len().saturating_sub(count)..].join("\n")
     }
 
     /// Whether it exited; `Some(status)` once it has.

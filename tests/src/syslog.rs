@@ -81,9 +81,9 @@ impl Received {
             .collect()
     }
 
-    fn from_json(v: &serde_json::Value) -> Self {
+    fn from_json(value: &serde_json::Value) -> Self {
         let field = |name: &str| {
-            let s = v.get(name).and_then(|s| s.as_str()).unwrap_or_default();
+            let s = value.get(name).and_then(|s| s.as_str()).unwrap_or_default();
             if s == "-" { String::new() } else { s.to_owned() }
         };
         Received {

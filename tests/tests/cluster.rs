@@ -27,12 +27,12 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Long enough for a Lease renewal (10 s), a status write and the operator's beat.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn rs_msgs(r: &Rsyslog) -> Multiset {
-    r.received().iter().map(|m| m.msg.clone()).collect()
+fn rs_msgs(receiver: &Rsyslog) -> Multiset {
+    receiver.received().iter().map(|m| m.msg.clone()).collect()
 }
 
-fn http_msgs(h: &HttpReceiver) -> Multiset {
-    h.messages().into_iter().collect()
+fn http_msgs(receiver: &HttpReceiver) -> Multiset {
+    receiver.messages().into_iter().collect()
 }
 
 fn drain(name: &str, url: &str) -> serde_json::Value {

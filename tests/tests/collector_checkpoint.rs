@@ -17,8 +17,8 @@ use sluice_tests::{
 
 const T: Duration = Duration::from_secs(120);
 
-fn write(c: &FakeContainer, tag: &str, count: usize) -> Result<Multiset> {
-    let mut w = JsonFileWriter::open(c.log_path(), None)?;
+fn write(container: &FakeContainer, tag: &str, count: usize) -> Result<Multiset> {
+    let mut w = JsonFileWriter::open(container.log_path(), None)?;
     let mut want = Multiset::new();
     for i in 0..count {
         let line = format!("{tag} {i:05}");

@@ -62,10 +62,10 @@ impl Setup {
         self.rsyslog.received().iter().map(|m| m.msg.clone()).collect()
     }
 
-    fn wait(&self, what: &str, n: u64) -> Result<Multiset> {
+    fn wait(&self, what: &str, count: u64) -> Result<Multiset> {
         wait_for_lines(
             what,
-            n,
+            count,
             DELIVERY_TIMEOUT,
             || self.received(),
             || self.collector.log_tail(15),
@@ -98,9 +98,9 @@ impl Setup {
     }
 }
 
-fn write_lines(w: &mut JsonFileWriter, spec: &LineSpec, range: std::ops::Range<u64>) -> Result<()> {
+fn write_lines(writer: &mut JsonFileWriter, spec: &LineSpec, range: std::ops::Range<u64>) -> Result<()> {
     for seq in range {
-        w.write_line(spec.stream(seq), &spec.line(seq))?;
+        writer.write_line(spec.stream(seq), &spec.line(seq))?;
     }
     Ok(())
 }

@@ -64,8 +64,8 @@ impl Setup {
         Ok(c)
     }
 
-    fn received(r: &Rsyslog) -> Multiset {
-        r.received().iter().map(|m| m.msg.clone()).collect()
+    fn received(receiver: &Rsyslog) -> Multiset {
+        receiver.received().iter().map(|m| m.msg.clone()).collect()
     }
 
     /// Every line of `want` at both receivers, exactly, and nothing counted as dropped.
@@ -88,8 +88,8 @@ impl Setup {
 }
 
 /// Write `count` lines named after `name` into `c`'s log; returns them.
-fn write_lines(c: &FakeContainer, name: &str, count: usize) -> Result<Multiset> {
-    let mut w = JsonFileWriter::open(c.log_path(), None)?;
+fn write_lines(container: &FakeContainer, name: &str, count: usize) -> Result<Multiset> {
+    let mut w = JsonFileWriter::open(container.log_path(), None)?;
     let mut want = Multiset::new();
     for i in 0..count {
         let line = format!("{name} {i:06} {}", "x".repeat(40 + i % 60));

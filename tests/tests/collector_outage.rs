@@ -26,8 +26,8 @@ use sluice_tests::{
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn rs_msgs(r: &Rsyslog) -> Multiset {
-    r.received().iter().map(|m| m.msg.clone()).collect()
+fn rs_msgs(receiver: &Rsyslog) -> Multiset {
+    receiver.received().iter().map(|m| m.msg.clone()).collect()
 }
 
 /// The HTTP drain answers 503 for the 30 s a container writes; rsyslog gets every line of it
@@ -194,6 +194,6 @@ fn refusing_and_hanging_drains_do_not_stall_the_others() -> Result<()> {
     Ok(())
 }
 
-fn port_of(c: &Collector) -> u16 {
-    c.port()
+fn port_of(collector: &Collector) -> u16 {
+    collector.port()
 }

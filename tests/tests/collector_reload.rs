@@ -18,12 +18,12 @@ use sluice_tests::{
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn rs_msgs(r: &Rsyslog) -> Multiset {
-    r.received().iter().map(|m| m.msg.clone()).collect()
+fn rs_msgs(receiver: &Rsyslog) -> Multiset {
+    receiver.received().iter().map(|m| m.msg.clone()).collect()
 }
 
-fn ng_msgs(r: &SyslogNg) -> Multiset {
-    r.received().iter().map(|m| m.msg.clone()).collect()
+fn ng_msgs(receiver: &SyslogNg) -> Multiset {
+    receiver.received().iter().map(|m| m.msg.clone()).collect()
 }
 
 /// Panic on repeats or invented lines (a changed drain may legitimately see only part of the stream).

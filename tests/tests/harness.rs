@@ -20,8 +20,8 @@ use sluice_tests::{
 };
 
 /// A message with every header field and structured data, plus `n` bytes of body.
-fn message(tag: &str, n: usize) -> (String, String) {
-    let body = format!("{tag} {}", "x".repeat(n));
+fn message(tag: &str, number: usize) -> (String, String) {
+    let body = format!("{tag} {}", "x".repeat(number));
     let msg = format!(
         r#"<14>1 2026-11-21T10:00:00.123456Z node-a web-1 app 0123456789abcdef [kubernetes@32473 namespace="shop" pod="web-1" container="app"] {body}"#
     );

@@ -67,16 +67,16 @@ struct Args {
     command: Vec<String>,
 }
 
-fn parse_render(s: &str) -> Result<(PathBuf, PathBuf), String> {
-    s.split_once('=')
+fn parse_render(arg: &str) -> Result<(PathBuf, PathBuf), String> {
+    arg.split_once('=')
         .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
-        .ok_or_else(|| format!("{s:?} is not A=B"))
+        .ok_or_else(|| format!("{arg:?} is not A=B"))
 }
 
-fn parse_var(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
+fn parse_var(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+        .ok_or_else(|| format!("{arg:?} is not NAME=VALUE"))
 }
 
 /// Replace every `@NAME@` of `vars`; fail on a placeholder left over (a forgotten --var).
@@ -130,31 +130,31 @@ impl Drop for Shipper {
 }
 
 /// Render the templates and the command line with the placeholders of this run.
-fn prepare(a: &Args, port: u16) -> anyhow::Result<Vec<String>> {
+fn prepare(args: &Args, port: u16) -> anyhow::Result<Vec<String>> {
     let free_port =
         || -> anyhow::Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
-    let mut vars = a.vars.clone();
+    let mut vars = args.vars.clone();
     vars.push(("PORT".into(), port.to_string()));
     vars.push(("DOWN_PORT".into(), free_port()?.to_string()));
     vars.push(("FREE_PORT".into(), free_port()?.to_string()));
-    for (template, out) in &a.render {
+    for (template, out) in &args.render {
         let text =
             std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
         let text = render(&text, &vars).with_context(|| format!("rendering {}", template.display()))?;
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     }
-    a.command
+    args.command
         .iter()
         .map(|arg| render(arg, &vars))
         .collect::<anyhow::Result<Vec<_>>>()
 }
 
 /// Append the run's row to the results file and print it.
-fn record(a: &Args, tally: &Tally, end: &str, usage: Usage) -> anyhow::Result<()> {
+fn record(args: &Args, tally: &Tally, end: &str, usage: Usage) -> anyhow::Result<()> {
     let row = Row {
-        workload: a.workload.clone(),
-        shipper: a.shipper.clone(),
-        expected: a.expect,
+        workload: args.workload.clone(),
+        shipper: args.shipper.clone(),
+        expected: args.expect,
         unique: tally.unique.load(Relaxed),
         duplicates: tally.duplicates.load(Relaxed),
         seconds: tally
@@ -164,14 +164,14 @@ fn record(a: &Args, tally: &Tally, end: &str, usage: Usage) -> anyhow::Result<()
         peak_rss_kib: usage.peak_rss_kib,
         end: end.to_owned(),
     };
-    results::append(&a.results, &row)?;
+    results::append(&args.results, &row)?;
     let mark = if row.pass() { "PASS" } else { "FAIL" };
     // The receiver shares this process; its CPU shows whether it could have been the bottleneck.
     let own_cpu = procstat::process_cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
     eprintln!(
         "bench-run: {mark} {} {}: {}/{} lines ({} dup, {} foreign) in {:.2}s, {:.2} CPU s, peak {:.1} MiB, end={end} (receiver: {own_cpu:.2} CPU s)",
-        a.shipper,
-        a.workload,
+        args.shipper,
+        args.workload,
         row.unique,
         row.expected,
         row.duplicates,
@@ -232,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
 /// Poll until the run ends; returns why, and the measurement taken as it ended (or, if the
 /// shipper exited by itself, the last one taken while it ran).
 async fn watch(
-    a: &Args,
+    args: &Args,
     shipper: &mut Shipper,
     tally: &Tally,
 ) -> anyhow::Result<(&'static str, Option<Usage>)> {
@@ -240,7 +240,7 @@ async fn watch(
     let pid = shipper.0.id();
     let mut last_usage = None;
     // Check the receiver often (the CPU figure is read the moment the last line arrived), but
-    // scan /proc only about once a second while waiting, to leave the CPU to the shipper.
+    // scan /proc only about once args second while waiting, to leave the CPU to the shipper.
     let mut tick = 0u64;
     loop {
         tick += 1;
@@ -249,12 +249,12 @@ async fn watch(
             return Ok(("exited", last_usage));
         }
         let now = Instant::now();
-        let end = if tally.unique.load(Relaxed) >= a.expect {
+        let end = if tally.unique.load(Relaxed) >= args.expect {
             Some("complete")
         } else {
             match tally.span() {
-                Some((_, last)) if now - last > Duration::from_secs(a.idle_timeout) => Some("idle"),
-                None if now - started > Duration::from_secs(a.start_timeout) => Some("timeout"),
+                Some((_, last)) if now - last > Duration::from_secs(args.idle_timeout) => Some("idle"),
+                None if now - started > Duration::from_secs(args.start_timeout) => Some("timeout"),
                 _ => None,
             }
         };

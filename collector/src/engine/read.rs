@@ -114,26 +114,32 @@ impl Reader {
         }
     }
 
-    /// Read for cursor `s` until `budget` bytes were consumed, the data ends, or the drain is full.
+    /// Read for `cursor` until `budget` bytes were consumed, the data ends, or the drain is full.
     /// Each pass fills the buffer from the cursor's file ([`Reader::fill`]), hands the complete
     /// lines in it to the line steps ([`Reader::lines`]), and passes over what can never become
     /// a line ([`Reader::pass_over`]).
-    pub fn read(&mut self, ctx: &mut Ctx<'_>, s: &mut ReadCursor, d: &mut Outlet, budget: u64) -> Outcome {
+    pub fn read(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cursor: &mut ReadCursor,
+        outlet: &mut Outlet,
+        budget: u64,
+    ) -> Outcome {
         let mut total = 0u64;
         while total < budget {
-            let (n, file) = match self.fill(ctx, s) {
+            let (n, file) = match self.fill(ctx, cursor) {
                 Fill::Data(n, file) => (n, file),
                 Fill::NextFile => continue,
                 Fill::Stop => break,
             };
-            let (consumed, blocked) = self.lines(ctx, &file, s, d, n);
+            let (consumed, blocked) = self.lines(ctx, &file, cursor, outlet, n);
             total += consumed;
             if blocked {
                 self.emit(ctx);
                 return Outcome::Blocked(total);
             }
             if consumed == 0 {
-                match self.pass_over(ctx, &file, s, n) {
+                match self.pass_over(ctx, &file, cursor, n) {
                     Some(passed) => total += passed,
                     None => break, // the rest of the line is not written yet
                 }
@@ -143,19 +149,19 @@ impl Reader {
         Outcome::Read(total)
     }
 
-    /// Fill the buffer from where `s` is in its file: the bytes read, with the file's facts; or,
-    /// at the end of a sealed file, move `s` on to the next file; or stop (no file to read, the
+    /// Fill the buffer from where `cursor` is in its file: the bytes read, with the file's facts; or,
+    /// at the end of a sealed file, move `cursor` on to the next file; or stop (no file to read, the
     /// end of the data, or a truncation found, left to the rescan).
-    fn fill(&mut self, ctx: &mut Ctx<'_>, s: &mut ReadCursor) -> Fill {
-        if !self.position(ctx, s) {
+    fn fill(&mut self, ctx: &mut Ctx<'_>, cursor: &mut ReadCursor) -> Fill {
+        if !self.position(ctx, cursor) {
             return Fill::Stop;
         }
         let f = ctx
             .files
-            .get(s.at.seq)
+            .get(cursor.at.seq)
             .expect("invariant: position() found the file");
         let fd = f.fd.as_ref().expect("invariant: position() opened the file");
-        let n = match fd.read_at(&mut self.buf, s.at.offset) {
+        let n = match fd.read_at(&mut self.buf, cursor.at.offset) {
             Ok(n) => n,
             Err(e) => {
                 let path = f.path.clone().unwrap_or_default();
@@ -163,7 +169,10 @@ impl Reader {
                 0
             }
         };
-        let (sealed, next) = (f.sealed(), ctx.files.next_after(s.at.seq).map(|n| (n.seq, n.id)));
+        let (sealed, next) = (
+            f.sealed(),
+            ctx.files.next_after(cursor.at.seq).map(|n| (n.seq, n.id)),
+        );
         // The runtime may still append to a CRI file it rotated (see `rotate_wait`).
         let written_to =
             ctx.format == Format::Cri && f.may_still_be_written(Instant::now(), self.rotate_wait);
@@ -178,12 +187,12 @@ impl Reader {
             // At the end of the file: one now shorter than where we are was truncated in
             // place before it grew back this far. What it holds now is a new file, which the
             // rescan numbers after this one: do not move past it.
-            let truncated = fd.metadata().is_ok_and(|m| m.len() < s.at.offset);
+            let truncated = fd.metadata().is_ok_and(|m| m.len() < cursor.at.offset);
             self.truncation_seen |= truncated;
             return match next {
                 Some((seq, file)) if sealed && !truncated && !written_to => {
-                    tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = seq, "read to the end of a rotated file; next file");
-                    s.at = Loc { seq, file, offset: 0 };
+                    tracing::debug!(drain = %cursor.drain, from = cursor.at.seq, offset = cursor.at.offset, to = seq, "read to the end of a rotated file; next file");
+                    cursor.at = Loc { seq, file, offset: 0 };
                     Fill::NextFile
                 }
                 _ => Fill::Stop,
@@ -197,41 +206,47 @@ impl Reader {
         };
         // The file is at least as long as what was read: the rescan's truncation check
         // then agrees with the one above (a reader waiting on it is never left waiting).
-        let read_to = s.at.offset + n as u64;
-        if let Some(f) = ctx.files.get_mut(s.at.seq) {
+        let read_to = cursor.at.offset + n as u64;
+        if let Some(f) = ctx.files.get_mut(cursor.at.seq) {
             f.size = f.size.max(read_to);
         }
         Fill::Data(n, file)
     }
 
-    /// None of the `n` bytes in the buffer ends a line: a physical line longer than the buffer
+    /// None of the `filled` bytes in the buffer ends a line: a physical line longer than the buffer
     /// (discarded up to its newline), or the unterminated end of a sealed file. Counted once
     /// and passed over: the bytes passed over; `None` when the line may still be completed.
-    fn pass_over(&mut self, ctx: &mut Ctx<'_>, file: &FileCtx, s: &mut ReadCursor, n: usize) -> Option<u64> {
-        if n < self.buf.len() && !file.sealed {
+    fn pass_over(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        file: &FileCtx,
+        cursor: &mut ReadCursor,
+        filled: usize,
+    ) -> Option<u64> {
+        if filled < self.buf.len() && !file.sealed {
             return None;
         }
-        let cause = if n == self.buf.len() {
+        let cause = if filled == self.buf.len() {
             "garbage"
         } else {
             "unterminated_line"
         };
         let end = Loc {
-            offset: s.at.offset + n as u64,
-            ..s.at
+            offset: cursor.at.offset + filled as u64,
+            ..cursor.at
         };
         if first_read(ctx.hw, end) {
-            self.counts[0].1 += n as u64;
+            self.counts[0].1 += filled as u64;
             ctx.rep.input(
                 &file.path,
                 cause,
                 1,
-                &format_args!("{n} bytes without a newline at offset {}", s.at.offset),
+                &format_args!("{filled} bytes without a newline at offset {}", cursor.at.offset),
             );
         }
-        s.discarding = n == self.buf.len();
-        s.at.offset += n as u64;
-        Some(n as u64)
+        cursor.discarding = filled == self.buf.len();
+        cursor.at.offset += filled as u64;
+        Some(filled as u64)
     }
 
     fn emit(&mut self, ctx: &mut Ctx<'_>) {
@@ -245,23 +260,27 @@ impl Reader {
 
     /// Point `s.at` at a readable file: skip files that vanished, open the descriptor. `false`
     /// when there is no file to read.
-    fn position(&mut self, ctx: &mut Ctx<'_>, s: &mut ReadCursor) -> bool {
+    fn position(&mut self, ctx: &mut Ctx<'_>, cursor: &mut ReadCursor) -> bool {
         loop {
-            if s.at.seq != 0 && ctx.files.ensure_open(s.at.seq) {
+            if cursor.at.seq != 0 && ctx.files.ensure_open(cursor.at.seq) {
                 return true;
             }
             // Not readable (never started, or the file is gone): go on with the next one.
-            match ctx.files.next_after(s.at.seq) {
+            match ctx.files.next_after(cursor.at.seq) {
                 Some(next) => {
-                    tracing::debug!(drain = %s.drain, from = s.at.seq, offset = s.at.offset, to = next.seq, "file not readable; next file");
+                    tracing::debug!(drain = %cursor.drain, from = cursor.at.seq, offset = cursor.at.offset, to = next.seq, "file not readable; next file");
                     // Passing over the unread rest of a file this cursor was reading is a loss.
-                    let unread = ctx.files.get(s.at.seq).is_some_and(|f| f.size > s.at.offset);
+                    let unread = ctx
+                        .files
+                        .get(cursor.at.seq)
+                        .is_some_and(|f| f.size > cursor.at.offset);
                     if unread {
                         let detail =
                             "the file being read can no longer be opened; going on with the next one";
-                        ctx.rep.dropped(&s.drain, ctx.meta, "rotated_away", 1, &detail);
+                        ctx.rep
+                            .dropped(&cursor.drain, ctx.meta, "rotated_away", 1, &detail);
                     }
-                    s.at = Loc {
+                    cursor.at = Loc {
                         seq: next.seq,
                         file: next.id,
                         offset: 0,
@@ -272,15 +291,15 @@ impl Reader {
         }
     }
 
-    /// Consume the complete lines among the first `n` bytes of the buffer. Returns the bytes
+    /// Consume the complete lines among the first `filled` bytes of the buffer. Returns the bytes
     /// consumed and whether the drain became full.
     fn lines(
         &mut self,
         ctx: &mut Ctx<'_>,
         file: &FileCtx,
-        s: &mut ReadCursor,
-        d: &mut Outlet,
-        n: usize,
+        cursor: &mut ReadCursor,
+        outlet: &mut Outlet,
+        filled: usize,
     ) -> (u64, bool) {
         let Self {
             buf,
@@ -290,16 +309,16 @@ impl Reader {
             counts,
             ..
         } = self;
-        let data = &buf[..n];
+        let data = &buf[..filled];
         let mut pos = 0;
         while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
             let line = &data[pos..pos + i];
-            let start = s.at;
+            let start = cursor.at;
             pos += i + 1;
-            s.at.offset += i as u64 + 1;
-            let first = first_read(ctx.hw, s.at);
-            if s.discarding {
-                s.discarding = false;
+            cursor.at.offset += i as u64 + 1;
+            let first = first_read(ctx.hw, cursor.at);
+            if cursor.discarding {
+                cursor.discarding = false;
                 if first {
                     counts[0].1 += i as u64 + 1;
                 }
@@ -312,7 +331,7 @@ impl Reader {
                 counts,
                 first,
             };
-            if !one.handle(ctx, file, s, d, line, start) {
+            if !one.handle(ctx, file, cursor, outlet, line, start) {
                 return (pos as u64, true);
             }
         }
@@ -347,8 +366,8 @@ impl Line<'_> {
         &mut self,
         ctx: &mut Ctx<'_>,
         file: &FileCtx,
-        s: &mut ReadCursor,
-        d: &mut Outlet,
+        cursor: &mut ReadCursor,
+        outlet: &mut Outlet,
         line: &[u8],
         start: Loc,
     ) -> bool {
@@ -363,23 +382,23 @@ impl Line<'_> {
             return true;
         };
         let idx = stream_index(frag.stream);
-        if !s.wanted[idx] {
+        if !cursor.wanted[idx] {
             return true;
         }
         // Just past this line: where the cursor is now.
-        let end = s.at;
+        let end = cursor.at;
         if frag.partial {
-            hold(&mut s.pending[idx], &frag, start, file.digest, *max_line);
+            hold(&mut cursor.pending[idx], &frag, start, file.digest, *max_line);
             return true;
         }
-        if skip(s, idx, end) {
+        if skip(cursor, idx, end) {
             return true;
         }
-        let whole = join(&mut s.pending[idx], &frag, start, file.digest, *max_line);
+        let whole = join(&mut cursor.pending[idx], &frag, start, file.digest, *max_line);
         encode(
             ctx,
             file,
-            d,
+            outlet,
             text,
             *max_line,
             &whole,
@@ -387,8 +406,8 @@ impl Line<'_> {
             frag.replaced,
             end,
         );
-        mark(s, idx, d, end);
-        !d.full() || d.flush()
+        mark(cursor, idx, outlet, end);
+        !outlet.full() || outlet.flush()
     }
 }
 
@@ -431,40 +450,46 @@ fn parse_line<'a>(
 /// Hold: a fragment the runtime split off (its line goes on in the next fragment of its output
 /// cursor) is added to the cursor's pending line, which remembers where the line starts.
 #[inline]
-fn hold(p: &mut Pending, frag: &Fragment<'_>, start: Loc, digest: u64, max_line: usize) {
-    if p.start.is_none() {
-        p.begin(start, digest, frag.time);
+fn hold(pending: &mut Pending, frag: &Fragment<'_>, start: Loc, digest: u64, max_line: usize) {
+    if pending.start.is_none() {
+        pending.begin(start, digest, frag.time);
     }
-    p.append(frag.log, max_line);
+    pending.append(frag.log, max_line);
 }
 
 /// Skip: a line completing at or before the cursor's `skip_until` was delivered before a restart
 /// or a rewind; it is dropped with its held fragments. The first line past it ends the skipping.
 #[inline]
-fn skip(s: &mut ReadCursor, idx: usize, end: Loc) -> bool {
-    let Some(until) = s.skip_until else {
+fn skip(cursor: &mut ReadCursor, idx: usize, end: Loc) -> bool {
+    let Some(until) = cursor.skip_until else {
         return false;
     };
     if end.le(&until) {
-        s.pending[idx].clear();
+        cursor.pending[idx].clear();
         return true;
     }
-    s.skip_until = None;
+    cursor.skip_until = None;
     false
 }
 
 /// Join: the last fragment of a line with the fragments held before it (the line's id and time
 /// are its first fragment's), or the fragment alone; at most `max_line` bytes, else cut.
 #[inline]
-fn join<'a>(p: &'a mut Pending, frag: &Fragment<'a>, start: Loc, digest: u64, max_line: usize) -> Whole<'a> {
-    match p.id() {
+fn join<'a>(
+    pending: &'a mut Pending,
+    frag: &Fragment<'a>,
+    start: Loc,
+    digest: u64,
+    max_line: usize,
+) -> Whole<'a> {
+    match pending.id() {
         Some(id) => {
-            p.append(frag.log, max_line);
+            pending.append(frag.log, max_line);
             Whole {
-                bytes: &p.buf,
-                time: &p.time,
+                bytes: &pending.buf,
+                time: &pending.time,
                 id,
-                truncated: p.truncated,
+                truncated: pending.truncated,
             }
         }
         None => {
@@ -489,7 +514,7 @@ fn join<'a>(p: &'a mut Pending, frag: &Fragment<'a>, start: Loc, digest: u64, ma
 fn encode(
     ctx: &mut Ctx<'_>,
     file: &FileCtx,
-    d: &mut Outlet,
+    outlet: &mut Outlet,
     text_buf: &mut String,
     max_line: usize,
     whole: &Whole<'_>,
@@ -528,21 +553,21 @@ fn encode(
         id: whole.id,
         truncated: whole.truncated,
     };
-    d.encoder.encode(&line, &mut d.batch);
-    d.batch.lines += 1;
+    outlet.encoder.encode(&line, &mut outlet.batch);
+    outlet.batch.lines += 1;
 }
 
 /// Mark: the line ending at `end` is in the batch. Once the drain acknowledges the batch, the
 /// cursor's acknowledged position moves past it, and a restart resumes at the first line still being joined.
 #[inline]
-fn mark(s: &mut ReadCursor, idx: usize, d: &mut Outlet, end: Loc) {
-    s.pending[idx].clear();
+fn mark(cursor: &mut ReadCursor, idx: usize, outlet: &mut Outlet, end: Loc) {
+    cursor.pending[idx].clear();
     let position = Position {
-        resume: s.resume_from(end).pos(),
+        resume: cursor.resume_from(end).pos(),
         acked_end: end.pos(),
     };
-    d.batch.mark(&s.acked, position);
-    s.marked = Some(position);
+    outlet.batch.mark(&cursor.acked, position);
+    cursor.marked = Some(position);
 }
 
 /// Whether the line ending at `end` is read for the first time by any cursor of its container

@@ -36,9 +36,9 @@ impl Reporter {
         self.logged.insert((subject.to_owned(), cause))
     }
 
-    /// Bad input in `path`, counted `n` times.
-    pub fn input(&mut self, path: &Path, cause: &'static str, n: u64, detail: &dyn std::fmt::Display) {
-        for _ in 0..n {
+    /// Bad input in `path`, counted `count` times.
+    pub fn input(&mut self, path: &Path, cause: &'static str, count: u64, detail: &dyn std::fmt::Display) {
+        for _ in 0..count {
             self.emitter.input_error(cause);
         }
         if self.first_time(&path.to_string_lossy(), cause) {

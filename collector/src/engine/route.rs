@@ -116,24 +116,24 @@ pub fn resolve(
     out
 }
 
-fn operator_meta(c: &ContainerConfig, id: String, node: &str) -> ContainerMeta {
+fn operator_meta(config: &ContainerConfig, id: String, node: &str) -> ContainerMeta {
     ContainerMeta {
         container_id: id,
-        namespace: c.namespace.clone(),
-        pod: c.pod.clone(),
-        pod_uid: c.pod_uid.clone(),
-        container: c.container.clone(),
-        labels: c.labels.clone(),
+        namespace: config.namespace.clone(),
+        pod: config.pod.clone(),
+        pod_uid: config.pod_uid.clone(),
+        container: config.container.clone(),
+        labels: config.labels.clone(),
         node: node.to_owned(),
         revision: ContainerMeta::next_revision(),
     }
 }
 
-fn add_drains(desired: &mut Desired, routes: &Routes, drains: &[String], w: Wanted) {
+fn add_drains(desired: &mut Desired, routes: &Routes, drains: &[String], wanted: Wanted) {
     for drain in drains.iter().filter(|d| routes.drains.contains_key(*d)) {
         let entry = desired.drains.entry(drain.clone()).or_insert([false; 2]);
-        entry[0] |= w[0];
-        entry[1] |= w[1];
+        entry[0] |= wanted[0];
+        entry[1] |= wanted[1];
     }
 }
 

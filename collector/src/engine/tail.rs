@@ -229,8 +229,8 @@ impl Tail {
         progress
     }
 
-    fn read_container(&mut self, i: usize) -> bool {
-        let c = &mut self.containers[i];
+    fn read_container(&mut self, index: usize) -> bool {
+        let c = &mut self.containers[index];
         let budget = (self.settings.read_budget_bytes / c.cursors.len().max(1)).max(1) as u64;
         let mut ctx = Ctx {
             files: &mut c.files,

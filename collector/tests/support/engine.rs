@@ -78,8 +78,8 @@ pub struct DockerContainer {
 }
 
 impl DockerContainer {
-    pub fn new(docker_root: &Path, n: usize) -> Self {
-        let id = format!("{:064x}", n + 0xabc);
+    pub fn new(docker_root: &Path, number: usize) -> Self {
+        let id = format!("{:064x}", number + 0xabc);
         let dir = docker_root.join("containers").join(&id);
         fs::create_dir_all(&dir).unwrap();
         let c = Self { id, dir };
@@ -102,8 +102,8 @@ impl DockerContainer {
         self.dir.join(format!("{}-json.log", self.id))
     }
 
-    pub fn rotated(&self, n: usize) -> PathBuf {
-        self.dir.join(format!("{}-json.log.{n}", self.id))
+    pub fn rotated(&self, number: usize) -> PathBuf {
+        self.dir.join(format!("{}-json.log.{number}", self.id))
     }
 
     /// Append raw bytes to the current file.
@@ -306,8 +306,8 @@ impl Recorder {
     pub fn get(&self, key: &str) -> u64 {
         self.counts.lock().unwrap().get(key).copied().unwrap_or(0)
     }
-    fn add(&self, key: String, n: u64) {
-        *self.counts.lock().unwrap().entry(key).or_default() += n;
+    fn add(&self, key: String, count: u64) {
+        *self.counts.lock().unwrap().entry(key).or_default() += count;
     }
 }
 
@@ -451,9 +451,9 @@ fn short(line: &str) -> String {
 }
 
 /// Sorted, for multiset comparison.
-pub fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
+pub fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
 }
 
 /// Graceful stop: stop reading, let the drains take and acknowledge everything, checkpoint.

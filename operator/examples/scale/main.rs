@@ -320,13 +320,13 @@ fn container_id(index: usize, generation: usize) -> String {
 pub(crate) async fn create_pod(
     client: Client,
     args: &Args,
-    j: usize,
+    index: usize,
     generation: usize,
     before_status: impl FnOnce(&str) -> Result<()>,
 ) -> Result<String> {
-    let b = j % args.bindings;
+    let b = index % args.bindings;
     let api: Api<Pod> = Api::namespaced(client, &tenant(b, args));
-    let name = format!("p-{j}");
+    let name = format!("p-{index}");
     let pod = Pod {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -334,7 +334,7 @@ pub(crate) async fn create_pod(
             ..Default::default()
         },
         spec: Some(PodSpec {
-            node_name: Some(format!("node-{}", (j + generation) % args.nodes)),
+            node_name: Some(format!("node-{}", (index + generation) % args.nodes)),
             containers: vec![Container {
                 name: "app".into(),
                 image: Some("busybox".into()),
@@ -345,7 +345,7 @@ pub(crate) async fn create_pod(
         status: None,
     };
     api.create(&PostParams::default(), &pod).await?;
-    let id = container_id(j, generation);
+    let id = container_id(index, generation);
     let status = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app", "containerID": id,
         "image": "busybox", "imageID": "docker://sha256:1", "ready": true, "restartCount": 0,
         "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});

@@ -162,7 +162,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// Sleeps so that line `i` (counted from 0) is written no earlier than `i / rate` seconds after
+/// Sleeps so that line `index` (counted from 0) is written no earlier than `index / rate` seconds after
 /// the start. Uses the wall clock: loggen is a plain thread with no async runtime.
 struct Pacer {
     #[allow(
@@ -182,39 +182,39 @@ impl Pacer {
         }
     }
 
-    fn wait(&self, i: u64) {
+    fn wait(&self, index: u64) {
         if self.rate == 0 {
             return;
         }
-        let due = Duration::from_nanos(i.saturating_mul(1_000_000_000) / self.rate);
+        let due = Duration::from_nanos(index.saturating_mul(1_000_000_000) / self.rate);
         if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
             thread::sleep(ahead);
         }
     }
 }
 
-fn run(o: &Options) -> io::Result<()> {
-    let pacer = Pacer::new(o.rate.unwrap_or(10));
+fn run(options: &Options) -> io::Result<()> {
+    let pacer = Pacer::new(options.rate.unwrap_or(10));
     let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
     let mut line = String::new();
     // One line per iteration, flushed at once so the runtime's log driver sees it immediately.
     for i in 0.. {
-        if o.count > 0 && i >= o.count {
+        if options.count > 0 && i >= options.count {
             break;
         }
         pacer.wait(i);
-        let seq = o.start + i;
+        let seq = options.start + i;
         line.clear();
-        o.spec.write_line(seq, &mut line);
+        options.spec.write_line(seq, &mut line);
         line.push('\n');
-        let out: &mut dyn Write = match o.spec.stream(seq) {
+        let out: &mut dyn Write = match options.spec.stream(seq) {
             Stream::Stdout => &mut stdout,
             Stream::Stderr => &mut stderr,
         };
         out.write_all(line.as_bytes())?;
         out.flush()?;
     }
-    if o.linger {
+    if options.linger {
         loop {
             thread::sleep(Duration::from_secs(3600));
         }
@@ -222,21 +222,21 @@ fn run(o: &Options) -> io::Result<()> {
     Ok(())
 }
 
-fn json_file(o: &Options) -> io::Result<()> {
-    let out = o.out.as_deref().unwrap_or_default();
-    let rotation = o.rotate_bytes.map(|max_bytes| Rotation {
+fn json_file(options: &Options) -> io::Result<()> {
+    let out = options.out.as_deref().unwrap_or_default();
+    let rotation = options.rotate_bytes.map(|max_bytes| Rotation {
         max_bytes,
-        max_files: o.max_files,
+        max_files: options.max_files,
     });
     let mut writer = JsonFileWriter::open(out, rotation)?;
-    let pacer = Pacer::new(o.rate.unwrap_or(0));
+    let pacer = Pacer::new(options.rate.unwrap_or(0));
     let mut line = String::new();
-    for i in 0..o.count {
+    for i in 0..options.count {
         pacer.wait(i);
-        let seq = o.start + i;
+        let seq = options.start + i;
         line.clear();
-        o.spec.write_line(seq, &mut line);
-        writer.write_line(o.spec.stream(seq), &line)?;
+        options.spec.write_line(seq, &mut line);
+        writer.write_line(options.spec.stream(seq), &line)?;
     }
     Ok(())
 }

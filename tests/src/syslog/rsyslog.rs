@@ -117,7 +117,7 @@ impl Rsyslog {
 }
 
 /// The rsyslog configuration: three inputs into one ruleset writing JSON lines to `out`.
-fn config(d: &Path, certs: &Certs, address: IpAddr, ports: Ports, out: &Path) -> String {
+fn config(dir: &Path, certs: &Certs, address: IpAddr, ports: Ports, out: &Path) -> String {
     format!(
         r#"global(workDirectory="{work}" maxMessageSize="{max}"
    defaultNetstreamDriverCAFile="{ca}" defaultNetstreamDriverCertFile="{cert}"
@@ -138,7 +138,7 @@ input(type="imtcp" address="{address}" port="{tls}" ruleset="sluice" streamDrive
   streamDriver.mode="1" streamDriver.authMode="anon")
 input(type="imudp" address="{address}" port="{udp}" ruleset="sluice")
 "#,
-        work = d.display(),
+        work = dir.display(),
         max = MAX_MESSAGE_BYTES,
         ca = certs.ca.display(),
         cert = certs.cert.display(),

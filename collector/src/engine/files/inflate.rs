@@ -344,8 +344,8 @@ impl FileSet {
 
     /// What a compressed file not looked at before holds: the file of a known entry, nothing,
     /// or a file never seen (then inflated into `spill`).
-    fn look_at(&self, l: &Listed<'_>, spill: &Path) -> io::Result<Look> {
-        let file = l.open()?;
+    fn look_at(&self, listed: &Listed<'_>, spill: &Path) -> io::Result<Look> {
+        let file = listed.open()?;
         // A file still being written is known by the part written so far.
         let (head, cut_short) = inflated_head(&file);
         if let Some(f) = self.files.iter().find(|f| starts_with(&head, &f.id)) {
@@ -369,10 +369,10 @@ impl FileSet {
     }
 }
 
-/// Whether `e`, from reading the compressed file `l`, may come from one still being written
+/// Whether `err`, from reading the compressed file `listed`, may come from one still being written
 /// (written to recently) or renamed since it was listed, rather than from bad content.
-fn may_be_unfinished(e: &io::Error, l: &Listed<'_>) -> bool {
-    e.kind() == io::ErrorKind::NotFound || l.modified.elapsed().unwrap_or_default() < UNREADABLE_AFTER
+fn may_be_unfinished(err: &io::Error, listed: &Listed<'_>) -> bool {
+    err.kind() == io::ErrorKind::NotFound || listed.modified.elapsed().unwrap_or_default() < UNREADABLE_AFTER
 }
 
 /// The first [`identity::HEAD_MAX`] bytes of the compressed `file`, inflated, and the error that

@@ -15,8 +15,8 @@ use super::{FileSet, State};
 use crate::engine::discover::Listing;
 
 /// CRI lines `first..first + n`, each stamped one nanosecond after the last.
-fn cri(first: u32, n: u32) -> String {
-    (first..first + n)
+fn cri(first: u32, count: u32) -> String {
+    (first..first + count)
         .map(|i| format!("2026-11-21T15:15:34.{i:09}Z stdout F line {i}\n"))
         .collect()
 }

@@ -63,11 +63,11 @@ impl FileSet {
         }
     }
 
-    /// Whether the file at `path` (with the inode of entry `i`, which holds no descriptor) is
+    /// Whether the file at `path` (with the inode of entry `index`, which holds no descriptor) is
     /// still that entry's file; if not, the entry is marked gone. `None` if `path` was renamed
     /// between the listing and now.
-    pub(super) fn still_same(&mut self, i: usize, path: &Path) -> Option<bool> {
-        let f = &mut self.files[i];
+    pub(super) fn still_same(&mut self, index: usize, path: &Path) -> Option<bool> {
+        let f = &mut self.files[index];
         let (fd, meta) = open_log(path).ok()?;
         if (meta.dev(), meta.ino()) != f.dev_ino {
             return None;

@@ -91,25 +91,25 @@ fn fast(line: &[u8], out: &mut Vec<u8>) -> Option<(Stream, Range<usize>, LogAt, 
 /// Scan a JSON string body (after its opening quote) up to its closing quote. Returns the length
 /// of the raw body, whether it had escapes (then `out` holds the unescaped bytes) and whether an
 /// escape had to be replaced by U+FFFD. `None` for a bad escape or a missing closing quote.
-pub(crate) fn scan_string(s: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool, bool)> {
+pub(crate) fn scan_string(bytes: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool, bool)> {
     let mut i = 0;
     let mut escaped = false;
     let mut replaced = false;
     // Copy the runs between escapes; only the first escape switches to the scratch buffer.
     loop {
-        let j = i + memchr::memchr2(b'"', b'\\', &s[i..])?;
+        let j = i + memchr::memchr2(b'"', b'\\', &bytes[i..])?;
         if escaped {
-            out.extend_from_slice(&s[i..j]);
+            out.extend_from_slice(&bytes[i..j]);
         }
-        if s[j] == b'"' {
+        if bytes[j] == b'"' {
             return Some((j, escaped, replaced));
         }
         if !escaped {
             out.clear();
-            out.extend_from_slice(&s[..j]);
+            out.extend_from_slice(&bytes[..j]);
             escaped = true;
         }
-        let byte = match *s.get(j + 1)? {
+        let byte = match *bytes.get(j + 1)? {
             b'n' => b'\n',
             b't' => b'\t',
             b'"' => b'"',
@@ -119,7 +119,7 @@ pub(crate) fn scan_string(s: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool, b
             b'b' => 0x08,
             b'f' => 0x0c,
             b'u' => {
-                let (c, used, bad) = unicode_escape(&s[j..])?;
+                let (c, used, bad) = unicode_escape(&bytes[j..])?;
                 replaced |= bad;
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -133,10 +133,10 @@ pub(crate) fn scan_string(s: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool, b
     }
 }
 
-/// Decode `\uXXXX` (and a following low surrogate) at the start of `s`. Returns the character,
+/// Decode `\uXXXX` (and a following low surrogate) at the start of `bytes`. Returns the character,
 /// the bytes used, and whether it had to be replaced by U+FFFD (a lone surrogate).
-fn unicode_escape(s: &[u8]) -> Option<(char, usize, bool)> {
-    let hi = hex4(s.get(2..6)?)?;
+fn unicode_escape(bytes: &[u8]) -> Option<(char, usize, bool)> {
+    let hi = hex4(bytes.get(2..6)?)?;
     if !(0xD800..0xDC00).contains(&hi) {
         return Some(match char::from_u32(hi) {
             Some(c) => (c, 6, false),
@@ -144,7 +144,7 @@ fn unicode_escape(s: &[u8]) -> Option<(char, usize, bool)> {
         });
     }
     // A high surrogate must be followed by `\u` and a low surrogate.
-    let lo = match s.get(6..12) {
+    let lo = match bytes.get(6..12) {
         Some(next) if next.starts_with(b"\\u") => hex4(&next[2..6])?,
         _ => return Some((char::REPLACEMENT_CHARACTER, 6, true)),
     };
@@ -155,8 +155,9 @@ fn unicode_escape(s: &[u8]) -> Option<(char, usize, bool)> {
     Some((c, 12, false))
 }
 
-fn hex4(s: &[u8]) -> Option<u32> {
-    s.iter()
+fn hex4(bytes: &[u8]) -> Option<u32> {
+    bytes
+        .iter()
         .try_fold(0u32, |acc, &b| Some(acc * 16 + char::from(b).to_digit(16)?))
 }
 

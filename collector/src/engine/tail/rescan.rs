@@ -121,15 +121,17 @@ impl Tail {
 
     /// Make the container's cursors match its drains: new pairs start from their dormant cursor
     /// or the oldest file; pairs no longer routed become dormant.
-    fn sync_cursors(&mut self, i: usize, d: &Desired) {
-        let c = &mut self.containers[i];
-        let (keep, gone): (Vec<_>, Vec<_>) =
-            c.cursors.drain(..).partition(|s| d.drains.contains_key(&s.drain));
+    fn sync_cursors(&mut self, index: usize, desired: &Desired) {
+        let c = &mut self.containers[index];
+        let (keep, gone): (Vec<_>, Vec<_>) = c
+            .cursors
+            .drain(..)
+            .partition(|s| desired.drains.contains_key(&s.drain));
         c.cursors = keep;
         for s in gone {
             self.dormant.insert((c.key.clone(), s.drain), s.acked);
         }
-        let resuming: Vec<Position> = d
+        let resuming: Vec<Position> = desired
             .drains
             .keys()
             .filter(|drain| !c.cursors.iter().any(|s| s.drain == **drain))
@@ -137,7 +139,7 @@ impl Tail {
             .filter_map(|cursor| cursor.get())
             .collect();
         find_checkpointed(c, &resuming, &self.settings.state_dir, &mut self.rep);
-        for (drain, wanted) in &d.drains {
+        for (drain, wanted) in &desired.drains {
             if let Some(s) = c.cursors.iter_mut().find(|s| s.drain == *drain) {
                 s.wanted = *wanted;
                 continue;
@@ -242,10 +244,10 @@ impl Forgotten {
         }
     }
 
-    /// Whether the container's directory (of `d`) holds what it held when it was forgotten. It
+    /// Whether the container's directory (of `desired`) holds what it held when it was forgotten. It
     /// is looked at when the watcher saw it change (`touched`; the backoff starts again), or when
     /// its backoff is due (the next look comes twice as late); else it is taken as unchanged.
-    fn unchanged(&mut self, d: &Desired, touched: bool, now: Instant) -> bool {
+    fn unchanged(&mut self, desired: &Desired, touched: bool, now: Instant) -> bool {
         if touched {
             self.backoff.reset(now);
         } else if self.backoff.due(now) {
@@ -253,7 +255,7 @@ impl Forgotten {
         } else {
             return true;
         }
-        self.footprint == discover::footprint(&d.dir, d.format)
+        self.footprint == discover::footprint(&desired.dir, desired.format)
     }
 }
 
@@ -314,12 +316,12 @@ enum Progress {
     Busy,
 }
 
-/// Whether every cursor of `c` has read to the end of its newest file, as a fresh `fstat` of
+/// Whether every cursor of `container` has read to the end of its newest file, as a fresh `fstat` of
 /// that file says, and its drain acknowledged everything it was handed. Flags a read set earlier
 /// do not count: a file may have grown since, or a cursor may not have been read at all while
 /// its drain's channel was full.
-fn progress(c: &mut Container) -> Progress {
-    let Some(newest) = c.files.files.last_mut() else {
+fn progress(container: &mut Container) -> Progress {
+    let Some(newest) = container.files.files.last_mut() else {
         // No file: nothing was written, or everything was deleted (counted where it happened).
         return Progress::Done;
     };
@@ -334,10 +336,10 @@ fn progress(c: &mut Container) -> Progress {
         }
     }
     let (seq, size) = (newest.seq, newest.size);
-    if !c.cursors.iter().all(|s| s.at.seq == seq && s.settled()) {
+    if !container.cursors.iter().all(|s| s.at.seq == seq && s.settled()) {
         return Progress::Busy;
     }
-    let Some(from) = c.cursors.iter().map(|s| s.at.offset).min() else {
+    let Some(from) = container.cursors.iter().map(|s| s.at.offset).min() else {
         return Progress::Done;
     };
     if from >= size {
@@ -365,8 +367,8 @@ fn progress(c: &mut Container) -> Progress {
 /// moves past it, so a restart does not count it again, while its `resume` stays at the line's
 /// start, so a line the file completes after all (it grows, and the container is read again)
 /// is delivered whole.
-fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
-    let Some(newest) = c.files.get(look.seq) else {
+fn acknowledge_unterminated(container: &Container, look: FileLook, rep: &mut Reporter) {
+    let Some(newest) = container.files.get(look.seq) else {
         return;
     };
     let end = Loc {
@@ -374,12 +376,12 @@ fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
         file: newest.id,
         offset: look.len,
     };
-    let counted_before = c
+    let counted_before = container
         .cursors
         .iter()
         .any(|s| s.acked.get().is_some_and(|p| p.acked_end == end.pos()));
     // A cursor discarding a line too long to buffer counted that line as garbage already.
-    let from = c
+    let from = container
         .cursors
         .iter()
         .filter(|s| !s.discarding)
@@ -392,7 +394,7 @@ fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
         let detail = format_args!("{bytes} bytes without a newline at the end of a finished container's log");
         rep.input(&path, "unterminated_line", 1, &detail);
     }
-    for s in c.cursors.iter().filter(|s| s.at.offset < end.offset) {
+    for s in container.cursors.iter().filter(|s| s.at.offset < end.offset) {
         s.acked.ack(Position {
             resume: s.resume_from(s.at).pos(),
             acked_end: end.pos(),
@@ -402,17 +404,17 @@ fn acknowledge_unterminated(c: &Container, look: FileLook, rep: &mut Reporter) {
 
 /// A container first seen now; its compressed files last written before `history_before` are
 /// history, not read (see `files::inflate`).
-fn new_container(key: &str, d: &Desired, history_before: std::time::SystemTime) -> Container {
+fn new_container(key: &str, desired: &Desired, history_before: std::time::SystemTime) -> Container {
     Container {
         key: key.to_owned(),
-        dir: d.dir.clone(),
-        format: d.format,
-        meta: d.meta.clone(),
+        dir: desired.dir.clone(),
+        format: desired.format,
+        meta: desired.meta.clone(),
         files: FileSet::new(history_before),
         cursors: Vec::new(),
         hw: Loc::START,
         delivered: [Loc::START; 2],
-        finishing: !d.running,
+        finishing: !desired.running,
         unterminated: None,
     }
 }
@@ -426,22 +428,28 @@ fn oldest(files: &FileSet) -> Loc {
     })
 }
 
-/// Position `s` at a checkpointed position.
-fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut ReadCursor, p: Position, rep: &mut Reporter) {
-    if let Some((resume, skip)) = locate(files, p) {
-        s.seek(resume, skip);
+/// Position `cursor` at a checkpointed position.
+fn seek_to(
+    files: &mut FileSet,
+    whose: &ContainerMeta,
+    cursor: &mut ReadCursor,
+    position: Position,
+    rep: &mut Reporter,
+) {
+    if let Some((resume, skip)) = locate(files, position) {
+        cursor.seek(resume, skip);
         return;
     }
     tracing::debug!(
-        checkpoint = ?p,
+        checkpoint = ?position,
         files = ?files.files.iter().map(|f| (f.seq, f.id, f.size, &f.path)).collect::<Vec<_>>(),
         "the checkpointed file is not on disk"
     );
-    s.seek(oldest(files), None);
+    cursor.seek(oldest(files), None);
     // The loss is counted now; a stop before the first acknowledgement must not count it again.
-    s.acked.reset();
+    cursor.acked.reset();
     let detail = "the file its checkpoint points into is gone; continuing with the oldest file";
-    rep.dropped(&s.drain, whose, "rotated_away", 1, &detail);
+    rep.dropped(&cursor.drain, whose, "rotated_away", 1, &detail);
 }
 
 /// Make the files of checkpointed positions `resuming` known before cursors resume from them.
@@ -449,27 +457,30 @@ fn seek_to(files: &mut FileSet, whose: &ContainerMeta, s: &mut ReadCursor, p: Po
 /// while the runtime renames files can miss one); one still missing may have been compressed
 /// meanwhile, and is then read from its compressed form (inflated into `spill`), with the
 /// compressed files after it; if it is gone altogether, all compressed files are newer and read.
-fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep: &mut Reporter) {
+fn find_checkpointed(container: &mut Container, resuming: &[Position], spill: &Path, rep: &mut Reporter) {
     // Listings that held (a refresh that had to look again, a rotation in progress, does not
     // count: its files may be missing for now), up to a bound on all.
     let (mut held, mut tries) = (0, 0);
     while held < RELIST && tries < RELIST_MAX {
-        if resuming.iter().all(|&p| locate(&mut c.files, p).is_some()) {
+        if resuming
+            .iter()
+            .all(|&p| locate(&mut container.files, p).is_some())
+        {
             return;
         }
         std::thread::sleep(RELIST_PAUSE);
         // The cursors being placed are not among the container's yet: release nothing.
-        if !refresh_files(c, rep, spill, false) {
+        if !refresh_files(container, rep, spill, false) {
             held += 1;
         }
         tries += 1;
     }
     let missing: Vec<FileId> = resuming
         .iter()
-        .filter(|&&p| locate(&mut c.files, p).is_none())
+        .filter(|&&p| locate(&mut container.files, p).is_none())
         .flat_map(|p| [p.resume.file, p.acked_end.file])
         .collect();
-    let compressed = match discover::list(&c.dir, c.format) {
+    let compressed = match discover::list(&container.dir, container.format) {
         Ok(listing) if !listing.compressed.is_empty() => listing.compressed,
         _ => return,
     };
@@ -477,7 +488,7 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
     // times, before the cursors are placed.
     let mut read = 0;
     for _ in 0..RELIST_MAX {
-        let changes = c.files.inflate(&compressed, &missing, spill);
+        let changes = container.files.inflate(&compressed, &missing, spill);
         read += changes.added.len();
         for (path, why) in &changes.unreadable {
             rep.input_once(path, "unreadable_file", why);
@@ -489,7 +500,7 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
     }
     if read > 0 {
         tracing::info!(
-            container = %c.key,
+            container = %container.key,
             files = read,
             "a checkpointed file was compressed or deleted meanwhile: reading the compressed files after it"
         );
@@ -497,7 +508,7 @@ fn find_checkpointed(c: &mut Container, resuming: &[Position], spill: &Path, rep
 }
 
 /// Where a checkpointed position is in `files` now: where to resume, and what to skip up to.
-fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
+fn locate(files: &mut FileSet, position: Position) -> Option<(Loc, Option<Loc>)> {
     let mut find = |pos: crate::pipeline::FilePos| {
         let seq = files.find(&pos.file, pos.offset)?;
         let file = files.get(seq)?.id;
@@ -507,8 +518,8 @@ fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
             offset: pos.offset,
         })
     };
-    let resume = find(p.resume);
-    let acked = find(p.acked_end);
+    let resume = find(position.resume);
+    let acked = find(position.acked_end);
     match (resume, acked) {
         (Some(r), a) => Some((r, a)),
         (None, Some(a)) => Some((a, None)),
@@ -519,49 +530,51 @@ fn locate(files: &mut FileSet, p: Position) -> Option<(Loc, Option<Loc>)> {
 /// List the container's directory and update its files (inflating into `spill` compressed files
 /// never seen); react to truncation and deletion; with `release`, close what no cursor needs. `true` if a new file was left for the next
 /// rescan.
-fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: bool) -> bool {
-    let listing = match discover::list(&c.dir, c.format) {
+fn refresh_files(container: &mut Container, rep: &mut Reporter, spill: &Path, release: bool) -> bool {
+    let listing = match discover::list(&container.dir, container.format) {
         Ok(listing) => listing,
         Err(e) => {
-            rep.input_once(&c.dir, "unreadable_file", &e);
+            rep.input_once(&container.dir, "unreadable_file", &e);
             return false;
         }
     };
-    let mut changes = c.files.refresh(&listing, c.finishing, spill);
+    let mut changes = container.files.refresh(&listing, container.finishing, spill);
     // New files are numbered by the listing's order: it must still hold once they are open.
-    if !changes.added.is_empty() && discover::list(&c.dir, c.format).ok().as_ref() != Some(&listing) {
-        tracing::debug!(container = %c.key, "the directory changed while new files were opened; looking again");
-        c.files.withdraw(&changes.added);
+    if !changes.added.is_empty()
+        && discover::list(&container.dir, container.format).ok().as_ref() != Some(&listing)
+    {
+        tracing::debug!(container = %container.key, "the directory changed while new files were opened; looking again");
+        container.files.withdraw(&changes.added);
         changes.deferred = true;
     }
     tracing::trace!(
-        container = %c.key,
+        container = %container.key,
         listed = listing.files.len(),
-        files = ?c.files.files.iter().map(|f| (f.seq, f.fd.is_some(), f.path.is_some(), f.size)).collect::<Vec<_>>(),
-        streams = ?c.cursors.iter().map(|s| (s.at.seq, s.at.offset)).collect::<Vec<_>>(),
+        files = ?container.files.files.iter().map(|f| (f.seq, f.fd.is_some(), f.path.is_some(), f.size)).collect::<Vec<_>>(),
+        streams = ?container.cursors.iter().map(|s| (s.at.seq, s.at.offset)).collect::<Vec<_>>(),
         "rescanned"
     );
     for (path, why) in &changes.unreadable {
         rep.input_once(path, "unreadable_file", why);
     }
     for path in &changes.lost_compressed {
-        for s in &c.cursors {
+        for s in &container.cursors {
             let detail = format!(
                 "the compressed log {} held lines never read, and cannot be inflated",
                 path.display()
             );
-            rep.dropped(&s.drain, &c.meta, "unreadable_compressed", 1, &detail);
+            rep.dropped(&s.drain, &container.meta, "unreadable_compressed", 1, &detail);
         }
     }
     for &(seq, size) in &changes.truncated_lost {
-        for s in c
+        for s in container
             .cursors
             .iter()
             .filter(|s| s.at.seq < seq || (s.at.seq == seq && s.at.offset < size))
         {
             rep.dropped(
                 &s.drain,
-                &c.meta,
+                &container.meta,
                 "rotated_away",
                 1,
                 &"file truncated in place before it was read and no copy was found",
@@ -569,12 +582,13 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
         }
     }
     if release {
-        let needed_from = c
+        let needed_from = container
             .cursors
             .iter()
             .map(|s| {
                 let acked = s.acked.get().and_then(|p| {
-                    c.files
+                    container
+                        .files
                         .files
                         .iter()
                         .find(|f| f.id == p.resume.file)
@@ -584,16 +598,16 @@ fn refresh_files(c: &mut Container, rep: &mut Reporter, spill: &Path, release: b
             })
             .min()
             .unwrap_or(u64::MAX);
-        c.files.release(needed_from);
+        container.files.release(needed_from);
     }
-    enforce_cap(c, rep);
+    enforce_cap(container, rep);
     changes.deferred
 }
 
 /// Close the oldest deleted files beyond the cap, counting what lagging cursors lose.
-fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
+fn enforce_cap(container: &mut Container, rep: &mut Reporter) {
     loop {
-        let deleted: Vec<u64> = c
+        let deleted: Vec<u64> = container
             .files
             .files
             .iter()
@@ -604,12 +618,14 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
             return;
         }
         let seq = deleted[0];
-        let Some(f) = c.files.get_mut(seq) else { return };
+        let Some(f) = container.files.get_mut(seq) else {
+            return;
+        };
         let step = f.observe(Observation::OverOpenCap, None, None);
         let fd = f.fd.as_ref().expect("invariant: filtered on an open descriptor");
         let mut lost: BTreeMap<String, u64> = BTreeMap::new();
         let counted = step.actions.contains(&Action::CountLoss);
-        for s in c.cursors.iter().filter(|s| counted && s.at.seq <= seq) {
+        for s in container.cursors.iter().filter(|s| counted && s.at.seq <= seq) {
             let from = if s.at.seq == seq { s.at.offset } else { 0 };
             // A cursor at the file's end loses nothing; an unreadable rest counts as one line.
             let n = count_lines(fd, from).unwrap_or(1);
@@ -620,7 +636,7 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
         for (drain, n) in lost {
             rep.dropped(
                 &drain,
-                &c.meta,
+                &container.meta,
                 "rotated_away",
                 n,
                 &"a deleted file was closed before this drain read it (too many deleted files held open)",
@@ -628,7 +644,7 @@ fn enforce_cap(c: &mut Container, rep: &mut Reporter) {
         }
         // Only files held open off disk are listed above, and each of those is forgotten.
         debug_assert!(step.actions.contains(&Action::Forget));
-        c.files.files.retain(|f| f.seq != seq);
+        container.files.files.retain(|f| f.seq != seq);
     }
 }
 

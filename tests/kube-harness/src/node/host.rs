@@ -391,8 +391,8 @@ pub(super) fn quiet_status(mut cmd: Command, what: &str) {
     }
 }
 
-pub(super) fn tail(path: &Path, n: usize) -> String {
+pub(super) fn tail(path: &Path, count: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
