@@ -564,42 +564,82 @@ fn cri_partial_lines_across_a_rotation_and_a_restart_arrive_whole() {
     engine.join();
 }
 
+/// A CRI container routed to one drain, through a kubelet rotation that containerd's old
+/// writer races: the rotated file is written to after the new one was found.
+struct CriRotation {
+    node: Node,
+    drain: MockDrain,
+    dir: std::path::PathBuf,
+    engine: sluice_collector::engine::EngineHandle,
+}
+
+impl CriRotation {
+    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
+    const ROTATED: &str = "0.log.20261203-080000";
+
+    /// The engine reading with `rotate_wait`, after `first` (CRI records) was written to `0.log`
+    /// and its first `lines` lines arrived.
+    fn start(rotate_wait: Option<Duration>, first: &str, lines: usize) -> Self {
+        let node = Node::new();
+        let mut settings = node.settings();
+        settings.rotate_wait = rotate_wait.unwrap_or(settings.rotate_wait);
+        let drain = MockDrain::start("a", 4, &node.waker);
+        let (config, dir) = cri_container(&node, &["a"]);
+        let engine = node.start(settings, routes(&[&drain], vec![config]));
+        let rotation = Self {
+            node,
+            drain,
+            dir,
+            engine,
+        };
+        rotation.write_new(first);
+        wait_for("the first lines", T, || rotation.drain.count() == lines);
+        rotation
+    }
+
+    /// The records `text` (`{TIME}` stands for a record time) appended to the newest file.
+    fn write_new(&self, text: &str) {
+        append_to(&self.dir.join("0.log"), &text.replace("{TIME}", Self::TIME));
+    }
+
+    /// `text` appended to the rotated file, as the old writer does.
+    fn write_rotated(&self, text: &str) {
+        append_to(&self.dir.join(Self::ROTATED), &text.replace("{TIME}", Self::TIME));
+    }
+
+    /// The kubelet's rotation: `0.log` renamed, a new `0.log` holding `new` (empty: the moment
+    /// before containerd's writer moves over), then the looks that find it and the rounds of the
+    /// loop at the end of the rotated file.
+    fn rotate(&self, new: &str) {
+        fs::rename(self.dir.join("0.log"), self.dir.join(Self::ROTATED)).unwrap();
+        fs::File::create(self.dir.join("0.log")).unwrap();
+        self.write_new(new);
+        for _ in 0..3 {
+            self.engine.rescan().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Exactly `expected` arrived, nothing was counted as lost.
+    fn finish(self, expected: &[&str]) {
+        let expected: Vec<String> = expected.iter().map(|line| line.to_string()).collect();
+        assert_exact(&self.drain, &expected);
+        assert_eq!(self.node.recorder.get("dropped"), 0);
+        self.engine.join();
+    }
+}
+
 /// containerd's old writer goroutine still holds up to 4 KiB of a stream's output when the
 /// kubelet's rotation swaps writers, and writes it to the rotated file after lines have gone to
 /// the new one. Those late lines arrive like any other: a rotated CRI file is read for
 /// `rotate_wait` after the newer one was found, and only then do cursors move on.
 #[test]
 fn lines_written_to_a_rotated_cri_file_after_the_new_file_has_lines_arrive() {
-    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
-    let node = Node::new();
-    let mut settings = node.settings();
-    settings.rotate_wait = Duration::from_secs(2);
-    let a = MockDrain::start("a", 4, &node.waker);
-    let (config, dir) = cri_container(&node, &["a"]);
-    let append = |name: &str, text: String| append_to(&dir.join(name), &text);
-    let engine = node.start(settings, routes(&[&a], vec![config]));
-    append("0.log", format!("{TIME} stdout F one\n"));
-    wait_for("the first line", T, || a.count() == 1);
-    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
-    append("0.log", format!("{TIME} stdout F two\n"));
-    // The looks that find the new file and seal the rotated one.
-    for _ in 0..3 {
-        engine.rescan().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    append("0.log.20261203-080000", format!("{TIME} stderr F late\n"));
-    append("0.log", format!("{TIME} stdout F three\n"));
-    assert_exact(
-        &a,
-        &[
-            "stdout:one".to_owned(),
-            "stdout:two".to_owned(),
-            "stderr:late".to_owned(),
-            "stdout:three".to_owned(),
-        ],
-    );
-    assert_eq!(node.recorder.get("dropped"), 0);
-    engine.join();
+    let rotation = CriRotation::start(Some(Duration::from_secs(2)), "{TIME} stdout F one\n", 1);
+    rotation.rotate("{TIME} stdout F two\n");
+    rotation.write_rotated("{TIME} stderr F late\n");
+    rotation.write_new("{TIME} stdout F three\n");
+    rotation.finish(&["stdout:one", "stdout:two", "stderr:late", "stdout:three"]);
 }
 
 /// A rotated CRI file whose last line is only half written when the newer file has lines: the
@@ -607,37 +647,16 @@ fn lines_written_to_a_rotated_cri_file_after_the_new_file_has_lines_arrive() {
 /// counted as an unterminated line.
 #[test]
 fn a_half_written_line_of_a_rotated_cri_file_completed_late_arrives_whole() {
-    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
-    let node = Node::new();
-    let mut settings = node.settings();
-    settings.rotate_wait = Duration::from_secs(2);
-    let a = MockDrain::start("a", 4, &node.waker);
-    let (config, dir) = cri_container(&node, &["a"]);
-    let append = |name: &str, text: String| append_to(&dir.join(name), &text);
-    let engine = node.start(settings, routes(&[&a], vec![config]));
-    append("0.log", format!("{TIME} stdout F one\n{TIME} stderr F hal"));
-    wait_for("the first line", T, || a.count() == 1);
-    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
-    append("0.log", format!("{TIME} stdout F two\n"));
-    // The looks that find the new file and seal the rotated one, and reads at its end.
-    for _ in 0..3 {
-        engine.rescan().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    append("0.log.20261203-080000", "f\n".to_owned());
-    append("0.log", format!("{TIME} stdout F three\n"));
-    assert_exact(
-        &a,
-        &[
-            "stdout:one".to_owned(),
-            "stderr:half".to_owned(),
-            "stdout:two".to_owned(),
-            "stdout:three".to_owned(),
-        ],
+    let rotation = CriRotation::start(
+        Some(Duration::from_secs(2)),
+        "{TIME} stdout F one\n{TIME} stderr F hal",
+        1,
     );
-    assert_eq!(node.recorder.get("input:unterminated_line"), 0);
-    assert_eq!(node.recorder.get("dropped"), 0);
-    engine.join();
+    rotation.rotate("{TIME} stdout F two\n");
+    rotation.write_rotated("f\n");
+    rotation.write_new("{TIME} stdout F three\n");
+    assert_eq!(rotation.node.recorder.get("input:unterminated_line"), 0);
+    rotation.finish(&["stdout:one", "stderr:half", "stdout:two", "stdout:three"]);
 }
 
 /// containerd opens the new `0.log` before it swaps its writer over, so for a moment after the
@@ -645,31 +664,9 @@ fn a_half_written_line_of_a_rotated_cri_file_completed_late_arrives_whole() {
 /// empty file is not taken in, so the rotated one is not sealed yet and those late lines arrive.
 #[test]
 fn lines_written_to_a_rotated_cri_file_after_the_new_file_appeared_arrive() {
-    const TIME: &str = "2026-12-03T08:00:00.000000001Z";
-    let node = Node::new();
-    let a = MockDrain::start("a", 4, &node.waker);
-    let (config, dir) = cri_container(&node, &["a"]);
-    let append = |name: &str, text: String| append_to(&dir.join(name), &text);
-    let engine = node.start(node.settings(), routes(&[&a], vec![config]));
-    append("0.log", format!("{TIME} stdout F one\n"));
-    wait_for("the first line", T, || a.count() == 1);
-    fs::rename(dir.join("0.log"), dir.join("0.log.20261203-080000")).unwrap();
-    fs::File::create(dir.join("0.log")).unwrap();
-    // The looks that find the new file, and rounds of the loop at the end of the rotated one.
-    for _ in 0..3 {
-        engine.rescan().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    append("0.log.20261203-080000", format!("{TIME} stdout F late\n"));
-    append("0.log", format!("{TIME} stdout F two\n"));
-    assert_exact(
-        &a,
-        &[
-            "stdout:one".to_owned(),
-            "stdout:late".to_owned(),
-            "stdout:two".to_owned(),
-        ],
-    );
-    assert_eq!(node.recorder.get("dropped"), 0);
-    engine.join();
+    let rotation = CriRotation::start(None, "{TIME} stdout F one\n", 1);
+    rotation.rotate("");
+    rotation.write_rotated("{TIME} stdout F late\n");
+    rotation.write_new("{TIME} stdout F two\n");
+    rotation.finish(&["stdout:one", "stdout:late", "stdout:two"]);
 }

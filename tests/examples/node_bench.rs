@@ -14,25 +14,14 @@ use anyhow::{Context, Result, bail, ensure};
 use sluice_kube_harness::{CGROUP, NodeOptions};
 use sluice_tests::{
     LineSpec,
-    chart_node::{ChartNode, SYSTEM, TENANTS},
+    chart_node::{ChartNode, TENANTS},
     support::wait_until,
 };
 use tokio::time::Instant;
 
 /// The collector container's cgroup directories: (cpuacct, memory).
 fn collector_cgroups(rig: &ChartNode) -> Result<(PathBuf, PathBuf)> {
-    let field = |path: &str| {
-        rig.kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            SYSTEM,
-            "-l",
-            "app.kubernetes.io/component=collector",
-            "-o",
-            &format!("jsonpath={{.items[0].{path}}}"),
-        ])
-    };
+    let field = |path: &str| rig.collector_field(path);
     let uid = field("metadata.uid")?;
     let qos = field("status.qosClass")?.to_lowercase();
     let id = field("status.containerStatuses[0].containerID")?;

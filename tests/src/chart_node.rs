@@ -139,6 +139,21 @@ impl ChartNode {
         run(self.node.kubectl().args(args))
     }
 
+    /// A field of the (one) collector pod, by its JSONPath below the pod (`metadata.uid`,
+    /// `status.podIP`, …); empty while there is no collector pod.
+    pub fn collector_field(&self, path: &str) -> Result<String> {
+        self.kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            SYSTEM,
+            "-l",
+            "app.kubernetes.io/component=collector",
+            "-o",
+            &format!("jsonpath={{.items[0].{path}}}"),
+        ])
+    }
+
     /// `kubectl apply` of one object.
     pub fn apply(&self, object: &Value) -> Result<String> {
         let name = object["metadata"]["name"].as_str().unwrap_or("object");
@@ -180,16 +195,7 @@ impl ChartNode {
     /// `/metrics` through the API server's pod proxy: what a failed exact comparison needs to
     /// tell a line counted lost from one still on its way.
     fn collector_counters(&self) -> String {
-        let pod = match self.kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            SYSTEM,
-            "-l",
-            "app.kubernetes.io/component=collector",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ]) {
+        let pod = match self.collector_field("metadata.name") {
             Ok(pod) if !pod.trim().is_empty() => pod.trim().to_owned(),
             Ok(_) => return "no collector pod".to_owned(),
             Err(e) => return e.to_string(),
