@@ -42,7 +42,7 @@ use tower::{BoxError, Service};
 
 use super::{
     destinations::{Destinations, is_refused},
-    stack::Delivered,
+    stack::{Delivered, Delivery},
 };
 use crate::pipeline::Batch;
 
@@ -404,7 +404,7 @@ impl Inner {
 impl Service<Arc<Batch>> for HttpService {
     type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
+    type Future = Delivery;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))

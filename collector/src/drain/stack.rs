@@ -33,6 +33,11 @@ use crate::pipeline::Batch;
 /// Any transport, boxed.
 pub type Transport = BoxCloneService<Arc<Batch>, Delivered, BoxError>;
 
+/// The future of a transport's `call`: every transport is a `Service<Arc<Batch>>` answering
+/// with [`Delivered`], always ready (each keeps its own queue or connection pool).
+pub type Delivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Delivered, tower::BoxError>> + Send>>;
+
 /// What a transport did with a batch it is done with: delivered, except for lines the destination
 /// refused one by one as invalid (an HTTP batch split on `413`), which are given up and counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -35,9 +35,7 @@ mod conn;
 
 use std::{
     collections::VecDeque,
-    future::Future,
     io,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -51,7 +49,10 @@ use tokio::{
 };
 use tower::{BoxError, Service};
 
-use super::{backoff::Backoff, stack::Delivered};
+use super::{
+    backoff::Backoff,
+    stack::{Delivered, Delivery},
+};
 use crate::pipeline::Batch;
 
 /// A TCP or TLS delivery failed.
@@ -198,7 +199,7 @@ impl TcpService {
 impl Service<Arc<Batch>> for TcpService {
     type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
+    type Future = Delivery;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))

@@ -10,10 +10,8 @@
 //! `maxDatagramBytes`).
 
 use std::{
-    future::Future,
     io,
     net::SocketAddr,
-    pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
 };
@@ -23,7 +21,7 @@ use tower::{BoxError, Service};
 
 use super::{
     destinations::{Destinations, Refused},
-    stack::Delivered,
+    stack::{Delivered, Delivery},
 };
 use crate::pipeline::Batch;
 
@@ -168,7 +166,7 @@ impl Inner {
 impl Service<Arc<Batch>> for UdpService {
     type Response = Delivered;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Delivered, BoxError>> + Send>>;
+    type Future = Delivery;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))

@@ -21,6 +21,11 @@
 //! * a file truncated in place (copy-truncate) keeps its entry for one more listing while its
 //!   copy may still appear; a second listing without the copy counts the loss for the cursors
 //!   that had not read it, and the entry is then a deleted one with nothing to read;
+//! * a read that finds a file's head changed, or the file shorter than its cursor, changes no
+//!   state itself: it stops reading that file and asks for a look (`Reader::truncation_seen` in
+//!   `read.rs`), and the look's observation ([`Observation::TruncatedCopyFound`],
+//!   [`Observation::TruncatedNoCopy`], [`Observation::InodeReused`]) makes the transition, so
+//!   every transition has its one row here whoever noticed the change first;
 //! * a file that no cursor needs closes its descriptor (it is opened again by path when one
 //!   does); a deleted one is forgotten once it no longer claims its inode.
 
