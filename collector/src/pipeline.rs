@@ -332,9 +332,9 @@ impl fmt::Debug for DrainEndpoint {
     }
 }
 
-/// A position in one made-up file, for the unit tests of batches and drains.
-#[cfg(test)]
-pub(crate) fn test_position(offset: u64) -> Position {
+/// A position in one made-up file, for the tests of batches and drains.
+#[cfg(any(test, feature = "test-support"))]
+pub fn test_position(offset: u64) -> Position {
     let file = FileId {
         dev: 1,
         ino: 2,

@@ -11,7 +11,7 @@ use sluice_api::node_config::{DeliveryOptions, DrainConfig, Stream, SyslogFormat
 use sluice_collector::{
     drain::{self, DrainContext, RunningDrain},
     metrics::Metrics,
-    pipeline::{Batch, ContainerMeta, Cursor, FileId, LogLine, MsgId, Position},
+    pipeline::{Batch, ContainerMeta, Cursor, LogLine, MsgId, test_position},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
@@ -83,16 +83,6 @@ pub fn start_with(
     (drain::spawn(&plan, ctx), metrics)
 }
 
-fn position(offset: u64) -> Position {
-    let file = FileId {
-        dev: 1,
-        ino: 2,
-        head_hash: 3,
-        head_len: 4,
-    };
-    Position::acked_to(file, offset)
-}
-
 /// Plays the tail engine: encodes `line-{i}` lines into batches and sends them; the cursor's offset
 /// is the number of lines acknowledged.
 pub struct Feeder {
@@ -156,7 +146,7 @@ impl Feeder {
             };
             encoder.encode(&line, &mut batch);
             batch.lines += 1; // as the engine does
-            batch.mark(&self.cursor, position(i + 1));
+            batch.mark(&self.cursor, test_position(i + 1));
             if (i + 1 - range.start).is_multiple_of(per_batch) || i + 1 == range.end {
                 endpoint
                     .batches
