@@ -1071,4 +1071,372 @@ mod regressions {
         ])
         .unwrap();
     }
+
+    /// Found by the split mix (`MODEL_WEIGHTS=split:4 MODEL_MAX_OPS=80`, 1,000 cases, ten runs at
+    /// once beside two builds, load average 30): 20 lines of the oldest file never arrived and
+    /// no loss was counted. Shrinking did not reproduce it (it depends on timing).
+    #[test]
+    fn splits_kills_and_deletions_while_down_under_load() {
+        run_case(&[
+            SplitAcrossRotation,
+            Write {
+                lines: 7,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 9,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 2,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+            Kill {
+                delete_while_down: true,
+            },
+            Rotate,
+            SplitAcrossRotation,
+            Kill {
+                delete_while_down: true,
+            },
+            CompressRotated,
+            SplitAcrossRotation,
+            Write {
+                lines: 32,
+                long: false,
+                stderr: false,
+            },
+            SplitAcrossRotation,
+            DeleteOldest,
+            Write {
+                lines: 27,
+                long: false,
+                stderr: true,
+            },
+            CopyTruncate,
+            Write {
+                lines: 20,
+                long: false,
+                stderr: true,
+            },
+            Rotate,
+            SplitAcrossRotation,
+            CopyTruncate,
+            CompressRotated,
+            Write {
+                lines: 11,
+                long: false,
+                stderr: false,
+            },
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            Rotate,
+            Write {
+                lines: 36,
+                long: false,
+                stderr: true,
+            },
+            Rotate,
+            SplitAcrossRotation,
+            CompressRotated,
+            SplitAcrossRotation,
+            Kill {
+                delete_while_down: false,
+            },
+            DeleteOldest,
+            Kill {
+                delete_while_down: false,
+            },
+            CompressRotated,
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            DeleteOldest,
+            Kill {
+                delete_while_down: true,
+            },
+            Lifecycle {
+                lines: 39,
+                seen_empty: true,
+                paused: false,
+                drain_full: true,
+            },
+            SplitAcrossRotation,
+            Kill {
+                delete_while_down: true,
+            },
+            Kill {
+                delete_while_down: false,
+            },
+            SplitAcrossRotation,
+            Rotate,
+            SplitAcrossRotation,
+            Kill {
+                delete_while_down: true,
+            },
+            Write {
+                lines: 18,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 36,
+                long: false,
+                stderr: true,
+            },
+            Rotate,
+            Lifecycle {
+                lines: 26,
+                seen_empty: false,
+                paused: false,
+                drain_full: false,
+            },
+            Write {
+                lines: 10,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 35,
+                long: false,
+                stderr: true,
+            },
+            Kill {
+                delete_while_down: true,
+            },
+            CompressRotated,
+            Lifecycle {
+                lines: 3,
+                seen_empty: false,
+                paused: false,
+                drain_full: true,
+            },
+            Rotate,
+            Write {
+                lines: 12,
+                long: false,
+                stderr: true,
+            },
+            DeleteOldest,
+            DeleteOldest,
+            Kill {
+                delete_while_down: false,
+            },
+            Write {
+                lines: 33,
+                long: true,
+                stderr: true,
+            },
+            Kill {
+                delete_while_down: false,
+            },
+            SplitAcrossRotation,
+            Rotate,
+            Restart,
+            Rotate,
+            DeleteOldest,
+            SplitAcrossRotation,
+            Write {
+                lines: 31,
+                long: false,
+                stderr: false,
+            },
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            Write {
+                lines: 5,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 34,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+        ])
+        .unwrap();
+    }
+
+    /// Found by the compress mix (`MODEL_WEIGHTS=compress:4 MODEL_MAX_OPS=80`, same run): one
+    /// line of the oldest file never arrived and no loss was counted.
+    #[test]
+    fn compressions_and_short_lived_containers_under_load() {
+        run_case(&[
+            Restart,
+            Restart,
+            SplitAcrossRotation,
+            CopyTruncate,
+            CompressRotated,
+            SplitAcrossRotation,
+            Write {
+                lines: 38,
+                long: false,
+                stderr: true,
+            },
+            DeleteOldest,
+            Write {
+                lines: 8,
+                long: true,
+                stderr: true,
+            },
+            Write {
+                lines: 36,
+                long: false,
+                stderr: true,
+            },
+            CompressRotated,
+            Write {
+                lines: 21,
+                long: true,
+                stderr: true,
+            },
+            Lifecycle {
+                lines: 58,
+                seen_empty: true,
+                paused: false,
+                drain_full: true,
+            },
+            Rotate,
+            CompressRotated,
+            Write {
+                lines: 38,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 27,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 37,
+                long: false,
+                stderr: true,
+            },
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            Write {
+                lines: 22,
+                long: false,
+                stderr: true,
+            },
+            CompressRotated,
+            CompressRotated,
+            Lifecycle {
+                lines: 34,
+                seen_empty: false,
+                paused: false,
+                drain_full: true,
+            },
+            Write {
+                lines: 29,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 11,
+                long: false,
+                stderr: true,
+            },
+            CompressRotated,
+            Lifecycle {
+                lines: 10,
+                seen_empty: true,
+                paused: false,
+                drain_full: true,
+            },
+            CompressRotated,
+            Restart,
+            CompressRotated,
+            CompressRotated,
+            Write {
+                lines: 10,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+            Write {
+                lines: 23,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+            CompressRotated,
+            Lifecycle {
+                lines: 39,
+                seen_empty: false,
+                paused: false,
+                drain_full: false,
+            },
+            Kill {
+                delete_while_down: true,
+            },
+            Write {
+                lines: 10,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 25,
+                long: false,
+                stderr: true,
+            },
+            Rotate,
+            Write {
+                lines: 36,
+                long: true,
+                stderr: true,
+            },
+            Write {
+                lines: 14,
+                long: true,
+                stderr: true,
+            },
+            CompressRotated,
+            Write {
+                lines: 38,
+                long: false,
+                stderr: true,
+            },
+            CopyTruncate,
+            CompressRotated,
+            Rotate,
+            CompressRotated,
+            Write {
+                lines: 36,
+                long: false,
+                stderr: false,
+            },
+            CopyTruncate,
+            Write {
+                lines: 17,
+                long: false,
+                stderr: true,
+            },
+            Rotate,
+            Lifecycle {
+                lines: 4,
+                seen_empty: true,
+                paused: true,
+                drain_full: true,
+            },
+            Kill {
+                delete_while_down: false,
+            },
+            Lifecycle {
+                lines: 25,
+                seen_empty: true,
+                paused: true,
+                drain_full: true,
+            },
+        ])
+        .unwrap();
+    }
 }
