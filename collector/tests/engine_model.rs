@@ -1439,4 +1439,158 @@ mod regressions {
         ])
         .unwrap();
     }
+
+    /// Found by the split mix in the same runs: a line split across a rotation, whose first
+    /// part was the whole of a file (rotated at once), never arrived and no loss was counted.
+    #[test]
+    fn a_file_holding_only_the_first_part_of_a_split_line_under_load() {
+        run_case(&[
+            SplitAcrossRotation,
+            CompressRotated,
+            CompressRotated,
+            Write {
+                lines: 28,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 19,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 5,
+                long: true,
+                stderr: true,
+            },
+            Write {
+                lines: 24,
+                long: true,
+                stderr: true,
+            },
+            SplitAcrossRotation,
+            Write {
+                lines: 4,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 7,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+            SplitAcrossRotation,
+            SplitAcrossRotation,
+            DeleteOldest,
+            SplitAcrossRotation,
+            CompressRotated,
+            SplitAcrossRotation,
+            Rotate,
+            Write {
+                lines: 29,
+                long: false,
+                stderr: false,
+            },
+            Restart,
+            SplitAcrossRotation,
+            Write {
+                lines: 16,
+                long: false,
+                stderr: true,
+            },
+            SplitAcrossRotation,
+            Rotate,
+            Rotate,
+            Write {
+                lines: 34,
+                long: true,
+                stderr: true,
+            },
+            Write {
+                lines: 32,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 5,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 11,
+                long: false,
+                stderr: false,
+            },
+            Lifecycle {
+                lines: 26,
+                seen_empty: false,
+                paused: true,
+                drain_full: false,
+            },
+            SplitAcrossRotation,
+            Write {
+                lines: 27,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 12,
+                long: false,
+                stderr: false,
+            },
+            Restart,
+            Write {
+                lines: 1,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 27,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 9,
+                long: true,
+                stderr: false,
+            },
+            Rotate,
+            CopyTruncate,
+            Write {
+                lines: 1,
+                long: false,
+                stderr: true,
+            },
+            SplitAcrossRotation,
+            Write {
+                lines: 35,
+                long: false,
+                stderr: false,
+            },
+            CompressRotated,
+            CompressRotated,
+            Write {
+                lines: 34,
+                long: false,
+                stderr: true,
+            },
+            SplitAcrossRotation,
+            Write {
+                lines: 31,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 11,
+                long: true,
+                stderr: true,
+            },
+            Rotate,
+            Rotate,
+            CompressRotated,
+            Rotate,
+        ])
+        .unwrap();
+    }
 }
