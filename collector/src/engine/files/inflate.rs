@@ -23,7 +23,8 @@
 //! file before them, else before every file on disk); a compressed file whose content is known
 //! already (inflated before, or its original still on disk) is not inflated (recognised by its
 //! head); there is one way to read one (`take_missed`);
-//! a compressed file is looked at once (by device, inode and size: renames keep them).
+//! a compressed file is looked at once (by device, inode, size and modification time: renames
+//! keep them; a new file that got a deleted one's inode number and size was written later).
 
 use std::{
     collections::HashMap,
@@ -61,12 +62,12 @@ pub struct Compressed {
     history_before: Option<SystemTime>,
     /// Whether the first look was taken.
     primed: bool,
-    /// Compressed files (by device, inode and size) that are never history: they hold lines
-    /// a checkpoint still wants (see [`FileSet::inflate`]).
-    not_history: Vec<(u64, u64, u64)>,
-    /// Compressed files looked at, by device, inode and size: the entry whose content each one
-    /// holds (if known, for numbering files around it), and how many listings in a row missed it.
-    seen: HashMap<(u64, u64, u64), Looked>,
+    /// Compressed files (by [`Key`]) that are never history: they hold lines a checkpoint
+    /// still wants (see [`FileSet::inflate`]).
+    not_history: Vec<Key>,
+    /// Compressed files looked at, by [`Key`]: the entry whose content each one holds (if
+    /// known, for numbering files around it), and how many listings in a row missed it.
+    seen: HashMap<Key, Looked>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,23 +99,27 @@ enum Look {
 /// An inflated compressed file: its descriptor, identity and size.
 type Inflated = (File, FileId, u64);
 
-/// Missed compressed files, inflated, by device, inode and size.
-type Missed = HashMap<(u64, u64, u64), Inflated>;
+/// Missed compressed files, inflated, by [`Key`].
+type Missed = HashMap<Key, Inflated>;
 
 /// A listed compressed file.
 struct Listed<'a> {
     path: &'a Path,
-    /// Device, inode and size when listed.
-    key: (u64, u64, u64),
+    /// Its key when listed.
+    key: Key,
     modified: SystemTime,
 }
 
-/// Device, inode and size: what a compressed file is known by (renames keep them).
-type Key = (u64, u64, u64);
+/// What a compressed file is known by: device, inode, size and modification time. A rename
+/// keeps all four. The time tells a new file from one deleted since the last look whose inode
+/// number it got (ext4 hands freed numbers out again at once) and whose size it has (small files
+/// of like lines compress to the same size): it was written later.
+type Key = (u64, u64, u64, SystemTime);
 
-/// The key a compressed file is looked at by: device, inode and size (renames keep them).
-fn key_of(meta: &std::fs::Metadata) -> (u64, u64, u64) {
-    (meta.dev(), meta.ino(), meta.len())
+/// The [`Key`] of a compressed file.
+fn key_of(meta: &std::fs::Metadata) -> Key {
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    (meta.dev(), meta.ino(), meta.len(), modified)
 }
 
 impl Listed<'_> {
@@ -123,7 +128,7 @@ impl Listed<'_> {
     /// being written), or `NotFound`.
     fn open(&self) -> io::Result<File> {
         let (file, meta) = super::open_log(self.path)?;
-        let (dev, ino, _) = key_of(&meta);
+        let (dev, ino, ..) = key_of(&meta);
         if (dev, ino) != (self.key.0, self.key.1) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
