@@ -23,8 +23,8 @@
 //! file before them, else before every file on disk); a compressed file whose content is known
 //! already (inflated before, or its original still on disk) is not inflated (recognised by its
 //! head); there is one way to read one (`take_missed`);
-//! a compressed file is looked at once (by device, inode, size and modification time: renames
-//! keep them; a new file that got a deleted one's inode number and size was written later).
+//! a compressed file is looked at once (by device, inode, size, modification time and gzip
+//! trailer: renames keep them; see `Key`).
 
 use std::{
     collections::HashMap,
@@ -110,16 +110,47 @@ struct Listed<'a> {
     modified: SystemTime,
 }
 
-/// What a compressed file is known by: device, inode, size and modification time. A rename
-/// keeps all four. The time tells a new file from one deleted since the last look whose inode
+/// What a compressed file is known by: device, inode, size, modification time and its gzip
+/// trailer (the CRC-32 and length of what it holds; 0 when it cannot be read). A rename keeps all
+/// five. The time and the trailer tell a new file from one deleted since the last look whose inode
 /// number it got (ext4 hands freed numbers out again at once) and whose size it has (small files
-/// of like lines compress to the same size): it was written later.
-type Key = (u64, u64, u64, SystemTime);
+/// of like lines compress to the same size), even when both were written within one tick of the
+/// file system's clock.
+type Key = (u64, u64, u64, SystemTime, u64);
 
-/// The [`Key`] of a compressed file.
-fn key_of(meta: &std::fs::Metadata) -> Key {
+/// The [`Key`] of a compressed file, open as `file`.
+fn key_of(file: &File, meta: &std::fs::Metadata) -> Key {
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    (meta.dev(), meta.ino(), meta.len(), modified)
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        modified,
+        trailer(file, meta.len()),
+    )
+}
+
+/// The last 8 bytes of a gzip file of `len` bytes, as a number (0 when they cannot be read).
+fn trailer(file: &File, len: u64) -> u64 {
+    use std::os::unix::fs::FileExt as _;
+    let mut bytes = [0u8; 8];
+    len.checked_sub(8)
+        .and_then(|at| file.read_exact_at(&mut bytes, at).ok())
+        .map_or(0, |()| u64::from_le_bytes(bytes))
+}
+
+/// The [`Key`] of the compressed file at `path`: `NotFound` when it is gone (renamed, most
+/// likely); one that cannot be opened is keyed by its metadata alone (looking at it reports why).
+fn listed_key(path: &Path) -> io::Result<Key> {
+    match super::open_log(path) {
+        Ok((file, meta)) => Ok(key_of(&file, &meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+        Err(_) => {
+            let meta = std::fs::symlink_metadata(path)?;
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            Ok((meta.dev(), meta.ino(), meta.len(), modified, 0))
+        }
+    }
 }
 
 impl Listed<'_> {
@@ -128,7 +159,7 @@ impl Listed<'_> {
     /// being written), or `NotFound`.
     fn open(&self) -> io::Result<File> {
         let (file, meta) = super::open_log(self.path)?;
-        let (dev, ino, ..) = key_of(&meta);
+        let (dev, ino) = (meta.dev(), meta.ino());
         if (dev, ino) != (self.key.0, self.key.1) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -155,7 +186,7 @@ impl FileSet {
             .map(|p| {
                 let (file, meta) = super::open_log(p).ok()?;
                 match inflated_head(&file) {
-                    (head, None) => Some((key_of(&meta), head)),
+                    (head, None) => Some((key_of(&file, &meta), head)),
                     _ => None,
                 }
             })
@@ -188,19 +219,18 @@ impl FileSet {
     /// files just added, so none of them is taken now (a reader must not pass the place it goes
     /// to); a later look takes them together.
     pub(super) fn take_missed(&mut self, listed: &[PathBuf], spill: &Path, changes: &mut Changes) {
-        let metas: Vec<io::Result<std::fs::Metadata>> =
-            listed.iter().map(std::fs::symlink_metadata).collect();
+        let keys: Vec<io::Result<Key>> = listed.iter().map(|path| listed_key(path)).collect();
         // One gone since the listing (renamed, most likely) is looked at under its new name.
-        let mut complete = metas.iter().all(Result::is_ok);
+        let mut complete = keys.iter().all(Result::is_ok);
         let listed: Vec<Listed<'_>> = listed
             .iter()
-            .zip(metas)
-            .filter_map(|(path, meta)| {
-                let meta = meta.ok()?;
+            .zip(keys)
+            .filter_map(|(path, key)| {
+                let key = key.ok()?;
                 Some(Listed {
                     path,
-                    key: key_of(&meta),
-                    modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    key,
+                    modified: key.3,
                 })
             })
             .collect();
