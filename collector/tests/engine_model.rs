@@ -975,8 +975,9 @@ mod regressions {
     }
     /// Found once by the split mix (`MODEL_WEIGHTS=split:3 MODEL_MAX_OPS=80`, 200 cases) on
     /// 8c89965 (files ordered by their first record's time alone): one line of the oldest file
-    /// never arrived and no loss was counted. Not reproduced in 9 runs of this sequence since,
-    /// on that ordering or the current one; the cause is not known yet.
+    /// never arrived and no loss was counted. Not reproduced in 9 runs of this sequence since.
+    /// The symptom and the mix are those of the reused-inode cases below, whose cause is known
+    /// and fixed; most likely this was one of them.
     #[test]
     fn a_long_sequence_of_splits_copies_compressions_and_kills() {
         run_case(&[
@@ -1074,7 +1075,10 @@ mod regressions {
 
     /// Found by the split mix (`MODEL_WEIGHTS=split:4 MODEL_MAX_OPS=80`, 1,000 cases, ten runs at
     /// once beside two builds, load average 30): 20 lines of the oldest file never arrived and
-    /// no loss was counted. Shrinking did not reproduce it (it depends on timing).
+    /// no loss was counted. A new `.gz` got the inode number and the size of one deleted since
+    /// the last look and was taken for it (see `engine_compressed`'s
+    /// `a_compressed_file_with_the_inode_and_size_of_one_gone_is_read`); shrinking could not
+    /// reproduce it, as it depends on which inode the file system hands out.
     #[test]
     fn splits_kills_and_deletions_while_down_under_load() {
         run_case(&[
@@ -1265,7 +1269,7 @@ mod regressions {
     }
 
     /// Found by the compress mix (`MODEL_WEIGHTS=compress:4 MODEL_MAX_OPS=80`, same run): one
-    /// line of the oldest file never arrived and no loss was counted.
+    /// line of the oldest file never arrived and no loss was counted (the same cause).
     #[test]
     fn compressions_and_short_lived_containers_under_load() {
         run_case(&[
@@ -1441,7 +1445,8 @@ mod regressions {
     }
 
     /// Found by the split mix in the same runs: a line split across a rotation, whose first
-    /// part was the whole of a file (rotated at once), never arrived and no loss was counted.
+    /// part was the whole of a file (rotated at once, then compressed), never arrived and no loss
+    /// was counted (the same cause: such files compress to the same size).
     #[test]
     fn a_file_holding_only_the_first_part_of_a_split_line_under_load() {
         run_case(&[
@@ -1590,6 +1595,208 @@ mod regressions {
             Rotate,
             CompressRotated,
             Rotate,
+        ])
+        .unwrap();
+    }
+
+    /// Found by the compress mix with compressed files known by their modification time but not
+    /// yet by their gzip trailer: a new `.gz` with a reused inode number, the same size and a
+    /// modification time within the same clock tick was taken for one looked at before.
+    #[test]
+    fn compressions_kills_and_deletions_within_one_clock_tick() {
+        run_case(&[
+            Write {
+                lines: 4,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 22,
+                long: false,
+                stderr: true,
+            },
+            Lifecycle {
+                lines: 4,
+                seen_empty: false,
+                paused: true,
+                drain_full: true,
+            },
+            Restart,
+            Rotate,
+            CompressRotated,
+            Kill {
+                delete_while_down: true,
+            },
+            CopyTruncate,
+            Write {
+                lines: 7,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 38,
+                long: false,
+                stderr: false,
+            },
+            Kill {
+                delete_while_down: true,
+            },
+            DeleteOldest,
+            CompressRotated,
+            Restart,
+            CompressRotated,
+            DeleteOldest,
+            Kill {
+                delete_while_down: true,
+            },
+            CompressRotated,
+            Write {
+                lines: 12,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 34,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 33,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+            CompressRotated,
+            Kill {
+                delete_while_down: false,
+            },
+            CompressRotated,
+            Write {
+                lines: 27,
+                long: true,
+                stderr: false,
+            },
+            Write {
+                lines: 3,
+                long: false,
+                stderr: true,
+            },
+            DeleteOldest,
+            Lifecycle {
+                lines: 45,
+                seen_empty: false,
+                paused: false,
+                drain_full: false,
+            },
+            CompressRotated,
+            SplitAcrossRotation,
+            Lifecycle {
+                lines: 18,
+                seen_empty: true,
+                paused: true,
+                drain_full: true,
+            },
+            CompressRotated,
+            SplitAcrossRotation,
+            CompressRotated,
+            Kill {
+                delete_while_down: false,
+            },
+            Write {
+                lines: 20,
+                long: true,
+                stderr: false,
+            },
+            Restart,
+            Lifecycle {
+                lines: 30,
+                seen_empty: false,
+                paused: false,
+                drain_full: true,
+            },
+            CompressRotated,
+            CompressRotated,
+            Write {
+                lines: 32,
+                long: true,
+                stderr: false,
+            },
+            CopyTruncate,
+            CopyTruncate,
+            Rotate,
+            Write {
+                lines: 34,
+                long: false,
+                stderr: false,
+            },
+            Restart,
+            Rotate,
+            CompressRotated,
+            CompressRotated,
+            Write {
+                lines: 14,
+                long: false,
+                stderr: true,
+            },
+            Kill {
+                delete_while_down: true,
+            },
+            SplitAcrossRotation,
+            CompressRotated,
+            Write {
+                lines: 10,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 9,
+                long: false,
+                stderr: true,
+            },
+            Lifecycle {
+                lines: 20,
+                seen_empty: true,
+                paused: true,
+                drain_full: true,
+            },
+            Kill {
+                delete_while_down: true,
+            },
+            Lifecycle {
+                lines: 6,
+                seen_empty: true,
+                paused: true,
+                drain_full: true,
+            },
+            CompressRotated,
+            CopyTruncate,
+            CompressRotated,
+            Rotate,
+            Rotate,
+            CompressRotated,
+            Write {
+                lines: 39,
+                long: false,
+                stderr: false,
+            },
+            Rotate,
+            Write {
+                lines: 18,
+                long: false,
+                stderr: true,
+            },
+            Write {
+                lines: 34,
+                long: false,
+                stderr: false,
+            },
+            Write {
+                lines: 3,
+                long: false,
+                stderr: true,
+            },
+            Rotate,
+            DeleteOldest,
         ])
         .unwrap();
     }
