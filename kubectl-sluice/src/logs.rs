@@ -323,6 +323,14 @@ fn api_error(target: &Target, error: kube::Error) -> anyhow::Error {
 async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
     let ns = target.namespace.clone();
     if let Some(selector) = &args.selector {
+        if args.recent {
+            // The logs API matches the selector against the labels the collectors kept, live
+            // pods and deleted ones alike: no need (nor right) to list pods here.
+            return Ok(Pick::Selected {
+                selector: selector.clone(),
+                pods: BTreeSet::new(),
+            });
+        }
         let pods: Api<Pod> = if args.all_namespaces {
             Api::all(target.client.clone())
         } else {
@@ -411,6 +419,13 @@ async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
             kind: naming,
         });
     };
+    if args.recent {
+        // The logs API matches the selector, deleted pods included.
+        return Ok(Pick::Selected {
+            selector,
+            pods: BTreeSet::new(),
+        });
+    }
     let pods = Api::<Pod>::namespaced(target.client.clone(), &ns)
         .list_metadata(&ListParams::default().labels(&selector))
         .await

@@ -169,7 +169,8 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     // Identities: alice reads pod logs in both namespaces, carol only in shop, bob may see shop's
     // pods but not their logs.
     let reader = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]);
+                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]);
     let pods_only = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
     kube.rt.block_on(async {
         grant(&admin, &shop, "reader", "alice", reader.clone()).await?;
