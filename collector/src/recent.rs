@@ -41,7 +41,7 @@ use crate::pipeline::ContainerMeta;
 pub struct RecentSettings {
     /// Lines kept per container.
     pub lines_per_container: usize,
-    /// Message bytes kept over all containers.
+    /// Message and label bytes kept over all containers.
     pub max_bytes: usize,
     /// How long the lines of a container that is no longer bound are kept.
     pub keep_gone: Duration,
