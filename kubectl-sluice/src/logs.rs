@@ -57,7 +57,7 @@ pub enum Pick {
     },
     /// A workload that is gone: with `--recent`, pods whose name fits its controller's pattern.
     Workload {
-        /// Pods that exist now.
+        /// Pods that exist now (none: the workload is gone).
         pods: BTreeSet<(String, String)>,
         /// The namespace.
         namespace: String,
