@@ -225,6 +225,30 @@ fn request_path(target: &Target, args: &LogsArgs, pick: &Pick, watch: bool) -> S
 }
 
 async fn recent(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<RecentLine>> {
+    let mut lines = fetch(target, args, pick).await?;
+    // The collectors match a selector against the labels their node config carries, which is
+    // only as many as the pod's drains emit (all for an HTTP drain, those its templates read
+    // for a syslog drain): the pods that exist now are also asked for by name, and each pod's
+    // lines taken from one of the two answers.
+    if let Pick::Selected { pods, .. } = pick
+        && args.recent
+        && !pods.is_empty()
+    {
+        let live = Pick::Pods(pods.clone());
+        lines.retain(|l| !live.wants(&l.namespace, &l.pod, false));
+        lines.extend(fetch(target, args, &live).await?);
+        lines.sort_by_cached_key(|l| l.time.parse::<jiff::Timestamp>().ok());
+    }
+    if let Some(tail) = args.tail
+        && lines.len() > tail
+    {
+        lines.drain(..lines.len() - tail);
+    }
+    Ok(lines)
+}
+
+/// The recent lines the logs API gives for `pick`, those `pick` wants.
+async fn fetch(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<RecentLine>> {
     let path = request_path(target, args, pick, false);
     let request = http::Request::get(&path)
         .body(Vec::new())
@@ -247,15 +271,21 @@ async fn recent(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<Rec
             lines.push(line);
         }
     }
-    if let Some(tail) = args.tail
-        && lines.len() > tail
-    {
-        lines.drain(..lines.len() - tail);
-    }
     Ok(lines)
 }
 
 async fn follow(target: &Target, args: &LogsArgs, pick: &Pick, out: &mut Printer) -> Result<()> {
+    // The pods of a selector that exist now are followed by name (their collectors may not have
+    // every label: see `recent`); only when none exists yet does the collectors' matching of
+    // the selector pick the pods that come.
+    let live;
+    let pick = match pick {
+        Pick::Selected { pods, .. } if !pods.is_empty() => {
+            live = Pick::Pods(pods.clone());
+            &live
+        }
+        other => other,
+    };
     let path = request_path(target, args, pick, true);
     let request = http::Request::get(&path)
         .body(Vec::new())
@@ -323,27 +353,22 @@ fn api_error(target: &Target, error: kube::Error) -> anyhow::Error {
 async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
     let ns = target.namespace.clone();
     if let Some(selector) = &args.selector {
-        if args.recent {
-            // The logs API matches the selector against the labels the collectors kept, live
-            // pods and deleted ones alike: no need (nor right) to list pods here.
-            return Ok(Pick::Selected {
-                selector: selector.clone(),
-                pods: BTreeSet::new(),
-            });
-        }
         let pods: Api<Pod> = if args.all_namespaces {
             Api::all(target.client.clone())
         } else {
             Api::namespaced(target.client.clone(), &ns)
         };
-        let found = pods
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| target.explain_error(e, &format!("pods matching {selector}"), false))?;
+        let found = match pods.list_metadata(&ListParams::default().labels(selector)).await {
+            Ok(found) => found.items,
+            // With --recent the logs API matches the selector itself (deleted pods too): the
+            // pods of now are only asked for by name as well when the caller may list them
+            // (with -A: in every namespace).
+            Err(_) if args.recent => Vec::new(),
+            Err(e) => return Err(target.explain_error(e, &format!("pods matching {selector}"), false)),
+        };
         return Ok(Pick::Selected {
             selector: selector.clone(),
             pods: found
-                .items
                 .into_iter()
                 .filter_map(|p| Some((p.metadata.namespace?, p.metadata.name?)))
                 .collect(),
@@ -419,13 +444,6 @@ async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
             kind: naming,
         });
     };
-    if args.recent {
-        // The logs API matches the selector, deleted pods included.
-        return Ok(Pick::Selected {
-            selector,
-            pods: BTreeSet::new(),
-        });
-    }
     let pods = Api::<Pod>::namespaced(target.client.clone(), &ns)
         .list_metadata(&ListParams::default().labels(&selector))
         .await
