@@ -6,6 +6,7 @@
 //! * [`health`]: the per-drain delivery figures each collector reports on its node Lease, which
 //!   the operator sums into `LogDrain` status.
 //! * [`query`]: the lines the collectors' query API returns to the operator.
+//! * [`selector`]: label selectors as text, parsed and matched against pod labels.
 //! * [`crd`] (feature `crd`): the `LogDrain` and `LogBinding` custom resources users write, with the
 //!   schema and CEL rules the API server enforces.
 #![deny(missing_docs)]
@@ -15,5 +16,6 @@ pub mod crd;
 pub mod health;
 pub mod node_config;
 pub mod query;
+pub mod selector;
 
 pub use node_config::NodeConfig;

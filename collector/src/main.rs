@@ -125,12 +125,16 @@ struct Args {
     /// Recent lines kept per container for queries (0: none kept).
     #[arg(long, default_value = "1000", value_name = "LINES")]
     recent_lines: usize,
-    /// Message bytes of recent lines kept over all containers of the node.
+    /// Message and label bytes of recent lines kept over all containers of the node.
     #[arg(long, default_value = "67108864", value_name = "BYTES")]
     recent_max_bytes: usize,
     /// How long the recent lines of a container no longer bound (a deleted pod) are kept.
     #[arg(long, default_value = "3600", value_name = "SECONDS")]
     recent_keep: u64,
+    /// How long one follow of the query API lasts; it then ends with a cursor the operator
+    /// follows again from at once, missing no line.
+    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    query_follow_max_seconds: u64,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -473,7 +477,10 @@ async fn start_query(
     };
     let (bound, server) = query::serve(
         addr,
-        query::QuerySettings::new(token),
+        query::QuerySettings {
+            follow_timeout: Duration::from_secs(args.query_follow_max_seconds),
+            ..query::QuerySettings::new(token)
+        },
         Arc::clone(&store),
         cancel.child_token(),
     )
@@ -487,7 +494,7 @@ async fn start_query(
     });
     let bytes = prometheus::IntGauge::new(
         "sluice_collector_recent_bytes",
-        "Message bytes of recent lines held for queries.",
+        "Message and label bytes of recent lines held for queries.",
     )?;
     let evicted = prometheus::IntCounter::new(
         "sluice_collector_recent_lines_evicted_total",

@@ -6,11 +6,17 @@
 //! the operator decides who may read which namespace (a SubjectAccessReview on `pods/log`) and
 //! asks for exactly that namespace.
 //!
-//! * `GET /v1/recent?namespace=NS[&pod=P]…[&container=C][&since=RFC3339][&tail=N]`: the recent
-//!   lines as JSON lines, in time order, at most `max_dump_lines` (and `tail`) of them.
-//! * `GET /v1/follow?…` (same filters but `tail`): lines as they are read, as a JSON-lines stream.
-//!   A follower that falls behind gets `{"lagged":N}` for the N lines it lost; at most
-//!   `max_followers` at once (429 beyond), each for at most `follow_timeout`.
+//! * `GET /v1/recent?namespace=NS[&pod=P]…[&container=C][&since=RFC3339][&selector=SEL][&tail=N]`:
+//!   the recent lines as JSON lines, in time order, at most `max_dump_lines` (and `tail`) of
+//!   them. `selector` is a Kubernetes label selector matched against the pods' labels as the
+//!   collector last had them (so it matches a deleted pod's lines too).
+//! * `GET /v1/follow?…[&after=CURSOR]` (same filters but `tail`): lines as they are read, as a
+//!   JSON-lines stream. A follower that falls behind gets `{"lagged":N}` for the N lines it lost;
+//!   at most `max_followers` at once (429 beyond), each for at most `follow_timeout`, at which
+//!   the stream ends with `{"resume":"CURSOR"}`: a follow again with `after=CURSOR` first gets
+//!   the kept lines read since (those the bounds have not given up yet; at most
+//!   `max_dump_lines`), then the live ones, each exactly once. A cursor of an earlier collector
+//!   process is refused with 410.
 //!
 //! Invariants: no request reaches the store without the token (compared in constant time);
 //! every response is bounded in lines or in time; nothing here can block the tail thread (see
@@ -30,7 +36,7 @@ use axum::{
 use tokio::sync::{Semaphore, broadcast::error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use crate::recent::{Filter, Recent, RecentLine};
+use crate::recent::{Cursor, Filter, Followed, Recent, RecentLine};
 
 /// A shared secret; `Debug` never shows it.
 #[derive(Clone)]
@@ -146,26 +152,36 @@ async fn authenticate(State(shared): State<Shared>, request: Request, next: Next
     }
 }
 
-/// The filter and `tail` of a query string; an error names the bad parameter.
-fn parse_query(query: &str) -> Result<(Filter, Option<usize>), String> {
-    let mut filter = Filter::default();
-    let mut tail = None;
+/// What a query string asks for.
+#[derive(Debug, Default)]
+struct Query {
+    filter: Filter,
+    tail: Option<usize>,
+    /// A follow: where an earlier one left off.
+    after: Option<Cursor>,
+}
+
+/// The query a query string asks for; an error names the bad parameter.
+fn parse_query(query: &str) -> Result<Query, String> {
+    let mut q = Query::default();
     for (key, value) in sluice_api::query::query_pairs(query)? {
         match key.as_str() {
-            "namespace" => filter.namespace = value,
-            "pod" => filter.pods.push(value),
-            "container" => filter.container = Some(value),
+            "namespace" => q.filter.namespace = value,
+            "pod" => q.filter.pods.push(value),
+            "container" => q.filter.container = Some(value),
             "since" => {
-                filter.since = Some(value.parse().map_err(|e| format!("since: {e}"))?);
+                q.filter.since = Some(value.parse().map_err(|e| format!("since: {e}"))?);
             }
-            "tail" => tail = Some(value.parse().map_err(|e| format!("tail: {e}"))?),
+            "selector" => q.filter.selector = Some(value.parse().map_err(|e| format!("selector: {e}"))?),
+            "tail" => q.tail = Some(value.parse().map_err(|e| format!("tail: {e}"))?),
+            "after" => q.after = Some(value.parse().map_err(|e| format!("after: {e}"))?),
             other => return Err(format!("unknown parameter {other:?}")),
         }
     }
-    if filter.namespace.is_empty() {
+    if q.filter.namespace.is_empty() {
         return Err("namespace is required".into());
     }
-    Ok((filter, tail))
+    Ok(q)
 }
 
 fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
@@ -179,20 +195,23 @@ fn bad_request(message: String) -> Response {
 }
 
 async fn recent_lines(State(shared): State<Shared>, request: Request) -> Response {
-    let (filter, tail) = match parse_query(request.uri().query().unwrap_or_default()) {
+    let query = match parse_query(request.uri().query().unwrap_or_default()) {
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
-    let limit = tail.unwrap_or(usize::MAX).min(shared.settings.max_dump_lines);
+    let limit = query
+        .tail
+        .unwrap_or(usize::MAX)
+        .min(shared.settings.max_dump_lines);
     let mut body = Vec::new();
-    for line in shared.recent.dump(&filter, limit) {
+    for line in shared.recent.dump(&query.filter, limit) {
         body.extend_from_slice(&json_line(&*line));
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 async fn follow(State(shared): State<Shared>, request: Request) -> Response {
-    let (filter, _) = match parse_query(request.uri().query().unwrap_or_default()) {
+    let Query { filter, after, .. } = match parse_query(request.uri().query().unwrap_or_default()) {
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
@@ -203,41 +222,87 @@ async fn follow(State(shared): State<Shared>, request: Request) -> Response {
         )
             .into_response();
     };
-    let receiver = shared.recent.subscribe();
+    let start = match shared
+        .recent
+        .follow(&filter, after, shared.settings.max_dump_lines)
+    {
+        Ok(start) => start,
+        Err(stale) => return (StatusCode::GONE, format!("{stale}\n")).into_response(),
+    };
+    let epoch = shared.recent.epoch();
     let deadline = tokio::time::Instant::now() + shared.settings.follow_timeout;
     let cancel = shared.cancel.clone();
-    // Each step waits for the next matching line (or a lag notice); the stream ends at the
-    // deadline, at shutdown, or when the client goes away (hyper drops it, and the permit).
-    let stream = futures_util::stream::unfold(
-        (receiver, filter, permit),
-        move |(mut receiver, filter, permit)| {
-            let cancel = cancel.clone();
-            async move {
-                loop {
-                    let next = tokio::select! {
-                        () = cancel.cancelled() => return None,
-                        () = tokio::time::sleep_until(deadline) => return None,
-                        next = receiver.recv() => next,
-                    };
-                    let chunk = match next {
-                        Ok(line) if filter.matches(&line) => json_line::<RecentLine>(&*line),
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(n)) => json_line(&serde_json::json!({ "lagged": n })),
-                        Err(RecvError::Closed) => return None,
-                    };
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(chunk),
-                        (receiver, filter, permit),
-                    ));
-                }
+    let mut first: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    if start.skipped > 0 {
+        first.push_back(json_line(&serde_json::json!({ "lagged": start.skipped })));
+    }
+    first.extend(start.replay.iter().map(|f| json_line::<RecentLine>(&f.line)));
+    let state = Follow {
+        first,
+        receiver: start.receiver,
+        filter,
+        cursor: start.arrival,
+        ended: false,
+        _permit: permit,
+    };
+    // Each step sends a replayed line, or waits for the next matching line (or a lag notice);
+    // the stream ends at the deadline (saying where to resume), at shutdown, or when the client
+    // goes away (hyper drops it, and the permit).
+    let stream = futures_util::stream::unfold(state, move |mut state| {
+        let cancel = cancel.clone();
+        async move {
+            if let Some(chunk) = state.first.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(chunk), state));
             }
-        },
-    );
+            if state.ended {
+                return None;
+            }
+            loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep_until(deadline) => {
+                        state.ended = true;
+                        let cursor = Cursor { epoch, arrival: state.cursor };
+                        let resume = json_line(&serde_json::json!({ "resume": cursor.to_string() }));
+                        return Some((Ok(resume), state));
+                    }
+                    next = state.receiver.recv() => next,
+                };
+                let chunk = match next {
+                    Ok(Followed {
+                        arrival,
+                        labels,
+                        line,
+                    }) => {
+                        state.cursor = arrival;
+                        if !state.filter.matches(&labels, &line) {
+                            continue;
+                        }
+                        json_line::<RecentLine>(&line)
+                    }
+                    Err(RecvError::Lagged(n)) => json_line(&serde_json::json!({ "lagged": n })),
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(chunk), state));
+            }
+        }
+    });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// A follow's state: the lines to send first, the channel, and the arrival number of the last
+/// line looked at (where a follow again resumes).
+struct Follow {
+    first: std::collections::VecDeque<Bytes>,
+    receiver: tokio::sync::broadcast::Receiver<Followed>,
+    filter: Filter,
+    cursor: u64,
+    ended: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 #[cfg(test)]
@@ -257,11 +322,31 @@ mod tests {
 
     #[test]
     fn queries() {
-        let (f, tail) =
-            parse_query("namespace=shop&pod=web-0&pod=web-1&since=2026-01-01T00%3A00%3A00Z&tail=5").unwrap();
-        assert_eq!((f.namespace.as_str(), f.pods.len(), tail), ("shop", 2, Some(5)));
+        let q = parse_query(
+            "namespace=shop&pod=web-0&pod=web-1&since=2026-01-01T00%3A00%3A00Z&tail=5&selector=app%3Dweb&after=7-42",
+        )
+        .unwrap();
+        let f = &q.filter;
+        assert_eq!((f.namespace.as_str(), f.pods.len(), q.tail), ("shop", 2, Some(5)));
         assert!(f.since.is_some());
+        assert_eq!(
+            f.selector.as_ref().map(ToString::to_string).as_deref(),
+            Some("app=web")
+        );
+        assert_eq!(
+            q.after,
+            Some(Cursor {
+                epoch: 7,
+                arrival: 42
+            })
+        );
         assert_eq!(parse_query("pod=x").unwrap_err(), "namespace is required");
+        assert!(
+            parse_query("namespace=a&selector=a%20in%20")
+                .unwrap_err()
+                .starts_with("selector: label selector")
+        );
+        assert!(parse_query("namespace=a&after=x").is_err());
         assert!(parse_query("namespace=a&evil=1").is_err());
         assert!(parse_query("namespace=%zz").is_err());
     }

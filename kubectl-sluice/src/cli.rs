@@ -117,13 +117,19 @@ pub enum Command {
   # The last 100 lines of the pods labelled app=web, in every namespace you may read
   kubectl sluice logs -l app=web -A --tail 100
 
+  # The same, deleted pods that were labelled app=web included (as a deployment's former pods)
+  kubectl sluice logs -l app=web -A --tail 100 --recent
+  kubectl sluice logs deploy/web --recent
+
   # Every pod of the namespace, as JSON lines, from the last 10 minutes
   kubectl sluice logs --since 10m -o json
 
   Without -f, the recent lines the collectors keep (by default the last 1000 of each container,
   also for an hour after it is gone) are printed, merged by time. With -f, lines are printed as
-  the collectors read them; with -f and --recent or --tail, the recent lines come first (a line
-  read at that moment may show twice or not at all).")]
+  the collectors read them (a follow has no time limit: the operator follows each collector
+  again from where its follow ended); with -f and --recent or --tail, the recent lines come
+  first (a line read at that moment may show twice or not at all). --recent with -l or a
+  workload matches deleted pods by the labels the collectors kept with their lines.")]
     Logs(LogsArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
@@ -149,8 +155,9 @@ pub struct LogsArgs {
     /// `rs/NAME`, `ds/NAME`); none: every pod of the namespace.
     #[arg(value_name = "POD | TYPE/NAME")]
     pub target: Option<String>,
-    /// Pods with these labels (`app=web,tier!=db`).
-    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    /// Pods with these labels (`app=web,tier!=db`, `tier in (a,b)`, `!canary`); with --recent
+    /// also deleted pods that had them (the collectors keep each container's pod labels).
+    #[arg(short = 'l', long, value_name = "SELECTOR", value_parser = crate::logs::parse_selector)]
     pub selector: Option<String>,
     /// Every namespace whose pod logs you may read (not with a pod or workload).
     #[arg(short = 'A', long, conflicts_with = "target")]
@@ -161,7 +168,8 @@ pub struct LogsArgs {
     /// Follow: print lines as they are read, until interrupted.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Include the lines of pods that are gone (a named pod, a workload's former pods).
+    /// Include the lines of pods that are gone (a named pod; the pods a selector or a workload's
+    /// selector matched; a deleted workload's pods by the names its controller gives).
     #[arg(long)]
     pub recent: bool,
     /// Only the last N recent lines.

@@ -5,9 +5,12 @@
 //!
 //! Pods are chosen here, with the caller's own rights: a pod name, a workload (`deploy/`, `sts/`,
 //! `job/`, resolved through its selector as `kubectl logs` does), a label selector, or every pod
-//! of the namespace. With `--recent`, pods that no longer exist count too: a named pod, and for a
-//! workload the pods its controller would have named (`NAME-<hash>-<id>`, `NAME-<ordinal>`,
-//! `NAME-<id>`); a label selector cannot match a pod that is gone (its labels went with it).
+//! of the namespace. With `--recent`, pods that no longer exist count too: a named pod; for a
+//! label selector or a workload (by its selector) every pod the selector matches, by the labels
+//! the collectors keep with each container's lines (so also of a deleted pod); and for a
+//! workload that is itself gone (no selector to use) the pods its controller would have named
+//! (`NAME-<hash>-<id>`, `NAME-<ordinal>`, `NAME-<id>`). Without `--recent`, only pods that exist
+//! now, as `kubectl logs`.
 
 use std::{
     collections::BTreeSet,
@@ -44,9 +47,17 @@ pub enum Pick {
     All,
     /// Exactly these `(namespace, pod)`.
     Pods(BTreeSet<(String, String)>),
-    /// These pods, and with `--recent` gone pods whose name fits a controller's pattern.
+    /// The pods a label selector selects: those that exist now (`pods`), and with `--recent`
+    /// every pod whose labels the collectors kept it selects (the logs API filters).
+    Selected {
+        /// The selector (canonical text).
+        selector: String,
+        /// The pods it selects now.
+        pods: BTreeSet<(String, String)>,
+    },
+    /// A workload that is gone: with `--recent`, pods whose name fits its controller's pattern.
     Workload {
-        /// Pods that exist now.
+        /// Pods that exist now (none: the workload is gone).
         pods: BTreeSet<(String, String)>,
         /// The namespace.
         namespace: String,
@@ -93,6 +104,7 @@ impl Pick {
         match self {
             Pick::All => true,
             Pick::Pods(pods) => pods.contains(&key),
+            Pick::Selected { pods, .. } => recent || pods.contains(&key),
             Pick::Workload {
                 pods,
                 namespace: ns,
@@ -107,16 +119,33 @@ impl Pick {
         match self {
             Pick::All => None,
             Pick::Pods(pods) => Some(pods.iter().map(|(_, p)| p.clone()).collect()),
+            Pick::Selected { .. } if recent => None,
+            Pick::Selected { pods, .. } => Some(pods.iter().map(|(_, p)| p.clone()).collect()),
             Pick::Workload { pods, .. } if !recent => Some(pods.iter().map(|(_, p)| p.clone()).collect()),
             Pick::Workload { .. } => None,
         }
     }
+
+    /// The label selector the API filters on (with `--recent`: it matches deleted pods too).
+    fn server_selector(&self, recent: bool) -> Option<&str> {
+        match self {
+            Pick::Selected { selector, .. } if recent && !selector.is_empty() => Some(selector),
+            _ => None,
+        }
+    }
+}
+
+/// A `-l` value: a label selector as Kubernetes reads it, in its canonical text.
+pub fn parse_selector(text: &str) -> Result<String, String> {
+    text.parse::<sluice_api::selector::Selector>()
+        .map(|s| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Print the lines `args` asks for.
 pub async fn run(target: &Target, args: &LogsArgs) -> Result<()> {
     let pick = resolve(target, args).await?;
-    if let Pick::Pods(pods) | Pick::Workload { pods, .. } = &pick
+    if let Pick::Pods(pods) | Pick::Selected { pods, .. } | Pick::Workload { pods, .. } = &pick
         && pods.is_empty()
         && !args.recent
     {
@@ -159,12 +188,20 @@ fn request_path(target: &Target, args: &LogsArgs, pick: &Pick, watch: bool) -> S
     if let Some(c) = &args.container {
         pairs.push(("container", c.clone()));
     }
+    let server_selector = pick.server_selector(args.recent);
+    if let Some(selector) = server_selector {
+        pairs.push(("labelSelector", selector.to_owned()));
+    }
     if let Some(since) = args.since {
         let from = jiff::Timestamp::now() - jiff::SignedDuration::try_from(since).unwrap_or_default();
         pairs.push(("since", from.to_string()));
     }
     // The tail is the API's only when it filters exactly what is printed.
-    if let (Some(tail), Some(_), false) = (args.tail, &server_pods, watch) {
+    if let (Some(tail), true, false) = (
+        args.tail,
+        server_pods.is_some() || server_selector.is_some(),
+        watch,
+    ) {
         pairs.push(("tail", tail.to_string()));
     }
     if watch {
@@ -188,6 +225,30 @@ fn request_path(target: &Target, args: &LogsArgs, pick: &Pick, watch: bool) -> S
 }
 
 async fn recent(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<RecentLine>> {
+    let mut lines = fetch(target, args, pick).await?;
+    // The collectors match a selector against the labels their node config carries, which is
+    // only as many as the pod's drains emit (all for an HTTP drain, those its templates read
+    // for a syslog drain): the pods that exist now are also asked for by name, and each pod's
+    // lines taken from one of the two answers.
+    if let Pick::Selected { pods, .. } = pick
+        && args.recent
+        && !pods.is_empty()
+    {
+        let live = Pick::Pods(pods.clone());
+        lines.retain(|l| !live.wants(&l.namespace, &l.pod, false));
+        lines.extend(fetch(target, args, &live).await?);
+        lines.sort_by_cached_key(|l| l.time.parse::<jiff::Timestamp>().ok());
+    }
+    if let Some(tail) = args.tail
+        && lines.len() > tail
+    {
+        lines.drain(..lines.len() - tail);
+    }
+    Ok(lines)
+}
+
+/// The recent lines the logs API gives for `pick`, those `pick` wants.
+async fn fetch(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<RecentLine>> {
     let path = request_path(target, args, pick, false);
     let request = http::Request::get(&path)
         .body(Vec::new())
@@ -210,15 +271,21 @@ async fn recent(target: &Target, args: &LogsArgs, pick: &Pick) -> Result<Vec<Rec
             lines.push(line);
         }
     }
-    if let Some(tail) = args.tail
-        && lines.len() > tail
-    {
-        lines.drain(..lines.len() - tail);
-    }
     Ok(lines)
 }
 
 async fn follow(target: &Target, args: &LogsArgs, pick: &Pick, out: &mut Printer) -> Result<()> {
+    // The pods of a selector that exist now are followed by name (their collectors may not have
+    // every label: see `recent`); only when none exists yet does the collectors' matching of
+    // the selector pick the pods that come.
+    let live;
+    let pick = match pick {
+        Pick::Selected { pods, .. } if !pods.is_empty() => {
+            live = Pick::Pods(pods.clone());
+            &live
+        }
+        other => other,
+    };
     let path = request_path(target, args, pick, true);
     let request = http::Request::get(&path)
         .body(Vec::new())
@@ -291,17 +358,21 @@ async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
         } else {
             Api::namespaced(target.client.clone(), &ns)
         };
-        let found = pods
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| target.explain_error(e, &format!("pods matching {selector}"), false))?;
-        return Ok(Pick::Pods(
-            found
-                .items
+        let found = match pods.list_metadata(&ListParams::default().labels(selector)).await {
+            Ok(found) => found.items,
+            // With --recent the logs API matches the selector itself (deleted pods too): the
+            // pods of now are only asked for by name as well when the caller may list them
+            // (with -A: in every namespace).
+            Err(_) if args.recent => Vec::new(),
+            Err(e) => return Err(target.explain_error(e, &format!("pods matching {selector}"), false)),
+        };
+        return Ok(Pick::Selected {
+            selector: selector.clone(),
+            pods: found
                 .into_iter()
                 .filter_map(|p| Some((p.metadata.namespace?, p.metadata.name?)))
                 .collect(),
-        ));
+        });
     }
     let Some(what) = &args.target else {
         return Ok(Pick::All);
@@ -324,23 +395,38 @@ async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
             return Ok(Pick::Pods(BTreeSet::from([(ns, name.to_owned())])));
         }
         "deploy" | "deployment" | "deployments" => (
-            workload::<Deployment>(target, &ns, name, "deployment", |d| d.spec.map(|s| s.selector)).await?,
+            workload::<Deployment>(target, &ns, name, "deployment", args.recent, |d| {
+                d.spec.map(|s| s.selector)
+            })
+            .await?,
             Naming::Deployment,
         ),
         "sts" | "statefulset" | "statefulsets" => (
-            workload::<StatefulSet>(target, &ns, name, "statefulset", |s| s.spec.map(|s| s.selector)).await?,
+            workload::<StatefulSet>(target, &ns, name, "statefulset", args.recent, |s| {
+                s.spec.map(|s| s.selector)
+            })
+            .await?,
             Naming::Ordinal,
         ),
         "job" | "jobs" => (
-            workload::<Job>(target, &ns, name, "job", |j| j.spec.and_then(|s| s.selector)).await?,
+            workload::<Job>(target, &ns, name, "job", args.recent, |j| {
+                j.spec.and_then(|s| s.selector)
+            })
+            .await?,
             Naming::Suffix,
         ),
         "rs" | "replicaset" | "replicasets" => (
-            workload::<ReplicaSet>(target, &ns, name, "replicaset", |r| r.spec.map(|s| s.selector)).await?,
+            workload::<ReplicaSet>(target, &ns, name, "replicaset", args.recent, |r| {
+                r.spec.map(|s| s.selector)
+            })
+            .await?,
             Naming::Suffix,
         ),
         "ds" | "daemonset" | "daemonsets" => (
-            workload::<DaemonSet>(target, &ns, name, "daemonset", |d| d.spec.map(|s| s.selector)).await?,
+            workload::<DaemonSet>(target, &ns, name, "daemonset", args.recent, |d| {
+                d.spec.map(|s| s.selector)
+            })
+            .await?,
             Naming::Suffix,
         ),
         other => {
@@ -349,23 +435,24 @@ async fn resolve(target: &Target, args: &LogsArgs) -> Result<Pick> {
             ));
         }
     };
-    let pods = match selector {
-        Some(selector) => Api::<Pod>::namespaced(target.client.clone(), &ns)
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| target.explain_error(e, &format!("the pods of {kind}/{name}"), false))?
-            .items
-            .into_iter()
-            .filter_map(|p| Some((ns.clone(), p.metadata.name?)))
-            .collect(),
-        None => BTreeSet::new(),
+    let Some(selector) = selector else {
+        // The workload is gone: its former pods only by the names its controller gives.
+        return Ok(Pick::Workload {
+            pods: BTreeSet::new(),
+            namespace: ns,
+            name: name.to_owned(),
+            kind: naming,
+        });
     };
-    Ok(Pick::Workload {
-        pods,
-        namespace: ns,
-        name: name.to_owned(),
-        kind: naming,
-    })
+    let pods = Api::<Pod>::namespaced(target.client.clone(), &ns)
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| target.explain_error(e, &format!("the pods of {kind}/{name}"), false))?
+        .items
+        .into_iter()
+        .filter_map(|p| Some((ns.clone(), p.metadata.name?)))
+        .collect();
+    Ok(Pick::Selected { selector, pods })
 }
 
 /// The label selector of workload `name` (`None`: it is gone, allowed with `--recent`).
@@ -374,6 +461,7 @@ async fn workload<K>(
     ns: &str,
     name: &str,
     kind: &str,
+    recent: bool,
     selector: impl FnOnce(K) -> Option<LabelSelector>,
 ) -> Result<Option<String>>
 where
@@ -387,9 +475,12 @@ where
         .await
         .map_err(|e| target.explain_error(e, &format!("{kind} {name}"), false))?;
     match found {
-        Some(object) => Ok(Some(selector(object).map(|s| selector_text(&s)).unwrap_or_default())),
+        Some(object) => Ok(Some(
+            selector(object).map(|s| selector_text(&s)).unwrap_or_default(),
+        )),
+        None if recent => Ok(None),
         None => Err(Failure::NotFound(format!(
-            "{kind} {name} not found in namespace {ns} (the lines of a deleted workload's pods: name the pod, with --recent)"
+            "{kind} {name} not found in namespace {ns} (the lines of a deleted workload's pods: add --recent)"
         ))
         .into()),
     }
@@ -553,6 +644,22 @@ mod tests {
         assert!(!w.wants("other", "web-2-b", true));
         assert_eq!(w.server_pods(false), Some(vec!["web-1-a".to_owned()]));
         assert_eq!(w.server_pods(true), None);
+        assert_eq!(w.server_selector(true), None);
+        let s = Pick::Selected {
+            selector: "app=web".into(),
+            pods: pods.clone(),
+        };
+        assert!(s.wants("shop", "web-1-a", false));
+        assert!(!s.wants("shop", "web-gone", false));
+        assert!(s.wants("shop", "web-gone", true));
+        assert_eq!(s.server_pods(false), Some(vec!["web-1-a".to_owned()]));
+        assert_eq!(
+            (s.server_pods(true), s.server_selector(true)),
+            (None, Some("app=web"))
+        );
+        assert_eq!(s.server_selector(false), None);
+        assert_eq!(parse_selector("app == web,tier").as_deref(), Ok("app=web,tier"));
+        assert!(parse_selector("app in web").is_err());
         assert!(Pick::Pods(pods).wants("shop", "web-1-a", true));
         assert!(Pick::All.wants("x", "y", false));
     }

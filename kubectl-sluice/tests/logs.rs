@@ -128,6 +128,10 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         "127.0.0.1:0".to_owned(),
         "--query-token-file".to_owned(),
         token_file.display().to_string(),
+        // Every follow here outlasts a collector's follow: the operator must follow again from
+        // where it ended, losing and repeating nothing.
+        "--query-follow-max-seconds".to_owned(),
+        "2".to_owned(),
     ];
     let cluster_args = |node: &str| ClusterArgs {
         node: node.into(),
@@ -165,7 +169,8 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     // Identities: alice reads pod logs in both namespaces, carol only in shop, bob may see shop's
     // pods but not their logs.
     let reader = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]);
+                        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]);
     let pods_only = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
     kube.rt.block_on(async {
         grant(&admin, &shop, "reader", "alice", reader.clone()).await?;
@@ -270,6 +275,100 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         &[("shop/web-2", &web_2)],
     )?;
 
+    // 3b. A label selector with --recent matches the deleted pod by the labels its collector
+    //     kept (and the live one), not a pod with other labels; without --recent, live pods only.
+    let selected = json_lines(&plugin(
+        &alice,
+        &["logs", "-A", "-l", "app=web", "--recent", "-o", "json"],
+    )?)?;
+    expect_pods(
+        "-l app=web --recent",
+        &selected,
+        &[("shop/web-1", &web_1), ("shop/web-2", &web_2)],
+    )?;
+    expect_time_order("-l app=web --recent", &selected)?;
+    let set_based = json_lines(&plugin(
+        &alice,
+        &[
+            "logs",
+            "-A",
+            "-l",
+            "app notin (web),logs-test",
+            "--recent",
+            "-o",
+            "json",
+        ],
+    )?)?;
+    expect_pods(
+        "-l 'app notin (web)' --recent",
+        &set_based,
+        &[("ops/api-1", &api_1)],
+    )?;
+    let live = json_lines(&plugin(
+        &alice,
+        &["logs", "-n", "shop", "-l", "app=web", "-o", "json"],
+    )?)?;
+    expect_pods("-l app=web", &live, &[("shop/web-1", &web_1)])?;
+    // A workload resolves through its selector, deleted pods included (web-2's name is not one
+    // a Deployment gives: only the selector finds it).
+    kube.apply_in::<k8s_openapi::api::apps::v1::Deployment>(
+        &shop,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "main", "image": "none"}]}}}}),
+    )?;
+    let workload = json_lines(&plugin(
+        &alice,
+        &["logs", "-n", "shop", "deploy/web", "--recent", "-o", "json"],
+    )?)?;
+    expect_pods(
+        "deploy/web --recent",
+        &workload,
+        &[("shop/web-1", &web_1), ("shop/web-2", &web_2)],
+    )?;
+    // A selector that is not one: a usage error, before anything is asked.
+    let bad = plugin(&alice, &["logs", "-n", "shop", "-l", "app in web", "--recent"])?;
+    ensure!(
+        bad.code == 2 && bad.stderr.contains("expected ( after in or notin"),
+        "{bad:?}"
+    );
+
+    // 3c. A follow across several of the collectors' follow limits (2 s): every line written
+    //     exactly once, in order.
+    let follow_dir = dir.path().join("follow-long");
+    std::fs::create_dir(&follow_dir)?;
+    let long_follow = Plugin::new(env!("CARGO_BIN_EXE_kubectl-sluice")).follow(
+        &follow_dir,
+        &alice,
+        &[
+            "logs", "-n", "shop", "-l", "app=slow", "--recent", "-f", "-o", "json",
+        ],
+    )?;
+    long_follow.wait_for_stderr("the long follow to be in place", "Following", TIMEOUT)?;
+    let slow = LineSpec::new("slow-1", 40, 120);
+    let slow_id = docker.run(&RunSpec {
+        name: slow.tag.clone(),
+        // 6 s of lines: more than two follow limits.
+        args: loggen_args(&slow, LINES, 50),
+        ..RunSpec::default()
+    })?;
+    kube.create_pod_in(
+        &shop,
+        &slow.tag,
+        "node-a",
+        &[("app", "slow"), ("logs-test", "yes")],
+        &[("main", &slow_id)],
+    )?;
+    ensure!(docker.wait(&slow_id)? == 0, "loggen failed");
+    let long = long_follow.wait_for_lines(
+        "the long follow to print every line written",
+        LINES as usize,
+        TIMEOUT,
+    )?;
+    expect_pods("a follow across follow limits", &long, &[("shop/slow-1", &slow)])?;
+    drop(long_follow);
+
     // 4. No pods/log: refused, with the reason.
     expect_refused(&plugin(&bob, &["logs", "-n", "shop", "web-1"])?, Some("shop"))?;
     expect_refused(&plugin(&bob, &["logs", "-A"])?, None)?;
@@ -279,7 +378,11 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     expect_pods(
         "carol's -A",
         &only_shop,
-        &[("shop/web-1", &web_1), ("shop/web-2", &web_2)],
+        &[
+            ("shop/web-1", &web_1),
+            ("shop/web-2", &web_2),
+            ("shop/slow-1", &slow),
+        ],
     )?;
 
     // 6. A collector's query port serves only the token holder.
@@ -381,7 +484,11 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     expect_pods(
         "recent -A without node-b",
         &json_lines(&partial)?,
-        &[("shop/web-1", &web_1), ("ops/api-1", &api_1)],
+        &[
+            ("shop/web-1", &web_1),
+            ("ops/api-1", &api_1),
+            ("shop/slow-1", &slow),
+        ],
     )?;
 
     drop((node_a, node_b));

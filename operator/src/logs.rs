@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(10);
 /// The line a follow sends once every collector's follow has started (or failed to).
 pub const FOLLOWING_LINE: &str = "{\"following\":true}\n";
+/// How a collector's follow that reached its time limit starts its last line.
+const RESUME_PREFIX: &[u8] = b"{\"resume\":";
 /// The longest JSON line a follow passes on (a collector's longest line, escaped, fits).
 pub const MAX_FOLLOW_LINE_BYTES: usize = 64 << 20;
 
@@ -124,6 +126,9 @@ pub struct Query {
     pub container: Option<String>,
     /// Only lines at or after this RFC3339 time.
     pub since: Option<String>,
+    /// Only the lines of pods this label selector (already checked) selects, by the labels the
+    /// collectors keep with their lines (of deleted pods too).
+    pub selector: Option<String>,
     /// Only the last this many lines.
     pub tail: Option<usize>,
 }
@@ -135,6 +140,7 @@ impl Query {
         pairs.extend(self.pods.iter().map(|p| ("pod", p.clone())));
         pairs.extend(self.container.iter().map(|c| ("container", c.clone())));
         pairs.extend(self.since.iter().map(|s| ("since", s.clone())));
+        pairs.extend(self.selector.iter().map(|s| ("selector", s.clone())));
         pairs.extend(self.tail.iter().map(|t| ("tail", t.to_string())));
         pairs
             .iter()
@@ -230,7 +236,9 @@ impl Collectors {
     /// goes to `lines` as it comes, whole; a follow that cannot be had or breaks sends
     /// `{"warning":"…"}` instead; [`FOLLOWING_LINE`] comes once every first collector has started
     /// its follow (every line read after it is sent), and `{"collector":"ENDPOINT"}` once an
-    /// added collector has (its lines from then on are sent). Returns when `lines` is closed,
+    /// added collector has (its lines from then on are sent). A collector's follow that ends at
+    /// its time limit (with `{"resume":"CURSOR"}`) is followed again at once from that cursor,
+    /// so no line of it is missed or sent twice (see [`Collectors::follow_collector`]). Returns when `lines` is closed,
     /// `cancel` fires, or every follow has ended and `added` is closed. A slow receiver of `lines`
     /// slows only the reading of the collectors' streams (the collectors then drop lines for this
     /// follower and say how many).
@@ -260,13 +268,12 @@ impl Collectors {
                 .map(|(endpoint, query)| {
                     let (waiting, lines, notice) = (Arc::clone(&waiting), lines.clone(), notice.clone());
                     async move {
-                        let path = format!("{FOLLOW_PATH}?{}", query.query_string());
                         let started = || async {
                             if waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
                                 let _ = lines.send(notice.clone()).await;
                             }
                         };
-                        if let Err(e) = self.follow_one(&endpoint, &path, &lines, started).await {
+                        if let Err(e) = self.follow_collector(&endpoint, query, &lines, started).await {
                             let _ = lines
                                 .send(json_line(&serde_json::json!({ "warning": e.to_string() })))
                                 .await;
@@ -347,13 +354,39 @@ impl Collectors {
         Err(fail(format!("{status}: {text}")))
     }
 
+    /// Follow `query` on the collector at `endpoint`, calling `started` once the first follow
+    /// is in place. A collector ends each follow after its `--query-follow-max-seconds` with
+    /// `{"resume":"CURSOR"}` (not passed on): it is followed again at once with `after=CURSOR`,
+    /// and sends first the lines it read since that cursor, then the live ones; so every line it
+    /// reads is passed on exactly once across its follows (but those its recent bounds gave up
+    /// in between, which it would count as lagged). Returns when a follow ends without a cursor
+    /// (the collector stopped), `lines` is closed, or on an error.
+    async fn follow_collector<F: Future<Output = ()>>(
+        &self,
+        endpoint: &str,
+        query: &Query,
+        lines: &tokio::sync::mpsc::Sender<Bytes>,
+        started: impl FnOnce() -> F,
+    ) -> Result<(), Error> {
+        let path = format!("{FOLLOW_PATH}?{}", query.query_string());
+        let mut resume = self.follow_one(endpoint, &path, lines, started).await?;
+        while let Some(cursor) = resume {
+            tracing::debug!(%endpoint, %cursor, "a collector's follow reached its time limit; following again from its cursor");
+            let again = format!("{path}&after={}", sluice_api::query::encode_component(&cursor));
+            resume = self.follow_one(endpoint, &again, lines, || async {}).await?;
+        }
+        Ok(())
+    }
+
+    /// One follow of `path` on the collector at `endpoint`: every line it sends is passed on to
+    /// `lines`, but a `{"resume":"CURSOR"}`, whose cursor is returned.
     async fn follow_one<F: Future<Output = ()>>(
         &self,
         endpoint: &str,
         path: &str,
         lines: &tokio::sync::mpsc::Sender<Bytes>,
         started: impl FnOnce() -> F,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let fail = |message: String| Error::Collector {
             endpoint: endpoint.to_owned(),
             message,
@@ -363,21 +396,32 @@ impl Collectors {
         started().await;
         let mut body = response?.into_body();
         let mut pending: Vec<u8> = Vec::new();
+        let mut resume = None;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("the follow broke: {e}")))?;
             let Ok(data) = frame.into_data() else { continue };
             pending.extend_from_slice(&data);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
+                if line.starts_with(RESUME_PREFIX) {
+                    let cursor = serde_json::from_slice::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v.get("resume")?.as_str().map(str::to_owned))
+                        .ok_or_else(|| {
+                            fail(format!("a bad resume line: {}", String::from_utf8_lossy(&line)))
+                        })?;
+                    resume = Some(cursor);
+                    continue;
+                }
                 if lines.send(Bytes::from(line)).await.is_err() {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             if pending.len() > MAX_FOLLOW_LINE_BYTES {
                 return Err(fail(format!("a line longer than {MAX_FOLLOW_LINE_BYTES} bytes")));
             }
         }
-        Ok(())
+        Ok(resume)
     }
 
     async fn fetch(&self, endpoint: &str, path: &str) -> Result<Vec<RecentLine>, Error> {
@@ -423,11 +467,13 @@ mod tests {
             pods: vec!["web-0".into(), "web-1".into()],
             container: Some("app".into()),
             since: Some("2026-01-01T00:00:00+01:00".into()),
+            selector: Some("app in (a,b)".into()),
             tail: Some(5),
         };
         assert_eq!(
             q.query_string(),
-            "namespace=shop&pod=web-0&pod=web-1&container=app&since=2026-01-01T00%3A00%3A00%2B01%3A00&tail=5"
+            "namespace=shop&pod=web-0&pod=web-1&container=app&since=2026-01-01T00%3A00%3A00%2B01%3A00\
+             &selector=app%20in%20%28a%2Cb%29&tail=5"
         );
     }
 }

@@ -2,8 +2,9 @@
 //! kube-apiserver authenticates the caller and proxies the request here over TLS; the operator
 //! decides with a SubjectAccessReview and reads the collectors (see [`crate::logs`]).
 //!
-//! * `GET /apis/logs.sluice.dev/v1alpha1/namespaces/NS/podlogs?[pod=P]…[&container=C][&since=RFC3339][&tail=N]`:
-//!   the recent lines of NS as JSON lines ([`sluice_api::query::RecentLine`]), merged by time,
+//! * `GET /apis/logs.sluice.dev/v1alpha1/namespaces/NS/podlogs?[pod=P]…[&container=C][&since=RFC3339][&labelSelector=SEL][&tail=N]`:
+//!   the recent lines of NS (of the pods `labelSelector` selects, by the labels the collectors
+//!   keep, so deleted pods' too; a bad selector is a 400 before any collector is asked) as JSON lines ([`sluice_api::query::RecentLine`]), merged by time,
 //!   after a `{"warning":"…"}` line for each collector that did not answer (all failing: 502);
 //!   with `watch=true`, a follow instead (JSON lines as they are read, `{"lagged":N}` and
 //!   `{"warning":"…"}` among them). A watch is a long-running request for the API server, so it
@@ -467,6 +468,7 @@ struct Params {
     pods: Vec<String>,
     container: Option<String>,
     since: Option<String>,
+    selector: Option<String>,
     tail: Option<usize>,
     watch: bool,
 }
@@ -483,6 +485,12 @@ impl Params {
                         .parse::<jiff::Timestamp>()
                         .map_err(|e| format!("since: not an RFC 3339 time: {e}"))?;
                     params.since = Some(value);
+                }
+                "labelSelector" => {
+                    let selector: sluice_api::selector::Selector =
+                        value.parse().map_err(|e| format!("labelSelector: {e}"))?;
+                    // The canonical text: what the collectors parse is what was checked here.
+                    params.selector = (!selector.is_everything()).then(|| selector.to_string());
                 }
                 "tail" => params.tail = Some(value.parse().map_err(|e| format!("tail: {e}"))?),
                 "watch" => params.watch = matches!(value.as_str(), "true" | "1"),
@@ -522,6 +530,7 @@ async fn lines(shared: Shared, namespace: Option<String>, headers: HeaderMap, qu
             pods: params.pods.clone(),
             container: params.container.clone(),
             since: params.since.clone(),
+            selector: params.selector.clone(),
             tail: params.tail,
         })
         .collect();
@@ -915,17 +924,33 @@ mod tests {
 
     #[test]
     fn params() {
-        let p = Params::parse("pod=a&pod=b&container=c&since=2026-01-01T00%3A00%3A00Z&tail=3&watch=true")
-            .unwrap();
+        let p = Params::parse(
+            "pod=a&pod=b&container=c&since=2026-01-01T00%3A00%3A00Z&labelSelector=app+in+(web%2Cdb)%2C!x&tail=3&watch=true",
+        )
+        .unwrap();
         assert_eq!(
             p,
             Params {
                 pods: vec!["a".into(), "b".into()],
                 container: Some("c".into()),
                 since: Some("2026-01-01T00:00:00Z".into()),
+                selector: Some("app in (db,web),!x".into()),
                 tail: Some(3),
                 watch: true,
             }
+        );
+        assert_eq!(
+            Params::parse("labelSelector=app%3D%3Dweb")
+                .unwrap()
+                .selector
+                .as_deref(),
+            Some("app=web")
+        );
+        assert_eq!(Params::parse("labelSelector=").unwrap().selector, None);
+        let bad = Params::parse("labelSelector=app+in+web").unwrap_err();
+        assert!(
+            bad.starts_with("labelSelector: label selector \"app in web\": expected ( after in"),
+            "{bad}"
         );
         assert!(Params::parse("since=yesterday").is_err());
         assert!(Params::parse("namespace=other").is_err());

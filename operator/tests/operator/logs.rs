@@ -128,3 +128,101 @@ async fn recent_lines_of_all_collectors_merge_by_time() -> Result<()> {
     stop_two.cancel();
     Ok(())
 }
+
+/// A follow outlasts the collector's follow limit (200 ms here, `--query-follow-max-seconds`):
+/// the operator follows again at once from the collector's cursor, and passes on every line the
+/// collector reads exactly once, in order, lines read between two follows included; a label
+/// selector picks the lines of the pods it matches, by the labels the collector keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follow_outlasts_the_collectors_follow_limit_without_losing_or_repeating_a_line() -> Result<()> {
+    const LINES: usize = 60;
+    let recent = Arc::new(Recent::new(RecentSettings::default()));
+    let stop = CancellationToken::new();
+    let settings = QuerySettings {
+        follow_timeout: std::time::Duration::from_millis(200),
+        ..QuerySettings::new(Token::parse(TOKEN).map_err(anyhow::Error::msg)?)
+    };
+    let (addr, server) = query::serve(
+        "127.0.0.1:0".parse()?,
+        settings,
+        Arc::clone(&recent),
+        stop.clone(),
+    )
+    .await?;
+    tokio::spawn(server);
+    let meta = |pod: &str, app: &str| ContainerMeta {
+        container_id: format!("id-{pod}"),
+        namespace: "shop".into(),
+        pod: pod.into(),
+        container: "app".into(),
+        labels: [("app".to_owned(), app.to_owned())].into(),
+        ..ContainerMeta::default()
+    };
+    let (web, db) = (meta("web-0", "web"), meta("db-0", "db"));
+    let collectors = Collectors::new(vec![format!("http://{addr}")], TOKEN.into());
+    let query = Query {
+        namespace: "shop".into(),
+        selector: Some("app=web".into()),
+        ..Query::default()
+    };
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::channel(4096);
+    let (_added_tx, added_rx) = tokio::sync::mpsc::channel(1);
+    let cancel = CancellationToken::new();
+    let following = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { collectors.follow(&[query], added_rx, lines_tx, cancel).await })
+    };
+    // A missing line fails the test after this long instead of hanging it.
+    const T: std::time::Duration = std::time::Duration::from_secs(30);
+    let first = tokio::time::timeout(T, lines_rx.recv()).await?;
+    assert_eq!(first.as_deref(), Some(&b"{\"following\":true}\n"[..]));
+    // Lines spread over more than five follow limits (the pauses only spread them; nothing here
+    // depends on when a follow ends).
+    let writer = {
+        let recent = Arc::clone(&recent);
+        tokio::spawn(async move {
+            for i in 0..LINES {
+                let time = format!("2026-01-01T00:00:{:02}.{i:09}Z", i / 10);
+                recent.push(&web, Stream::Stdout, &time, &format!("web {i}"));
+                recent.push(&db, Stream::Stdout, &time, &format!("db {i}"));
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < LINES {
+        let Some(raw) = tokio::time::timeout(T, lines_rx.recv()).await? else {
+            break;
+        };
+        let value: serde_json::Value = serde_json::from_slice(&raw)?;
+        got.push(
+            value["line"]
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned),
+        );
+    }
+    writer.await?;
+    // Every line of web is in; one more follow round (a resume) must add nothing.
+    recent.push(
+        &meta("web-0", "web"),
+        Stream::Stdout,
+        "2026-01-01T00:01:00Z",
+        "last",
+    );
+    while let Some(raw) = tokio::time::timeout(T, lines_rx.recv()).await? {
+        let value: serde_json::Value = serde_json::from_slice(&raw)?;
+        let line = value["line"]
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        if line == "last" {
+            break;
+        }
+        got.push(line);
+    }
+    let want: Vec<String> = (0..LINES).map(|i| format!("web {i}")).collect();
+    assert_eq!(got, want);
+    cancel.cancel();
+    following.await?;
+    stop.cancel();
+    Ok(())
+}
