@@ -1,6 +1,8 @@
 //! The query API over [`crate::recent`]: what `kubectl sluice logs` reads, through the operator.
 //!
-//! It serves nobody but the operator: every request must carry `Authorization: Bearer <token>`,
+//! It serves nobody but the operator: with TLS ([`QuerySettings::tls`], as the chart runs it) a
+//! connection gets through the handshake only with a client certificate of the operator's CA
+//! (see [`crate::query_tls`]); and every request must carry `Authorization: Bearer <token>`,
 //! the token the operator and the collectors share through a Secret of the sluice namespace
 //! (mounted as a file; see the README's threat model). Callers' own credentials never come here:
 //! the operator decides who may read which namespace (a SubjectAccessReview on `pods/log`) and
@@ -30,7 +32,10 @@ use axum::{
 use tokio::sync::{Semaphore, broadcast::error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use crate::recent::{Filter, Recent, RecentLine};
+use crate::{
+    query_tls::QueryTls,
+    recent::{Filter, Recent, RecentLine},
+};
 
 /// A shared secret; `Debug` never shows it.
 #[derive(Clone)]
@@ -80,6 +85,8 @@ pub struct QuerySettings {
     pub max_followers: usize,
     /// Longest follow.
     pub follow_timeout: Duration,
+    /// Serve over mutual TLS; plain HTTP without.
+    pub tls: Option<QueryTls>,
 }
 
 impl QuerySettings {
@@ -90,6 +97,7 @@ impl QuerySettings {
             max_dump_lines: 10_000,
             max_followers: 32,
             follow_timeout: Duration::from_secs(3600),
+            tls: None,
         }
     }
 }
@@ -102,6 +110,13 @@ struct Shared {
     cancel: CancellationToken,
 }
 
+/// Where the query API takes its connections from.
+enum Listening {
+    Plain(tokio::net::TcpListener),
+    /// Those that completed mutual TLS.
+    Tls(crate::query_tls::TlsListener),
+}
+
 /// Bind `addr` and return the server's address and its future (which ends on `cancel`).
 pub async fn serve(
     addr: SocketAddr,
@@ -111,7 +126,12 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, "serving the query API (operator only, bearer token)");
+    let tls = settings.tls.clone();
+    if tls.is_some() {
+        tracing::info!(address = %local, "serving the query API (operator only: mutual TLS and bearer token)");
+    } else {
+        tracing::info!(address = %local, "serving the query API (operator only, bearer token)");
+    }
     let shared = Shared {
         followers: Arc::new(Semaphore::new(settings.max_followers)),
         settings,
@@ -123,10 +143,23 @@ pub async fn serve(
         .route("/v1/follow", get(follow))
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .with_state(shared);
+    let listening = match tls {
+        Some(tls) => Listening::Tls(tls.listen(listener, cancel.child_token())?),
+        None => Listening::Plain(listener),
+    };
     Ok((local, async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
+        match listening {
+            Listening::Plain(plain) => {
+                axum::serve(plain, app)
+                    .with_graceful_shutdown(cancel.cancelled_owned())
+                    .await
+            }
+            Listening::Tls(tls) => {
+                axum::serve(tls, app)
+                    .with_graceful_shutdown(cancel.cancelled_owned())
+                    .await
+            }
+        }
     }))
 }
 

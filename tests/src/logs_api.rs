@@ -46,8 +46,18 @@ pub struct LogsApi {
 
 impl LogsApi {
     /// Serve the logs API as the operator's identity with the query `token`, register it, and
-    /// wait until the API server reports it Available.
+    /// wait until the API server reports it Available; the collectors are asked over plain HTTP.
     pub fn start(kube: &KubeRig, host: IpAddr, token: &str) -> Result<Self> {
+        Self::start_with(kube, host, token, sluice_operator::logs::QueryClient::plain())
+    }
+
+    /// As [`LogsApi::start`], the collectors asked through `query_client`.
+    pub fn start_with(
+        kube: &KubeRig,
+        host: IpAddr,
+        token: &str,
+        query_client: sluice_operator::logs::QueryClient,
+    ) -> Result<Self> {
         let server_name = format!("sluice-logs-api.{}.svc", kube.system);
         let (ca_pem, cert, key) = serving_cert(&server_name)?;
         let settings = sluice_operator::logs_api::ApiSettings {
@@ -56,6 +66,7 @@ impl LogsApi {
             key_pem: key.into_bytes(),
             namespace: kube.system.clone(),
             token: token.into(),
+            query_client,
             // Often, so a test sees a changed requestheader CA soon.
             front_proxy_refresh: Duration::from_secs(1),
             // The collectors of these tests are host processes, not pods.
