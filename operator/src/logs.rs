@@ -392,7 +392,7 @@ impl Collectors {
         let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request))
             .await
             .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(with_causes(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -465,6 +465,18 @@ impl Collectors {
             .await
             .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
     }
+}
+
+/// `error` and its causes (a failed TLS handshake says why only in them), `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// `value` as one JSON line.
