@@ -552,3 +552,109 @@ async fn start_query(
     });
     Ok(Some((store, advertised, tls)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = [
+            "sluice-collector",
+            "--query-listen",
+            "127.0.0.1:0",
+            "--query-token-file",
+        ];
+        Args::try_parse_from(base.iter().chain(["token"].iter()).chain(extra))
+    }
+
+    #[test]
+    fn the_query_tls_flags_come_together() {
+        let all = [
+            "--query-tls-cert",
+            "c",
+            "--query-tls-key",
+            "k",
+            "--query-client-ca",
+            "a",
+        ];
+        assert!(args(&all).is_ok());
+        for missing in ["--query-tls-key", "--query-client-ca", "--query-tls-cert"] {
+            let given: Vec<&str> = all
+                .chunks(2)
+                .filter(|flag| flag[0] != missing)
+                .flatten()
+                .copied()
+                .collect();
+            let error = args(&given).unwrap_err().to_string();
+            assert!(error.contains(missing), "without {missing}: {error}");
+        }
+    }
+
+    /// A key that is not the certificate's, or a missing file: the collector does not start, and
+    /// says which file.
+    #[tokio::test]
+    async fn query_tls_files_that_do_not_fit_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let pair = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["sluice-collector-query".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let ((cert, key), (_, other_key)) = (pair(), pair());
+        for (name, text) in [
+            ("token", "t".repeat(40)),
+            ("c.crt", cert),
+            ("c.key", key),
+            ("other.key", other_key),
+        ] {
+            std::fs::write(path(name), text).unwrap();
+        }
+        let (metrics, cancel) = (Metrics::new().unwrap(), CancellationToken::new());
+        let start = |key: &str, ca: &str| {
+            let (key, ca, cert, token) = (path(key), path(ca), path("c.crt"), path("token"));
+            let args = args(&[
+                "--query-tls-cert",
+                &cert,
+                "--query-tls-key",
+                &key,
+                "--query-client-ca",
+                &ca,
+            ])
+            .map(|a| Args {
+                query_token_file: Some(token.into()),
+                ..a
+            })
+            .unwrap();
+            let (metrics, cancel) = (metrics.clone(), cancel.clone());
+            async move {
+                start_query(&args, &metrics, &cancel)
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            }
+        };
+        let mismatch = start("other.key", "c.crt").await;
+        assert!(
+            mismatch.starts_with(&format!(
+                "the query TLS key {} is not the key of the certificate {} (",
+                path("other.key"),
+                path("c.crt")
+            )),
+            "{mismatch}"
+        );
+        let missing = start("c.key", "missing-ca.crt").await;
+        assert!(
+            missing.starts_with(&format!(
+                "cannot read the query client CA {}: ",
+                path("missing-ca.crt")
+            )),
+            "{missing}"
+        );
+        cancel.cancel();
+    }
+}
