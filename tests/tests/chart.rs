@@ -2,7 +2,8 @@
 //! and `helm template` with the defaults and every `ci/*-values.yaml`; every rendered object
 //! accepted by a server-side dry run against the real kube-apiserver of `tests/kube-harness`; the
 //! RBAC rules identical to `deploy/rbac/*.yaml`; typos and an unsafe grace period refused; the
-//! generated query TLS certificates completing mutual TLS as the collector and operator build it.
+//! generated query TLS certificates completing mutual TLS as the collector and operator build it,
+//! and every generated Secret (token, certificates) kept as it is by `helm upgrade`.
 //!
 //! helm runs with its own empty HOME-like directories (no repositories, no cache of the machine's
 //! user) and never talks to a cluster here: `helm template` renders client-side.
@@ -560,6 +561,23 @@ async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<(
         Some("info")
     );
 
+    // The generated secrets (token, certificates) are kept across upgrades.
+    let generated =
+        async || -> Result<Vec<Option<std::collections::BTreeMap<String, k8s_openapi::ByteString>>>> {
+            let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+            let mut data = Vec::new();
+            for name in [
+                "sluice-query-token",
+                "sluice-logs-api-tls",
+                "sluice-query-collector-tls",
+                "sluice-query-operator-tls",
+            ] {
+                data.push(secrets.get(name).await?.data);
+            }
+            Ok(data)
+        };
+    let before = generated().await?;
+    assert!(before.iter().all(|d| d.as_ref().is_some_and(|d| !d.is_empty())));
     let upgrade = [
         &["upgrade", RELEASE, &chart, "--set", "collector.logLevel=debug"],
         &on_cluster[..],
@@ -569,6 +587,10 @@ async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<(
     assert_eq!(
         collector_log_level(&client, namespace).await?.as_deref(),
         Some("debug")
+    );
+    assert!(
+        generated().await? == before,
+        "an upgrade changed a generated Secret"
     );
 
     // This API server has no kubelet to run the post-delete cleanup Job; `node_chart` runs it on
