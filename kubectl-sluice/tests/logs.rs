@@ -93,7 +93,7 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     // The logs API, served by the operator as its own identity on a host address; it asks the
     // collectors over mutual TLS (one CA for their serving certificate and its client one).
     let pki = QueryPki::create(dir.path())?;
-    let api = LogsApi::start_with(&kube, host, TOKEN, pki.query_client()?)?;
+    let api = LogsApi::start(&kube, host, TOKEN, pki.query_client()?)?;
     let (bound, ca, service_name) = (api.address, api.ca_pem.clone(), api.server_name.clone());
     let admin = kube.admin()?;
 

@@ -46,14 +46,10 @@ pub struct LogsApi {
 }
 
 impl LogsApi {
-    /// Serve the logs API as the operator's identity with the query `token`, register it, and
-    /// wait until the API server reports it Available; the collectors are asked over plain HTTP.
-    pub fn start(kube: &KubeRig, host: IpAddr, token: &str) -> Result<Self> {
-        Self::start_with(kube, host, token, sluice_operator::logs::QueryClient::plain())
-    }
-
-    /// As [`LogsApi::start`], the collectors asked through `query_client`.
-    pub fn start_with(
+    /// Serve the logs API as the operator's identity with the query `token`, the collectors
+    /// asked through `query_client` (see [`QueryPki::query_client`]), register it, and wait
+    /// until the API server reports it Available.
+    pub fn start(
         kube: &KubeRig,
         host: IpAddr,
         token: &str,
