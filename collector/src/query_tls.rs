@@ -57,6 +57,11 @@ impl QueryTls {
                         }
                     },
                 };
+                // A follow is a stream of small writes, each a TLS record: send each at once
+                // (Nagle's algorithm would hold one back until the last is acknowledged).
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "query API: cannot set TCP_NODELAY");
+                }
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     failures.inc();
                     tracing::debug!(%peer, "query API: too many handshakes in progress; connection closed");
