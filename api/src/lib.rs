@@ -5,7 +5,8 @@
 //!   dependency so the collector can use it standalone.
 //! * [`health`]: the per-drain delivery figures each collector reports on its node Lease, which
 //!   the operator sums into `LogDrain` status.
-//! * [`query`]: the lines the collectors' query API returns to the operator.
+//! * [`query`]: the lines the collectors' query API returns to the operator; [`query_tls`]: the
+//!   mutual TLS between the two.
 //! * [`selector`]: label selectors as text, parsed and matched against pod labels.
 //! * [`crd`] (feature `crd`): the `LogDrain` and `LogBinding` custom resources users write, with the
 //!   schema and CEL rules the API server enforces.
@@ -16,6 +17,7 @@ pub mod crd;
 pub mod health;
 pub mod node_config;
 pub mod query;
+pub mod query_tls;
 pub mod selector;
 
 pub use node_config::NodeConfig;

@@ -14,7 +14,7 @@
 //! * [`runtime`]: wires them: one engine, one task per drain, reloads in place, graceful stop.
 //! * [`metrics`]: the Prometheus registry; [`server`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`recent`]: the recent lines of each container and live followers; [`query`]: the
-//!   authenticated API that serves them to the operator.
+//!   authenticated API that serves them to the operator ([`query_tls`]: over mutual TLS).
 
 pub mod cluster;
 pub mod config;
@@ -25,6 +25,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod query_tls;
 pub mod recent;
 pub mod runtime;
 pub mod server;

@@ -122,6 +122,34 @@ struct Args {
         requires = "query_listen"
     )]
     query_advertise: Option<std::net::IpAddr>,
+    /// Serve the query API over TLS with this certificate (PEM; for the name the operator
+    /// verifies, --collector-query-server-name there), and require a client certificate of
+    /// --query-client-ca: only the operator then completes a handshake (the token is still
+    /// checked). Without the three, the query API is plain HTTP (token only; for a standalone
+    /// host, not for a cluster).
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_TLS_CERT",
+        value_name = "FILE",
+        requires_all = ["query_listen", "query_tls_key", "query_client_ca"]
+    )]
+    query_tls_cert: Option<PathBuf>,
+    /// The private key of --query-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_TLS_KEY",
+        value_name = "FILE",
+        requires = "query_tls_cert"
+    )]
+    query_tls_key: Option<PathBuf>,
+    /// The CA (PEM) whose client certificates the query API accepts: the operator's.
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_CLIENT_CA",
+        value_name = "FILE",
+        requires = "query_tls_cert"
+    )]
+    query_client_ca: Option<PathBuf>,
     /// Recent lines kept per container for queries (0: none kept).
     #[arg(long, default_value = "1000", value_name = "LINES")]
     recent_lines: usize,
@@ -254,9 +282,9 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = tokio::spawn(server);
 
-    let (recent, query_address) = match start_query(&args, &metrics, &cancel).await? {
-        Some((recent, address)) => (Some(recent), Some(address)),
-        None => (None, None),
+    let (recent, query_address, query_tls) = match start_query(&args, &metrics, &cancel).await? {
+        Some((recent, address, tls)) => (Some(recent), Some(address), tls),
+        None => (None, None, false),
     };
     let settings = runtime::Settings {
         state_dir: args.state_dir.clone(),
@@ -323,7 +351,8 @@ async fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         let (drains, rx) = watch::channel(collector.drain_states());
         let book = health::Book::open(&args.state_dir, &identity.node);
         let mut lease = cluster::lease::NodeLease::new(client, identity, book, metrics.clone(), rx)
-            .with_query_address(query_address);
+            .with_query_address(query_address)
+            .with_query_tls(query_tls);
         let lease_cancel = CancellationToken::new();
         let token = lease_cancel.clone();
         let lease = tokio::spawn(async move {
@@ -445,12 +474,13 @@ fn init_tracing(format: &str) {
 /// With `--query-listen`: the recent store, the query API serving it, and a task that forgets the
 /// lines of containers gone longer than `--recent-keep` and publishes the store's size
 /// (`sluice_collector_recent_bytes`) and evictions (`sluice_collector_recent_lines_evicted_total`).
-/// Also returns the address to publish on the node Lease (`IP:PORT`).
+/// Also returns the address to publish on the node Lease (`IP:PORT`) and whether it is served
+/// over TLS.
 async fn start_query(
     args: &Args,
     metrics: &Metrics,
     cancel: &CancellationToken,
-) -> anyhow::Result<Option<(Arc<sluice_collector::recent::Recent>, String)>> {
+) -> anyhow::Result<Option<(Arc<sluice_collector::recent::Recent>, String, bool)>> {
     use sluice_collector::{query, recent};
     let (Some(addr), Some(token_file)) = (args.query_listen, &args.query_token_file) else {
         return Ok(None);
@@ -475,17 +505,29 @@ async fn start_query(
              (in a pod: its IP, from the downward API)"
         ),
     };
-    let (bound, server) = query::serve(
-        addr,
-        query::QuerySettings {
-            follow_timeout: Duration::from_secs(args.query_follow_max_seconds),
-            ..query::QuerySettings::new(token)
-        },
-        Arc::clone(&store),
-        cancel.child_token(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {addr}"))?;
+    let mut settings = query::QuerySettings {
+        follow_timeout: Duration::from_secs(args.query_follow_max_seconds),
+        ..query::QuerySettings::new(token)
+    };
+    match (&args.query_tls_cert, &args.query_tls_key, &args.query_client_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let config = sluice_api::query_tls::server_config(cert, key, ca).map_err(anyhow::Error::msg)?;
+            let failures = sluice_collector::query_tls::QueryTls::failures_counter()?;
+            metrics.registry().register(Box::new(failures.clone()))?;
+            settings.tls = Some(sluice_collector::query_tls::QueryTls {
+                config: Arc::new(config),
+                handshake_failures: failures,
+            });
+        }
+        _ => warn!(
+            "the query API is not encrypted: the operator's token and the lines it asks for cross the \
+             network in clear; pass --query-tls-cert, --query-tls-key and --query-client-ca (the chart does)"
+        ),
+    }
+    let tls = settings.tls.is_some();
+    let (bound, server) = query::serve(addr, settings, Arc::clone(&store), cancel.child_token())
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let advertised = std::net::SocketAddr::new(advertise, bound.port()).to_string();
     tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -515,5 +557,77 @@ async fn start_query(
             evicted.inc_by(sweeper.evicted().saturating_sub(evicted.get()));
         }
     });
-    Ok(Some((store, advertised)))
+    Ok(Some((store, advertised, tls)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = [
+            "sluice-collector",
+            "--query-listen",
+            "127.0.0.1:0",
+            "--query-token-file",
+        ];
+        Args::try_parse_from(base.iter().chain(["token"].iter()).chain(extra))
+    }
+
+    #[test]
+    fn the_query_tls_flags_come_together() {
+        let all = [
+            "--query-tls-cert",
+            "c",
+            "--query-tls-key",
+            "k",
+            "--query-client-ca",
+            "a",
+        ];
+        assert!(args(&all).is_ok());
+        for missing in ["--query-tls-key", "--query-client-ca", "--query-tls-cert"] {
+            let given: Vec<&str> = all
+                .chunks(2)
+                .filter(|flag| flag[0] != missing)
+                .flatten()
+                .copied()
+                .collect();
+            let error = args(&given).unwrap_err().to_string();
+            assert!(error.contains(missing), "without {missing}: {error}");
+        }
+    }
+
+    /// A query TLS file that cannot be used stops the start, naming the file (what makes a file
+    /// unusable, and the messages, are `sluice_api::query_tls`'s).
+    #[tokio::test]
+    async fn query_tls_files_that_cannot_be_used_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("token"), "t".repeat(40)).unwrap();
+        let args = args(&[
+            "--query-tls-cert",
+            &path("missing.crt"),
+            "--query-tls-key",
+            &path("k"),
+            "--query-client-ca",
+            &path("a"),
+        ])
+        .map(|a| Args {
+            query_token_file: Some(path("token").into()),
+            ..a
+        })
+        .unwrap();
+        let error = start_query(&args, &Metrics::new().unwrap(), &CancellationToken::new())
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.starts_with(&format!(
+                "cannot read the query TLS certificate {}: ",
+                path("missing.crt")
+            )),
+            "{error}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! The query API over [`crate::recent`]: what `kubectl sluice logs` reads, through the operator.
 //!
-//! It serves nobody but the operator: every request must carry `Authorization: Bearer <token>`,
+//! It serves nobody but the operator: with TLS ([`QuerySettings::tls`], as the chart runs it) a
+//! connection gets through the handshake only with a client certificate of the operator's CA
+//! (see [`crate::query_tls`]); and every request must carry `Authorization: Bearer <token>`,
 //! the token the operator and the collectors share through a Secret of the sluice namespace
 //! (mounted as a file; see the README's threat model). Callers' own credentials never come here:
 //! the operator decides who may read which namespace (a SubjectAccessReview on `pods/log`) and
@@ -36,7 +38,10 @@ use axum::{
 use tokio::sync::{Semaphore, broadcast::error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use crate::recent::{Cursor, Filter, Followed, Recent, RecentLine};
+use crate::{
+    query_tls::QueryTls,
+    recent::{Cursor, Filter, Followed, Recent, RecentLine},
+};
 
 /// A shared secret; `Debug` never shows it.
 #[derive(Clone)]
@@ -86,6 +91,8 @@ pub struct QuerySettings {
     pub max_followers: usize,
     /// Longest follow.
     pub follow_timeout: Duration,
+    /// Serve over mutual TLS; plain HTTP without.
+    pub tls: Option<QueryTls>,
 }
 
 impl QuerySettings {
@@ -96,6 +103,7 @@ impl QuerySettings {
             max_dump_lines: 10_000,
             max_followers: 32,
             follow_timeout: Duration::from_secs(3600),
+            tls: None,
         }
     }
 }
@@ -108,6 +116,13 @@ struct Shared {
     cancel: CancellationToken,
 }
 
+/// Where the query API takes its connections from.
+enum Listening {
+    Plain(tokio::net::TcpListener),
+    /// Those that completed mutual TLS.
+    Tls(crate::query_tls::TlsListener),
+}
+
 /// Bind `addr` and return the server's address and its future (which ends on `cancel`).
 pub async fn serve(
     addr: SocketAddr,
@@ -117,7 +132,12 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, "serving the query API (operator only, bearer token)");
+    let tls = settings.tls.clone();
+    if tls.is_some() {
+        tracing::info!(address = %local, "serving the query API (operator only: mutual TLS and bearer token)");
+    } else {
+        tracing::info!(address = %local, "serving the query API (operator only, bearer token)");
+    }
     let shared = Shared {
         followers: Arc::new(Semaphore::new(settings.max_followers)),
         settings,
@@ -129,10 +149,23 @@ pub async fn serve(
         .route("/v1/follow", get(follow))
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .with_state(shared);
+    let listening = match tls {
+        Some(tls) => Listening::Tls(tls.listen(listener, cancel.child_token())?),
+        None => Listening::Plain(listener),
+    };
     Ok((local, async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
+        match listening {
+            Listening::Plain(plain) => {
+                axum::serve(plain, app)
+                    .with_graceful_shutdown(cancel.cancelled_owned())
+                    .await
+            }
+            Listening::Tls(tls) => {
+                axum::serve(tls, app)
+                    .with_graceful_shutdown(cancel.cancelled_owned())
+                    .await
+            }
+        }
     }))
 }
 

@@ -26,7 +26,7 @@ use sluice_tests::{
     fixture::{FakeContainer, file_rig},
     http::HttpReceiver,
     kube::{COLLECTOR_USER, KubeRig},
-    logs_api::{LogsApi, host_address, query_address},
+    logs_api::{LogsApi, QueryPki, host_address, query_address},
     support::{need, wait_until},
 };
 use tokio::time::Instant;
@@ -174,10 +174,19 @@ fn main() -> Result<()> {
     };
     kube.create_namespace(NS)?;
     kube.start_operator_with(&[NS], |_| {})?;
-    let _api = LogsApi::start(&kube, host, TOKEN)?;
     let dir = tempfile::tempdir()?;
+    // Mutual TLS between the operator and the collector, as the chart runs them.
+    let pki = QueryPki::create(dir.path())?;
+    let _api = LogsApi::start(&kube, host, TOKEN, pki.query_client()?)?;
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN)?;
+    let mut query_args = vec![
+        "--query-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--query-token-file".to_owned(),
+        token_file.display().to_string(),
+    ];
+    query_args.extend(pki.collector_args());
     let collector = Collector::start_cluster_with(
         &rig.bins,
         ClusterArgs {
@@ -186,12 +195,7 @@ fn main() -> Result<()> {
             kubeconfig: kube.kubeconfig_for(COLLECTOR_USER)?,
             docker_root: rig.root.path().to_owned(),
         },
-        &[
-            "--query-listen".into(),
-            "127.0.0.1:0".into(),
-            "--query-token-file".into(),
-            token_file.display().to_string(),
-        ],
+        &query_args,
     )?;
     let pid = collector.pid().context("the collector's pid")?;
     wait_until(

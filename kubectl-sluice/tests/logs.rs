@@ -3,14 +3,14 @@
 //! its restricted identity, on a non-loopback host address the API server proxies to through a
 //! Service and an EndpointSlice), two collector processes standing for two nodes (cluster mode,
 //! query API on), real Docker containers whose pods are reported as a kubelet would, and the
-//! plugin binary run as restricted users. Every check compares exact lines.
+//! plugin binary run as restricted users; the operator asks the collectors over mutual TLS (a CA of
+//! the test signing their serving certificate and its client one). Every check compares exact lines.
 
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::{Api, api::DeleteParams};
-use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::json;
 use sluice_api::{
     crd::{LogBinding, LogDrain},
@@ -23,8 +23,11 @@ use sluice_tests::{
     fixture::{docker_rig, loggen_args},
     http::HttpReceiver,
     kube::{COLLECTOR_USER, KubeRig},
-    logs_api::{LogsApi, host_address, query_address},
-    plugin::{Plugin, Run, collector_status, expect_refused, expect_time_order, grant, json_lines},
+    logs_api::{LogsApi, QueryPki, certificate_authority, host_address, leaf_cert, query_address},
+    plugin::{
+        Plugin, Run, collector_status_tls, expect_refused, expect_time_order, grant, json_lines,
+        plain_http_unanswered, tls_exchange,
+    },
     support::{need, wait_until},
 };
 
@@ -52,48 +55,19 @@ fn direct_request(
     ca_pem: &str,
     client: Option<(&str, &str)>,
 ) -> Result<String> {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-    use std::io::{Read, Write};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match client {
-        Some((cert, key)) => builder.with_client_auth_cert(
-            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
-            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    let name = ServerName::try_from(server_name.to_owned())?;
-    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
-    let socket = std::net::TcpStream::connect(address)?;
-    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(connection, socket);
     let request = "GET /apis/logs.sluice.dev/v1alpha1/namespaces/shop/podlogs HTTP/1.1\r\nHost: x\r\n\
                    X-Remote-User: alice\r\nX-Remote-Group: system:authenticated\r\nConnection: close\r\n\r\n";
-    let mut answer = Vec::new();
-    // A refused client sees its write or its read fail (an alert), or the connection close.
-    if tls.write_all(request.as_bytes()).is_ok() {
-        let _ = tls.read_to_end(&mut answer);
-    }
-    Ok(String::from_utf8_lossy(&answer).into_owned())
+    tls_exchange(address, server_name, ca_pem, client, request)
 }
 
 /// A client certificate for `cn` signed by the CA in `ca_cert`/`ca_key` (PEM files).
 fn client_cert(ca_cert: &Path, ca_key: &Path, cn: &str) -> Result<(String, String)> {
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_key)?)?;
-    let ca = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(ca_cert)?, ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    leaf_cert(
+        &std::fs::read_to_string(ca_cert)?,
+        &std::fs::read_to_string(ca_key)?,
+        cn,
+        true,
+    )
 }
 
 #[test]
@@ -116,14 +90,16 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN)?;
 
-    // The logs API, served by the operator as its own identity on a host address.
-    let api = LogsApi::start(&kube, host, TOKEN)?;
+    // The logs API, served by the operator as its own identity on a host address; it asks the
+    // collectors over mutual TLS (one CA for their serving certificate and its client one).
+    let pki = QueryPki::create(dir.path())?;
+    let api = LogsApi::start(&kube, host, TOKEN, pki.query_client()?)?;
     let (bound, ca, service_name) = (api.address, api.ca_pem.clone(), api.server_name.clone());
     let admin = kube.admin()?;
 
-    // Two collectors with the query API on.
+    // Two collectors with the query API on, over mutual TLS.
     let collector_kubeconfig = kube.kubeconfig_for(COLLECTOR_USER)?;
-    let query_args = [
+    let mut query_args = vec![
         "--query-listen".to_owned(),
         "127.0.0.1:0".to_owned(),
         "--query-token-file".to_owned(),
@@ -133,6 +109,7 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         "--query-follow-max-seconds".to_owned(),
         "2".to_owned(),
     ];
+    query_args.extend(pki.collector_args());
     let cluster_args = |node: &str| ClusterArgs {
         node: node.into(),
         namespace: kube.system.clone(),
@@ -385,19 +362,52 @@ fn logs_through_the_aggregated_api() -> Result<()> {
         ],
     )?;
 
-    // 6. A collector's query port serves only the token holder.
+    // 6. A collector's query port serves only the operator: mutual TLS with its client
+    //    certificate, and its token.
     let address = query_address(&kube, "node-a").context("node-a's query address")?;
+    let lease = kube.lease("node-a")?.context("node-a's Lease")?;
     ensure!(
-        collector_status(&address, None)? == 401,
-        "no token must be refused"
+        lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(sluice_api::query_tls::SCHEME_ANNOTATION))
+            .map(String::as_str)
+            == Some("https"),
+        "node-a's Lease does not say its query API is TLS: {:?}",
+        lease.metadata.annotations
     );
     ensure!(
-        collector_status(&address, Some("not-the-token-0123456789abcdefghijkl"))? == 401,
-        "a wrong token must be refused"
+        plain_http_unanswered(&address, TOKEN)?,
+        "a plain HTTP request (with the token) must get no answer"
+    );
+    let socket: std::net::SocketAddr = address.parse()?;
+    let name = sluice_api::query_tls::DEFAULT_SERVER_NAME;
+    let status = |client: Option<(&str, &str)>, token: Option<&str>| {
+        collector_status_tls(socket, name, &pki.ca_pem, client, token)
+    };
+    let operator = (pki.operator_pem.0.as_str(), pki.operator_pem.1.as_str());
+    ensure!(
+        status(None, Some(TOKEN))?.is_none(),
+        "a client without a certificate must be refused in the handshake, token or not"
+    );
+    let (other_ca, other_ca_key) = certificate_authority("not-the-query-ca")?;
+    let stranger = leaf_cert(&other_ca, &other_ca_key, "sluice-operator", true)?;
+    ensure!(
+        status(Some((&stranger.0, &stranger.1)), Some(TOKEN))?.is_none(),
+        "a client certificate of another CA must be refused in the handshake"
     );
     ensure!(
-        collector_status(&address, Some(TOKEN))? == 200,
-        "the token must be served"
+        status(Some(operator), None)? == Some(401),
+        "the operator's certificate without the token must get 401"
+    );
+    ensure!(
+        status(Some(operator), Some("not-the-token-0123456789abcdefghijkl"))? == Some(401),
+        "a wrong token must get 401"
+    );
+    ensure!(
+        status(Some(operator), Some(TOKEN))? == Some(200),
+        "the operator's certificate and token must be served"
     );
 
     // 7. The logs API itself serves only the API server's front proxy: a certificate of the
@@ -435,7 +445,7 @@ fn logs_through_the_aggregated_api() -> Result<()> {
 
     // A requestheader CA added to kube-system/extension-apiserver-authentication (a rotation)
     // is trusted without a restart: the operator reads the ConfigMap again (every second here).
-    let (new_ca, new_ca_key) = sluice_tests::logs_api::certificate_authority("rotated-front-proxy-ca")?;
+    let (new_ca, new_ca_key) = certificate_authority("rotated-front-proxy-ca")?;
     let (new_ca_file, new_ca_key_file) = (dir.path().join("new-ca.crt"), dir.path().join("new-ca.key"));
     std::fs::write(&new_ca_file, &new_ca)?;
     std::fs::write(&new_ca_key_file, &new_ca_key)?;
@@ -477,7 +487,7 @@ fn logs_through_the_aggregated_api() -> Result<()> {
     node_b.sigkill();
     let partial = plugin(&alice, &["logs", "-A", "-o", "json"])?;
     ensure!(
-        partial.stderr.contains("warning: collector http://")
+        partial.stderr.contains("warning: collector https://")
             && partial.stderr.contains("its lines are missing"),
         "{partial:?}"
     );

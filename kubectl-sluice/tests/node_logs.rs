@@ -7,9 +7,10 @@
 //! * a follow (`-f`) and `--recent` across three pods of two namespaces, recent in time order;
 //! * a deleted pod's lines with `--recent`;
 //! * a user without `pods/log` refused (exit code 4), `-A` giving only the readable namespaces;
-//! * the collector's query port (its pod IP) refusing a request without the operator's token, and
-//!   the operator refusing to send its token to an address a Lease advertises for a pod that is
-//!   not the collector's;
+//! * the collector's query port (its pod IP) refusing any client without the operator's TLS client
+//!   certificate in the handshake (with the token or not), leaving plain HTTP unanswered, and
+//!   answering the operator's certificate without the token with 401; the operator refusing to
+//!   send its token to an address a Lease advertises for a pod that is not the collector's;
 //! * `drains` and `bindings` showing what the objects' status says, `explain` giving the reason
 //!   for a pod that is not bound and for one on a node whose collector is not running;
 //! * a follow begun while no collector runs picking up the collector once it starts.
@@ -29,13 +30,15 @@ use serde_json::{Value, json};
 use sluice_api::{
     health::{LEASE_LABEL, LEASE_LABEL_VALUE, lease_name},
     query::{ADDRESS_ANNOTATION, RecentLine},
+    query_tls::SCHEME_ANNOTATION,
 };
 use sluice_kube_harness::{NODE_IP, NodeOptions};
 use sluice_tests::{
     LineSpec,
-    chart_node::{ChartNode, IMAGES, POD_TIMEOUT, SYSTEM, TENANTS},
+    chart_node::{ChartNode, IMAGES, POD_TIMEOUT, RELEASE, SYSTEM, TENANTS},
     plugin::{
-        Plugin, Run, collector_status, expect_pods, expect_refused, expect_time_order, grant, json_lines,
+        Plugin, Run, collector_status_tls, expect_pods, expect_refused, expect_time_order, grant, json_lines,
+        plain_http_unanswered,
     },
     support::wait_until,
 };
@@ -96,6 +99,17 @@ fn collector_pod(rig: &ChartNode) -> Result<(String, String)> {
         .split_once(' ')
         .with_context(|| format!("no collector pod with an IP: {out:?}"))?;
     Ok((name.to_owned(), ip.to_owned()))
+}
+
+/// The value of `key` in the Secret `name` of the sluice namespace (decoded).
+fn secret_value(rig: &ChartNode, name: &str, key: &str) -> Result<String> {
+    use base64::Engine as _;
+    let jsonpath = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
+    let encoded = rig.kubectl(&["get", "secret", "-n", SYSTEM, name, "-o", &jsonpath])?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .with_context(|| format!("Secret {name} key {key} is not base64"))?;
+    String::from_utf8(bytes).with_context(|| format!("Secret {name} key {key} is not text"))
 }
 
 /// The reason `explain pod/NAME -o json` gives for `pod`'s lines and its tenant's drain.
@@ -249,16 +263,37 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
         LINES,
     )?;
 
-    // 5. The collector's query port on its pod IP serves nobody without the operator's token.
+    // 5. The collector's query port on its pod IP serves nobody but the operator: no handshake
+    //    without the operator's client certificate (token or not), no answer to plain HTTP, and
+    //    the operator's certificate still needs the token.
     let (collector, collector_ip) = collector_pod(&rig)?;
     let address = format!("{collector_ip}:9881");
+    let operator_tls = format!("{RELEASE}-query-operator-tls");
+    let (ca, cert, key, token) = (
+        secret_value(&rig, &operator_tls, "ca.crt")?,
+        secret_value(&rig, &operator_tls, "tls.crt")?,
+        secret_value(&rig, &operator_tls, "tls.key")?,
+        secret_value(&rig, &format!("{RELEASE}-query-token"), "token")?,
+    );
+    let socket: std::net::SocketAddr = address.parse()?;
+    let status = |client: Option<(&str, &str)>, token: Option<&str>| {
+        collector_status_tls(socket, "sluice-collector-query", &ca, client, token)
+    };
     ensure!(
-        collector_status(&address, None)? == 401,
-        "a request without a token must be refused"
+        plain_http_unanswered(&address, &token)?,
+        "a plain HTTP request (with the token) must get no answer"
     );
     ensure!(
-        collector_status(&address, Some("not-the-token-0123456789abcdefghijkl"))? == 401,
-        "a wrong token must be refused"
+        status(None, Some(&token))?.is_none() && status(None, None)?.is_none(),
+        "a client without the operator's certificate must be refused in the handshake"
+    );
+    ensure!(
+        status(Some((&cert, &key)), None)? == Some(401),
+        "the operator's certificate without the token must get 401"
+    );
+    ensure!(
+        status(Some((&cert, &key)), Some(&token))? == Some(200),
+        "the operator's certificate and token must be served"
     );
 
     // 6. A Lease that advertises an address that is not its holder pod's (here: the collector
@@ -271,7 +306,14 @@ async fn kubectl_sluice_on_the_real_node_with_the_chart() -> Result<()> {
             name: Some(lease_name("elsewhere")),
             namespace: Some(SYSTEM.into()),
             labels: Some([(LEASE_LABEL.to_owned(), LEASE_LABEL_VALUE.to_owned())].into()),
-            annotations: Some([(ADDRESS_ANNOTATION.to_owned(), listener.local_addr()?.to_string())].into()),
+            // It says TLS, as the collectors do, so the holder pod check is what refuses it.
+            annotations: Some(
+                [
+                    (ADDRESS_ANNOTATION.to_owned(), listener.local_addr()?.to_string()),
+                    (SCHEME_ANNOTATION.to_owned(), "https".to_owned()),
+                ]
+                .into(),
+            ),
             ..ObjectMeta::default()
         },
         spec: Some(LeaseSpec {

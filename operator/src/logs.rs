@@ -6,6 +6,8 @@
 //!   `pods/log` in the namespace, the very check `kubectl logs` passes; nothing is cached;
 //! * a collector is asked only about a namespace the caller was allowed, with the token the
 //!   operator and the collectors share; the caller's own credentials never leave the operator;
+//! * with TLS configured ([`QueryClient::tls`]) the token goes only over mutual TLS, to a
+//!   collector whose certificate chains to the collectors' CA and is for the configured name;
 //! * each collector answers within [`COLLECTOR_TIMEOUT`], and every answer is bounded by the
 //!   collector (its dump limit), so a merge is bounded too.
 
@@ -13,12 +15,14 @@ use std::{collections::BTreeMap, time::Duration};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{Client as HttpClient, connect::HttpConnector},
+    client::legacy::{Client as HttpClient, ResponseFuture, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::{Api, Client, api::PostParams};
+use rustls_pki_types::ServerName;
 use sluice_api::query::{FOLLOW_PATH, RECENT_PATH, RecentLine};
 use tokio_util::sync::CancellationToken;
 
@@ -150,12 +154,65 @@ impl Query {
     }
 }
 
+/// How the operator connects to the collectors' query APIs: plain HTTP, or mutual TLS. Built
+/// once (cheap to clone: its connections are pooled).
+#[derive(Clone)]
+pub enum QueryClient {
+    /// Plain HTTP (`http://` endpoints only).
+    Plain(HttpClient<HttpConnector, Empty<Bytes>>),
+    /// Mutual TLS (`https://` endpoints only): see [`QueryClient::tls`].
+    Tls(HttpClient<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+}
+
+impl std::fmt::Debug for QueryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_tls() {
+            "QueryClient::Tls"
+        } else {
+            "QueryClient::Plain"
+        })
+    }
+}
+
+impl QueryClient {
+    /// Plain HTTP: the token travels in clear (collectors outside a cluster, tests).
+    pub fn plain() -> Self {
+        Self::Plain(HttpClient::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// Mutual TLS with `config` (the collectors' CA, the operator's client certificate; see
+    /// [`sluice_api::query_tls::client_config`]), every collector's certificate verified for
+    /// `server_name` whatever its address; `https://` endpoints only (the connector refuses any
+    /// other, so the token never goes in clear).
+    pub fn tls(config: rustls::ClientConfig, server_name: ServerName<'static>) -> Self {
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .with_server_name_resolver(FixedServerNameResolver::new(server_name))
+            .enable_http1()
+            .build();
+        Self::Tls(HttpClient::builder(TokioExecutor::new()).build(connector))
+    }
+
+    /// Whether it speaks TLS (the scheme of the endpoints it can reach: `https`, else `http`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
+    fn request(&self, request: hyper::Request<Empty<Bytes>>) -> ResponseFuture {
+        match self {
+            Self::Plain(http) => http.request(request),
+            Self::Tls(https) => https.request(request),
+        }
+    }
+}
+
 /// The collectors to ask, and the token they accept.
 pub struct Collectors {
-    /// `http://host:port` of each collector's query API.
+    /// `http://host:port` (or `https://`) of each collector's query API.
     pub endpoints: Vec<String>,
     token: String,
-    http: HttpClient<HttpConnector, Empty<Bytes>>,
+    http: QueryClient,
 }
 
 impl std::fmt::Debug for Collectors {
@@ -168,12 +225,17 @@ impl std::fmt::Debug for Collectors {
 }
 
 impl Collectors {
-    /// Collectors at `endpoints`, asked with `token`.
+    /// Collectors at `endpoints` (`http://`), asked with `token` over plain HTTP.
     pub fn new(endpoints: Vec<String>, token: String) -> Self {
+        Self::with_client(endpoints, token, &QueryClient::plain())
+    }
+
+    /// Collectors at `endpoints`, asked with `token` through `client`.
+    pub fn with_client(endpoints: Vec<String>, token: String, client: &QueryClient) -> Self {
         Self {
             endpoints,
             token,
-            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            http: client.clone(),
         }
     }
 
@@ -337,7 +399,7 @@ impl Collectors {
         let response = tokio::time::timeout(COLLECTOR_TIMEOUT, self.http.request(request))
             .await
             .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(with_causes(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -447,6 +509,18 @@ impl Collectors {
             .await
             .map_err(|_| fail(format!("no answer within {} s", COLLECTOR_TIMEOUT.as_secs())))?
     }
+}
+
+/// `error` and its causes (a failed TLS handshake says why only in them), `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// `value` as one JSON line.

@@ -22,7 +22,11 @@
 //! * a namespace is read only after the API server said the caller may `get pods/log` there;
 //! * the collectors are those whose node Lease in the sluice namespace is unexpired and carries
 //!   [`sluice_api::query::ADDRESS_ANNOTATION`]; they are asked with the shared token, never with
-//!   anything of the caller's.
+//!   anything of the caller's;
+//! * with TLS to the collectors configured ([`ApiSettings::query_client`]), a collector whose
+//!   Lease does not say `https` ([`sluice_api::query_tls::SCHEME_ANNOTATION`]) is not asked: the
+//!   token never travels in clear. Without it, one that says `https` is not asked either (the
+//!   operator could not verify it).
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -47,10 +51,11 @@ use serde_json::json;
 use sluice_api::{
     health::{LEASE_LABEL, LEASE_LABEL_VALUE},
     query::ADDRESS_ANNOTATION,
+    query_tls::{HTTPS, SCHEME_ANNOTATION},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::logs::{Caller, Collectors, Query, json_line, may_read_logs};
+use crate::logs::{Caller, Collectors, Query, QueryClient, json_line, may_read_logs};
 
 /// The API group.
 pub const GROUP: &str = "logs.sluice.dev";
@@ -80,6 +85,8 @@ pub struct ApiSettings {
     pub namespace: String,
     /// The token the collectors' query APIs accept.
     pub token: String,
+    /// How the collectors' query APIs are reached (mutual TLS, or plain HTTP).
+    pub query_client: QueryClient,
     /// How often the front proxy's trust (`extension-apiserver-authentication`) is read again,
     /// so a rotated requestheader CA or changed allowed names apply without a restart.
     pub front_proxy_refresh: Duration,
@@ -103,6 +110,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("namespace", &self.namespace)
             .field("front_proxy_refresh", &self.front_proxy_refresh)
             .field("collectors_are_pods", &self.collectors_are_pods)
+            .field("query_client", &self.query_client)
             .finish_non_exhaustive()
     }
 }
@@ -271,6 +279,7 @@ struct Shared {
     trust: Arc<std::sync::RwLock<Arc<Trust>>>,
     namespace: String,
     token: String,
+    query_client: QueryClient,
     collectors_are_pods: bool,
     shutdown: CancellationToken,
 }
@@ -344,6 +353,7 @@ pub async fn serve(
         trust,
         namespace: settings.namespace.clone(),
         token: settings.token.clone(),
+        query_client: settings.query_client.clone(),
         collectors_are_pods: settings.collectors_are_pods,
         shutdown: shutdown.clone(),
     };
@@ -681,7 +691,10 @@ async fn collectors(shared: &Shared, none_is_ok: bool) -> Result<(Collectors, Ve
             &message,
         )));
     }
-    Ok((Collectors::new(endpoints, shared.token.clone()), refused))
+    Ok((
+        Collectors::with_client(endpoints, shared.token.clone(), &shared.query_client),
+        refused,
+    ))
 }
 
 /// The query endpoint `lease` advertises, checked against its holder pod when collectors are
@@ -689,11 +702,14 @@ async fn collectors(shared: &Shared, none_is_ok: bool) -> Result<(Collectors, Ve
 /// warning) for one whose address is refused.
 async fn checked_endpoint(shared: &Shared, lease: &Lease) -> Result<Option<String>, String> {
     let now = jiff::Timestamp::now();
-    if !shared.collectors_are_pods {
-        return Ok(advertised(lease, now)?.map(|a| format!("http://{a}")));
-    }
-    if advertised(lease, now)?.is_none() {
+    let Some(address) = advertised(lease, now)? else {
         return Ok(None);
+    };
+    let scheme = scheme(lease, address, shared.query_client.is_tls())
+        .inspect_err(|reason| tracing::warn!("logs API: {reason}"))?;
+    let url = |address: SocketAddr| format!("{scheme}://{address}");
+    if !shared.collectors_are_pods {
+        return Ok(Some(url(address)));
     }
     let holder = lease
         .spec
@@ -713,7 +729,40 @@ async fn checked_endpoint(shared: &Shared, lease: &Lease) -> Result<Option<Strin
                 )
             })?
     };
-    verified_endpoint(lease, pod.as_ref(), now).inspect_err(|reason| tracing::warn!("logs API: {reason}"))
+    Ok(verified_endpoint(lease, pod.as_ref(), now)
+        .inspect_err(|reason| tracing::warn!("logs API: {reason}"))?
+        .map(url))
+}
+
+/// How the collector of `lease` (advertising `address`) is asked: `https` when its Lease says it
+/// serves mutual TLS ([`SCHEME_ANNOTATION`]), `http` when it says nothing; an error when that
+/// does not match what the operator speaks (`tls`): it sends no token in clear, and cannot verify
+/// a collector without the collectors' CA.
+fn scheme(lease: &Lease, address: SocketAddr, tls: bool) -> Result<&'static str, String> {
+    let name = lease.metadata.name.as_deref().unwrap_or_default();
+    let said = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SCHEME_ANNOTATION))
+        .map(String::as_str);
+    match (said, tls) {
+        (Some(HTTPS), true) => Ok("https"),
+        (None, false) => Ok("http"),
+        (None, true) => Err(format!(
+            "collector Lease {name} advertises plain HTTP at {address} (no {SCHEME_ANNOTATION}: {HTTPS}), and \
+             the operator does not send its token in clear: run that collector with --query-tls-cert, \
+             --query-tls-key and --query-client-ca"
+        )),
+        (Some(HTTPS), false) => Err(format!(
+            "collector Lease {name} advertises TLS at {address}, but the operator has no \
+             --collector-query-ca to verify it with: its lines are not asked for"
+        )),
+        (Some(other), _) => Err(format!(
+            "collector Lease {name} advertises {SCHEME_ANNOTATION} {other:?}, not {HTTPS:?}: the operator \
+             does not send its token there"
+        )),
+    }
 }
 
 /// The unexpired query address `lease` advertises ([`ADDRESS_ANNOTATION`]); `Ok(None)` when it
@@ -741,7 +790,7 @@ fn advertised(lease: &Lease, now: jiff::Timestamp) -> Result<Option<SocketAddr>,
     })
 }
 
-/// The query endpoint (`http://IP:PORT`) of the collector Lease `lease` whose holder pod (of the
+/// The query address (`IP:PORT`) of the collector Lease `lease` whose holder pod (of the
 /// sluice namespace, by the holder's name) is `pod`: only if that pod is a collector (label
 /// [`COLLECTOR_COMPONENT`], controlled by a DaemonSet), runs on the Lease's node (the Lease is
 /// [`sluice_api::health::lease_name`] of it) and has the advertised address's host as its pod IP.
@@ -752,7 +801,7 @@ pub fn verified_endpoint(
     lease: &Lease,
     pod: Option<&Pod>,
     now: jiff::Timestamp,
-) -> Result<Option<String>, String> {
+) -> Result<Option<SocketAddr>, String> {
     let Some(address) = advertised(lease, now)? else {
         return Ok(None);
     };
@@ -824,7 +873,7 @@ pub fn verified_endpoint(
             address.ip()
         )));
     }
-    Ok(Some(format!("http://{address}")))
+    Ok(Some(address))
 }
 
 /// A Lease's holder and advertised address as last checked, and the verdict.
@@ -988,7 +1037,7 @@ mod tests {
         let good = lease("n1", "sluice-collector-x1", "10.88.0.5:9881");
         assert_eq!(
             verified_endpoint(&good, Some(&pod), now),
-            Ok(Some("http://10.88.0.5:9881".into()))
+            Ok(Some("10.88.0.5:9881".parse().unwrap()))
         );
         let refused = |lease: &Lease, pod: Option<&Pod>, why: &str| {
             let reason = verified_endpoint(lease, pod, now).unwrap_err();
@@ -1040,6 +1089,36 @@ mod tests {
             Some(&pod),
             "not an IP:port",
         );
+    }
+
+    #[test]
+    fn the_token_goes_in_clear_to_nobody_when_tls_is_configured() {
+        let address: SocketAddr = "10.88.0.5:9881".parse().unwrap();
+        let plain = lease("n1", "sluice-collector-x1", "10.88.0.5:9881");
+        let mut tls = plain.clone();
+        tls.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(SCHEME_ANNOTATION.into(), HTTPS.into());
+        let mut odd = plain.clone();
+        odd.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(SCHEME_ANNOTATION.into(), "HTTP".into());
+        assert_eq!(scheme(&tls, address, true), Ok("https"));
+        assert_eq!(scheme(&plain, address, false), Ok("http"));
+        let in_clear = scheme(&plain, address, true).unwrap_err();
+        assert!(
+            in_clear.contains("advertises plain HTTP at 10.88.0.5:9881")
+                && in_clear.contains("does not send its token in clear"),
+            "{in_clear}"
+        );
+        let unverifiable = scheme(&tls, address, false).unwrap_err();
+        assert!(unverifiable.contains("no --collector-query-ca"), "{unverifiable}");
+        for tls_configured in [true, false] {
+            let reason = scheme(&odd, address, tls_configured).unwrap_err();
+            assert!(reason.contains("\"HTTP\", not \"https\""), "{reason}");
+        }
     }
 
     #[test]

@@ -91,6 +91,43 @@ struct Args {
         requires = "logs_api_listen"
     )]
     logs_api_collectors_outside_pods: bool,
+    /// Ask the collectors' query APIs over mutual TLS: trust this CA (PEM) for their serving
+    /// certificates (which must be for --collector-query-server-name) and present
+    /// --collector-query-cert; a collector whose Lease does not advertise TLS is then never sent
+    /// the token. Without the three, the collectors are asked over plain HTTP (the token in clear).
+    #[arg(
+        long,
+        env = "SLUICE_COLLECTOR_QUERY_CA",
+        value_name = "FILE",
+        requires_all = ["logs_api_listen", "collector_query_cert", "collector_query_key"]
+    )]
+    collector_query_ca: Option<std::path::PathBuf>,
+    /// The operator's client certificate for the collectors' query APIs (PEM; signed by the CA
+    /// they are given as --query-client-ca).
+    #[arg(
+        long,
+        env = "SLUICE_COLLECTOR_QUERY_CERT",
+        value_name = "FILE",
+        requires = "collector_query_ca"
+    )]
+    collector_query_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "SLUICE_COLLECTOR_QUERY_KEY",
+        value_name = "FILE",
+        requires = "collector_query_ca"
+    )]
+    collector_query_key: Option<std::path::PathBuf>,
+    /// The name the collectors' certificates are verified for, whatever their pod IP (the chart
+    /// puts it in their certificate).
+    #[arg(
+        long,
+        env = "SLUICE_COLLECTOR_QUERY_SERVER_NAME",
+        value_name = "NAME",
+        default_value = sluice_api::query_tls::DEFAULT_SERVER_NAME
+    )]
+    collector_query_server_name: String,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -142,6 +179,10 @@ async fn main() -> anyhow::Result<()> {
         key_file: args.logs_api_key_file.clone(),
         token_file: args.query_token_file.clone(),
         collectors_outside_pods: args.logs_api_collectors_outside_pods,
+        query_ca: args.collector_query_ca.clone(),
+        query_cert: args.collector_query_cert.clone(),
+        query_key: args.collector_query_key.clone(),
+        query_server_name: args.collector_query_server_name.clone(),
     };
     let mut settings = Settings::new(namespace, identity);
     settings.lease_name = args.lease_name;
@@ -190,6 +231,10 @@ struct LogsApiArgs {
     key_file: Option<std::path::PathBuf>,
     token_file: Option<std::path::PathBuf>,
     collectors_outside_pods: bool,
+    query_ca: Option<std::path::PathBuf>,
+    query_cert: Option<std::path::PathBuf>,
+    query_key: Option<std::path::PathBuf>,
+    query_server_name: String,
 }
 
 /// The logs API's settings, its files read; `None` when it is not to be served.
@@ -217,12 +262,29 @@ fn logs_api_settings(
             .unwrap_or(std::path::Path::new(""))
             .display()
     );
+    let query_client = match (&args.query_ca, &args.query_cert, &args.query_key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let config = sluice_api::query_tls::client_config(ca, cert, key).map_err(anyhow::Error::msg)?;
+            let name = sluice_api::query_tls::server_name(&args.query_server_name)
+                .map_err(|e| anyhow::anyhow!("--collector-query-server-name: {e}"))?;
+            sluice_operator::logs::QueryClient::tls(config, name)
+        }
+        _ => {
+            tracing::warn!(
+                "the collectors' query APIs are asked over plain HTTP: the query token and the lines cross \
+                 the network in clear; pass --collector-query-ca, --collector-query-cert and \
+                 --collector-query-key (the chart does)"
+            );
+            sluice_operator::logs::QueryClient::plain()
+        }
+    };
     Ok(Some(sluice_operator::logs_api::ApiSettings {
         listen,
         cert_pem: read(cert, "logs API certificate")?,
         key_pem: read(key, "logs API key")?,
         namespace: namespace.to_owned(),
         token,
+        query_client,
         front_proxy_refresh: sluice_operator::logs_api::FRONT_PROXY_REFRESH,
         collectors_are_pods: !args.collectors_outside_pods,
     }))
@@ -243,4 +305,49 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A collector query TLS file that cannot be used stops the logs API's start, naming the
+    /// file (what makes a file unusable, and the messages, are `sluice_api::query_tls`'s); the
+    /// three flags come together.
+    #[test]
+    fn collector_query_tls_files_that_cannot_be_used_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("token"), "t".repeat(40)).unwrap();
+        let args = LogsApiArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cert_file: Some(path("serving.crt")),
+            key_file: Some(path("serving.key")),
+            token_file: Some(path("token")),
+            collectors_outside_pods: false,
+            query_ca: Some(path("missing-ca.crt")),
+            query_cert: Some(path("c.crt")),
+            query_key: Some(path("c.key")),
+            query_server_name: sluice_api::query_tls::DEFAULT_SERVER_NAME.into(),
+        };
+        let missing = logs_api_settings(&args, "sluice").unwrap_err().to_string();
+        assert!(
+            missing.starts_with(&format!(
+                "cannot read the collector query CA {}: ",
+                path("missing-ca.crt").display()
+            )),
+            "{missing}"
+        );
+        let partial = Args::try_parse_from([
+            "sluice-operator",
+            "--logs-api-listen=127.0.0.1:0",
+            "--logs-api-cert-file=c",
+            "--logs-api-key-file=k",
+            "--query-token-file=t",
+            "--collector-query-ca=a",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(partial.contains("--collector-query-cert"), "{partial}");
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -45,9 +46,15 @@ pub struct LogsApi {
 }
 
 impl LogsApi {
-    /// Serve the logs API as the operator's identity with the query `token`, register it, and
-    /// wait until the API server reports it Available.
-    pub fn start(kube: &KubeRig, host: IpAddr, token: &str) -> Result<Self> {
+    /// Serve the logs API as the operator's identity with the query `token`, the collectors
+    /// asked through `query_client` (see [`QueryPki::query_client`]), register it, and wait
+    /// until the API server reports it Available.
+    pub fn start(
+        kube: &KubeRig,
+        host: IpAddr,
+        token: &str,
+        query_client: sluice_operator::logs::QueryClient,
+    ) -> Result<Self> {
         let server_name = format!("sluice-logs-api.{}.svc", kube.system);
         let (ca_pem, cert, key) = serving_cert(&server_name)?;
         let settings = sluice_operator::logs_api::ApiSettings {
@@ -56,6 +63,7 @@ impl LogsApi {
             key_pem: key.into_bytes(),
             namespace: kube.system.clone(),
             token: token.into(),
+            query_client,
             // Often, so a test sees a changed requestheader CA soon.
             front_proxy_refresh: Duration::from_secs(1),
             // The collectors of these tests are host processes, not pods.
@@ -126,6 +134,93 @@ pub fn serving_cert(service_name: &str) -> Result<(String, String, String)> {
     params.distinguished_name.push(DnType::CommonName, service_name);
     let cert = params.signed_by(&key, &ca)?;
     Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// A certificate for `name` (its common name, and its DNS name unless `client`) signed by the CA
+/// `ca_cert`/`ca_key` (PEM), for a TLS client or a server: (certificate PEM, key PEM).
+pub fn leaf_cert(ca_cert: &str, ca_key: &str, name: &str, client: bool) -> Result<(String, String)> {
+    let ca = rcgen::Issuer::from_ca_cert_pem(ca_cert, KeyPair::from_pem(ca_key)?)?;
+    let key = KeyPair::generate()?;
+    let sans = if client { Vec::new() } else { vec![name.to_owned()] };
+    let mut params = CertificateParams::new(sans)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![if client {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The mutual TLS of the collectors' query API, as the chart sets it up: one CA signing the
+/// collectors' serving certificate (for [`sluice_api::query_tls::DEFAULT_SERVER_NAME`]) and the
+/// operator's client certificate, written as PEM files into a directory of the test's.
+pub struct QueryPki {
+    /// The CA certificate (PEM).
+    pub ca_pem: String,
+    /// The CA's file.
+    pub ca: PathBuf,
+    /// The collectors' serving certificate and key files.
+    pub collector: (PathBuf, PathBuf),
+    /// The operator's client certificate and key (PEM).
+    pub operator_pem: (String, String),
+    /// Their files.
+    pub operator: (PathBuf, PathBuf),
+}
+
+impl QueryPki {
+    /// A new CA and both certificates, in `dir`.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let (ca_pem, ca_key) = certificate_authority("sluice-query-ca")?;
+        let write = |name: &str, pem: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, pem)?;
+            Ok(path)
+        };
+        let serving = leaf_cert(
+            &ca_pem,
+            &ca_key,
+            sluice_api::query_tls::DEFAULT_SERVER_NAME,
+            false,
+        )?;
+        let client = leaf_cert(&ca_pem, &ca_key, "sluice-operator", true)?;
+        Ok(Self {
+            ca: write("query-ca.crt", &ca_pem)?,
+            collector: (
+                write("query-collector.crt", &serving.0)?,
+                write("query-collector.key", &serving.1)?,
+            ),
+            operator: (
+                write("query-operator.crt", &client.0)?,
+                write("query-operator.key", &client.1)?,
+            ),
+            operator_pem: client,
+            ca_pem,
+        })
+    }
+
+    /// The collector's flags that serve its query API over mutual TLS.
+    pub fn collector_args(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            "--query-tls-cert".into(),
+            path(&self.collector.0),
+            "--query-tls-key".into(),
+            path(&self.collector.1),
+            "--query-client-ca".into(),
+            path(&self.ca),
+        ]
+    }
+
+    /// The operator's client of the collectors' query APIs over mutual TLS.
+    pub fn query_client(&self) -> Result<sluice_operator::logs::QueryClient> {
+        let config = sluice_api::query_tls::client_config(&self.ca, &self.operator.0, &self.operator.1)
+            .map_err(anyhow::Error::msg)?;
+        let name = sluice_api::query_tls::server_name(sluice_api::query_tls::DEFAULT_SERVER_NAME)
+            .map_err(anyhow::Error::msg)?;
+        Ok(sluice_operator::logs::QueryClient::tls(config, name))
+    }
 }
 
 /// Register the operator at `address:port` as the APIService `v1alpha1.logs.sluice.dev`, behind

@@ -292,3 +292,91 @@ pub fn collector_status(address: &str, token: Option<&str>) -> Result<u16> {
     let code = answer.split_whitespace().nth(1).context("no status line")?;
     Ok(code.parse()?)
 }
+
+/// A client certificate chain and key (PEM).
+pub type ClientIdentity<'a> = (&'a str, &'a str);
+
+/// `request` sent over TLS to `address`, the server verified against `ca_pem` for
+/// `server_name`, presenting `client` if given: the raw answer, empty when the server ended the
+/// connection without one (a refused handshake: the client sees its write or its read fail with
+/// an alert, or the connection close).
+pub fn tls_exchange(
+    address: std::net::SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    client: Option<ClientIdentity<'_>>,
+    request: &str,
+) -> Result<String> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(server_name.to_owned())?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let socket = std::net::TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let mut answer = Vec::new();
+    if tls.write_all(request.as_bytes()).is_ok() {
+        let _ = tls.read_to_end(&mut answer);
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A GET of a collector's recent lines at `address` over TLS (see [`tls_exchange`]) with an
+/// optional bearer token: the status code, `None` when the server gave no answer (it refused the
+/// handshake).
+pub fn collector_status_tls(
+    address: std::net::SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    client: Option<ClientIdentity<'_>>,
+    token: Option<&str>,
+) -> Result<Option<u16>> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /v1/recent?namespace=default HTTP/1.1\r\nHost: {server_name}\r\n{auth}Connection: close\r\n\r\n"
+    );
+    let answer = tls_exchange(address, server_name, ca_pem, client, &request)?;
+    if answer.is_empty() {
+        return Ok(None);
+    }
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .with_context(|| format!("no status line in {answer:?}"))?;
+    Ok(Some(code.parse()?))
+}
+
+/// Whether a plain HTTP request to `address` gets no HTTP answer at all (a TLS server drops it):
+/// `Ok(true)` when the connection ends or fails without a status line.
+pub fn plain_http_unanswered(address: &str, token: &str) -> Result<bool> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut answer = Vec::new();
+    let sent = write!(
+        stream,
+        "GET /v1/recent?namespace=default HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    if sent.is_ok() {
+        let _ = stream.read_to_end(&mut answer);
+    }
+    Ok(!String::from_utf8_lossy(&answer).starts_with("HTTP/"))
+}

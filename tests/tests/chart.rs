@@ -1,7 +1,9 @@
 //! The Helm chart `charts/sluice`, with the pinned helm that `scripts/setup.sh` builds: `helm lint`
 //! and `helm template` with the defaults and every `ci/*-values.yaml`; every rendered object
 //! accepted by a server-side dry run against the real kube-apiserver of `tests/kube-harness`; the
-//! RBAC rules identical to `deploy/rbac/*.yaml`; typos and an unsafe grace period refused.
+//! RBAC rules identical to `deploy/rbac/*.yaml`; typos and an unsafe grace period refused; the
+//! generated query TLS certificates completing mutual TLS as the collector and operator build it,
+//! and every generated Secret (token, certificates) kept as it is by `helm upgrade`.
 //!
 //! helm runs with its own empty HOME-like directories (no repositories, no cache of the machine's
 //! user) and never talks to a cluster here: `helm template` renders client-side.
@@ -101,6 +103,8 @@ fn helm_lint_and_template_pass_with_every_values_file() -> Result<()> {
         "RoleBinding/sluice-logs-api",
         "RoleBinding/sluice-operator",
         "Secret/sluice-logs-api-tls",
+        "Secret/sluice-query-collector-tls",
+        "Secret/sluice-query-operator-tls",
         "Secret/sluice-query-token",
         "Service/sluice-collector-metrics",
         "Service/sluice-logs-api",
@@ -557,6 +561,23 @@ async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<(
         Some("info")
     );
 
+    // The generated secrets (token, certificates) are kept across upgrades.
+    let generated =
+        async || -> Result<Vec<Option<std::collections::BTreeMap<String, k8s_openapi::ByteString>>>> {
+            let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+            let mut data = Vec::new();
+            for name in [
+                "sluice-query-token",
+                "sluice-logs-api-tls",
+                "sluice-query-collector-tls",
+                "sluice-query-operator-tls",
+            ] {
+                data.push(secrets.get(name).await?.data);
+            }
+            Ok(data)
+        };
+    let before = generated().await?;
+    assert!(before.iter().all(|d| d.as_ref().is_some_and(|d| !d.is_empty())));
     let upgrade = [
         &["upgrade", RELEASE, &chart, "--set", "collector.logLevel=debug"],
         &on_cluster[..],
@@ -566,6 +587,10 @@ async fn helm_install_upgrade_and_uninstall_against_the_api_server() -> Result<(
     assert_eq!(
         collector_log_level(&client, namespace).await?.as_deref(),
         Some("debug")
+    );
+    assert!(
+        generated().await? == before,
+        "an upgrade changed a generated Secret"
     );
 
     // This API server has no kubelet to run the post-delete cleanup Job; `node_chart` runs it on
@@ -646,6 +671,181 @@ fn the_collector_knows_every_flag_the_chart_renders() -> Result<()> {
     ensure!(
         checked.contains("--deny-destinations") && checked.contains("--pods-root"),
         "the values files exercise the collector's flags: {checked:?}"
+    );
+    Ok(())
+}
+
+/// The `data` of the rendered Secret `name`, decoded.
+fn secret_data(objects: &[Value], name: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    use base64::Engine as _;
+    let secret = objects
+        .iter()
+        .find(|o| kind_and_name(o) == format!("Secret/{name}"))
+        .with_context(|| format!("no Secret {name} rendered"))?;
+    let mut data = std::collections::BTreeMap::new();
+    for (key, value) in secret["data"].as_object().cloned().unwrap_or_default() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap_or_default())?;
+        data.insert(key, String::from_utf8(bytes)?);
+    }
+    Ok(data)
+}
+
+/// A TLS handshake between `client` and `server` in memory, for `name`.
+fn handshake(client: rustls::ClientConfig, server: rustls::ServerConfig, name: &str) -> Result<()> {
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned())?;
+    let mut client = rustls::ClientConnection::new(std::sync::Arc::new(client), name)?;
+    let mut server = rustls::ServerConnection::new(std::sync::Arc::new(server))?;
+    // Each round moves what one side wrote to the other; a TLS 1.3 handshake with a client
+    // certificate takes two.
+    for _ in 0..4 {
+        let mut wire = Vec::new();
+        client.write_tls(&mut wire)?;
+        server.read_tls(&mut wire.as_slice())?;
+        server.process_new_packets()?;
+        wire.clear();
+        server.write_tls(&mut wire)?;
+        client.read_tls(&mut wire.as_slice())?;
+        client.process_new_packets()?;
+        if !client.is_handshaking() && !server.is_handshaking() {
+            return Ok(());
+        }
+    }
+    bail!("the handshake did not finish")
+}
+
+/// The query TLS Secrets the chart generates: the same CA in both, the collectors' Secret without
+/// the operator's key and the other way round; the collector's server config and the operator's
+/// client config built from them (by the code the binaries run) complete a handshake for the
+/// chart's serverName, and a client without a certificate does not. The collector and the
+/// operator get the flags and mounts; with `logsApi.queryTls.enabled=false` none of it renders.
+#[test]
+fn the_generated_query_certificates_make_mutual_tls() -> Result<()> {
+    let Some(helm) = Helm::new("the_generated_query_certificates_make_mutual_tls") else {
+        return Ok(());
+    };
+    let objects = helm.template_in(RELEASE, NAMESPACE, &[])?;
+    let collector = secret_data(&objects, "sluice-query-collector-tls")?;
+    let operator = secret_data(&objects, "sluice-query-operator-tls")?;
+    let keys: Vec<&str> = collector.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+    assert_eq!(
+        collector.keys().collect::<Vec<_>>(),
+        operator.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(collector["ca.crt"], operator["ca.crt"], "one CA signs both");
+    assert_ne!(collector["tls.key"], operator["tls.key"]);
+    assert_ne!(collector["tls.crt"], operator["tls.crt"]);
+
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, text: &str| -> Result<PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    };
+    let server = || -> Result<rustls::ServerConfig> {
+        sluice_api::query_tls::server_config(
+            &write("collector.crt", &collector["tls.crt"])?,
+            &write("collector.key", &collector["tls.key"])?,
+            &write("collector-ca.crt", &collector["ca.crt"])?,
+        )
+        .map_err(anyhow::Error::msg)
+    };
+    let client = sluice_api::query_tls::client_config(
+        &write("operator-ca.crt", &operator["ca.crt"])?,
+        &write("operator.crt", &operator["tls.crt"])?,
+        &write("operator.key", &operator["tls.key"])?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    handshake(client, server()?, sluice_api::query_tls::DEFAULT_SERVER_NAME)?;
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(operator["ca.crt"].as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let anonymous = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let anonymous = handshake(anonymous, server()?, sluice_api::query_tls::DEFAULT_SERVER_NAME)
+        .expect_err("a client without a certificate completed the handshake");
+    assert!(anonymous.to_string().contains("certificate"), "{anonymous}");
+
+    // The flags and the mounts, each workload with its own Secret.
+    let args_and_secrets = |objects: &[Value], workload: &str| -> (Vec<String>, Vec<String>) {
+        let object = objects.iter().find(|o| kind_and_name(o) == workload);
+        let spec = object.map(|o| &o["spec"]["template"]["spec"]);
+        let args = spec
+            .and_then(|s| s["containers"][0]["args"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .filter(|a| {
+                a.contains("query-tls") || a.contains("collector-query") || a.contains("query-client")
+            })
+            .collect();
+        let secrets = spec
+            .and_then(|s| s["volumes"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|v| v["name"].as_str().is_some_and(|n| n.ends_with("query-tls")))
+            .filter_map(|v| v["secret"]["secretName"].as_str().map(str::to_owned))
+            .collect();
+        (args, secrets)
+    };
+    assert_eq!(
+        args_and_secrets(&objects, "DaemonSet/sluice-collector"),
+        (
+            vec![
+                "--query-tls-cert=/etc/sluice/query-tls/tls.crt".to_owned(),
+                "--query-tls-key=/etc/sluice/query-tls/tls.key".to_owned(),
+                "--query-client-ca=/etc/sluice/query-tls/ca.crt".to_owned(),
+            ],
+            vec!["sluice-query-collector-tls".to_owned()]
+        )
+    );
+    assert_eq!(
+        args_and_secrets(&objects, "Deployment/sluice-operator"),
+        (
+            vec![
+                "--collector-query-ca=/etc/sluice/collector-query-tls/ca.crt".to_owned(),
+                "--collector-query-cert=/etc/sluice/collector-query-tls/tls.crt".to_owned(),
+                "--collector-query-key=/etc/sluice/collector-query-tls/tls.key".to_owned(),
+                "--collector-query-server-name=sluice-collector-query".to_owned(),
+            ],
+            vec!["sluice-query-operator-tls".to_owned()]
+        )
+    );
+    let off = helm.template_in(RELEASE, NAMESPACE, &["--set", "logsApi.queryTls.enabled=false"])?;
+    assert!(secret_data(&off, "sluice-query-collector-tls").is_err());
+    for workload in ["DaemonSet/sluice-collector", "Deployment/sluice-operator"] {
+        assert_eq!(args_and_secrets(&off, workload), (vec![], vec![]), "{workload}");
+    }
+    // Your own Secrets: mounted, nothing generated; one without the other is refused.
+    let own = helm.template_in(
+        RELEASE,
+        NAMESPACE,
+        &[
+            "--set",
+            "logsApi.queryTls.collectorSecretName=mine-collector",
+            "--set",
+            "logsApi.queryTls.operatorSecretName=mine-operator",
+        ],
+    )?;
+    assert!(secret_data(&own, "sluice-query-collector-tls").is_err());
+    assert_eq!(
+        args_and_secrets(&own, "DaemonSet/sluice-collector").1,
+        ["mine-collector"]
+    );
+    assert_eq!(
+        args_and_secrets(&own, "Deployment/sluice-operator").1,
+        ["mine-operator"]
+    );
+    let stderr = refused(&helm, "logsApi.queryTls.operatorSecretName=mine-operator")?;
+    assert!(
+        stderr.contains("give both collectorSecretName and operatorSecretName"),
+        "{stderr}"
     );
     Ok(())
 }

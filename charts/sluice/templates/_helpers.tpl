@@ -33,3 +33,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- $image := (index .root.Values .component).image -}}
 {{- printf "%s:%s" $image.repository (default .root.Chart.AppVersion $image.tag) -}}
 {{- end -}}
+
+{{/* Whether the collectors' query API runs over mutual TLS. */}}
+{{- define "sluice.queryTls.enabled" -}}
+{{- if and .Values.logsApi.enabled .Values.logsApi.queryTls.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret with the collectors' query serving certificate (tls.crt, tls.key) and the CA of
+     the operator's client certificate (ca.crt). */}}
+{{- define "sluice.queryTls.collectorSecret" -}}
+{{- default (printf "%s-query-collector-tls" (include "sluice.fullname" .)) .Values.logsApi.queryTls.collectorSecretName -}}
+{{- end -}}
+
+{{/* The Secret with the operator's query client certificate (tls.crt, tls.key) and the CA of the
+     collectors' serving certificate (ca.crt). */}}
+{{- define "sluice.queryTls.operatorSecret" -}}
+{{- default (printf "%s-query-operator-tls" (include "sluice.fullname" .)) .Values.logsApi.queryTls.operatorSecretName -}}
+{{- end -}}

@@ -52,6 +52,7 @@ pub struct NodeLease {
     drains: watch::Receiver<BTreeMap<String, DrainState>>,
     failing: bool,
     query_address: Option<String>,
+    query_tls: bool,
 }
 
 impl NodeLease {
@@ -71,12 +72,21 @@ impl NodeLease {
             drains,
             failing: false,
             query_address: None,
+            query_tls: false,
         }
     }
 
     /// Publish `address` (`IP:PORT` of the query API) on the Lease, for the operator.
     pub fn with_query_address(mut self, address: Option<String>) -> Self {
         self.query_address = address;
+        self
+    }
+
+    /// Say on the Lease that the query API is served over mutual TLS
+    /// ([`sluice_api::query_tls::SCHEME_ANNOTATION`]); without, the operator takes it for plain
+    /// HTTP.
+    pub fn with_query_tls(mut self, tls: bool) -> Self {
+        self.query_tls = tls;
         self
     }
 
@@ -142,6 +152,12 @@ impl NodeLease {
                                 .iter()
                                 .map(|a| (sluice_api::query::ADDRESS_ANNOTATION.to_owned(), a.clone())),
                         )
+                        .chain((self.query_address.is_some() && self.query_tls).then(|| {
+                            (
+                                sluice_api::query_tls::SCHEME_ANNOTATION.to_owned(),
+                                sluice_api::query_tls::HTTPS.to_owned(),
+                            )
+                        }))
                         .collect(),
                 ),
                 ..ObjectMeta::default()

@@ -226,3 +226,158 @@ async fn a_follow_outlasts_the_collectors_follow_limit_without_losing_or_repeati
     stop.cancel();
     Ok(())
 }
+
+/// A certificate for `name` signed by `ca` (a server's, with `name` as its DNS name, or a
+/// client's): (certificate PEM, key PEM).
+fn signed(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, name: &str, client: bool) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let sans = if client { Vec::new() } else { vec![name.to_owned()] };
+    let mut params = rcgen::CertificateParams::new(sans)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![if client {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    Ok((params.signed_by(&key, ca)?.pem(), key.serialize_pem()))
+}
+
+/// A CA named `name`: its certificate (PEM) and issuer.
+fn ca(name: &str) -> Result<(String, rcgen::CertifiedIssuer<'static, rcgen::KeyPair>)> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+    Ok((issuer.pem(), issuer))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn collectors_are_asked_over_mutual_tls_only() -> Result<()> {
+    use sluice_api::query_tls::{DEFAULT_SERVER_NAME, client_config, server_config, server_name};
+    use sluice_operator::logs::QueryClient;
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, pem: &str| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem)?;
+        Ok(path)
+    };
+    let (ca_pem, issuer) = ca("query-ca")?;
+    let (other_pem, other) = ca("another-ca")?;
+    let ca_file = write("ca.crt", &ca_pem)?;
+    let (serving, serving_key) = signed(&issuer, DEFAULT_SERVER_NAME, false)?;
+    let (client, client_key) = signed(&issuer, "sluice-operator", true)?;
+    let (stranger, stranger_key) = signed(&other, "sluice-operator", true)?;
+
+    // A collector serving mutual TLS, with its handshake failures counted.
+    let recent = Arc::new(Recent::new(RecentSettings::default()));
+    let meta = ContainerMeta {
+        container_id: "id-web-0".into(),
+        namespace: "shop".into(),
+        pod: "web-0".into(),
+        container: "app".into(),
+        ..ContainerMeta::default()
+    };
+    recent.push(&meta, Stream::Stdout, "2026-01-01T00:00:01Z", "a");
+    let config = server_config(
+        &write("serving.crt", &serving)?,
+        &write("serving.key", &serving_key)?,
+        &ca_file,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let tls = sluice_collector::query_tls::QueryTls {
+        config: Arc::new(config),
+        handshake_failures: sluice_collector::query_tls::QueryTls::failures_counter()?,
+    };
+    let failures = tls.handshake_failures.clone();
+    let mut settings = QuerySettings::new(Token::parse(TOKEN).map_err(anyhow::Error::msg)?);
+    settings.tls = Some(tls);
+    let stop = CancellationToken::new();
+    let (addr, server) = query::serve("127.0.0.1:0".parse()?, settings, recent, stop.clone()).await?;
+    tokio::spawn(server);
+    let https = vec![format!("https://{addr}")];
+    let shop = Query {
+        namespace: "shop".into(),
+        ..Query::default()
+    };
+    let client_of = |ca: &std::path::Path, cert: &str, key: &str, name: &str| -> Result<QueryClient> {
+        let config =
+            client_config(ca, &write("c.crt", cert)?, &write("c.key", key)?).map_err(anyhow::Error::msg)?;
+        Ok(QueryClient::tls(
+            config,
+            server_name(name).map_err(anyhow::Error::msg)?,
+        ))
+    };
+
+    // The operator's certificate and token: served (the address is an IP; the name verified is
+    // the fixed one).
+    let operator = client_of(&ca_file, &client, &client_key, DEFAULT_SERVER_NAME)?;
+    let lines = Collectors::with_client(https.clone(), TOKEN.into(), &operator)
+        .recent(&shop)
+        .await?;
+    assert_eq!(lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["a"]);
+    // Without the token: 401 over TLS.
+    let error = Collectors::with_client(https.clone(), "not-the-token".into(), &operator)
+        .recent(&shop)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("401"), "{error}");
+    // A TLS client never speaks plain HTTP, so never sends the token in clear.
+    let error = Collectors::with_client(vec![format!("http://{addr}")], TOKEN.into(), &operator)
+        .recent(&shop)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("collector http://{addr}")) && error.ends_with("unsupported scheme http"),
+        "{error}"
+    );
+    // A plain client gets no answer from a TLS port.
+    assert!(
+        Collectors::new(vec![format!("http://{addr}")], TOKEN.into())
+            .recent(&shop)
+            .await
+            .is_err()
+    );
+    // The operator refuses a collector whose certificate is not for the name it expects.
+    let wrong_name = client_of(&ca_file, &client, &client_key, "another-name")?;
+    let error = Collectors::with_client(https.clone(), TOKEN.into(), &wrong_name)
+        .recent(&shop)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("certificate not valid for name \"another-name\""),
+        "{error}"
+    );
+    // The collector refuses a client certificate of another CA in the handshake.
+    let intruder = client_of(&ca_file, &stranger, &stranger_key, DEFAULT_SERVER_NAME)?;
+    assert!(
+        Collectors::with_client(https.clone(), TOKEN.into(), &intruder)
+            .recent(&shop)
+            .await
+            .is_err()
+    );
+    // ... and a client that trusts another CA never gets to send.
+    let distrustful = client_of(
+        &write("other.crt", &other_pem)?,
+        &client,
+        &client_key,
+        DEFAULT_SERVER_NAME,
+    )?;
+    assert!(
+        Collectors::with_client(https.clone(), TOKEN.into(), &distrustful)
+            .recent(&shop)
+            .await
+            .is_err()
+    );
+    // Counted: the plain request, the wrong name (the client gave up), the intruder, the
+    // distrustful client.
+    wait_for("the collector to count 4 failed handshakes", || async {
+        Ok(failures.get() == 4)
+    })
+    .await?;
+    assert_eq!(failures.get(), 4);
+    stop.cancel();
+    Ok(())
+}
