@@ -162,8 +162,8 @@ fn tokens(text: &str) -> Vec<(usize, Token)> {
 
 /// A label name or value body: at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both
 /// ends.
-fn is_name(s: &str) -> bool {
-    let b = s.as_bytes();
+fn is_name(text: &str) -> bool {
+    let b = text.as_bytes();
     !b.is_empty()
         && b.len() <= 63
         && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))

@@ -36,8 +36,11 @@ pub async fn run(target: &Target, all_namespaces: bool) -> Result<()> {
     Ok(())
 }
 
-fn key(d: &LogDrain) -> (Option<&str>, Option<&str>) {
-    (d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
+fn key(drain: &LogDrain) -> (Option<&str>, Option<&str>) {
+    (
+        drain.metadata.namespace.as_deref(),
+        drain.metadata.name.as_deref(),
+    )
 }
 
 /// `LogDrains in namespace shop` / `LogDrains in all namespaces`, for messages.

@@ -57,12 +57,16 @@ pub fn printable(text: &str) -> String {
 }
 
 /// A byte count the way people read it: `0`, `512B`, `1.5KiB`, `3.0MiB`, `2.0GiB`.
-pub fn bytes(n: i64) -> String {
+pub fn bytes(count: i64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return if n == 0 { "0".into() } else { format!("{n}B") };
+    if count < 1024 {
+        return if count == 0 {
+            "0".into()
+        } else {
+            format!("{count}B")
+        };
     }
-    let mut value = n as f64 / 1024.0;
+    let mut value = count as f64 / 1024.0;
     let mut unit = 0;
     while value >= 1024.0 && unit + 1 < UNITS.len() {
         value /= 1024.0;
