@@ -12,7 +12,10 @@
 //! a key that does not belong to its certificate is refused at start with the file's name.
 //! Messages never include key material.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier,
@@ -29,40 +32,136 @@ pub const HTTPS: &str = "https";
 /// puts it in the collectors' certificate.
 pub const DEFAULT_SERVER_NAME: &str = "sluice-collector-query";
 
+/// Why the query TLS files cannot be used. Messages name the file, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryTlsError {
+    /// A file cannot be read.
+    #[error("cannot read the {what} {}: {source}", .path.display())]
+    Read {
+        /// What the file is for.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not valid PEM.
+    #[error("the {what} {} is not valid PEM ({detail})", .path.display())]
+    Pem {
+        /// What the file is for.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The parser's reason.
+        detail: String,
+    },
+    /// A certificate file holds no certificate.
+    #[error("the {what} {} contains no CERTIFICATE block", .path.display())]
+    NoCertificate {
+        /// What the file is for.
+        what: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A CA certificate cannot be a trust anchor.
+    #[error("certificate {number} of the {what} {} cannot be a trust anchor ({detail})", .path.display())]
+    Anchor {
+        /// Its place in the file, from 1.
+        number: usize,
+        /// What the file is for.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A key file holds no usable private key.
+    #[error("the {what} key {} contains no usable PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)", .path.display())]
+    NoKey {
+        /// What the key is for.
+        what: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key does not belong to its certificate.
+    #[error("the {what} key {} is not the key of the certificate {} ({detail})", .key.display(), .cert.display())]
+    KeyMismatch {
+        /// What the pair is for.
+        what: String,
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The client CA cannot verify clients.
+    #[error("the query client CA {} cannot verify clients ({detail})", .path.display())]
+    ClientVerifier {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// rustls refused the certificate or the protocol versions.
+    #[error("the {what} {} ({source})", .path.display())]
+    Config {
+        /// What the file is for.
+        what: &'static str,
+        /// The certificate file.
+        path: PathBuf,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
+    /// A name no certificate can be for.
+    #[error("{name:?} is not a DNS name or IP address a certificate can be for")]
+    ServerName {
+        /// The name given.
+        name: String,
+    },
+}
+
 /// The `ring` provider, as everywhere in sluice.
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, QueryTlsError> {
+    std::fs::read(path).map_err(|source| QueryTlsError::Read {
+        what: what.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The certificates of the PEM file `path` (at least one).
-fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, QueryTlsError> {
     let pem = read(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the {what} {} is not valid PEM ({e})", path.display()))?;
+        .map_err(|e| QueryTlsError::Pem {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "the {what} {} contains no CERTIFICATE block",
-            path.display()
-        ));
+        return Err(QueryTlsError::NoCertificate {
+            what: what.to_owned(),
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 /// The CA certificates of `path` as trust anchors.
-fn anchors(path: &Path, what: &str) -> Result<Arc<RootCertStore>, String> {
+fn anchors(path: &Path, what: &str) -> Result<Arc<RootCertStore>, QueryTlsError> {
     let mut roots = RootCertStore::empty();
-    for (i, cert) in certificates(path, what)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "certificate {} of the {what} {} cannot be a trust anchor ({e})",
-                i + 1,
-                path.display()
-            )
+    for (index, cert) in certificates(path, what)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| QueryTlsError::Anchor {
+            number: index + 1,
+            what: what.to_owned(),
+            path: path.to_owned(),
+            detail: e.to_string(),
         })?;
     }
     Ok(Arc::new(roots))
@@ -73,66 +172,74 @@ fn identity(
     cert: &Path,
     key: &Path,
     what: &str,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), QueryTlsError> {
     let chain = certificates(cert, &format!("{what} certificate"))?;
     let pem = read(key, &format!("{what} key"))?;
     // Never echo the parser's view of key material: say only that it is not a usable key.
-    let parsed = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-        format!(
-            "the {what} key {} contains no usable PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)",
-            key.display()
-        )
+    let parsed = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| QueryTlsError::NoKey {
+        what: what.to_owned(),
+        path: key.to_owned(),
     })?;
     CertifiedKey::from_der(chain.clone(), parsed.clone_key(), &provider()).map_err(|e| {
-        format!(
-            "the {what} key {} is not the key of the certificate {} ({e})",
-            key.display(),
-            cert.display()
-        )
+        QueryTlsError::KeyMismatch {
+            what: what.to_owned(),
+            key: key.to_owned(),
+            cert: cert.to_owned(),
+            detail: e.to_string(),
+        }
     })?;
     Ok((chain, parsed))
 }
 
 /// The collector's side: serve with `cert`/`key` (PEM files) and require a client certificate
 /// that chains to the CA(s) in `client_ca`.
-pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<ServerConfig, String> {
+pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<ServerConfig, QueryTlsError> {
     let (chain, key) = identity(cert, key, "query TLS")?;
     let roots = anchors(client_ca, "query client CA")?;
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
         .build()
-        .map_err(|e| {
-            format!(
-                "the query client CA {} cannot verify clients ({e})",
-                client_ca.display()
-            )
+        .map_err(|e| QueryTlsError::ClientVerifier {
+            path: client_ca.to_owned(),
+            detail: e.to_string(),
         })?;
+    let refused = |source| QueryTlsError::Config {
+        what: "query TLS certificate",
+        path: cert.to_owned(),
+        source,
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(refused)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| format!("the query TLS certificate {} ({e})", cert.display()))?;
+        .map_err(refused)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
 /// The operator's side: trust the collectors' CA(s) in `ca` and present `cert`/`key` (PEM files).
-pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig, String> {
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig, QueryTlsError> {
     let roots = anchors(ca, "collector query CA")?;
     let (chain, key) = identity(cert, key, "collector query client")?;
+    let refused = |source| QueryTlsError::Config {
+        what: "collector query client certificate",
+        path: cert.to_owned(),
+        source,
+    };
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(refused)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("the collector query client certificate {} ({e})", cert.display()))
+        .map_err(refused)
 }
 
 /// `name` as the server name collectors' certificates are verified for.
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(name.to_owned())
-        .map_err(|_| format!("{name:?} is not a DNS name or IP address a certificate can be for"))
+pub fn server_name(name: &str) -> Result<ServerName<'static>, QueryTlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|_| QueryTlsError::ServerName {
+        name: name.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -163,7 +270,9 @@ mod tests {
         server_config(&path("a.crt"), &path("a.key"), &path("a.crt")).unwrap();
         client_config(&path("a.crt"), &path("a.crt"), &path("a.key")).unwrap();
 
-        let mismatch = server_config(&path("a.crt"), &path("b.key"), &path("a.crt")).unwrap_err();
+        let mismatch = server_config(&path("a.crt"), &path("b.key"), &path("a.crt"))
+            .unwrap_err()
+            .to_string();
         assert!(
             mismatch.starts_with(&format!(
                 "the query TLS key {} is not the key of the certificate {}",
@@ -172,7 +281,9 @@ mod tests {
             )),
             "{mismatch}"
         );
-        let missing = client_config(&path("none.crt"), &path("a.crt"), &path("a.key")).unwrap_err();
+        let missing = client_config(&path("none.crt"), &path("a.crt"), &path("a.key"))
+            .unwrap_err()
+            .to_string();
         assert!(
             missing.starts_with(&format!(
                 "cannot read the collector query CA {}:",
@@ -180,7 +291,9 @@ mod tests {
             )),
             "{missing}"
         );
-        let missing_key = client_config(&path("a.crt"), &path("a.crt"), &path("none.key")).unwrap_err();
+        let missing_key = client_config(&path("a.crt"), &path("a.crt"), &path("none.key"))
+            .unwrap_err()
+            .to_string();
         assert!(
             missing_key.starts_with(&format!(
                 "cannot read the collector query client key {}:",
@@ -189,14 +302,18 @@ mod tests {
             "{missing_key}"
         );
         assert_eq!(
-            server_config(&path("empty.pem"), &path("a.key"), &path("a.crt")).unwrap_err(),
+            server_config(&path("empty.pem"), &path("a.key"), &path("a.crt"))
+                .unwrap_err()
+                .to_string(),
             format!(
                 "the query TLS certificate {} contains no CERTIFICATE block",
                 path("empty.pem").display()
             )
         );
         assert_eq!(
-            server_config(&path("a.crt"), &path("empty.pem"), &path("a.crt")).unwrap_err(),
+            server_config(&path("a.crt"), &path("empty.pem"), &path("a.crt"))
+                .unwrap_err()
+                .to_string(),
             format!(
                 "the query TLS key {} contains no usable PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)",
                 path("empty.pem").display()
