@@ -8,7 +8,9 @@
 //! * lines that complete at or before `skip_until` (the checkpointed `acked_end`) were already
 //!   delivered and are skipped once, after a restart or a rewind;
 //! * a pending line holds at most `max_line_bytes`: the rest of a longer line is discarded while
-//!   it is read, and the line is delivered cut and flagged `truncated`.
+//!   it is read, and the line is delivered cut and flagged `truncated`;
+//! * fragments are joined only across files read one after the other: when the unread rest of a
+//!   file is left behind (counted as lost), the lines being joined are lost with it.
 
 use std::sync::Arc;
 
@@ -159,6 +161,17 @@ impl ReadCursor {
         }
         self.discarding = false;
         self.marked = None;
+    }
+
+    /// Go on at `next`, leaving the unread rest of the current file behind (it can no longer be
+    /// read): a line being re-joined, or discarded as too long, ended in that rest, so it is lost
+    /// with it rather than joined to the first line of `next`.
+    pub fn leave_unread_rest(&mut self, next: Loc) {
+        self.at = next;
+        for p in &mut self.pending {
+            p.clear();
+        }
+        self.discarding = false;
     }
 
     /// Where reading must resume for the lines after `end` not to be lost: the earliest pending

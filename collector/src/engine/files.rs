@@ -62,6 +62,9 @@ pub struct Tracked {
     pub first_time: Option<i128>,
     /// When it was sealed (a newer file found), while it stays sealed.
     pub sealed_at: Option<Instant>,
+    /// What the cursors had not read of it was counted as lost ([`Action::CountLoss`]): a
+    /// cursor passing over it later counts nothing more.
+    pub loss_counted: bool,
 }
 
 /// The copy copy-truncate made of a file: its path, descriptor and metadata.
@@ -83,6 +86,7 @@ impl Tracked {
             size,
             state,
             sealed_at: state.sealed().then(Instant::now),
+            loss_counted: false,
         }
     }
 
@@ -137,7 +141,8 @@ impl Tracked {
                         self.fd = Some(fd);
                     }
                 }
-                Action::CountLoss | Action::Forget => {}
+                Action::CountLoss => self.loss_counted = true,
+                Action::Forget => {}
             }
         }
         step

@@ -269,21 +269,27 @@ impl Reader {
             match ctx.files.next_after(cursor.at.seq) {
                 Some(next) => {
                     tracing::debug!(drain = %cursor.drain, from = cursor.at.seq, offset = cursor.at.offset, to = next.seq, "file not readable; next file");
-                    // Passing over the unread rest of a file this cursor was reading is a loss.
-                    let unread = ctx
+                    // Passing over the unread rest of a file is a loss (counted once: a look
+                    // may have counted it already).
+                    let (unread, counted) = ctx
                         .files
                         .get(cursor.at.seq)
-                        .is_some_and(|f| f.size > cursor.at.offset);
-                    if unread {
-                        let detail =
-                            "the file being read can no longer be opened; going on with the next one";
-                        ctx.rep
-                            .dropped(&cursor.drain, ctx.meta, "rotated_away", 1, &detail);
-                    }
-                    cursor.at = Loc {
+                        .map_or((false, false), |f| (f.size > cursor.at.offset, f.loss_counted));
+                    let next = Loc {
                         seq: next.seq,
                         file: next.id,
                         offset: 0,
+                    };
+                    if unread {
+                        if !counted {
+                            let detail =
+                                "the file being read can no longer be opened; going on with the next one";
+                            ctx.rep
+                                .dropped(&cursor.drain, ctx.meta, "rotated_away", 1, &detail);
+                        }
+                        cursor.leave_unread_rest(next);
+                    } else {
+                        cursor.at = next;
                     }
                 }
                 None => return false,

@@ -179,4 +179,9 @@ fn copy_truncate_with_the_copy_seen_one_listing_late() {
     set.refresh(&listing(&[&log], &[]), false, &d.spill);
     let changes = set.refresh(&listing(&[&log], &[]), false, &d.spill);
     assert_eq!(changes.truncated_lost.len(), 1, "{changes:?}");
+    // A cursor passing over the entry later does not count it again.
+    let (seq, _) = changes.truncated_lost[0];
+    let lost = set.get(seq).expect("the entry stays while a cursor may need it");
+    assert!(lost.loss_counted);
+    assert!(matches!(lost.state, State::Deleted { .. }), "{:?}", lost.state);
 }
