@@ -6,6 +6,8 @@
 #   bench/collector.sh --quick         # the same at 1/10 scale (harness check, ~2 minutes)
 #   SHIPPERS="rsyslog syslog-ng" bench/collector.sh      # a subset
 #   SHIPPERS="standin rsyslog" bench/collector.sh        # the naive stand-in instead of sluice
+#   BASELINE_COLLECTOR=/path/to/older/sluice-collector SHIPPERS="rsyslog baseline sluice" \
+#     bench/collector.sh                 # A/B: another build of the collector, run in turn with sluice
 #
 # Environment:
 #   BENCH_DIR        work directory (workloads ~1 GiB, configs, logs, results); default /var/tmp/sluice-bench
@@ -13,6 +15,8 @@
 #   WORKLOADS        which workloads; default "single many many-drain-down"
 #   SLUICE_COLLECTOR path of sluice-collector; else $SLUICE_BIN_DIR/sluice-collector, else the
 #                    static release build of scripts/build.sh (run here)
+#   BASELINE_COLLECTOR  the collector the shipper "baseline" runs (an older build: the report
+#                    prints sluice against it as well as against the best peer)
 #   SINGLE_LINES, MANY_CONTAINERS, MANY_LINES   workload sizes (defaults 2000000, 200, 10000)
 #   REPEAT           runs per shipper and workload (default 1); the table shows the median run
 #                    (by lines per CPU second) and the largest peak RSS
@@ -84,7 +88,11 @@ for s in $SHIPPERS; do
         syslog_ng_ensure
         ;;
     standin) ;;
-    *) say "unknown shipper $s (known: sluice rsyslog syslog-ng standin)"; exit 2 ;;
+    baseline)
+        [[ -x "${BASELINE_COLLECTOR:-}" ]] || { say "the shipper baseline needs BASELINE_COLLECTOR, the path of another sluice-collector build"; exit 2; }
+        say "baseline: $BASELINE_COLLECTOR"
+        ;;
+    *) say "unknown shipper $s (known: sluice baseline rsyslog syslog-ng standin)"; exit 2 ;;
     esac
 done
 
@@ -115,12 +123,16 @@ run_one() {
         run+=(--linger 15)
     fi
     case "$shipper" in
-    sluice | standin)
-        local bin="$TOOLS/standin-collector"
+    sluice | baseline | standin)
+        local bin="$TOOLS/standin-collector" allow=()
         [[ "$shipper" == sluice ]] && bin="$SLUICE"
+        [[ "$shipper" == baseline ]] && bin="$BASELINE_COLLECTOR"
+        # The receiver is on loopback, which drains may not reach unless allowed (builds from
+        # before that rule have no such flag).
+        "$bin" --help | grep -- --allow-destinations >/dev/null && allow=(--allow-destinations 127.0.0.0/8)
         "${run[@]}" --render "$CONFIGS/$sluice_cfg=$state/sluice.yaml" -- \
             "$bin" --config "$state/sluice.yaml" --state-dir "$state/state" --listen "127.0.0.1:@FREE_PORT@" \
-                --allow-destinations 127.0.0.0/8
+                "${allow[@]}"
         ;;
     rsyslog)
         "${run[@]}" --render "$CONFIGS/rsyslog.conf.tmpl=$state/rsyslog.conf" -- \
@@ -145,7 +157,7 @@ for workload in $WORKLOADS; do
     many-drain-down)
         # Only sluice has the per-drain cursors this case is about.
         for s in $SHIPPERS; do
-            if [[ "$s" == sluice || "$s" == standin ]]; then
+            if [[ "$s" == sluice || "$s" == baseline || "$s" == standin ]]; then
                 run_one "$s" many-drain-down "$MANY_ROOT" "$MANY_TOTAL" "$round" || say "$s on many-drain-down failed"
             fi
         done

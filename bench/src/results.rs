@@ -234,26 +234,36 @@ pub fn table(rows: &[Row], subject: &str) -> String {
     out
 }
 
-/// `subject` against the best peer (by lines per CPU second) of one workload.
+/// The shipper name of another build of the subject (`BASELINE_COLLECTOR` in `collector.sh`):
+/// compared with the subject on a line of its own, never taken as a peer.
+pub const BASELINE: &str = "baseline";
+
+/// `subject` against the best peer (by lines per CPU second) of one workload, and against the
+/// baseline build if one ran.
 fn ratio_line(rows: &[&Row], subject: &str) -> String {
     let Some(me) = rows.iter().find(|r| r.shipper == subject) else {
         return String::new();
     };
+    let compare = |label: String, other: &Row| {
+        format!(
+            "{subject} vs {label}: {:.2}x lines per CPU second, {:.2}x peak RSS ({:.1} vs {:.1} MiB)\n",
+            me.lines_per_cpu_second() / other.lines_per_cpu_second(),
+            me.peak_rss_mib() / other.peak_rss_mib(),
+            me.peak_rss_mib(),
+            other.peak_rss_mib()
+        )
+    };
     let best = rows
         .iter()
-        .filter(|r| r.shipper != subject && r.pass())
+        .filter(|r| r.shipper != subject && r.shipper != BASELINE && r.pass())
         .max_by(|a, b| a.lines_per_cpu_second().total_cmp(&b.lines_per_cpu_second()));
-    match best {
-        Some(peer) => format!(
-            "{subject} vs best peer ({}): {:.2}x lines per CPU second, {:.2}x peak RSS ({:.1} vs {:.1} MiB)\n",
-            peer.shipper,
-            me.lines_per_cpu_second() / peer.lines_per_cpu_second(),
-            me.peak_rss_mib() / peer.peak_rss_mib(),
-            me.peak_rss_mib(),
-            peer.peak_rss_mib()
-        ),
-        None => String::new(),
+    let mut out = best.map_or_else(String::new, |peer| {
+        compare(format!("best peer ({})", peer.shipper), peer)
+    });
+    if let Some(base) = rows.iter().find(|r| r.shipper == BASELINE && r.pass()) {
+        out.push_str(&compare("baseline build".to_owned(), base));
     }
+    out
 }
 
 #[cfg(test)]
@@ -294,6 +304,21 @@ mod tests {
         );
         assert!(t.contains("999/1000"), "{t}");
         assert!(t.contains("FAIL"), "{t}");
+    }
+
+    #[test]
+    fn a_baseline_build_is_compared_on_its_own_line_and_is_no_peer() {
+        let rows = [
+            row("sluice", 1000, 0.5, 10240),
+            row("rsyslog", 1000, 2.0, 20480),
+            row(BASELINE, 1000, 0.4, 8192),
+        ];
+        let t = table(&rows, "sluice");
+        assert!(t.contains("sluice vs best peer (rsyslog): 4.00x"), "{t}");
+        assert!(
+            t.contains("sluice vs baseline build: 0.80x lines per CPU second, 1.25x peak RSS"),
+            "{t}"
+        );
     }
 
     #[test]

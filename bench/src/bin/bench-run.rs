@@ -240,7 +240,7 @@ async fn watch(
     let pid = shipper.0.id();
     let mut last_usage = None;
     // Check the receiver often (the CPU figure is read the moment the last line arrived), but
-    // scan /proc only about once args second while waiting, to leave the CPU to the shipper.
+    // scan /proc only about once a second while waiting, to leave the CPU to the shipper.
     let mut tick = 0u64;
     loop {
         tick += 1;
