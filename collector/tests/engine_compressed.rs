@@ -188,6 +188,10 @@ fn a_held_fragment_whose_rest_was_lost_is_not_joined_to_the_next_line() {
         "lines never written arrived: {:.80?}",
         unknown
     );
+    let mut once = got.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), got.len(), "no line arrives twice");
     assert_eq!(got.iter().filter(|l| *l == "stderr:next").count(), 1);
     assert!(got.len() < stdout.len() + 1, "the truncated file's rest is lost");
     // Found by a look (truncated, no copy) and again by the reader passing over it: one loss.
